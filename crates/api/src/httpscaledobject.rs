@@ -1,0 +1,153 @@
+//! `HTTPScaledObject` (`http.keda.sh/v1alpha1`): the add-on's original API,
+//! deprecated upstream but used by most clusters.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{HeaderMatch, ScalingMetric};
+
+/// Desired state of an `HTTPScaledObject`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "http.keda.sh",
+    version = "v1alpha1",
+    kind = "HTTPScaledObject",
+    plural = "httpscaledobjects",
+    shortname = "httpso",
+    namespaced,
+    status = "HTTPScaledObjectStatus",
+    printcolumn = r#"{"name":"TargetWorkload","type":"string","jsonPath":".status.targetWorkload"}"#,
+    printcolumn = r#"{"name":"TargetService","type":"string","jsonPath":".status.targetService"}"#,
+    printcolumn = r#"{"name":"MinReplicas","type":"integer","jsonPath":".spec.replicas.min"}"#,
+    printcolumn = r#"{"name":"MaxReplicas","type":"integer","jsonPath":".spec.replicas.max"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPScaledObjectSpec {
+    /// Hosts to route. Empty, absent or `*` means every host; `*.example.com`
+    /// matches any subdomain of `example.com` (not the apex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// Path prefixes to route, matched on whole segments. Absent means `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefixes: Option<Vec<String>>,
+    /// Headers that must all be present (and equal, when `value` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<HeaderMatch>>,
+    /// The workload to scale and the Service to route to.
+    pub scale_target_ref: ScaleTargetRef,
+    /// Where to send requests when the target does not become ready in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start_timeout_failover_ref: Option<ColdStartTimeoutFailoverRef>,
+    /// Replica bounds (min default 0, max default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaStruct>,
+    /// Deprecated: use `scalingMetric`. Target pending requests (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_pending_requests: Option<i32>,
+    /// Seconds before scaling down; becomes the ScaledObject's `cooldownPeriod` (default 300).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "scaledownPeriod"
+    )]
+    pub scaledown_period: Option<i32>,
+    /// Seconds before the first scaling decision (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_cooldown_period: Option<i32>,
+    /// The metric that drives scaling: `concurrency` or `requestRate`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_metric: Option<ScalingMetric>,
+    /// Timeouts that override the interceptor's global ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<HTTPScaledObjectTimeouts>,
+}
+
+/// The workload to scale and the Service (and port) to route to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTargetRef {
+    /// Name of the workload (e.g. a Deployment).
+    #[serde(default)]
+    pub name: String,
+    /// Kind of the workload (e.g. `Deployment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// API version of the workload (e.g. `apps/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Name of the Service to route to.
+    pub service: String,
+    /// Service port number; exactly one of `port` and `portName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Service port name; exactly one of `port` and `portName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+}
+
+/// The Service to route to when the target is still cold after `timeoutSeconds`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ColdStartTimeoutFailoverRef {
+    /// Name of the failover Service.
+    pub service: String,
+    /// Service port number; exactly one of `port` and `portName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Service port name; exactly one of `port` and `portName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    /// Seconds to wait for the target before failing over (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// Replica bounds of the scaled workload.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ReplicaStruct {
+    /// Minimum replicas (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i32>,
+    /// Maximum replicas (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i32>,
+}
+
+/// Per-object timeouts of an `HTTPScaledObject` (Go durations such as `20s`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPScaledObjectTimeouts {
+    /// How long a request waits for the workload to have a ready replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition_wait: Option<String>,
+    /// How long to wait for the backend's response headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header: Option<String>,
+}
+
+/// Observed state of an `HTTPScaledObject`, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPScaledObjectStatus {
+    /// `apiVersion/kind/name` of the scaled workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_workload: Option<String>,
+    /// `service:port` of the routed Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_service: Option<String>,
+    /// Standard conditions; type `Ready` with reason `Reconciled` or `CreateError`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Annotation that tells the operator not to create a ScaledObject.
+pub const SKIP_SCALEDOBJECT_CREATION_ANNOTATION: &str =
+    "httpscaledobject.keda.sh/skip-scaledobject-creation";
+/// Annotation that tells the operator to leave the ScaledObject behind on delete.
+pub const ORPHAN_SCALEDOBJECT_ANNOTATION: &str = "httpscaledobject.keda.sh/orphan-scaledobject";
+/// Finalizer the operator puts on every `HTTPScaledObject`.
+pub const HTTPSCALEDOBJECT_FINALIZER: &str = "httpscaledobject.http.keda.sh";

@@ -1,0 +1,206 @@
+//! `InterceptorRoute` (`http.keda.sh/v1beta1`): the current upstream API.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{HeaderMatch, ScalingMetric};
+
+/// Desired state of an `InterceptorRoute`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "http.keda.sh",
+    version = "v1beta1",
+    kind = "InterceptorRoute",
+    plural = "interceptorroutes",
+    shortname = "ir",
+    namespaced,
+    status = "InterceptorRouteStatus",
+    printcolumn = r#"{"name":"TargetService","type":"string","jsonPath":".spec.target.service"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InterceptorRouteSpec {
+    /// The Service (and port) requests are forwarded to.
+    pub target: TargetRef,
+    /// How traffic reaches the target: `Service` (default) or `Endpoint` (pod IPs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_mode: Option<ProxyMode>,
+    /// Matching rules, OR-ed. No rules means every request (catch-all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RoutingRule>,
+    /// What drives scaling: at least one of `concurrency` and `requestRate`.
+    #[serde(default)]
+    pub scaling_metric: ScalingMetric,
+    /// Per-route timeouts; absent fields use the global defaults, `0s` disables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<InterceptorRouteTimeouts>,
+    /// Behaviour while the target has no ready endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start: Option<ColdStart>,
+    /// Requests answered by the interceptor itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_routes: Vec<StaticRoute>,
+}
+
+/// A Service and exactly one of `port` / `portName`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// Name of the Service.
+    pub service: String,
+    /// Service port number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Service port name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+}
+
+/// How the interceptor reaches the backend.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ProxyMode {
+    /// Through the Service's DNS name (works with service meshes).
+    #[default]
+    Service,
+    /// Directly to a ready pod address from the EndpointSlices.
+    Endpoint,
+}
+
+/// One matching rule: any host, any path, all headers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct RoutingRule {
+    /// Hosts (exact, `*.suffix` wildcard, or `*`); empty means any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Path prefixes; empty means `/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathMatch>,
+    /// Headers that must all match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// A path prefix, matched on whole segments.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct PathMatch {
+    /// The prefix, starting with `/`.
+    pub value: String,
+}
+
+/// Per-route timeouts (Go durations).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InterceptorRouteTimeouts {
+    /// How long a request waits for a ready endpoint (cold start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<String>,
+    /// Total time allowed for the whole request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// Time allowed for the backend's response headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header: Option<String>,
+}
+
+/// Cold-start behaviour: forward to a fallback, or answer with a placeholder.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ColdStart {
+    /// Where to forward once the readiness timeout passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<ColdStartFallback>,
+    /// A static answer while the target is cold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<Placeholder>,
+}
+
+/// The fallback backend of a cold start.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ColdStartFallback {
+    /// The fallback Service.
+    pub service: ServiceRef,
+}
+
+/// A Service by name and exactly one of `port` / `portName`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRef {
+    /// Name of the Service.
+    pub name: String,
+    /// Service port number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Service port name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+}
+
+/// The placeholder answer of a cold start.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct Placeholder {
+    /// The response (status 503 unless set).
+    pub response: StaticResponse,
+}
+
+/// A response the interceptor writes itself.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticResponse {
+    /// HTTP status code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+    /// Response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Response body taken from a ConfigMap key in the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_from_config_map: Option<ConfigMapKeyRef>,
+    /// Response headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A key of a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ConfigMapKeyRef {
+    /// ConfigMap name.
+    pub name: String,
+    /// Key within the ConfigMap's data.
+    pub key: String,
+}
+
+/// A route answered by the interceptor.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticRoute {
+    /// Matching rules, OR-ed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RoutingRule>,
+    /// The answer.
+    pub response: StaticResponse,
+    /// `Always`, or `WhenUnavailable` (only while the target has no ready endpoint).
+    #[serde(default)]
+    pub response_mode: ResponseMode,
+}
+
+/// When a static route answers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ResponseMode {
+    /// Every matching request.
+    #[default]
+    Always,
+    /// Only while the target has no ready endpoint.
+    WhenUnavailable,
+}
+
+/// Observed state of an `InterceptorRoute`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct InterceptorRouteStatus {
+    /// Standard conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
