@@ -1,0 +1,733 @@
+//! HTTP list, watch and get over a [`Store`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::body::Body;
+use crate::path::parse_path;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::{Reason, json_response, status_json, status_response};
+use crate::store::{
+    Change, EventType, Message, ObjectKey, Snapshot, Store, StoredObject, Stores, Subscription,
+    WatchStart, bookmark_line,
+};
+
+/// Lets the embedding server interfere with watches (testkit's fault
+/// injection). The default methods change nothing.
+pub trait WatchPolicy: Send + Sync + 'static {
+    /// Called once per live change per watcher; `false` drops it for that watcher.
+    fn deliver(&self) -> bool {
+        true
+    }
+
+    /// While `true`, watchers send nothing at all (changes are discarded,
+    /// no bookmarks) but keep their connections open.
+    fn stalled(&self) -> bool {
+        false
+    }
+}
+
+/// Settings of a [`ListWatch`] handler.
+#[derive(Clone)]
+pub struct HandlerConfig {
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+    /// How long a list for a resourceVersion newer than the store waits for
+    /// it before answering 504 "Too large resource version".
+    pub too_large_wait: Duration,
+    /// Encoded events buffered per watcher between its task and its
+    /// connection; past this the watcher stops reading the ring and, once
+    /// the ring overtakes it, is closed.
+    pub watch_buffer: usize,
+    /// Optional interference with watches.
+    pub policy: Option<Arc<dyn WatchPolicy>>,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        HandlerConfig {
+            bookmark_interval: Duration::from_secs(1),
+            too_large_wait: Duration::from_secs(3),
+            watch_buffer: 64,
+            policy: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for HandlerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerConfig")
+            .field("bookmark_interval", &self.bookmark_interval)
+            .field("too_large_wait", &self.too_large_wait)
+            .field("watch_buffer", &self.watch_buffer)
+            .field("policy", &self.policy.is_some())
+            .finish()
+    }
+}
+
+/// The query parameters of a list or watch request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListWatchQuery {
+    /// `watch=1|true`
+    pub watch: bool,
+    /// `resourceVersion`
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`
+    pub resource_version_match: Option<String>,
+    /// `labelSelector`
+    pub label_selector: Option<String>,
+    /// `fieldSelector`
+    pub field_selector: Option<String>,
+    /// `limit` (0 = none)
+    pub limit: Option<usize>,
+    /// `continue`
+    pub continue_token: Option<String>,
+    /// `timeoutSeconds`
+    pub timeout_seconds: Option<u64>,
+    /// `allowWatchBookmarks=true`
+    pub allow_watch_bookmarks: bool,
+    /// `sendInitialEvents`
+    pub send_initial_events: Option<bool>,
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v, "1" | "true" | "True" | "TRUE")
+}
+
+impl ListWatchQuery {
+    /// Parses a URI query string (without `?`); unknown parameters are ignored.
+    pub fn parse(query: Option<&str>) -> Result<ListWatchQuery, String> {
+        let mut q = ListWatchQuery::default();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*k {
+                "watch" => q.watch = truthy(&v),
+                "resourceVersion" => q.resource_version = Some(v.into_owned()),
+                "resourceVersionMatch" => q.resource_version_match = Some(v.into_owned()),
+                "labelSelector" => q.label_selector = Some(v.into_owned()),
+                "fieldSelector" => q.field_selector = Some(v.into_owned()),
+                "limit" => {
+                    let n: usize = v.parse().map_err(|_| format!("invalid limit {v:?}"))?;
+                    q.limit = (n > 0).then_some(n);
+                }
+                "continue" => q.continue_token = Some(v.into_owned()).filter(|s| !s.is_empty()),
+                "timeoutSeconds" => {
+                    q.timeout_seconds = Some(
+                        v.parse()
+                            .map_err(|_| format!("invalid timeoutSeconds {v:?}"))?,
+                    )
+                }
+                "allowWatchBookmarks" => q.allow_watch_bookmarks = truthy(&v),
+                "sendInitialEvents" => q.send_initial_events = Some(truthy(&v)),
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+
+    fn parsed_rv(&self) -> Result<Option<u64>, String> {
+        match self.resource_version.as_deref() {
+            None | Some("") => Ok(None),
+            Some(s) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("invalid resource version {s:?}")),
+        }
+    }
+}
+
+/// Which objects a request sees.
+#[derive(Clone, Debug, Default)]
+struct Filter {
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn new(namespace: Option<&str>, q: &ListWatchQuery) -> Result<Filter, String> {
+        Ok(Filter {
+            namespace: namespace.map(str::to_owned),
+            labels: LabelSelector::parse(q.label_selector.as_deref().unwrap_or(""))
+                .map_err(|e| e.to_string())?,
+            fields: FieldSelector::parse(q.field_selector.as_deref().unwrap_or(""))
+                .map_err(|e| e.to_string())?,
+        })
+    }
+
+    fn is_trivial(&self) -> bool {
+        self.namespace.is_none() && self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    fn matches(&self, o: &StoredObject) -> bool {
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| ns == o.namespace())
+            && self.fields.matches(o.namespace(), o.name())
+            && self.labels.matches(o.labels())
+    }
+
+    /// The line this watcher sends for `c`, if any: an object that stops
+    /// matching is sent as DELETED, one that starts matching as ADDED.
+    fn line(&self, c: &Change) -> Option<Bytes> {
+        if self.is_trivial() {
+            return Some(c.line.clone());
+        }
+        let now = self.matches(&c.object);
+        match c.kind {
+            EventType::Added | EventType::Deleted => now.then(|| c.line.clone()),
+            EventType::Modified => {
+                let before = c.previous.as_deref().is_some_and(|p| self.matches(p));
+                match (before, now) {
+                    (true, true) => Some(c.line.clone()),
+                    (false, true) => Some(c.object.added_line()),
+                    (true, false) => Some(c.object.deleted_line()),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+}
+
+fn encode_continue(rv: u64, key: &ObjectKey) -> String {
+    let raw = format!("{rv}/{}/{}", key.0, key.1);
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(token: &str) -> Option<(u64, ObjectKey)> {
+    if !token.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    let raw = String::from_utf8(bytes?).ok()?;
+    let mut parts = raw.splitn(3, '/');
+    let rv = parts.next()?.parse().ok()?;
+    let ns = parts.next()?.to_owned();
+    let name = parts.next()?.to_owned();
+    Some((rv, (ns, name)))
+}
+
+/// Encodes a `<Kind>List` from already-encoded items.
+fn encode_list<'a>(
+    store: &Store,
+    rv: u64,
+    items: impl Iterator<Item = &'a Arc<StoredObject>>,
+    continue_token: Option<&str>,
+    remaining: Option<usize>,
+) -> Bytes {
+    let res = store.resource();
+    let items: Vec<&Arc<StoredObject>> = items.collect();
+    let size: usize = items.iter().map(|o| o.json().len() + 1).sum();
+    let mut b = BytesMut::with_capacity(size + 256);
+    let head = serde_json::json!({
+        "apiVersion": res.api_version(),
+        "kind": format!("{}List", res.kind),
+    });
+    // Head without its closing brace, so metadata and items follow.
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    b.put_slice(&head[..head.len() - 1]);
+    b.put_slice(b",\"metadata\":{\"resourceVersion\":\"");
+    b.put_slice(rv.to_string().as_bytes());
+    b.put_u8(b'"');
+    if let Some(c) = continue_token {
+        b.put_slice(b",\"continue\":\"");
+        b.put_slice(c.as_bytes());
+        b.put_u8(b'"');
+    }
+    if let Some(r) = remaining {
+        b.put_slice(b",\"remainingItemCount\":");
+        b.put_slice(r.to_string().as_bytes());
+    }
+    b.put_slice(b"},\"items\":[");
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            b.put_u8(b',');
+        }
+        b.put_slice(o.json());
+    }
+    b.put_slice(b"]}");
+    b.freeze()
+}
+
+fn etag_matches(headers: &HeaderMap, rv: u64) -> bool {
+    let Some(v) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let want = rv.to_string();
+    v.split(',').any(|t| {
+        let t = t.trim();
+        let t = t.strip_prefix("W/").unwrap_or(t);
+        t.trim_matches('"') == want
+    })
+}
+
+fn with_etag(mut resp: Response<Body>, rv: u64) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{rv}\"")) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// The ERROR line of a watch that cannot continue from `requested`.
+pub fn expired_event(requested: u64, oldest: u64) -> Bytes {
+    let status = status_json(
+        Reason::Expired,
+        &format!("too old resource version: {requested} ({oldest})"),
+    );
+    let mut b = BytesMut::with_capacity(status.len() + 32);
+    b.put_slice(b"{\"type\":\"ERROR\",\"object\":");
+    b.put_slice(&status);
+    b.put_slice(b"}\n");
+    b.freeze()
+}
+
+/// A complete watch response that carries one ERROR event (410 Expired)
+/// and ends, as kube-apiserver answers a watch from a compacted
+/// resourceVersion; clients relist.
+pub fn expired_watch_response(requested: u64, oldest: u64) -> Response<Body> {
+    watch_headers(Response::new(Body::full(expired_event(requested, oldest))))
+}
+
+fn watch_headers(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    resp
+}
+
+/// Serves list, watch and get for [`Store`]s over HTTP.
+///
+/// Use [`handle`](ListWatch::handle) as a complete read-only hyper service
+/// over a [`Stores`], or the per-verb methods behind your own routing.
+///
+/// ```no_run
+/// # async fn demo(stores: std::sync::Arc<listwatch::Stores>) {
+/// use listwatch::{HandlerConfig, ListWatch};
+/// let lw = ListWatch::new(HandlerConfig::default());
+/// let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+///     let (lw, stores) = (lw.clone(), stores.clone());
+///     async move { Ok::<_, std::convert::Infallible>(lw.handle(&stores, &req).await) }
+/// });
+/// # let _ = svc;
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ListWatch {
+    config: HandlerConfig,
+}
+
+impl ListWatch {
+    /// A handler with these settings.
+    pub fn new(config: HandlerConfig) -> ListWatch {
+        ListWatch { config }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HandlerConfig {
+        &self.config
+    }
+
+    /// A read-only Kubernetes API over `stores`: `GET` of a list, a watch
+    /// or one object. Unknown resources are 404, other methods 405.
+    pub async fn handle<B>(&self, stores: &Stores, req: &Request<B>) -> Response<Body> {
+        if req.method() != Method::GET {
+            return status_response(
+                Reason::MethodNotAllowed,
+                &format!("method {} is not supported", req.method()),
+            );
+        }
+        let Some(path) = parse_path(req.uri().path()) else {
+            return status_response(
+                Reason::NotFound,
+                "the server could not find the requested resource",
+            );
+        };
+        let Some(store) = stores.get(&path.gvr) else {
+            return status_response(
+                Reason::NotFound,
+                "the server could not find the requested resource",
+            );
+        };
+        match (&path.name, &path.subresource) {
+            (Some(name), None) => self.get(&store, path.namespace.as_deref().unwrap_or(""), name),
+            (None, _) => {
+                self.list_or_watch(
+                    &store,
+                    path.namespace.as_deref(),
+                    req.uri().query(),
+                    req.headers(),
+                )
+                .await
+            }
+            _ => status_response(
+                Reason::NotFound,
+                "the server could not find the requested resource",
+            ),
+        }
+    }
+
+    /// One object as JSON, or 404.
+    pub fn get(&self, store: &Store, namespace: &str, name: &str) -> Response<Body> {
+        match store.get(namespace, name) {
+            Some(o) => json_response(StatusCode::OK, o.json().clone()),
+            None => status_response(
+                Reason::NotFound,
+                &format!(
+                    "{} \"{name}\" not found",
+                    store.resource().gvr.qualified_resource()
+                ),
+            ),
+        }
+    }
+
+    /// A list, or a watch when the query has `watch=1`. `namespace`
+    /// restricts both to one namespace.
+    pub async fn list_or_watch(
+        &self,
+        store: &Store,
+        namespace: Option<&str>,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
+        let q = match ListWatchQuery::parse(query) {
+            Ok(q) => q,
+            Err(e) => return status_response(Reason::BadRequest, &e),
+        };
+        if q.watch {
+            self.watch(store, namespace, &q)
+        } else {
+            self.list(store, namespace, &q, headers).await
+        }
+    }
+
+    /// Serves a list (see the crate doc for the supported parameters).
+    pub async fn list(
+        &self,
+        store: &Store,
+        namespace: Option<&str>,
+        q: &ListWatchQuery,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
+        let filter = match Filter::new(namespace, q) {
+            Ok(f) => f,
+            Err(e) => return status_response(Reason::BadRequest, &e),
+        };
+        let rv = match q.parsed_rv() {
+            Ok(rv) => rv,
+            Err(e) => return status_response(Reason::BadRequest, &e),
+        };
+        let exact = q.resource_version_match.as_deref() == Some("Exact");
+        if let Some(m) = q.resource_version_match.as_deref()
+            && m != "Exact"
+            && m != "NotOlderThan"
+        {
+            return status_response(
+                Reason::BadRequest,
+                &format!("invalid resourceVersionMatch {m:?}"),
+            );
+        }
+        if exact && rv.unwrap_or(0) == 0 {
+            return status_response(
+                Reason::BadRequest,
+                "resourceVersionMatch=Exact requires a non-zero resourceVersion",
+            );
+        }
+
+        // Where the page starts, and which snapshot it reads.
+        let mut after: Option<ObjectKey> = None;
+        let snap: Snapshot = if let Some(token) = &q.continue_token {
+            let Some((crv, key)) = decode_continue(token) else {
+                return status_response(Reason::BadRequest, "invalid continue token");
+            };
+            after = Some(key);
+            match store.snapshot_at(crv) {
+                Some(s) => s,
+                None => {
+                    return status_response(
+                        Reason::Expired,
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    );
+                }
+            }
+        } else {
+            let current = store.resource_version();
+            match rv {
+                Some(n) if n > 0 => {
+                    if n > current && !store.wait_for(n, self.config.too_large_wait).await {
+                        return status_response(
+                            Reason::Timeout,
+                            &format!(
+                                "Too large resource version: {n}, current: {}",
+                                store.resource_version()
+                            ),
+                        );
+                    }
+                    if exact {
+                        match store.snapshot_at(n) {
+                            Some(s) => s,
+                            None => {
+                                return status_response(
+                                    Reason::Expired,
+                                    &format!(
+                                        "too old resource version: {n} ({})",
+                                        store.resource_version()
+                                    ),
+                                );
+                            }
+                        }
+                    } else {
+                        store.snapshot()
+                    }
+                }
+                _ => store.snapshot(),
+            }
+        };
+        let rv = snap.resource_version;
+        if q.continue_token.is_none() && etag_matches(headers, rv) {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            return with_etag(resp, rv);
+        }
+
+        let whole = filter.is_trivial()
+            && after.is_none()
+            && q.limit.is_none_or(|l| l >= snap.len())
+            && rv == store.resource_version();
+        let body = if whole {
+            self.full_list(store, &snap).await
+        } else {
+            let iter: Box<dyn Iterator<Item = (&ObjectKey, &Arc<StoredObject>)>> = match &after {
+                Some(k) => Box::new(snap.objects.range((
+                    std::ops::Bound::Excluded(k.clone()),
+                    std::ops::Bound::Unbounded,
+                ))),
+                None => Box::new(snap.objects.iter()),
+            };
+            let mut iter = iter.filter(|(_, o)| filter.matches(o));
+            let limit = q.limit.unwrap_or(usize::MAX);
+            let page: Vec<(&ObjectKey, &Arc<StoredObject>)> = iter.by_ref().take(limit).collect();
+            let more = if page.len() == limit { iter.count() } else { 0 };
+            let token = (more > 0)
+                .then(|| page.last().map(|(k, _)| encode_continue(rv, k)))
+                .flatten();
+            if token.is_some() {
+                store.remember(&snap);
+            }
+            let remaining =
+                (token.is_some() && filter.labels.is_empty() && filter.fields.is_empty())
+                    .then_some(more);
+            encode_list(
+                store,
+                rv,
+                page.iter().map(|(_, o)| *o),
+                token.as_deref(),
+                remaining,
+            )
+        };
+        with_etag(json_response(StatusCode::OK, body), rv)
+    }
+
+    /// The unfiltered list at `snap`, encoded once per resourceVersion.
+    async fn full_list(&self, store: &Store, snap: &Snapshot) -> Bytes {
+        let mut cache = store.inner.full_list.lock().await;
+        if let Some((rv, b)) = cache.as_ref()
+            && *rv == snap.resource_version
+        {
+            return b.clone();
+        }
+        let b = encode_list(store, snap.resource_version, snap.iter(), None, None);
+        if cache
+            .as_ref()
+            .is_none_or(|(r, _)| *r < snap.resource_version)
+        {
+            *cache = Some((snap.resource_version, b.clone()));
+        }
+        b
+    }
+
+    /// Starts a watch (see the crate doc): the response streams events
+    /// until `timeoutSeconds`, the client leaving, the watcher lagging, or
+    /// [`Store::close_watchers`].
+    pub fn watch(
+        &self,
+        store: &Store,
+        namespace: Option<&str>,
+        q: &ListWatchQuery,
+    ) -> Response<Body> {
+        let filter = match Filter::new(namespace, q) {
+            Ok(f) => f,
+            Err(e) => return status_response(Reason::BadRequest, &e),
+        };
+        let rv = match q.parsed_rv() {
+            Ok(rv) => rv,
+            Err(e) => return status_response(Reason::BadRequest, &e),
+        };
+        let initial_events_end = q.send_initial_events == Some(true);
+        let (start, skip_through) = match rv {
+            _ if initial_events_end => (WatchStart::CurrentState, 0),
+            None | Some(0) if q.send_initial_events == Some(false) => (WatchStart::Now, 0),
+            None | Some(0) => (WatchStart::CurrentState, 0),
+            Some(n) => (WatchStart::After(n), n),
+        };
+        let sub = match store.subscribe(start) {
+            Ok(s) => s,
+            Err(too_old) => return expired_watch_response(too_old.requested, too_old.oldest),
+        };
+        let (tx, rx) = mpsc::channel(self.config.watch_buffer.max(1));
+        let task = WatchTask {
+            store: store.clone(),
+            filter,
+            tx,
+            deadline: q
+                .timeout_seconds
+                .map(|s| Instant::now() + Duration::from_secs(s)),
+            bookmarks: q.allow_watch_bookmarks,
+            initial_events_end,
+            skip_through,
+            interval: self.config.bookmark_interval,
+            policy: self.config.policy.clone(),
+        };
+        tokio::spawn(task.run(sub));
+        watch_headers(Response::new(Body::channel(rx)))
+    }
+}
+
+struct WatchTask {
+    store: Store,
+    filter: Filter,
+    tx: mpsc::Sender<Bytes>,
+    deadline: Option<Instant>,
+    bookmarks: bool,
+    initial_events_end: bool,
+    skip_through: u64,
+    interval: Duration,
+    policy: Option<Arc<dyn WatchPolicy>>,
+}
+
+/// The watcher has to stop (client gone or closed by the server).
+struct Stop;
+
+impl WatchTask {
+    fn stalled(&self) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.stalled())
+    }
+
+    fn deliver(&self) -> bool {
+        self.policy.as_ref().is_none_or(|p| p.deliver())
+    }
+
+    async fn send(&self, line: Bytes) -> Result<(), Stop> {
+        if self.stalled() {
+            return Ok(());
+        }
+        self.tx.send(line).await.map_err(|_| Stop)
+    }
+
+    async fn send_change(&self, c: &Change) -> Result<(), Stop> {
+        if c.rv <= self.skip_through {
+            return Ok(());
+        }
+        match self.filter.line(c) {
+            Some(line) if self.deliver() => self.send(line).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn run(self, sub: Subscription) {
+        let Subscription {
+            mut rx,
+            initial,
+            replay,
+            rv,
+            guard: _guard,
+        } = sub;
+        let _ = self.stream(&mut rx, initial, replay, rv).await;
+    }
+
+    async fn stream(
+        &self,
+        rx: &mut broadcast::Receiver<Message>,
+        initial: Vec<Arc<StoredObject>>,
+        replay: Vec<Arc<Change>>,
+        rv: u64,
+    ) -> Result<(), Stop> {
+        for o in initial.iter().filter(|o| self.filter.matches(o)) {
+            self.send(o.added_line()).await?;
+        }
+        drop(initial);
+        if self.initial_events_end {
+            self.send(bookmark_line(self.store.resource(), rv, true))
+                .await?;
+        }
+        for c in &replay {
+            self.send_change(c).await?;
+        }
+        drop(replay);
+
+        let mut last_rv = rv;
+        let deadline = tokio::time::sleep_until(
+            self.deadline
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600)),
+        );
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            // Biased: a change already in the ring goes out before a
+            // bookmark, so a bookmark never claims a resourceVersion whose
+            // change this watcher has not sent.
+            tokio::select! {
+                biased;
+                _ = self.tx.closed() => return Err(Stop),
+                _ = &mut deadline => return Ok(()),
+                msg = rx.recv() => match msg {
+                    Ok(Message::Change(c)) => {
+                        last_rv = last_rv.max(c.rv);
+                        self.send_change(&c).await?;
+                    }
+                    Ok(Message::Progress(p)) => last_rv = last_rv.max(p),
+                    Ok(Message::CloseAll) => return Ok(()),
+                    // Too slow: close; the client resumes from its last
+                    // resourceVersion (from history) or relists.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(resource = %self.store.resource().gvr, skipped = n, "closing lagging watcher");
+                        return Err(Stop);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = ticker.tick(), if self.bookmarks => {
+                    self.send(self.store.bookmark_line(last_rv)).await?;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let key = ("ns".to_string(), "a/b".to_string());
+        let t = encode_continue(42, &key);
+        assert_eq!(decode_continue(&t), Some((42, key)));
+        assert_eq!(decode_continue("zz"), None);
+        assert_eq!(decode_continue("abc"), None);
+    }
+}
