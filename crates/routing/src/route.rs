@@ -1,0 +1,436 @@
+//! The compiled form of one custom resource: everything the data plane and
+//! the scaler need, precomputed so a request never looks anything else up.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+pub use api::{ProxyMode, ResponseMode};
+
+/// Which custom resource a [`Route`] was compiled from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum SourceKind {
+    /// `HTTPScaledObject` (`http.keda.sh/v1alpha1`).
+    #[serde(rename = "HTTPScaledObject")]
+    HttpScaledObject,
+    /// `InterceptorRoute` (`http.keda.sh/v1beta1`); wins over an
+    /// `HTTPScaledObject` of the same namespace/name.
+    InterceptorRoute,
+}
+
+impl SourceKind {
+    /// The Kubernetes `kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::HttpScaledObject => "HTTPScaledObject",
+            SourceKind::InterceptorRoute => "InterceptorRoute",
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Service port, by number or by name (resolved against the Service later).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    /// `port: 8080`
+    Number(u16),
+    /// `portName: http`
+    Name(Arc<str>),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl Serialize for PortRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PortRef::Number(n) => s.serialize_u16(*n),
+            PortRef::Name(n) => s.serialize_str(n),
+        }
+    }
+}
+
+/// Where requests of a route are forwarded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Service name.
+    pub service: Arc<str>,
+    /// Service namespace (always the route's namespace).
+    pub namespace: Arc<str>,
+    /// Service port.
+    pub port: PortRef,
+    /// `None`: the interceptor's global default (`KEDA_HTTP_DIRECT_POD_ROUTING`);
+    /// `HTTPScaledObject`s always leave it unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_mode: Option<ProxyMode>,
+}
+
+/// Per-route timeouts. `None` means "use the interceptor's global default";
+/// `Some(Duration::ZERO)` means "disabled".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Cold-start wait for a ready endpoint (HTTPSO `timeouts.conditionWait`,
+    /// IR `timeouts.readiness`).
+    pub readiness: Option<Duration>,
+    /// Whole-request timeout (IR only).
+    pub request: Option<Duration>,
+    /// Time allowed for the backend's response headers.
+    pub response_header: Option<Duration>,
+}
+
+/// The Service a cold request fails over to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// Service name.
+    pub service: Arc<str>,
+    /// Service namespace (the route's namespace).
+    pub namespace: Arc<str>,
+    /// Service port.
+    pub port: PortRef,
+    /// How long to wait for the target before failing over. HTTPSO:
+    /// `timeoutSeconds` (default 30 s). IR: `None`, i.e. once the readiness
+    /// timeout passes.
+    pub wait: Option<Duration>,
+}
+
+/// The body of a static response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// Literal bytes.
+    Inline(Bytes),
+    /// A key of a ConfigMap in the route's namespace, resolved by the sync layer.
+    ConfigMap {
+        /// ConfigMap name.
+        name: Arc<str>,
+        /// Key within `data`.
+        key: Arc<str>,
+    },
+}
+
+/// A response the interceptor writes itself (placeholder or static route).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StaticResponse {
+    /// Status code (placeholder default 503, static route default 200).
+    pub status: StatusCode,
+    /// Body.
+    pub body: ResponseBody,
+    /// Headers, already validated.
+    pub headers: HeaderMap,
+}
+
+/// A static route of an `InterceptorRoute`: its response and when it applies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StaticRoute {
+    /// The answer.
+    pub response: StaticResponse,
+    /// `Always`, or `WhenUnavailable` (only while the target has no ready endpoint;
+    /// otherwise the request is forwarded to the route's target).
+    pub mode: ResponseMode,
+}
+
+/// Cold-start behaviour while the target has no ready endpoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ColdStart {
+    /// Fail over to another Service.
+    pub fallback: Option<Fallback>,
+    /// Answer with a static response (IR `coldStart.placeholder`).
+    pub placeholder: Option<StaticResponse>,
+}
+
+/// Scale on in-flight requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcurrencyTarget {
+    /// Target in-flight requests per replica.
+    pub target_value: i64,
+}
+
+/// Scale on the request rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestRateTarget {
+    /// Target requests per second per replica.
+    pub target_value: i64,
+    /// Sliding window (default 1 min).
+    pub window: Duration,
+    /// Bucket size (default 1 s).
+    pub granularity: Duration,
+}
+
+/// What the scaler reports for a route. An `HTTPScaledObject` always has exactly
+/// one of the two (falling back to `targetPendingRequests`, then 100
+/// concurrency); an `InterceptorRoute` may have both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scaling {
+    /// Concurrency target.
+    pub concurrency: Option<ConcurrencyTarget>,
+    /// Request-rate target.
+    pub request_rate: Option<RequestRateTarget>,
+}
+
+/// Live counters of a route, shared by every request routed to it and by the
+/// admin `/queue` endpoint. Created when a key first enters a
+/// [`RoutingTable`](crate::RoutingTable) and carried over when an object with
+/// the same namespace/name is re-applied.
+#[derive(Debug, Default)]
+pub struct RouteCounters {
+    /// Requests in flight now (`Concurrency` in `/queue`).
+    pub concurrency: AtomicI64,
+    /// Requests seen since the key entered the table (`RequestCount`), monotonic.
+    pub request_count: AtomicU64,
+}
+
+impl RouteCounters {
+    /// `(concurrency, request_count)` as seen now.
+    pub fn snapshot(&self) -> (i64, u64) {
+        (
+            self.concurrency.load(Ordering::Relaxed),
+            self.request_count.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A host pattern of a rule, normalised: lower-case, no trailing dot, IPv6
+/// literals without brackets.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    /// One host.
+    Exact(Arc<str>),
+    /// `*.suffix`, holding `suffix`: any host ending in `.suffix`, at any depth,
+    /// but not `suffix` itself.
+    Wildcard(Arc<str>),
+    /// Every host (`*`, empty, or no hosts at all).
+    Any,
+}
+
+impl HostMatch {
+    /// Whether the (normalised) request host matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => **h == *host,
+            HostMatch::Wildcard(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(&**suffix)
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+            HostMatch::Any => true,
+        }
+    }
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Wildcard(s) => write!(f, "*.{s}"),
+            HostMatch::Any => f.write_str("*"),
+        }
+    }
+}
+
+impl Serialize for HostMatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A header a request must carry; `value: None` means "present with any value".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderFilter {
+    /// Header name (lower-case, as `http` stores it).
+    pub name: HeaderName,
+    /// Exact value, compared byte for byte against each of the request's values.
+    pub value: Option<HeaderValue>,
+}
+
+impl Serialize for HeaderFilter {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("HeaderFilter", 2)?;
+        st.serialize_field("name", self.name.as_str())?;
+        match &self.value {
+            Some(v) => st.serialize_field("value", &String::from_utf8_lossy(v.as_bytes()))?,
+            None => st.skip_field("value")?,
+        }
+        st.end()
+    }
+}
+
+/// What a rule does when it is the best match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RuleAction {
+    /// Forward to the route's [`Target`].
+    Forward,
+    /// Answer with `route.static_routes[i]`.
+    Static(usize),
+}
+
+impl Serialize for RuleAction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RuleAction::Forward => s.serialize_str("forward"),
+            RuleAction::Static(i) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("staticRoute", i)?;
+                m.end()
+            }
+        }
+    }
+}
+
+/// One matching rule: any of `hosts`, any of `paths`, all of `headers`.
+///
+/// Paths are normalised prefixes: they start with `/` and have no trailing
+/// `/` (except `/` itself), so `/api/` configured behaves as `/api`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub(crate) hosts: Vec<HostMatch>,
+    pub(crate) paths: Vec<Arc<str>>,
+    pub(crate) headers: Vec<HeaderFilter>,
+    pub(crate) action: RuleAction,
+}
+
+impl Rule {
+    /// Host patterns (never empty: no hosts compiles to [`HostMatch::Any`]).
+    pub fn hosts(&self) -> &[HostMatch] {
+        &self.hosts
+    }
+    /// Normalised path prefixes (never empty: no paths compiles to `/`).
+    pub fn paths(&self) -> &[Arc<str>] {
+        &self.paths
+    }
+    /// Header filters, all of which must match.
+    pub fn headers(&self) -> &[HeaderFilter] {
+        &self.headers
+    }
+    /// What the rule does.
+    pub fn action(&self) -> RuleAction {
+        self.action
+    }
+    /// Number of header filters that require a value.
+    pub fn valued_headers(&self) -> usize {
+        self.headers.iter().filter(|h| h.value.is_some()).count()
+    }
+}
+
+/// Whether a normalised prefix matches a request path on whole segments.
+/// `/` matches everything; `/api` matches `/api`, `/api/`, `/api/x`, not `/apiv2`.
+pub fn path_prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || (path.starts_with(prefix)
+            && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'))
+}
+
+/// One compiled `HTTPScaledObject` or `InterceptorRoute`.
+///
+/// Built by [`compile_http_scaled_object`](crate::compile_http_scaled_object) or
+/// [`compile_interceptor_route`](crate::compile_interceptor_route); immutable once
+/// in a [`RoutingTable`](crate::RoutingTable), where it lives in an `Arc`.
+/// Equality compares content and ignores [`counters`](Route::counters).
+#[derive(Debug)]
+pub struct Route {
+    pub(crate) kind: SourceKind,
+    pub(crate) key: Arc<str>,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) rules: Vec<Rule>,
+    /// Nanoseconds since the epoch of `created`, `i128::MAX` when unknown, so
+    /// objects without a timestamp lose ties to every object with one.
+    pub(crate) created_order: i128,
+    /// Where requests go.
+    pub target: Target,
+    /// Per-route timeouts.
+    pub timeouts: Timeouts,
+    /// Cold-start policy.
+    pub cold_start: ColdStart,
+    /// Static routes (IR only), indexed by [`RuleAction::Static`].
+    pub static_routes: Vec<StaticRoute>,
+    /// What the scaler reports.
+    pub scaling: Scaling,
+    /// `metadata.creationTimestamp`.
+    pub created: Option<SystemTime>,
+    /// `metadata.resourceVersion` of the source object.
+    pub resource_version: Option<Arc<str>>,
+    /// `metadata.generation` of the source object.
+    pub generation: Option<i64>,
+    /// Live counters, shared across re-applies of the same key.
+    pub counters: Arc<RouteCounters>,
+}
+
+impl Route {
+    /// `namespace/name`, the key used by `/queue`, metrics and the scaler.
+    pub fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+    /// Namespace of the source object.
+    pub fn namespace(&self) -> &Arc<str> {
+        &self.namespace
+    }
+    /// Name of the source object.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    /// Kind of the source object.
+    pub fn kind(&self) -> SourceKind {
+        self.kind
+    }
+    /// Matching rules, forwarding rules first, then the rules of each static route.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+    /// The static route a rule answers with, if any.
+    pub fn static_route(&self, action: RuleAction) -> Option<&StaticRoute> {
+        match action {
+            RuleAction::Forward => None,
+            RuleAction::Static(i) => self.static_routes.get(i),
+        }
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, o: &Self) -> bool {
+        self.kind == o.kind
+            && self.key == o.key
+            && self.rules == o.rules
+            && self.created_order == o.created_order
+            && self.target == o.target
+            && self.timeouts == o.timeouts
+            && self.cold_start == o.cold_start
+            && self.static_routes == o.static_routes
+            && self.scaling == o.scaling
+            && self.created == o.created
+            && self.resource_version == o.resource_version
+            && self.generation == o.generation
+    }
+}
+
+/// The `/routing-table` view: key, kind, rules (hosts, paths, headers,
+/// action), target, resourceVersion.
+impl Serialize for Route {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Route", 6)?;
+        st.serialize_field("key", &*self.key)?;
+        st.serialize_field("kind", &self.kind)?;
+        st.serialize_field("rules", &self.rules)?;
+        st.serialize_field("target", &self.target)?;
+        st.serialize_field("resourceVersion", &self.resource_version.as_deref())?;
+        st.serialize_field("generation", &self.generation)?;
+        st.end()
+    }
+}

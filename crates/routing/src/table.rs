@@ -1,0 +1,714 @@
+//! [`RoutingTable`]: an immutable, cheaply cloned snapshot of every route,
+//! indexed for lookups whose cost does not depend on the table's size.
+//!
+//! # Index
+//! Three host tiers, probed in precedence order:
+//! - `exact`: normalised host -> bucket;
+//! - `wildcard`: suffix -> bucket, probed from the request host's longest
+//!   proper suffix down (`a.b.c` probes `b.c`, then `c`), skipping suffix
+//!   lengths (in labels) that no wildcard has;
+//! - `any`: the catch-all bucket.
+//!
+//! A bucket maps a normalised path prefix to a short list of entries sorted
+//! by precedence. Small buckets are a slice scanned longest prefix first;
+//! large ones a hash map probed with the request path's segment prefixes
+//! (`/a/b/c`, `/a/b`, `/a`, `/`), so a bucket of 100,000 prefixes costs
+//! O(path depth). The first entry whose header filters match wins; if none
+//! does, the next shorter prefix, then the next tier, is tried.
+//!
+//! Every map is persistent (`imbl`, hashed with foldhash), so a clone is a few
+//! reference-count increments and an update copies only the O(log n) nodes on
+//! the paths to the buckets it touches.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+use api::validation::FieldError;
+use api::{HTTPScaledObject, InterceptorRoute};
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
+
+use crate::request::{MAX_HOST_LEN, RequestHeaders, normalize_host, strip_query};
+use crate::route::{HostMatch, Route, Rule, RuleAction, SourceKind, StaticRoute};
+
+type Hasher = foldhash::fast::RandomState;
+type Map<K, V> = imbl::GenericHashMap<K, V, Hasher, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// Buckets with at most this many path prefixes are a scanned slice.
+const SMALL_MAX: usize = 8;
+/// Wildcard suffixes are counted by label count up to this (the last slot
+/// counts everything longer).
+const LABEL_SLOTS: usize = 16;
+
+/// One candidate: rule `rule` of `route`, filed under one host and path.
+#[derive(Clone)]
+struct Entry {
+    route: Arc<Route>,
+    rule: u32,
+    has_headers: bool,
+}
+
+impl Entry {
+    fn rule(&self) -> &Rule {
+        &self.route.rules[self.rule as usize]
+    }
+
+    fn matches<H: RequestHeaders + ?Sized>(&self, headers: &H) -> bool {
+        !self.has_headers || self.rule().headers.iter().all(|f| f.matches(headers))
+    }
+}
+
+/// Precedence of two entries filed under the same host and path (smaller
+/// first): more header filters, more filters with values, older
+/// `creationTimestamp`, namespace then name; within one object static routes
+/// before forwarding rules, then declaration order.
+fn entry_order(a: &Entry, b: &Entry) -> Ordering {
+    let (ra, rb) = (a.rule(), b.rule());
+    rb.headers
+        .len()
+        .cmp(&ra.headers.len())
+        .then_with(|| rb.valued_headers().cmp(&ra.valued_headers()))
+        .then_with(|| a.route.created_order.cmp(&b.route.created_order))
+        .then_with(|| a.route.namespace.cmp(&b.route.namespace))
+        .then_with(|| a.route.name.cmp(&b.route.name))
+        .then_with(|| action_rank(ra.action).cmp(&action_rank(rb.action)))
+        .then_with(|| a.rule.cmp(&b.rule))
+}
+
+fn action_rank(a: RuleAction) -> (u8, usize) {
+    match a {
+        RuleAction::Static(i) => (0, i),
+        RuleAction::Forward => (1, 0),
+    }
+}
+
+type Entries = Arc<[Entry]>;
+
+/// The path index of one host (or of the catch-all tier).
+#[derive(Clone)]
+enum PathIndex {
+    /// Prefixes sorted longest first; scanned.
+    Small(Arc<[(Arc<str>, Entries)]>),
+    /// Probed with the request path's segment prefixes.
+    Large(Map<Arc<str>, Entries>),
+}
+
+impl Default for PathIndex {
+    fn default() -> Self {
+        PathIndex::Small(Arc::new([]))
+    }
+}
+
+impl PathIndex {
+    fn is_empty(&self) -> bool {
+        match self {
+            PathIndex::Small(s) => s.is_empty(),
+            PathIndex::Large(m) => m.is_empty(),
+        }
+    }
+
+    /// Replaces the entries of `prefix` by `f(current)`; an empty result
+    /// removes the prefix.
+    fn edit(&mut self, prefix: &Arc<str>, f: impl FnOnce(&[Entry]) -> Vec<Entry>) {
+        match self {
+            PathIndex::Small(items) => {
+                let pos = items.iter().position(|(p, _)| p == prefix);
+                let current: &[Entry] = pos.map(|i| &*items[i].1).unwrap_or(&[]);
+                let new = f(current);
+                let mut v: Vec<(Arc<str>, Entries)> = items.to_vec();
+                match (pos, new.is_empty()) {
+                    (Some(i), true) => {
+                        v.remove(i);
+                    }
+                    (Some(i), false) => v[i].1 = new.into(),
+                    (None, true) => return,
+                    (None, false) => v.push((prefix.clone(), new.into())),
+                }
+                if v.len() > SMALL_MAX {
+                    *self = PathIndex::Large(v.into_iter().collect());
+                } else {
+                    v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                    *items = v.into();
+                }
+            }
+            PathIndex::Large(map) => {
+                let new = f(map.get(&**prefix).map(|e| &**e).unwrap_or(&[]));
+                if new.is_empty() {
+                    map.remove(&**prefix);
+                } else {
+                    map.insert(prefix.clone(), new.into());
+                }
+                if map.len() <= SMALL_MAX / 2 {
+                    let mut v: Vec<(Arc<str>, Entries)> =
+                        map.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+                    v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                    *self = PathIndex::Small(v.into());
+                }
+            }
+        }
+    }
+
+    /// The best entry for `path`: longest matching prefix first, first entry
+    /// (in precedence order) whose headers match.
+    fn lookup<'a, H: RequestHeaders + ?Sized>(
+        &'a self,
+        path: &str,
+        headers: &H,
+    ) -> Option<(&'a str, &'a Entry)> {
+        match self {
+            PathIndex::Small(items) => items.iter().find_map(|(prefix, entries)| {
+                if crate::path_prefix_matches(prefix, path) {
+                    first_match(entries, headers).map(|e| (&**prefix, e))
+                } else {
+                    None
+                }
+            }),
+            PathIndex::Large(map) => {
+                let bytes = path.as_bytes();
+                if bytes.first() == Some(&b'/') {
+                    let mut end = bytes.len();
+                    while end > 1 {
+                        // `path[..end]` ends before a '/' or at the end; a
+                        // prefix never ends in '/', so skip those.
+                        if bytes[end - 1] != b'/'
+                            && let Some((k, entries)) = map.get_key_value(&path[..end])
+                            && let Some(e) = first_match(entries, headers)
+                        {
+                            return Some((&**k, e));
+                        }
+                        end = match bytes[..end].iter().rposition(|&b| b == b'/') {
+                            Some(i) => i,
+                            None => break,
+                        };
+                    }
+                }
+                let (k, entries) = map.get_key_value("/")?;
+                first_match(entries, headers).map(|e| (&**k, e))
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn for_each(&self, mut f: impl FnMut(&Arc<str>, &Entries)) {
+        match self {
+            PathIndex::Small(items) => items.iter().for_each(|(k, v)| f(k, v)),
+            PathIndex::Large(map) => map.iter().for_each(|(k, v)| f(k, v)),
+        }
+    }
+}
+
+fn first_match<'a, H: RequestHeaders + ?Sized>(
+    entries: &'a [Entry],
+    headers: &H,
+) -> Option<&'a Entry> {
+    entries.iter().find(|e| e.matches(headers))
+}
+
+/// The objects of one namespace/name: at most one of each kind. The active
+/// one (indexed for lookups) is the `InterceptorRoute` when there is one.
+#[derive(Clone, Default)]
+struct Slot {
+    http_scaled_object: Option<Arc<Route>>,
+    interceptor_route: Option<Arc<Route>>,
+}
+
+impl Slot {
+    fn active(&self) -> Option<&Arc<Route>> {
+        self.interceptor_route
+            .as_ref()
+            .or(self.http_scaled_object.as_ref())
+    }
+
+    fn get_mut(&mut self, kind: SourceKind) -> &mut Option<Arc<Route>> {
+        match kind {
+            SourceKind::HttpScaledObject => &mut self.http_scaled_object,
+            SourceKind::InterceptorRoute => &mut self.interceptor_route,
+        }
+    }
+
+    fn get(&self, kind: SourceKind) -> Option<&Arc<Route>> {
+        match kind {
+            SourceKind::HttpScaledObject => self.http_scaled_object.as_ref(),
+            SourceKind::InterceptorRoute => self.interceptor_route.as_ref(),
+        }
+    }
+}
+
+/// The best route for a request, borrowed from a [`RoutingTable`].
+#[derive(Clone, Copy, Debug)]
+pub struct RouteMatch<'a> {
+    /// The matched route (clone the `Arc` to keep it past the table snapshot).
+    pub route: &'a Arc<Route>,
+    /// The rule that matched.
+    pub rule: &'a Rule,
+    /// The normalised path prefix that matched (`/` for catch-all paths).
+    pub path_prefix: &'a str,
+    /// What to do with the request.
+    pub action: Action<'a>,
+}
+
+/// What the interceptor does with a matched request.
+#[derive(Clone, Copy, Debug)]
+pub enum Action<'a> {
+    /// Forward to `route.target` (with the route's cold-start policy).
+    Forward,
+    /// Answer with this static route. With
+    /// [`ResponseMode::WhenUnavailable`](crate::ResponseMode) the interceptor
+    /// answers only while the target has no ready endpoint, and forwards to
+    /// `route.target` otherwise.
+    Static(&'a StaticRoute),
+}
+
+/// An immutable snapshot of every route, indexed for lookups.
+///
+/// Cheap to clone (persistent maps and `Arc`s): the sync loop clones the
+/// published table, applies changes, and publishes the result; readers keep
+/// using their snapshot. [`version`](RoutingTable::version) increases with
+/// every change.
+///
+/// ```
+/// use routing::{NoHeaders, RoutingTable};
+/// let obj: api::HTTPScaledObject = serde_yaml::from_str(r#"
+/// apiVersion: http.keda.sh/v1alpha1
+/// kind: HTTPScaledObject
+/// metadata: {name: app, namespace: team}
+/// spec:
+///   hosts: [app.example.com]
+///   pathPrefixes: [/api]
+///   scaleTargetRef: {name: app, service: app-svc, port: 8080}
+/// "#).unwrap();
+/// let mut table = RoutingTable::new();
+/// assert!(table.apply(routing::compile_http_scaled_object(&obj).unwrap()));
+/// let m = table.lookup("App.Example.com:8080", "/api/users?x=1", &NoHeaders).unwrap();
+/// assert_eq!(&**m.route.key(), "team/app");
+/// assert!(table.lookup("app.example.com", "/apiv2", &NoHeaders).is_none());
+/// ```
+#[derive(Clone, Default)]
+pub struct RoutingTable {
+    version: u64,
+    objects: Map<Arc<str>, Slot>,
+    active: usize,
+    exact: Map<Arc<str>, PathIndex>,
+    wildcard: Map<Arc<str>, PathIndex>,
+    /// Number of wildcard suffixes per label count (index `labels - 1`, the
+    /// last slot counting all longer ones), to skip pointless probes.
+    wildcard_labels: [u32; LABEL_SLOTS],
+    any: PathIndex,
+}
+
+impl fmt::Debug for RoutingTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutingTable")
+            .field("version", &self.version)
+            .field("routes", &self.active)
+            .field("exact_hosts", &self.exact.len())
+            .field("wildcard_hosts", &self.wildcard.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn label_slot(suffix: &str) -> usize {
+    (suffix.bytes().filter(|&b| b == b'.').count()).min(LABEL_SLOTS - 1)
+}
+
+impl RoutingTable {
+    /// An empty table, version 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A table holding `routes` (later duplicates of a kind and key win).
+    pub fn from_routes(routes: impl IntoIterator<Item = Route>) -> Self {
+        let mut t = Self::new();
+        t.extend(routes);
+        t
+    }
+
+    /// Compiles the objects and builds a table of every valid one; the errors
+    /// name each invalid object and field. An invalid object never costs a
+    /// valid one its route.
+    pub fn from_objects<'a>(
+        http_scaled_objects: impl IntoIterator<Item = &'a HTTPScaledObject>,
+        interceptor_routes: impl IntoIterator<Item = &'a InterceptorRoute>,
+    ) -> (Self, Vec<FieldError>) {
+        let (routes, errors) = crate::compile_all(http_scaled_objects, interceptor_routes);
+        (Self::from_routes(routes), errors)
+    }
+
+    /// Increases with every change; unchanged by no-op updates.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Number of active routes (namespace/name keys); an `HTTPScaledObject`
+    /// shadowed by an `InterceptorRoute` of the same key is not counted.
+    pub fn len(&self) -> usize {
+        self.active
+    }
+
+    /// Whether the table has no route.
+    pub fn is_empty(&self) -> bool {
+        self.active == 0
+    }
+
+    /// The active route of `namespace/name` (the `InterceptorRoute` if both
+    /// kinds exist).
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<Route>> {
+        self.slot(namespace, name).and_then(Slot::active)
+    }
+
+    /// The route compiled from the object of `kind` named `namespace/name`,
+    /// active or shadowed (for the sync loop's resync comparisons).
+    pub fn get_kind(&self, kind: SourceKind, namespace: &str, name: &str) -> Option<&Arc<Route>> {
+        self.slot(namespace, name).and_then(|s| s.get(kind))
+    }
+
+    /// The active routes, in no particular order.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> + '_ {
+        self.objects.values().filter_map(Slot::active)
+    }
+
+    /// Every route in the table, shadowed `HTTPScaledObject`s included, in no
+    /// particular order.
+    pub fn all_routes(&self) -> impl Iterator<Item = &Arc<Route>> + '_ {
+        self.objects.values().flat_map(|s| {
+            s.http_scaled_object
+                .iter()
+                .chain(s.interceptor_route.iter())
+        })
+    }
+
+    fn slot(&self, namespace: &str, name: &str) -> Option<&Slot> {
+        let mut buf = [0u8; 320];
+        let len = namespace.len() + 1 + name.len();
+        if len <= buf.len() {
+            buf[..namespace.len()].copy_from_slice(namespace.as_bytes());
+            buf[namespace.len()] = b'/';
+            buf[namespace.len() + 1..len].copy_from_slice(name.as_bytes());
+            let key = std::str::from_utf8(&buf[..len]).ok()?;
+            self.objects.get(key)
+        } else {
+            self.objects.get(format!("{namespace}/{name}").as_str())
+        }
+    }
+
+    /// Adds or replaces the route of `route.kind()` at `route.key()`. Returns
+    /// whether the table changed: re-applying a route equal to the stored one
+    /// (same resourceVersion and content) is a no-op and keeps the version.
+    ///
+    /// The route takes over the counters of any route already stored under
+    /// its key, so in-flight requests keep counting against the same atomics.
+    pub fn apply(&mut self, route: Route) -> bool {
+        let changed = self.apply_inner(route);
+        if changed {
+            self.version += 1;
+        }
+        changed
+    }
+
+    /// Removes the route of `kind` at `namespace/name`; removing an
+    /// `InterceptorRoute` re-activates a shadowed `HTTPScaledObject`.
+    /// Returns whether the table changed.
+    pub fn remove(&mut self, kind: SourceKind, namespace: &str, name: &str) -> bool {
+        let changed = self.remove_inner(kind, &format!("{namespace}/{name}"));
+        if changed {
+            self.version += 1;
+        }
+        changed
+    }
+
+    /// Applies every route; the version increases once if anything changed.
+    /// Returns the number of routes that changed the table.
+    pub fn extend(&mut self, routes: impl IntoIterator<Item = Route>) -> usize {
+        let changed = routes
+            .into_iter()
+            .filter_map(|r| self.apply_inner(r).then_some(()))
+            .count();
+        if changed > 0 {
+            self.version += 1;
+        }
+        changed
+    }
+
+    /// Makes the table hold exactly `routes` (a full relist): applies each,
+    /// removes every stored route not among them, and keeps the counters of
+    /// keys that stay. Returns the number of routes added, changed or removed
+    /// (0 when the table already matched); the version increases once if
+    /// that is not 0.
+    pub fn reset(&mut self, routes: impl IntoIterator<Item = Route>) -> usize {
+        let mut keep = std::collections::HashSet::new();
+        let mut changed = 0;
+        for r in routes {
+            keep.insert((r.kind, r.key.clone()));
+            changed += usize::from(self.apply_inner(r));
+        }
+        let stale: Vec<(SourceKind, Arc<str>)> = self
+            .all_routes()
+            .map(|r| (r.kind, r.key.clone()))
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for (kind, key) in stale {
+            changed += usize::from(self.remove_inner(kind, &key));
+        }
+        if changed > 0 {
+            self.version += 1;
+        }
+        changed
+    }
+
+    fn apply_inner(&mut self, mut route: Route) -> bool {
+        let mut slot = self.objects.get(&*route.key).cloned().unwrap_or_default();
+        if slot.get(route.kind).is_some_and(|old| **old == route) {
+            return false;
+        }
+        if let Some(existing) = slot.active() {
+            route.counters = existing.counters.clone();
+        }
+        let was_empty = slot.active().is_none();
+        let old_active = slot.active().cloned();
+        let (key, kind) = (route.key.clone(), route.kind);
+        *slot.get_mut(kind) = Some(Arc::new(route));
+        let new_active = slot.active().cloned();
+        self.objects.insert(key, slot);
+        if was_empty {
+            self.active += 1;
+        }
+        self.reindex(old_active.as_ref(), new_active.as_ref());
+        true
+    }
+
+    fn remove_inner(&mut self, kind: SourceKind, key: &str) -> bool {
+        let Some(mut slot) = self.objects.get(key).cloned() else {
+            return false;
+        };
+        let old_active = slot.active().cloned();
+        if slot.get_mut(kind).take().is_none() {
+            return false;
+        }
+        let new_active = slot.active().cloned();
+        if new_active.is_none() {
+            self.objects.remove(key);
+            self.active -= 1;
+        } else {
+            // Keep the key's counters with the route that stays.
+            let stored = self.objects.get_mut(key).expect("slot exists");
+            *stored = slot;
+        }
+        self.reindex(old_active.as_ref(), new_active.as_ref());
+        true
+    }
+
+    fn reindex(&mut self, old: Option<&Arc<Route>>, new: Option<&Arc<Route>>) {
+        if let (Some(a), Some(b)) = (old, new)
+            && Arc::ptr_eq(a, b)
+        {
+            return;
+        }
+        if let Some(old) = old {
+            for (host, path) in placements(old) {
+                self.edit(host, path, |entries| {
+                    entries
+                        .iter()
+                        .filter(|e| !Arc::ptr_eq(&e.route, old))
+                        .cloned()
+                        .collect()
+                });
+            }
+        }
+        if let Some(new) = new {
+            for (host, path) in placements(new) {
+                self.edit(host, path, |entries| {
+                    let mut v = entries.to_vec();
+                    for (i, rule) in new.rules.iter().enumerate() {
+                        if rule.hosts.contains(host) && rule.paths.contains(path) {
+                            v.push(Entry {
+                                route: new.clone(),
+                                rule: i as u32,
+                                has_headers: !rule.headers.is_empty(),
+                            });
+                        }
+                    }
+                    v.sort_by(entry_order);
+                    v
+                });
+            }
+        }
+    }
+
+    fn edit(&mut self, host: &HostMatch, path: &Arc<str>, f: impl FnOnce(&[Entry]) -> Vec<Entry>) {
+        match host {
+            HostMatch::Any => self.any.edit(path, f),
+            HostMatch::Exact(h) => edit_bucket(&mut self.exact, h, path, f),
+            HostMatch::Wildcard(s) => {
+                let before = self.wildcard.contains_key(&**s);
+                edit_bucket(&mut self.wildcard, s, path, f);
+                let after = self.wildcard.contains_key(&**s);
+                let slot = &mut self.wildcard_labels[label_slot(s)];
+                match (before, after) {
+                    (false, true) => *slot += 1,
+                    (true, false) => *slot -= 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The best route for a request. `host` is the `Host` header or URI
+    /// authority as received (case, port and a trailing dot are ignored);
+    /// `path` may carry a query string (ignored). Does not allocate.
+    ///
+    /// Precedence (see the crate docs): host tier (exact, then wildcards from
+    /// the most specific suffix, then catch-all), then the longest matching
+    /// path prefix on whole segments, then more header filters, more filters
+    /// with values, older `creationTimestamp`, namespace/name. A candidate
+    /// whose headers do not match is skipped, falling back to shorter
+    /// prefixes on the same host tier before the next tier.
+    pub fn lookup<H: RequestHeaders + ?Sized>(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &H,
+    ) -> Option<RouteMatch<'_>> {
+        let path = strip_query(path);
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let found = normalize_host(host, &mut buf)
+            .and_then(|host| self.lookup_host(host, path, headers))
+            .or_else(|| self.any.lookup(path, headers))?;
+        let (path_prefix, entry) = found;
+        let rule = entry.rule();
+        let action = match rule.action {
+            RuleAction::Forward => Action::Forward,
+            RuleAction::Static(i) => Action::Static(&entry.route.static_routes[i]),
+        };
+        Some(RouteMatch {
+            route: &entry.route,
+            rule,
+            path_prefix,
+            action,
+        })
+    }
+
+    fn lookup_host<H: RequestHeaders + ?Sized>(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &H,
+    ) -> Option<(&str, &Entry)> {
+        if let Some(bucket) = self.exact.get(host)
+            && let Some(found) = bucket.lookup(path, headers)
+        {
+            return Some(found);
+        }
+        if self.wildcard.is_empty() {
+            return None;
+        }
+        let bytes = host.as_bytes();
+        let mut dots = bytes.iter().filter(|&&b| b == b'.').count();
+        // Skip a leading dot: a wildcard needs a non-empty label before its suffix.
+        let mut start = 0;
+        while let Some(i) = bytes[start..].iter().position(|&b| b == b'.') {
+            let dot = start + i;
+            dots -= 1;
+            start = dot + 1;
+            if dot == 0 || self.wildcard_labels[dots.min(LABEL_SLOTS - 1)] == 0 {
+                continue;
+            }
+            if let Some(bucket) = self.wildcard.get(&host[start..])
+                && let Some(found) = bucket.lookup(path, headers)
+            {
+                return Some(found);
+            }
+        }
+        None
+    }
+}
+
+fn edit_bucket(
+    map: &mut Map<Arc<str>, PathIndex>,
+    key: &Arc<str>,
+    path: &Arc<str>,
+    f: impl FnOnce(&[Entry]) -> Vec<Entry>,
+) {
+    match map.get_mut(&**key) {
+        Some(bucket) => {
+            bucket.edit(path, f);
+            if bucket.is_empty() {
+                map.remove(&**key);
+            }
+        }
+        None => {
+            let mut bucket = PathIndex::default();
+            bucket.edit(path, f);
+            if !bucket.is_empty() {
+                map.insert(key.clone(), bucket);
+            }
+        }
+    }
+}
+
+/// The distinct (host, path) pairs a route is filed under.
+fn placements(route: &Route) -> Vec<(&HostMatch, &Arc<str>)> {
+    let mut out: Vec<(&HostMatch, &Arc<str>)> = Vec::new();
+    for rule in &route.rules {
+        for host in &rule.hosts {
+            for path in &rule.paths {
+                if !out.iter().any(|(h, p)| *h == host && *p == path) {
+                    out.push((host, path));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `{"version": n, "routes": [...]}`, routes sorted by key (the
+/// `/routing-table` admin view).
+impl Serialize for RoutingTable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut routes: Vec<&Arc<Route>> = self.routes().collect();
+        routes.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut st = s.serialize_struct("RoutingTable", 2)?;
+        st.serialize_field("version", &self.version)?;
+        st.serialize_field("routes", &routes)?;
+        st.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl RoutingTable {
+        /// Every (tier, host, path, entry keys) of the index, sorted: two
+        /// tables with equal dumps answer every lookup alike.
+        pub(crate) fn dump_index(&self) -> Vec<(String, String, Vec<(String, u32)>)> {
+            let mut out = Vec::new();
+            let mut add = |tier: String, idx: &PathIndex| {
+                idx.for_each(|p, entries| {
+                    out.push((
+                        tier.clone(),
+                        p.to_string(),
+                        entries
+                            .iter()
+                            .map(|e| (e.route.key.to_string(), e.rule))
+                            .collect(),
+                    ))
+                })
+            };
+            for (h, idx) in self.exact.iter() {
+                add(format!("exact {h}"), idx);
+            }
+            for (h, idx) in self.wildcard.iter() {
+                add(format!("wildcard {h}"), idx);
+            }
+            add("any".to_string(), &self.any);
+            out.sort();
+            out
+        }
+
+        pub(crate) fn wildcard_label_counts(&self) -> [u32; LABEL_SLOTS] {
+            self.wildcard_labels
+        }
+    }
+}
