@@ -2,18 +2,20 @@
 //! deprecated upstream but used by most clusters.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{HeaderMatch, ScalingMetric};
 
 /// Desired state of an `HTTPScaledObject`.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "http.keda.sh",
     version = "v1alpha1",
     kind = "HTTPScaledObject",
+    doc = "Routes HTTP traffic for a set of hosts and paths to a Service, and scales its workload with KEDA from the traffic.",
+    derive = "PartialEq",
     plural = "httpscaledobjects",
     shortname = "httpso",
     namespaced,
@@ -36,6 +38,7 @@ pub struct HTTPScaledObjectSpec {
     pub path_prefixes: Option<Vec<String>>,
     /// Headers that must all be present (and equal, when `value` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub headers: Option<Vec<HeaderMatch>>,
     /// The workload to scale and the Service to route to.
     pub scale_target_ref: ScaleTargetRef,
@@ -60,6 +63,7 @@ pub struct HTTPScaledObjectSpec {
     pub initial_cooldown_period: Option<i32>,
     /// The metric that drives scaling: `concurrency` or `requestRate`, not both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!(has(self.concurrency) && has(self.requestRate))").message("'concurrency' and 'requestRate' are mutually exclusive"))]
     pub scaling_metric: Option<ScalingMetric>,
     /// Timeouts that override the interceptor's global ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,7 +71,8 @@ pub struct HTTPScaledObjectSpec {
 }
 
 /// The workload to scale and the Service (and port) to route to.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.portName) != has(self.port)").message("must define either the 'portName' or the 'port'"))]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleTargetRef {
     /// Name of the workload (e.g. a Deployment).
@@ -80,26 +85,33 @@ pub struct ScaleTargetRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Name of the Service to route to.
+    #[schemars(length(min = 1))]
     pub service: String,
     /// Service port number; exactly one of `port` and `portName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// Service port name; exactly one of `port` and `portName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
 
 /// The Service to route to when the target is still cold after `timeoutSeconds`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.portName) != has(self.port)").message("must define either the 'portName' or the 'port'"))]
 #[serde(rename_all = "camelCase")]
 pub struct ColdStartTimeoutFailoverRef {
     /// Name of the failover Service.
+    #[schemars(length(min = 1))]
     pub service: String,
     /// Service port number; exactly one of `port` and `portName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// Service port name; exactly one of `port` and `portName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub port_name: Option<String>,
     /// Seconds to wait for the target before failing over (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,7 +142,7 @@ pub struct HTTPScaledObjectTimeouts {
 }
 
 /// Observed state of an `HTTPScaledObject`, written by the operator.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPScaledObjectStatus {
     /// `apiVersion/kind/name` of the scaled workload.
@@ -141,6 +153,7 @@ pub struct HTTPScaledObjectStatus {
     pub target_service: Option<String>,
     /// Standard conditions; type `Ready` with reason `Reconciled` or `CreateError`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }
 

@@ -3,18 +3,20 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{HeaderMatch, ScalingMetric};
 
 /// Desired state of an `InterceptorRoute`.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "http.keda.sh",
     version = "v1beta1",
     kind = "InterceptorRoute",
+    doc = "Routes HTTP traffic to a Service through the interceptor; the user's KEDA ScaledObject scales the workload from the route's metrics.",
+    derive = "PartialEq",
     plural = "interceptorroutes",
     shortname = "ir",
     namespaced,
@@ -34,7 +36,8 @@ pub struct InterceptorRouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RoutingRule>,
     /// What drives scaling: at least one of `concurrency` and `requestRate`.
-    #[serde(default)]
+    // Required, as upstream: a CRD default of `{}` would fail the CEL rule below.
+    #[x_kube(validation = Rule::new("has(self.concurrency) || has(self.requestRate)").message("at least one of 'concurrency' or 'requestRate' must be set"))]
     pub scaling_metric: ScalingMetric,
     /// Per-route timeouts; absent fields use the global defaults, `0s` disables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,16 +51,20 @@ pub struct InterceptorRouteSpec {
 }
 
 /// A Service and exactly one of `port` / `portName`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.port) != has(self.portName)").message("exactly one of 'port' or 'portName' must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct TargetRef {
     /// Name of the Service.
+    #[schemars(length(min = 1))]
     pub service: String,
     /// Service port number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// Service port name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
 
@@ -72,16 +79,18 @@ pub enum ProxyMode {
 }
 
 /// One matching rule: any host, any path, all headers.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 pub struct RoutingRule {
     /// Hosts (exact, `*.suffix` wildcard, or `*`); empty means any host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub hosts: Vec<String>,
     /// Path prefixes; empty means `/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathMatch>,
     /// Headers that must all match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub headers: Vec<HeaderMatch>,
 }
 
@@ -89,6 +98,7 @@ pub struct RoutingRule {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct PathMatch {
     /// The prefix, starting with `/`.
+    #[schemars(length(min = 1))]
     pub value: String,
 }
 
@@ -107,8 +117,10 @@ pub struct InterceptorRouteTimeouts {
     pub response_header: Option<String>,
 }
 
-/// Cold-start behaviour: forward to a fallback, or answer with a placeholder.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// Cold-start behaviour: forward to a fallback, or answer with a placeholder
+/// (exactly one of the two).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.fallback) != has(self.placeholder)").message("exactly one of 'fallback' or 'placeholder' must be set"))]
 pub struct ColdStart {
     /// Where to forward once the readiness timeout passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,16 +138,20 @@ pub struct ColdStartFallback {
 }
 
 /// A Service by name and exactly one of `port` / `portName`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.port) != has(self.portName)").message("exactly one of 'port' or 'portName' must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceRef {
     /// Name of the Service.
+    #[schemars(length(min = 1))]
     pub name: String,
     /// Service port number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// Service port name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
 
@@ -150,8 +166,10 @@ pub struct Placeholder {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StaticResponse {
-    /// HTTP status code.
+    /// HTTP status code (100-599); 200 for a static route and 503 for a
+    /// placeholder when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
     pub status_code: Option<i32>,
     /// Response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,9 +216,10 @@ pub enum ResponseMode {
 }
 
 /// Observed state of an `InterceptorRoute`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 pub struct InterceptorRouteStatus {
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }

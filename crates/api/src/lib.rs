@@ -5,18 +5,34 @@
 //! (`http.keda.sh/v1alpha1`), [`InterceptorRoute`] (`http.keda.sh/v1beta1`)
 //! and the subset of KEDA's [`ScaledObject`] (`keda.sh/v1alpha1`) that the
 //! operator writes.
+//!
+//! - [`parse_object`] (and [`parse_http_scaled_object`],
+//!   [`parse_interceptor_route`]) turns a `serde_json::Value` into a typed
+//!   object, or a [`FieldError`] naming the object and the field.
+//! - [`validate_http_scaled_object`] and [`validate_interceptor_route`]
+//!   return every semantic problem of a typed object, each a [`FieldError`].
+//! - [`HostPattern::parse`] and [`parse_go_duration`] parse the two small
+//!   languages inside the specs.
+//! - [`crds`] / [`crds_yaml`] produce the CustomResourceDefinitions.
 
 pub mod common;
+pub mod crd;
 pub mod httpscaledobject;
 pub mod interceptorroute;
+pub mod parse;
 pub mod scaledobject;
+pub mod validation;
 
 pub use common::*;
+pub use crd::{crds, crds_yaml};
 pub use httpscaledobject::*;
 pub use interceptorroute::*;
+pub use parse::{
+    parse_http_scaled_object, parse_interceptor_route, parse_object, parse_object_str,
+    yaml_documents,
+};
 pub use scaledobject::*;
-pub mod validation;
 pub use validation::{
-    FieldError, HostPattern, parse_go_duration, validate_http_scaled_object,
+    FieldError, HostPattern, object_ref, parse_go_duration, validate_http_scaled_object,
     validate_interceptor_route,
 };

@@ -1,16 +1,54 @@
 //! Validation of custom resources: every problem, each with its field path.
+//!
+//! The validators never stop at the first problem: they return one
+//! [`FieldError`] per bad field, so a user fixes a manifest in one round.
+//! They check what the upstream CRD schema and operator enforce (exactly one
+//! of `port` / `portName`, port range, `concurrency` xor `requestRate` on an
+//! `HTTPScaledObject`, ...) plus the syntax of what the interceptor matches
+//! on (hosts, paths, headers) and the Go durations.
+//!
+//! Decisions beyond upstream, and why:
+//! - A host with one trailing dot (`example.com.`, an absolute DNS name) is
+//!   the same as without it; routing strips it from `Host` headers too.
+//! - An `InterceptorRoute` `coldStart` must set exactly one of `fallback` and
+//!   `placeholder`: the placeholder answers while the target is cold, so a
+//!   fallback next to it would never be used. Rejecting both keeps the door
+//!   open to give the pair a meaning later.
+//! - A `requestRate` window that is not a whole number of granularity buckets
+//!   is accepted (upstream accepts it); only `granularity <= window` and both
+//!   non-zero are required.
+//! - A static response without `statusCode` is valid: 200 for a static route,
+//!   503 for a placeholder.
+//! - An empty `scaleTargetRef.name` is accepted here (routing does not need
+//!   it, and the skip-ScaledObject annotation makes it optional); the operator
+//!   reports it when it needs the workload.
 
+mod duration;
+mod host;
+pub mod syntax;
+
+use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
 
-use crate::{HTTPScaledObject, InterceptorRoute};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+pub use duration::parse_go_duration;
+pub use host::HostPattern;
+
+use crate::{
+    ColdStart, HTTPScaledObject, HeaderMatch, InterceptorRoute, RoutingRule, ScalingMetric,
+    StaticResponse,
+};
 
 /// One problem with one field of one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
-    /// `namespace/name` of the object (or `<unnamed>`).
+    /// `namespace/name` of the object (`<no-namespace>/name` without a
+    /// namespace, `<unnamed>` for a missing name, `<unknown>` when the input
+    /// is not an object at all).
     pub object: String,
-    /// Field path, e.g. `spec.scaleTargetRef` or `spec.rules[0].hosts[1]`.
+    /// Field path, e.g. `spec.scaleTargetRef` or `spec.rules[0].hosts[1]`;
+    /// `.` for the object as a whole.
     pub field: String,
     /// What is wrong, in one line.
     pub message: String,
@@ -24,46 +62,438 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-/// A parsed host pattern. Exact and wildcard hosts are lower-cased.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HostPattern {
-    /// Matches one host exactly (case-insensitive).
-    Exact(String),
-    /// `*.suffix`: matches any host ending in `.suffix`, at any depth; holds `suffix`.
-    Wildcard(String),
-    /// `*`, empty, or absent: matches every host.
-    Any,
+/// `namespace/name` of an object, as used in [`FieldError::object`].
+pub fn object_ref(meta: &ObjectMeta) -> String {
+    object_ref_parts(meta.namespace.as_deref(), meta.name.as_deref())
 }
 
-impl HostPattern {
-    /// Parses a host pattern as written in a manifest.
-    pub fn parse(s: &str) -> Result<HostPattern, String> {
-        // Placeholder until the validation rules land: accepts everything.
-        let lower = s.to_ascii_lowercase();
-        Ok(if lower.is_empty() || lower == "*" {
-            HostPattern::Any
-        } else if let Some(rest) = lower.strip_prefix("*.") {
-            HostPattern::Wildcard(rest.to_string())
-        } else {
-            HostPattern::Exact(lower)
-        })
+pub(crate) fn object_ref_parts(namespace: Option<&str>, name: Option<&str>) -> String {
+    let namespace = namespace
+        .filter(|s| !s.is_empty())
+        .unwrap_or("<no-namespace>");
+    let name = name.filter(|s| !s.is_empty()).unwrap_or("<unnamed>");
+    format!("{namespace}/{name}")
+}
+
+/// Collects the problems of one object.
+struct Problems {
+    object: String,
+    errors: Vec<FieldError>,
+}
+
+impl Problems {
+    fn new(meta: &ObjectMeta) -> Self {
+        Problems {
+            object: object_ref(meta),
+            errors: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            object: self.object.clone(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn check(&mut self, field: impl Into<String>, result: Result<(), String>) {
+        if let Err(message) = result {
+            self.add(field, message);
+        }
+    }
+
+    fn hosts<'a>(&mut self, path: &str, hosts: impl IntoIterator<Item = &'a String>) {
+        for (i, host) in hosts.into_iter().enumerate() {
+            if let Err(message) = HostPattern::parse(host) {
+                self.add(format!("{path}[{i}]"), message);
+            }
+        }
+    }
+
+    fn headers(&mut self, path: &str, headers: &[HeaderMatch]) {
+        let mut first_index: HashMap<&str, usize> = HashMap::new();
+        for (i, header) in headers.iter().enumerate() {
+            self.check(
+                format!("{path}[{i}].name"),
+                syntax::header_name(&header.name),
+            );
+            if let Some(value) = &header.value {
+                self.check(format!("{path}[{i}].value"), syntax::header_value(value));
+            }
+            // The upstream CRD keys this list by name (`listType: map`).
+            if let Some(first) = first_index.insert(&header.name, i) {
+                self.add(
+                    format!("{path}[{i}].name"),
+                    format!(
+                        "duplicate header name {:?} (also {path}[{first}])",
+                        header.name
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `service`-style name plus exactly one of `port` / `portName`.
+    fn service_port(
+        &mut self,
+        path: &str,
+        name_field: &str,
+        name: &str,
+        port: Option<i32>,
+        port_name: Option<&str>,
+    ) {
+        self.check(
+            format!("{path}.{name_field}"),
+            syntax::dns1035_label(name).map_err(|e| format!("Service name {e}")),
+        );
+        match (port, port_name) {
+            (Some(_), Some(_)) => self.add(
+                path,
+                "exactly one of port or portName must be set, not both",
+            ),
+            (None, None) => self.add(path, "exactly one of port or portName must be set"),
+            _ => {}
+        }
+        if let Some(port) = port
+            && !(1..=65535).contains(&port)
+        {
+            self.add(
+                format!("{path}.port"),
+                format!("{port} is out of range 1-65535"),
+            );
+        }
+        if let Some(port_name) = port_name {
+            self.check(
+                format!("{path}.portName"),
+                syntax::dns1123_label(port_name).map_err(|e| format!("port name {e}")),
+            );
+        }
+    }
+
+    fn duration(&mut self, field: String, value: Option<&String>) {
+        if let Some(value) = value {
+            self.check(field, parse_go_duration(value).map(drop));
+        }
+    }
+
+    fn at_least(&mut self, field: String, value: Option<i64>, min: i64) {
+        if let Some(value) = value
+            && value < min
+        {
+            self.add(field, format!("{value} must be at least {min}"));
+        }
+    }
+
+    fn scaling_metric(&mut self, path: &str, metric: &ScalingMetric) {
+        if let Some(concurrency) = &metric.concurrency {
+            self.at_least(
+                format!("{path}.concurrency.targetValue"),
+                concurrency.target_value,
+                1,
+            );
+        }
+        if let Some(rate) = &metric.request_rate {
+            let rate_path = format!("{path}.requestRate");
+            self.at_least(format!("{rate_path}.targetValue"), rate.target_value, 1);
+            let window = self.positive_duration(format!("{rate_path}.window"), &rate.window);
+            let granularity =
+                self.positive_duration(format!("{rate_path}.granularity"), &rate.granularity);
+            // Defaults are 1m and 1s, so only two explicit values can conflict,
+            // but a 30s granularity with the default window still can.
+            let window = window.unwrap_or(std::time::Duration::from_secs(60));
+            let granularity = granularity.unwrap_or(std::time::Duration::from_secs(1));
+            if granularity > window {
+                self.add(
+                    format!("{rate_path}.granularity"),
+                    format!("granularity {granularity:?} is longer than the window {window:?}"),
+                );
+            }
+        }
+    }
+
+    /// Parses an optional duration that must be non-zero; `None` when absent or bad.
+    fn positive_duration(
+        &mut self,
+        field: String,
+        value: &Option<String>,
+    ) -> Option<std::time::Duration> {
+        let value = value.as_ref()?;
+        match parse_go_duration(value) {
+            Ok(d) if d.is_zero() => {
+                self.add(field, format!("{value:?} must be longer than zero"));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.add(field, message);
+                None
+            }
+        }
+    }
+
+    fn rules(&mut self, path: &str, rules: &[RoutingRule]) {
+        for (i, rule) in rules.iter().enumerate() {
+            let rule_path = format!("{path}[{i}]");
+            self.hosts(&format!("{rule_path}.hosts"), &rule.hosts);
+            let mut seen = HashMap::new();
+            for (j, host) in rule.hosts.iter().enumerate() {
+                // The upstream CRD makes this list a set.
+                if let Some(first) = seen.insert(host.as_str(), j) {
+                    self.add(
+                        format!("{rule_path}.hosts[{j}]"),
+                        format!("duplicate host {host:?} (also {rule_path}.hosts[{first}])"),
+                    );
+                }
+            }
+            for (j, path_match) in rule.paths.iter().enumerate() {
+                self.check(
+                    format!("{rule_path}.paths[{j}].value"),
+                    syntax::path_prefix(&path_match.value),
+                );
+            }
+            self.headers(&format!("{rule_path}.headers"), &rule.headers);
+        }
+    }
+
+    fn static_response(&mut self, path: &str, response: &StaticResponse) {
+        if let Some(code) = response.status_code
+            && !(100..=599).contains(&code)
+        {
+            self.add(
+                format!("{path}.statusCode"),
+                format!("{code} is out of range 100-599"),
+            );
+        }
+        if let Some(config_map) = &response.body_from_config_map {
+            if response.body.is_some() {
+                self.add(path, "set either body or bodyFromConfigMap, not both");
+            }
+            self.check(
+                format!("{path}.bodyFromConfigMap.name"),
+                syntax::dns1123_subdomain(&config_map.name)
+                    .map_err(|e| format!("ConfigMap name {e}")),
+            );
+            self.check(
+                format!("{path}.bodyFromConfigMap.key"),
+                syntax::config_map_key(&config_map.key).map_err(|e| format!("key {e}")),
+            );
+        }
+        for (name, value) in &response.headers {
+            self.check(format!("{path}.headers[{name}]"), syntax::header_name(name));
+            self.check(
+                format!("{path}.headers[{name}]"),
+                syntax::header_value(value),
+            );
+        }
+    }
+
+    fn cold_start(&mut self, path: &str, cold_start: &ColdStart) {
+        match (&cold_start.fallback, &cold_start.placeholder) {
+            (None, None) => self.add(path, "set one of fallback or placeholder"),
+            (Some(_), Some(_)) => self.add(
+                path,
+                "set either fallback or placeholder, not both (the placeholder answers while the target is cold, so the fallback would never be used)",
+            ),
+            _ => {}
+        }
+        if let Some(fallback) = &cold_start.fallback {
+            let service = &fallback.service;
+            self.service_port(
+                &format!("{path}.fallback.service"),
+                "name",
+                &service.name,
+                service.port,
+                service.port_name.as_deref(),
+            );
+        }
+        if let Some(placeholder) = &cold_start.placeholder {
+            self.static_response(
+                &format!("{path}.placeholder.response"),
+                &placeholder.response,
+            );
+        }
     }
 }
 
-/// Parses a Go duration (`300ms`, `1.5s`, `1m30s`, `2h`, `0s`, `0`).
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let _ = s;
-    Err("not implemented yet".to_string())
-}
-
 /// Every problem with an `HTTPScaledObject`; empty when it is valid.
+///
+/// ```
+/// use api::{HTTPScaledObject, HTTPScaledObjectSpec, ScaleTargetRef, validate_http_scaled_object};
+///
+/// let mut obj = HTTPScaledObject::new("web", HTTPScaledObjectSpec {
+///     hosts: Some(vec!["example.com:8080".into()]),
+///     scale_target_ref: ScaleTargetRef { service: "web".into(), port: Some(70000), ..Default::default() },
+///     ..Default::default()
+/// });
+/// obj.metadata.namespace = Some("shop".into());
+/// let errors: Vec<String> = validate_http_scaled_object(&obj).iter().map(|e| e.to_string()).collect();
+/// assert_eq!(errors.len(), 2);
+/// assert!(errors[0].starts_with("shop/web: spec.hosts[0]: "));
+/// assert_eq!(errors[1], "shop/web: spec.scaleTargetRef.port: 70000 is out of range 1-65535");
+/// ```
 pub fn validate_http_scaled_object(obj: &HTTPScaledObject) -> Vec<FieldError> {
-    let _ = obj;
-    Vec::new()
+    let mut p = Problems::new(&obj.metadata);
+    let spec = &obj.spec;
+
+    if let Some(hosts) = &spec.hosts {
+        p.hosts("spec.hosts", hosts);
+    }
+    for (i, prefix) in spec.path_prefixes.iter().flatten().enumerate() {
+        p.check(
+            format!("spec.pathPrefixes[{i}]"),
+            syntax::path_prefix(prefix),
+        );
+    }
+    if let Some(headers) = &spec.headers {
+        p.headers("spec.headers", headers);
+    }
+
+    let target = &spec.scale_target_ref;
+    p.service_port(
+        "spec.scaleTargetRef",
+        "service",
+        &target.service,
+        target.port,
+        target.port_name.as_deref(),
+    );
+    if !target.name.is_empty() {
+        p.check(
+            "spec.scaleTargetRef.name",
+            syntax::dns1123_subdomain(&target.name).map_err(|e| format!("workload name {e}")),
+        );
+    }
+
+    if let Some(failover) = &spec.cold_start_timeout_failover_ref {
+        p.service_port(
+            "spec.coldStartTimeoutFailoverRef",
+            "service",
+            &failover.service,
+            failover.port,
+            failover.port_name.as_deref(),
+        );
+        p.at_least(
+            "spec.coldStartTimeoutFailoverRef.timeoutSeconds".into(),
+            failover.timeout_seconds.map(i64::from),
+            1,
+        );
+    }
+
+    if let Some(replicas) = &spec.replicas {
+        p.at_least("spec.replicas.min".into(), replicas.min.map(i64::from), 0);
+        p.at_least("spec.replicas.max".into(), replicas.max.map(i64::from), 1);
+        let min = replicas.min.unwrap_or(0);
+        let max = replicas.max.unwrap_or(100);
+        if min > max && max >= 1 {
+            let max_source = if replicas.max.is_some() {
+                ""
+            } else {
+                " (the default)"
+            };
+            p.add(
+                "spec.replicas",
+                format!("min {min} is greater than max {max}{max_source}"),
+            );
+        }
+    }
+    p.at_least(
+        "spec.targetPendingRequests".into(),
+        spec.target_pending_requests.map(i64::from),
+        1,
+    );
+    p.at_least(
+        "spec.scaledownPeriod".into(),
+        spec.scaledown_period.map(i64::from),
+        0,
+    );
+    p.at_least(
+        "spec.initialCooldownPeriod".into(),
+        spec.initial_cooldown_period.map(i64::from),
+        0,
+    );
+
+    if let Some(metric) = &spec.scaling_metric {
+        if metric.concurrency.is_some() && metric.request_rate.is_some() {
+            p.add(
+                "spec.scalingMetric",
+                "concurrency and requestRate are mutually exclusive; set only one",
+            );
+        }
+        p.scaling_metric("spec.scalingMetric", metric);
+    }
+
+    if let Some(timeouts) = &spec.timeouts {
+        p.duration(
+            "spec.timeouts.conditionWait".into(),
+            timeouts.condition_wait.as_ref(),
+        );
+        p.duration(
+            "spec.timeouts.responseHeader".into(),
+            timeouts.response_header.as_ref(),
+        );
+    }
+    p.errors
 }
 
 /// Every problem with an `InterceptorRoute`; empty when it is valid.
+///
+/// ```
+/// use api::{InterceptorRoute, InterceptorRouteSpec, TargetRef, validate_interceptor_route};
+///
+/// let mut obj = InterceptorRoute::new("web", InterceptorRouteSpec {
+///     target: TargetRef { service: "web".into(), port: Some(8080), port_name: Some("http".into()) },
+///     ..Default::default()
+/// });
+/// obj.metadata.namespace = Some("shop".into());
+/// let errors: Vec<String> = validate_interceptor_route(&obj).iter().map(|e| e.to_string()).collect();
+/// assert_eq!(errors, [
+///     "shop/web: spec.target: exactly one of port or portName must be set, not both",
+///     "shop/web: spec.scalingMetric: at least one of concurrency or requestRate must be set",
+/// ]);
+/// ```
 pub fn validate_interceptor_route(obj: &InterceptorRoute) -> Vec<FieldError> {
-    let _ = obj;
-    Vec::new()
+    let mut p = Problems::new(&obj.metadata);
+    let spec = &obj.spec;
+
+    let target = &spec.target;
+    p.service_port(
+        "spec.target",
+        "service",
+        &target.service,
+        target.port,
+        target.port_name.as_deref(),
+    );
+    p.rules("spec.rules", &spec.rules);
+
+    let metric = &spec.scaling_metric;
+    if metric.concurrency.is_none() && metric.request_rate.is_none() {
+        p.add(
+            "spec.scalingMetric",
+            "at least one of concurrency or requestRate must be set",
+        );
+    }
+    p.scaling_metric("spec.scalingMetric", metric);
+
+    if let Some(timeouts) = &spec.timeouts {
+        p.duration(
+            "spec.timeouts.readiness".into(),
+            timeouts.readiness.as_ref(),
+        );
+        p.duration("spec.timeouts.request".into(), timeouts.request.as_ref());
+        p.duration(
+            "spec.timeouts.responseHeader".into(),
+            timeouts.response_header.as_ref(),
+        );
+    }
+
+    if let Some(cold_start) = &spec.cold_start {
+        p.cold_start("spec.coldStart", cold_start);
+    }
+
+    for (i, route) in spec.static_routes.iter().enumerate() {
+        let path = format!("spec.staticRoutes[{i}]");
+        p.rules(&format!("{path}.rules"), &route.rules);
+        p.static_response(&format!("{path}.response"), &route.response);
+    }
+    p.errors
 }

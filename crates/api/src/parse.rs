@@ -1,0 +1,144 @@
+//! Turning JSON or YAML into typed custom resources, with errors that name
+//! the object and the field.
+//!
+//! The sync loop hands over `serde_json::Value`s (from a list, a watch event
+//! or a routes directory); [`parse_object`] checks `apiVersion` and `kind`
+//! and deserializes, reporting the path of the first field that does not fit
+//! (`spec.scaleTargetRef.port: invalid type: string "x", expected i32`).
+
+use kube::Resource;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::validation::{FieldError, object_ref_parts};
+use crate::{HTTPScaledObject, InterceptorRoute};
+
+/// `object` of a [`FieldError`] about input that is not an object at all.
+pub const UNKNOWN_OBJECT: &str = "<unknown>";
+
+/// Parses one object of kind `K` from a JSON value.
+///
+/// `apiVersion` and `kind` may be absent (items of a list can omit them);
+/// when present they must be `K`'s. Unknown fields are ignored, as the API
+/// server would have pruned them.
+///
+/// ```
+/// use api::{HTTPScaledObject, parse_object};
+///
+/// let value = serde_json::json!({
+///     "apiVersion": "http.keda.sh/v1alpha1",
+///     "kind": "HTTPScaledObject",
+///     "metadata": {"name": "web", "namespace": "shop"},
+///     "spec": {"scaleTargetRef": {"service": "web", "port": "x"}},
+/// });
+/// let err = parse_object::<HTTPScaledObject>(value).unwrap_err();
+/// assert_eq!(err.to_string(), r#"shop/web: spec.scaleTargetRef.port: invalid type: string "x", expected i32"#);
+/// ```
+pub fn parse_object<K>(value: Value) -> Result<K, FieldError>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    let expected_kind = K::kind(&());
+    let Value::Object(map) = &value else {
+        return Err(FieldError {
+            object: UNKNOWN_OBJECT.to_string(),
+            field: ".".to_string(),
+            message: format!(
+                "expected an object of kind {expected_kind}, found {}",
+                json_type(&value)
+            ),
+        });
+    };
+    let metadata = map.get("metadata");
+    let text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
+    let object = object_ref_parts(text("namespace"), text("name"));
+    let error = |field: &str, message: String| FieldError {
+        object: object.clone(),
+        field: field.to_string(),
+        message,
+    };
+
+    for (field, expected) in [
+        ("apiVersion", K::api_version(&())),
+        ("kind", expected_kind.clone()),
+    ] {
+        match map.get(field) {
+            None => {}
+            Some(Value::String(found)) if *found == expected => {}
+            Some(Value::String(found)) => {
+                return Err(error(
+                    field,
+                    format!("expected {expected:?}, found {found:?}"),
+                ));
+            }
+            Some(other) => {
+                return Err(error(
+                    field,
+                    format!(
+                        "expected the string {expected:?}, found {}",
+                        json_type(other)
+                    ),
+                ));
+            }
+        }
+    }
+
+    serde_path_to_error::deserialize(&value).map_err(|e| {
+        let field = e.path().to_string();
+        error(&field, e.into_inner().to_string())
+    })
+}
+
+/// Parses an `HTTPScaledObject` (`http.keda.sh/v1alpha1`) from a JSON value.
+pub fn parse_http_scaled_object(value: Value) -> Result<HTTPScaledObject, FieldError> {
+    parse_object(value)
+}
+
+/// Parses an `InterceptorRoute` (`http.keda.sh/v1beta1`) from a JSON value.
+pub fn parse_interceptor_route(value: Value) -> Result<InterceptorRoute, FieldError> {
+    parse_object(value)
+}
+
+/// Parses one object of kind `K` from JSON or YAML text (JSON is YAML).
+pub fn parse_object_str<K>(text: &str) -> Result<K, FieldError>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    let value: Value = serde_yaml::from_str(text).map_err(|e| FieldError {
+        object: UNKNOWN_OBJECT.to_string(),
+        field: ".".to_string(),
+        message: format!("not valid YAML or JSON: {e}"),
+    })?;
+    parse_object(value)
+}
+
+/// Splits YAML text (or JSON) into its documents, skipping empty ones (a
+/// leading `---`, or a document holding only comments).
+///
+/// ```
+/// let docs = api::yaml_documents("---\na: 1\n---\n# nothing\n---\nb: 2\n").unwrap();
+/// assert_eq!(docs, [serde_json::json!({"a": 1}), serde_json::json!({"b": 2})]);
+/// ```
+pub fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
+    let mut documents = Vec::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value =
+            Value::deserialize(document).map_err(|e| format!("YAML document {}: {e}", i + 1))?;
+        if !value.is_null() {
+            documents.push(value);
+        }
+    }
+    Ok(documents)
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,240 @@
+//! Checks of the small syntaxes inside a manifest: Kubernetes names, URL
+//! paths, HTTP header names and values. Each returns a one-line reason.
+
+/// A DNS-1035 label, the syntax of a Service name: at most 63 characters,
+/// lower-case letters, digits and `-`, starting with a letter and ending with
+/// a letter or digit.
+pub fn dns1035_label(s: &str) -> Result<(), String> {
+    dns_label(s)?;
+    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(format!("{s:?} must start with a lower-case letter"));
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label, the syntax of a Service port name: at most 63
+/// characters, lower-case letters, digits and `-`, starting and ending with a
+/// letter or digit.
+pub fn dns1123_label(s: &str) -> Result<(), String> {
+    dns_label(s)
+}
+
+/// A DNS-1123 subdomain, the syntax of most object names: at most 253
+/// characters, dot-separated DNS-1123 labels.
+pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if s.len() > 253 {
+        return Err(format!("{s:?} is longer than 253 characters"));
+    }
+    for label in s.split('.') {
+        if label.is_empty() {
+            return Err(format!("{s:?} has an empty part between dots"));
+        }
+        dns_label(label).map_err(|e| format!("{s:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn dns_label(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if s.len() > 63 {
+        return Err(format!("{s:?} is longer than 63 characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "{s:?} contains {c:?}; only lower-case letters, digits and '-' are allowed"
+        ));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err(format!("{s:?} must not start or end with '-'"));
+    }
+    Ok(())
+}
+
+/// A ConfigMap data key: at most 253 characters of letters, digits, `-`,
+/// `_` and `.`, and not `.` or `..`.
+pub fn config_map_key(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if s.len() > 253 {
+        return Err(format!("{s:?} is longer than 253 characters"));
+    }
+    if s == "." || s == ".." {
+        return Err(format!("{s:?} is not a valid key"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "{s:?} contains {c:?}; only letters, digits, '-', '_' and '.' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// A path prefix: starts with `/`, and has no query, fragment, whitespace or
+/// control character (a request path never contains them, so such a prefix
+/// could never match).
+pub fn path_prefix(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err(format!("path {s:?} must start with '/'"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control())
+    {
+        let what = match c {
+            '?' => "a query ('?')".to_string(),
+            '#' => "a fragment ('#')".to_string(),
+            c if c.is_whitespace() => format!("whitespace ({c:?})"),
+            c => format!("a control character ({c:?})"),
+        };
+        return Err(format!(
+            "path {s:?} must not contain {what}; a path prefix matches the path only"
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP field name: a non-empty RFC 9110 token.
+pub fn header_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("header name must not be empty".to_string());
+    }
+    if let Some(c) = s.chars().find(|c| !is_tchar(*c)) {
+        return Err(format!(
+            "header name {s:?} contains {c:?}; a header name is a token of letters, digits and !#$%&'*+-.^_`|~"
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP field value: no control characters other than horizontal tab.
+pub fn header_value(s: &str) -> Result<(), String> {
+    if let Some(c) = s.chars().find(|c| c.is_control() && *c != '\t') {
+        return Err(format!(
+            "header value {s:?} contains the control character {c:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// `tchar` of RFC 9110, section 5.6.2.
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '!' | '#'
+                | '$'
+                | '%'
+                | '&'
+                | '\''
+                | '*'
+                | '+'
+                | '-'
+                | '.'
+                | '^'
+                | '_'
+                | '`'
+                | '|'
+                | '~'
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names() {
+        for ok in ["a", "web", "my-svc", "s3", &"a".repeat(63)] {
+            assert_eq!(dns1035_label(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "3web",
+            "-web",
+            "web-",
+            "Web",
+            "my_svc",
+            "my.svc",
+            &"a".repeat(64),
+        ] {
+            assert!(dns1035_label(bad).is_err(), "{bad}");
+        }
+        assert_eq!(dns1123_label("8080-http"), Ok(()));
+        assert!(dns1123_label("HTTP").is_err());
+    }
+
+    #[test]
+    fn subdomains() {
+        for ok in ["web", "web.v1", "0abc", "a-b.c-d"] {
+            assert_eq!(dns1123_subdomain(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "a..b", ".a", "a.", "A", "a_b", &"a".repeat(254)] {
+            assert!(dns1123_subdomain(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_map_keys() {
+        for ok in ["index.html", "a_b-C.d", ".hidden"] {
+            assert_eq!(config_map_key(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b"] {
+            assert!(config_map_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths() {
+        for ok in ["/", "/api", "/api/v1/", "/a%20b", "/caf\u{e9}"] {
+            assert_eq!(path_prefix(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "must start with '/'"),
+            ("api", "must start with '/'"),
+            ("/a?b=1", "a query"),
+            ("/a#top", "a fragment"),
+            ("/a b", "whitespace"),
+            ("/a\tb", "whitespace"),
+            ("/a\u{0}b", "control character"),
+        ] {
+            let err = path_prefix(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        for ok in ["X-Tenant", "x_y", "a!#$%&'*+-.^_`|~9"] {
+            assert_eq!(header_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "X Tenant",
+            "X:Tenant",
+            ":authority",
+            "X-\u{e9}",
+            "a\"b",
+            "a(b)",
+        ] {
+            assert!(header_name(bad).is_err(), "{bad}");
+        }
+        for ok in ["", "v", "a b", "a\tb", "caf\u{e9}", "\"quoted\""] {
+            assert_eq!(header_value(ok), Ok(()), "{ok}");
+        }
+        for bad in ["a\nb", "a\rb", "a\u{0}", "a\u{7f}"] {
+            assert!(header_value(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Bad input: every problem is reported, naming the object and the exact field.
+
+use api::{
+    FieldError, HTTPScaledObject, InterceptorRoute, parse_http_scaled_object,
+    parse_interceptor_route, parse_object, parse_object_str, validate_http_scaled_object,
+    validate_interceptor_route,
+};
+use serde_json::{Value, json};
+
+fn yaml(text: &str) -> Value {
+    serde_yaml::from_str(text).unwrap()
+}
+
+/// `(field, message)` pairs of the validation errors, after checking that
+/// every error names `object`.
+fn fields(object: &str, errors: &[FieldError]) -> Vec<(String, String)> {
+    for e in errors {
+        assert_eq!(e.object, object, "{e}");
+    }
+    errors
+        .iter()
+        .map(|e| (e.field.clone(), e.message.clone()))
+        .collect()
+}
+
+fn field_paths(object: &str, errors: &[FieldError]) -> Vec<String> {
+    fields(object, errors).into_iter().map(|(f, _)| f).collect()
+}
+
+fn httpso(spec: Value) -> HTTPScaledObject {
+    parse_http_scaled_object(json!({
+        "apiVersion": "http.keda.sh/v1alpha1",
+        "kind": "HTTPScaledObject",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn route(spec: Value) -> InterceptorRoute {
+    parse_interceptor_route(json!({
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": {"name": "storefront", "namespace": "shop"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn bad_host_patterns_are_reported_by_index() {
+    let obj = httpso(json!({
+        "hosts": ["ok.example.com", "*.", "a*b.com", "a..com", "example.com:8080", "*.example.com", "*foo.com"],
+        "scaleTargetRef": {"service": "web", "port": 8080},
+    }));
+    let errors = validate_http_scaled_object(&obj);
+    let got = fields("shop/web", &errors);
+    let paths: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.hosts[1]",
+            "spec.hosts[2]",
+            "spec.hosts[3]",
+            "spec.hosts[4]",
+            "spec.hosts[6]"
+        ]
+    );
+    assert!(
+        got[0].1.contains("needs a domain after \"*.\""),
+        "{}",
+        got[0].1
+    );
+    assert!(got[1].1.contains("whole first label"), "{}", got[1].1);
+    assert!(got[2].1.contains("empty label"), "{}", got[2].1);
+    assert!(
+        got[3].1.contains("ports are not part of a host pattern"),
+        "{}",
+        got[3].1
+    );
+    assert_eq!(
+        errors[3].to_string(),
+        r#"shop/web: spec.hosts[4]: host "example.com:8080": ports are not part of a host pattern (remove ":8080"; routing ignores the port of the Host header)"#
+    );
+}
+
+#[test]
+fn interceptor_route_rule_paths_are_exact() {
+    let obj = route(json!({
+        "target": {"service": "storefront", "port": 8080},
+        "rules": [
+            {"hosts": ["shop.example.com"]},
+            {"hosts": ["ok.example.com", "bad_host.com"], "paths": [{"value": "/"}, {"value": "api"}, {"value": "/a?b"}],
+             "headers": [{"name": "X Bad"}, {"name": "X-Ok", "value": "line\nbreak"}, {"name": ""}]},
+        ],
+        "scalingMetric": {"concurrency": {"targetValue": 10}},
+        "staticRoutes": [
+            {"rules": [{"hosts": ["*."]}], "response": {"statusCode": 600}},
+        ],
+    }));
+    let errors = validate_interceptor_route(&obj);
+    assert_eq!(
+        field_paths("shop/storefront", &errors),
+        [
+            "spec.rules[1].hosts[1]",
+            "spec.rules[1].paths[1].value",
+            "spec.rules[1].paths[2].value",
+            "spec.rules[1].headers[0].name",
+            "spec.rules[1].headers[1].value",
+            "spec.rules[1].headers[2].name",
+            "spec.staticRoutes[0].rules[0].hosts[0]",
+            "spec.staticRoutes[0].response.statusCode",
+        ]
+    );
+    assert_eq!(
+        errors[7].to_string(),
+        "shop/storefront: spec.staticRoutes[0].response.statusCode: 600 is out of range 100-599"
+    );
+}
+
+#[test]
+fn port_out_of_range_and_port_xor_port_name() {
+    let obj = httpso(json!({
+        "scaleTargetRef": {"service": "web", "port": 70000},
+        "coldStartTimeoutFailoverRef": {"service": "static", "port": 80, "portName": "http"},
+    }));
+    let errors = validate_http_scaled_object(&obj);
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "shop/web: spec.scaleTargetRef.port: 70000 is out of range 1-65535",
+            "shop/web: spec.coldStartTimeoutFailoverRef: exactly one of port or portName must be set, not both",
+        ]
+    );
+
+    let obj = httpso(json!({"scaleTargetRef": {"service": "web", "port": 0}}));
+    assert_eq!(
+        field_paths("shop/web", &validate_http_scaled_object(&obj)),
+        ["spec.scaleTargetRef.port"]
+    );
+
+    let obj = httpso(json!({"scaleTargetRef": {"service": "web"}}));
+    let errors = validate_http_scaled_object(&obj);
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["shop/web: spec.scaleTargetRef: exactly one of port or portName must be set"]
+    );
+
+    let obj = httpso(json!({"scaleTargetRef": {"service": "web", "port": 80, "portName": "http"}}));
+    assert_eq!(
+        field_paths("shop/web", &validate_http_scaled_object(&obj)),
+        ["spec.scaleTargetRef"]
+    );
+
+    let obj = route(json!({
+        "target": {"service": "storefront"},
+        "scalingMetric": {"requestRate": {}},
+        "coldStart": {"fallback": {"service": {"name": "static", "port": 80, "portName": "http"}}},
+    }));
+    assert_eq!(
+        field_paths("shop/storefront", &validate_interceptor_route(&obj)),
+        ["spec.target", "spec.coldStart.fallback.service"]
+    );
+}
+
+#[test]
+fn service_names_must_be_dns_labels() {
+    let obj = httpso(json!({"scaleTargetRef": {"service": "", "port": 80, "name": "Web"}}));
+    assert_eq!(
+        field_paths("shop/web", &validate_http_scaled_object(&obj)),
+        ["spec.scaleTargetRef.service", "spec.scaleTargetRef.name"]
+    );
+    let obj = route(json!({
+        "target": {"service": "9lives", "portName": "HTTP"},
+        "scalingMetric": {"concurrency": {}},
+    }));
+    assert_eq!(
+        field_paths("shop/storefront", &validate_interceptor_route(&obj)),
+        ["spec.target.service", "spec.target.portName"]
+    );
+}
+
+#[test]
+fn concurrency_and_request_rate_together_on_an_httpscaledobject() {
+    let obj = httpso(json!({
+        "scaleTargetRef": {"service": "web", "port": 8080},
+        "scalingMetric": {"concurrency": {"targetValue": 10}, "requestRate": {"targetValue": 5}},
+    }));
+    let errors = validate_http_scaled_object(&obj);
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "shop/web: spec.scalingMetric: concurrency and requestRate are mutually exclusive; set only one"
+        ]
+    );
+
+    // On an InterceptorRoute both are fine, and neither is the error.
+    let both = route(json!({
+        "target": {"service": "storefront", "port": 8080},
+        "scalingMetric": {"concurrency": {"targetValue": 10}, "requestRate": {"targetValue": 5}},
+    }));
+    assert_eq!(validate_interceptor_route(&both), []);
+    let neither = route(json!({
+        "target": {"service": "storefront", "port": 8080},
+        "scalingMetric": {},
+    }));
+    assert_eq!(
+        field_paths("shop/storefront", &validate_interceptor_route(&neither)),
+        ["spec.scalingMetric"]
+    );
+}
+
+#[test]
+fn every_numeric_and_duration_rule() {
+    let obj = httpso(json!({
+        "pathPrefixes": ["/ok", "nope", "/a b"],
+        "headers": [{"name": "X-A"}, {"name": "X-A", "value": "1"}],
+        "scaleTargetRef": {"service": "web", "port": 8080},
+        "coldStartTimeoutFailoverRef": {"service": "static", "portName": "http", "timeoutSeconds": 0},
+        "replicas": {"min": -1, "max": 0},
+        "targetPendingRequests": 0,
+        "scaledownPeriod": -5,
+        "initialCooldownPeriod": -1,
+        "scalingMetric": {"requestRate": {"targetValue": 0, "window": "1s", "granularity": "2s"}},
+        "timeouts": {"conditionWait": "20", "responseHeader": "-1s"},
+    }));
+    assert_eq!(
+        field_paths("shop/web", &validate_http_scaled_object(&obj)),
+        [
+            "spec.pathPrefixes[1]",
+            "spec.pathPrefixes[2]",
+            "spec.headers[1].name",
+            "spec.coldStartTimeoutFailoverRef.timeoutSeconds",
+            "spec.replicas.min",
+            "spec.replicas.max",
+            "spec.targetPendingRequests",
+            "spec.scaledownPeriod",
+            "spec.initialCooldownPeriod",
+            "spec.scalingMetric.requestRate.targetValue",
+            "spec.scalingMetric.requestRate.granularity",
+            "spec.timeouts.conditionWait",
+            "spec.timeouts.responseHeader",
+        ]
+    );
+
+    let obj = httpso(json!({
+        "scaleTargetRef": {"service": "web", "port": 8080},
+        "replicas": {"min": 150},
+        "scalingMetric": {"requestRate": {"window": "0s", "granularity": "1x"}},
+    }));
+    let got = fields("shop/web", &validate_http_scaled_object(&obj));
+    assert_eq!(
+        got,
+        [
+            (
+                "spec.replicas".to_string(),
+                "min 150 is greater than max 100 (the default)".to_string()
+            ),
+            (
+                "spec.scalingMetric.requestRate.window".to_string(),
+                "\"0s\" must be longer than zero".to_string()
+            ),
+            (
+                "spec.scalingMetric.requestRate.granularity".to_string(),
+                "invalid duration \"1x\": unknown unit \"x\" (expected ns, us, ms, s, m or h) (examples: \"500ms\", \"20s\", \"1m30s\")".to_string()
+            ),
+        ]
+    );
+
+    let obj = route(json!({
+        "target": {"service": "storefront", "port": 8080},
+        "scalingMetric": {"concurrency": {"targetValue": 0}},
+        "timeouts": {"readiness": "soon", "request": "0s", "responseHeader": "1h"},
+    }));
+    assert_eq!(
+        field_paths("shop/storefront", &validate_interceptor_route(&obj)),
+        [
+            "spec.scalingMetric.concurrency.targetValue",
+            "spec.timeouts.readiness"
+        ]
+    );
+}
+
+#[test]
+fn cold_start_needs_exactly_one_of_fallback_and_placeholder() {
+    let base = |cold_start: Value| {
+        route(json!({
+            "target": {"service": "storefront", "port": 8080},
+            "scalingMetric": {"concurrency": {"targetValue": 1}},
+            "coldStart": cold_start,
+        }))
+    };
+    let neither = base(json!({}));
+    assert_eq!(
+        field_paths("shop/storefront", &validate_interceptor_route(&neither)),
+        ["spec.coldStart"]
+    );
+    let both = base(json!({
+        "fallback": {"service": {"name": "static", "port": 80}},
+        "placeholder": {"response": {"statusCode": 503}},
+    }));
+    assert_eq!(
+        field_paths("shop/storefront", &validate_interceptor_route(&both)),
+        ["spec.coldStart"]
+    );
+    let bad_placeholder = base(json!({
+        "placeholder": {"response": {
+            "statusCode": 99,
+            "body": "x",
+            "bodyFromConfigMap": {"name": "Page", "key": "a/b"},
+            "headers": {"Bad Name": "v", "X-Ok": "bad\u{0}value"},
+        }},
+    }));
+    assert_eq!(
+        field_paths(
+            "shop/storefront",
+            &validate_interceptor_route(&bad_placeholder)
+        ),
+        [
+            "spec.coldStart.placeholder.response.statusCode",
+            "spec.coldStart.placeholder.response",
+            "spec.coldStart.placeholder.response.bodyFromConfigMap.name",
+            "spec.coldStart.placeholder.response.bodyFromConfigMap.key",
+            "spec.coldStart.placeholder.response.headers[Bad Name]",
+            "spec.coldStart.placeholder.response.headers[X-Ok]",
+        ]
+    );
+}
+
+#[test]
+fn object_name_without_namespace() {
+    let obj = parse_http_scaled_object(json!({
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"service": "web"}},
+    }))
+    .unwrap();
+    let errors = validate_http_scaled_object(&obj);
+    assert_eq!(errors[0].object, "<no-namespace>/web");
+}
+
+#[test]
+fn non_object_json_is_an_error_naming_the_field() {
+    for value in [
+        json!([1, 2]),
+        json!("str"),
+        json!(42),
+        json!(null),
+        json!(true),
+    ] {
+        let err = parse_http_scaled_object(value.clone()).unwrap_err();
+        assert_eq!(err.object, "<unknown>", "{value}");
+        assert_eq!(err.field, ".", "{value}");
+        assert!(
+            err.message
+                .starts_with("expected an object of kind HTTPScaledObject, found "),
+            "{err}"
+        );
+    }
+    let err = parse_interceptor_route(json!([1, 2])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "<unknown>: .: expected an object of kind InterceptorRoute, found an array"
+    );
+}
+
+#[test]
+fn type_errors_name_object_and_field_path() {
+    let err = parse_http_scaled_object(yaml(
+        r#"
+apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata: {name: web, namespace: shop}
+spec:
+  scaleTargetRef: {service: web, port: "x"}
+"#,
+    ))
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"shop/web: spec.scaleTargetRef.port: invalid type: string "x", expected i32"#
+    );
+
+    let err = parse_interceptor_route(yaml(
+        r#"
+apiVersion: http.keda.sh/v1beta1
+kind: InterceptorRoute
+metadata: {name: storefront, namespace: shop}
+spec:
+  target: {service: storefront, port: 80}
+  scalingMetric: {concurrency: {targetValue: 1}}
+  rules:
+    - hosts: [a.example.com]
+    - hosts: a.example.com
+"#,
+    ))
+    .unwrap_err();
+    assert_eq!(err.object, "shop/storefront");
+    assert_eq!(err.field, "spec.rules[1].hosts");
+    assert!(err.message.starts_with("invalid type: string"), "{err}");
+
+    let err = parse_interceptor_route(json!({
+        "metadata": {"name": "storefront", "namespace": "shop"},
+        "spec": {"target": {"port": 80}, "scalingMetric": {}},
+    }))
+    .unwrap_err();
+    assert_eq!(
+        (err.field.as_str(), err.message.as_str()),
+        ("spec.target", "missing field `service`")
+    );
+
+    let err = parse_interceptor_route(json!({
+        "metadata": {"name": "storefront", "namespace": "shop"},
+        "spec": {"target": {"service": "s", "port": 80}, "scalingMetric": {}, "staticRoutes": [{"response": {}, "responseMode": "Sometimes"}]},
+    }))
+    .unwrap_err();
+    assert_eq!(err.field, "spec.staticRoutes[0].responseMode");
+    assert!(err.message.contains("unknown variant `Sometimes`"), "{err}");
+}
+
+#[test]
+fn wrong_api_version_or_kind() {
+    let err = parse_http_scaled_object(json!({
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "HTTPScaledObject",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"scaleTargetRef": {"service": "web", "port": 80}},
+    }))
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"shop/web: apiVersion: expected "http.keda.sh/v1alpha1", found "http.keda.sh/v1beta1""#
+    );
+
+    let err = parse_object::<InterceptorRoute>(json!({
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "HTTPScaledObject",
+        "metadata": {"name": "web"},
+        "spec": {},
+    }))
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"<no-namespace>/web: kind: expected "InterceptorRoute", found "HTTPScaledObject""#
+    );
+
+    let err = parse_http_scaled_object(json!({"kind": 7, "metadata": {}})).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"<no-namespace>/<unnamed>: kind: expected the string "HTTPScaledObject", found a number"#
+    );
+
+    let err = parse_http_scaled_object(json!({"metadata": {"name": "web", "namespace": "shop"}}))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "shop/web: .: missing field `spec`");
+}
+
+#[test]
+fn text_that_is_not_yaml() {
+    let err = parse_object_str::<HTTPScaledObject>("a: [unclosed").unwrap_err();
+    assert_eq!(
+        (err.object.as_str(), err.field.as_str()),
+        ("<unknown>", ".")
+    );
+    assert!(err.message.starts_with("not valid YAML or JSON"), "{err}");
+    let err = parse_object_str::<HTTPScaledObject>("[1, 2]").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "<unknown>: .: expected an object of kind HTTPScaledObject, found an array"
+    );
+}
