@@ -1,0 +1,521 @@
+//! The write verbs: create, update, patch, delete, with the metadata a real
+//! API server stamps (resourceVersion, uid, creationTimestamp, generation).
+
+use std::hash::{BuildHasher, Hasher, RandomState};
+
+use listwatch::{Reason, Store};
+use serde_json::{Map, Value};
+
+use crate::registry::ResourceDef;
+
+/// A failed API call: the reason (and so the HTTP code) and the message of
+/// its `Status` object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason:?}: {message}")]
+pub struct ApiError {
+    /// Machine-readable reason.
+    pub reason: Reason,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(reason: Reason, message: impl Into<String>) -> Self {
+        ApiError {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A random u64 (RandomState is seeded randomly per process and thread).
+pub(crate) fn random_u64() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+fn new_uid() -> String {
+    let a = random_u64();
+    let b = random_u64();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0x3fff | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut n = random_u64();
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+            n /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// RFC 7386 JSON merge patch.
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    let o = obj.as_object_mut().expect("checked to be an object");
+    let m = o
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !m.is_object() {
+        *m = Value::Object(Map::new());
+    }
+    m.as_object_mut().expect("just made an object")
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?
+        .get(field)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+}
+
+/// Everything but metadata and status: what `generation` tracks.
+fn spec_part(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(o) = v.as_object_mut() {
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            o.remove(k);
+        }
+    }
+    v
+}
+
+/// Checks that the body is an object of this resource's apiVersion/kind.
+pub(crate) fn check_type(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
+    let Some(o) = obj.as_object() else {
+        return Err(ApiError::new(
+            Reason::Invalid,
+            "the request body must be a JSON object",
+        ));
+    };
+    let want_av = def.resource.api_version();
+    if let Some(av) = o.get("apiVersion").and_then(Value::as_str)
+        && av != want_av
+    {
+        return Err(ApiError::new(
+            Reason::Invalid,
+            format!("apiVersion {av:?} does not match the request path ({want_av})"),
+        ));
+    }
+    if let Some(kind) = o.get("kind").and_then(Value::as_str)
+        && kind != def.resource.kind
+    {
+        return Err(ApiError::new(
+            Reason::Invalid,
+            format!(
+                "kind {kind:?} does not match the request path ({})",
+                def.resource.kind
+            ),
+        ));
+    }
+    if o.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::new(Reason::Invalid, "metadata must be an object"));
+    }
+    Ok(())
+}
+
+fn not_found(def: &ResourceDef, name: &str) -> ApiError {
+    ApiError::new(
+        Reason::NotFound,
+        format!("{} \"{name}\" not found", def.gvr().qualified_resource()),
+    )
+}
+
+fn conflict(def: &ResourceDef, name: &str) -> ApiError {
+    ApiError::new(
+        Reason::Conflict,
+        format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            def.gvr().qualified_resource()
+        ),
+    )
+}
+
+fn store_error(e: listwatch::StoreError) -> ApiError {
+    ApiError::new(Reason::Invalid, e.to_string())
+}
+
+/// Sets the namespace from the path (or checks it), for namespaced resources.
+fn place(def: &ResourceDef, obj: &mut Value, namespace: &str) -> Result<(), ApiError> {
+    let meta = meta_mut(obj);
+    if def.resource.namespaced {
+        if namespace.is_empty() {
+            return Err(ApiError::new(
+                Reason::NotFound,
+                "the server could not find the requested resource (a namespaced resource needs a namespace in the path)",
+            ));
+        }
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() && ns != namespace => {
+                return Err(ApiError::new(
+                    Reason::BadRequest,
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => {
+                meta.insert("namespace".into(), Value::String(namespace.to_owned()));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    Ok(())
+}
+
+/// Sets apiVersion, kind and resourceVersion as the store will, so the
+/// returned object equals the stored one.
+fn stamp(def: &ResourceDef, obj: &mut Value, rv: u64) {
+    if let Some(o) = obj.as_object_mut() {
+        o.insert(
+            "apiVersion".into(),
+            Value::String(def.resource.api_version()),
+        );
+        o.insert("kind".into(), Value::String(def.resource.kind.clone()));
+    }
+    meta_mut(obj).insert("resourceVersion".into(), Value::String(rv.to_string()));
+}
+
+fn scope<'a>(def: &ResourceDef, namespace: &'a str) -> &'a str {
+    if def.resource.namespaced {
+        namespace
+    } else {
+        ""
+    }
+}
+
+/// Creates `obj`; `rv` is the global counter, bumped on a write.
+pub(crate) fn create(
+    store: &Store,
+    def: &ResourceDef,
+    namespace: &str,
+    mut obj: Value,
+    rv: &mut u64,
+) -> Result<Value, ApiError> {
+    check_type(def, &obj)?;
+    place(def, &mut obj, namespace)?;
+    let name = match meta_str(&obj, "name") {
+        Some(n) => n.to_owned(),
+        None => match meta_str(&obj, "generateName") {
+            Some(prefix) => format!("{prefix}{}", random_suffix()),
+            None => {
+                return Err(ApiError::new(
+                    Reason::Invalid,
+                    format!(
+                        "{} is invalid: metadata.name: Required value: name or generateName is required",
+                        def.resource.kind
+                    ),
+                ));
+            }
+        },
+    };
+    if store.get(scope(def, namespace), &name).is_some() {
+        return Err(ApiError::new(
+            Reason::AlreadyExists,
+            format!(
+                "{} \"{name}\" already exists",
+                def.gvr().qualified_resource()
+            ),
+        ));
+    }
+    if def.status_subresource
+        && let Some(o) = obj.as_object_mut()
+    {
+        o.remove("status");
+    }
+    let meta = meta_mut(&mut obj);
+    meta.insert("name".into(), Value::String(name));
+    meta.insert("uid".into(), Value::String(new_uid()));
+    meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
+    meta.insert("generation".into(), Value::from(1));
+    for k in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+        meta.remove(k);
+    }
+    let next = *rv + 1;
+    stamp(def, &mut obj, next);
+    store.apply(obj.clone(), next).map_err(store_error)?;
+    *rv = next;
+    Ok(obj)
+}
+
+/// How a replacement object is derived from the stored one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The main resource: `.status` is kept if it is a subresource.
+    Main,
+    /// `.../status`: only `.status` changes.
+    Status,
+}
+
+/// Writes `new` over `old` (both full objects), keeping the identity
+/// fields, honouring the status subresource and bumping `generation` when
+/// anything but metadata and status changed. An update that changes
+/// nothing is not written (no new resourceVersion), like the API server.
+fn replace(
+    store: &Store,
+    def: &ResourceDef,
+    old: &Value,
+    new: Value,
+    target: Target,
+    rv: &mut u64,
+) -> Result<Value, ApiError> {
+    let mut result = match target {
+        Target::Status => {
+            let mut r = old.clone();
+            if let (Some(o), Some(status)) = (r.as_object_mut(), new.get("status")) {
+                o.insert("status".into(), status.clone());
+            } else if let Some(o) = r.as_object_mut() {
+                o.remove("status");
+            }
+            r
+        }
+        Target::Main => {
+            let mut r = new;
+            {
+                let old_meta = old.get("metadata").and_then(Value::as_object);
+                let meta = meta_mut(&mut r);
+                for k in [
+                    "name",
+                    "namespace",
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                ] {
+                    match old_meta.and_then(|m| m.get(k)) {
+                        Some(v) => meta.insert(k.into(), v.clone()),
+                        None => meta.remove(k),
+                    };
+                }
+            }
+            if def.status_subresource
+                && let Some(o) = r.as_object_mut()
+            {
+                match old.get("status") {
+                    Some(s) => o.insert("status".into(), s.clone()),
+                    None => o.remove("status"),
+                };
+            }
+            r
+        }
+    };
+    let old_gen = old
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let generation = if spec_part(&result) != spec_part(old) {
+        old_gen + 1
+    } else {
+        old_gen
+    };
+    meta_mut(&mut result).insert("generation".into(), Value::from(generation));
+    let old_rv: u64 = meta_str(old, "resourceVersion")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    stamp(def, &mut result, old_rv);
+    if &result == old {
+        return Ok(result);
+    }
+    let next = *rv + 1;
+    stamp(def, &mut result, next);
+    store.apply(result.clone(), next).map_err(store_error)?;
+    *rv = next;
+    Ok(result)
+}
+
+fn check_rv(def: &ResourceDef, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+    if let Some(want) = meta_str(new, "resourceVersion")
+        && Some(want) != meta_str(old, "resourceVersion")
+    {
+        return Err(conflict(def, name));
+    }
+    Ok(())
+}
+
+/// PUT: replaces an existing object (or its status).
+pub(crate) fn update(
+    store: &Store,
+    def: &ResourceDef,
+    namespace: &str,
+    name: &str,
+    mut obj: Value,
+    target: Target,
+    rv: &mut u64,
+) -> Result<Value, ApiError> {
+    check_type(def, &obj)?;
+    place(def, &mut obj, namespace)?;
+    match meta_str(&obj, "name") {
+        Some(n) if n != name => {
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!("the name of the object ({n}) does not match the name on the URL ({name})"),
+            ));
+        }
+        Some(_) => {}
+        None => {
+            meta_mut(&mut obj).insert("name".into(), Value::String(name.to_owned()));
+        }
+    }
+    let old = store
+        .get(scope(def, namespace), name)
+        .ok_or_else(|| not_found(def, name))?
+        .to_value();
+    check_rv(def, name, &old, &obj)?;
+    replace(store, def, &old, obj, target, rv)
+}
+
+/// The patch formats we accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PatchKind {
+    /// `application/merge-patch+json` (and strategic merge, treated alike).
+    Merge,
+    /// `application/apply-patch+yaml`: create, or merge into the existing object.
+    Apply,
+}
+
+/// PATCH: merges `patch` into an existing object (or its status).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn patch(
+    store: &Store,
+    def: &ResourceDef,
+    namespace: &str,
+    name: &str,
+    patch: Value,
+    kind: PatchKind,
+    target: Target,
+    rv: &mut u64,
+) -> Result<Value, ApiError> {
+    if !patch.is_object() {
+        return Err(ApiError::new(
+            Reason::Invalid,
+            "the patch must be a JSON object",
+        ));
+    }
+    let Some(old) = store.get(scope(def, namespace), name) else {
+        if kind == PatchKind::Apply && target == Target::Main {
+            let mut obj = patch;
+            if meta_str(&obj, "name").is_none() && obj.is_object() {
+                meta_mut(&mut obj).insert("name".into(), Value::String(name.to_owned()));
+            }
+            return create(store, def, namespace, obj, rv);
+        }
+        return Err(not_found(def, name));
+    };
+    let old = old.to_value();
+    check_rv(def, name, &old, &patch)?;
+    if kind == PatchKind::Apply {
+        check_type(def, &patch)?;
+    }
+    let mut new = old.clone();
+    merge_patch(&mut new, &patch);
+    check_type(def, &new)?;
+    replace(store, def, &old, new, target, rv)
+}
+
+/// DELETE: removes the object and returns its last state.
+pub(crate) fn delete(
+    store: &Store,
+    def: &ResourceDef,
+    namespace: &str,
+    name: &str,
+    rv: &mut u64,
+) -> Result<Value, ApiError> {
+    let ns = scope(def, namespace);
+    if store.get(ns, name).is_none() {
+        return Err(not_found(def, name));
+    }
+    let next = *rv + 1;
+    let gone = store.delete(ns, name, next).map_err(store_error)?;
+    *rv = next;
+    Ok(gone.map(|o| o.to_value()).unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc7386() {
+        // Examples from RFC 7386, appendix A.
+        let cases = [
+            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
+            (json!({"a":"b"}), json!({"a":null}), json!({})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
+            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
+            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a":"b"}), json!(["c"]), json!(["c"])),
+            (json!({"a":"foo"}), json!(null), json!(null)),
+            (json!({"a":"foo"}), json!("bar"), json!("bar")),
+            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
+        ];
+        for (mut target, p, want) in cases {
+            merge_patch(&mut target, &p);
+            assert_eq!(target, want, "patch {p}");
+        }
+    }
+
+    #[test]
+    fn uids_look_like_uuids() {
+        let u = new_uid();
+        assert_eq!(u.len(), 36, "{u}");
+        assert_ne!(new_uid(), new_uid());
+    }
+}
