@@ -61,3 +61,6 @@ pub use route::{
     SourceKind, StaticResponse, StaticRoute, Target, Timeouts, path_prefix_matches,
 };
 pub use table::{Action, RouteMatch, RoutingTable};
+
+#[cfg(test)]
+mod proptests;

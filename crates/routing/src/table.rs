@@ -35,8 +35,12 @@ use crate::route::{HostMatch, Route, Rule, RuleAction, SourceKind, StaticRoute};
 type Hasher = foldhash::fast::RandomState;
 type Map<K, V> = imbl::GenericHashMap<K, V, Hasher, imbl::shared_ptr::DefaultSharedPtr>;
 
-/// Buckets with at most this many path prefixes are a scanned slice.
+/// Buckets with at most this many path prefixes are a scanned slice. Tiny in
+/// unit tests so the property tests exercise both representations.
+#[cfg(not(test))]
 const SMALL_MAX: usize = 8;
+#[cfg(test)]
+const SMALL_MAX: usize = 2;
 /// Wildcard suffixes are counted by label count up to this (the last slot
 /// counts everything longer).
 const LABEL_SLOTS: usize = 16;
@@ -128,7 +132,7 @@ impl PathIndex {
                 if v.len() > SMALL_MAX {
                     *self = PathIndex::Large(v.into_iter().collect());
                 } else {
-                    v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                    v.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
                     *items = v.into();
                 }
             }
@@ -142,7 +146,7 @@ impl PathIndex {
                 if map.len() <= SMALL_MAX / 2 {
                     let mut v: Vec<(Arc<str>, Entries)> =
                         map.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
-                    v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                    v.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
                     *self = PathIndex::Small(v.into());
                 }
             }
@@ -679,10 +683,13 @@ impl Serialize for RoutingTable {
 mod tests {
     use super::*;
 
+    /// (tier and host, path prefix, entries as (route key, rule index)).
+    pub(crate) type IndexRow = (String, String, Vec<(String, u32)>);
+
     impl RoutingTable {
         /// Every (tier, host, path, entry keys) of the index, sorted: two
         /// tables with equal dumps answer every lookup alike.
-        pub(crate) fn dump_index(&self) -> Vec<(String, String, Vec<(String, u32)>)> {
+        pub(crate) fn dump_index(&self) -> Vec<IndexRow> {
             let mut out = Vec::new();
             let mut add = |tier: String, idx: &PathIndex| {
                 idx.for_each(|p, entries| {
