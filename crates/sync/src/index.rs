@@ -1,0 +1,343 @@
+//! The index the sync loop drives with `apply / delete / reconcile`, and that
+//! turns objects into routes in its working [`RoutingTable`].
+//!
+//! Every input is guarded by resourceVersion when the source gives numeric
+//! ones (Kubernetes does: they are etcd revisions): a watch event or a list
+//! older than what the index already holds never rolls it back. That lets
+//! the watch and the periodic resync run side by side, each applied the
+//! moment it arrives, without either one undoing the other.
+
+use std::collections::HashMap;
+
+use api::FieldError;
+use routing::RoutingTable;
+use serde_json::Value;
+
+/// The two kinds of object that make routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// `http.keda.sh/v1alpha1` `HTTPScaledObject`.
+    HttpScaledObject,
+    /// `http.keda.sh/v1beta1` `InterceptorRoute`.
+    InterceptorRoute,
+}
+
+impl ObjectKind {
+    /// Both kinds, in a fixed order.
+    pub const ALL: [ObjectKind; 2] = [ObjectKind::HttpScaledObject, ObjectKind::InterceptorRoute];
+
+    /// The plural resource name (`httpscaledobjects`).
+    pub fn resource(self) -> &'static str {
+        match self {
+            ObjectKind::HttpScaledObject => "httpscaledobjects",
+            ObjectKind::InterceptorRoute => "interceptorroutes",
+        }
+    }
+
+    /// The `Kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ObjectKind::HttpScaledObject => "HTTPScaledObject",
+            ObjectKind::InterceptorRoute => "InterceptorRoute",
+        }
+    }
+
+    /// The `apiVersion`.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ObjectKind::HttpScaledObject => "http.keda.sh/v1alpha1",
+            ObjectKind::InterceptorRoute => "http.keda.sh/v1beta1",
+        }
+    }
+
+    /// The kind for a `Kind` string, if it makes routes.
+    pub fn from_kind(kind: &str) -> Option<ObjectKind> {
+        match kind {
+            "HTTPScaledObject" => Some(ObjectKind::HttpScaledObject),
+            "InterceptorRoute" => Some(ObjectKind::InterceptorRoute),
+            _ => None,
+        }
+    }
+
+    fn routing_kind(self) -> routing::SourceKind {
+        match self {
+            ObjectKind::HttpScaledObject => routing::SourceKind::HttpScaledObject,
+            ObjectKind::InterceptorRoute => routing::SourceKind::InterceptorRoute,
+        }
+    }
+}
+
+/// `kind`, namespace and name of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// Which kind.
+    pub kind: ObjectKind,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind.kind(), self.namespace, self.name)
+    }
+}
+
+/// A resourceVersion: opaque, but compared as a number when it is one.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ResourceVersion {
+    raw: String,
+    num: Option<u64>,
+}
+
+impl ResourceVersion {
+    /// Wraps a resourceVersion string.
+    pub fn new(raw: impl Into<String>) -> Self {
+        let raw = raw.into();
+        let num = raw.parse().ok();
+        ResourceVersion { raw, num }
+    }
+
+    /// The string as the source sent it.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// True when both are numeric and `self` is strictly newer than `other`.
+    fn newer_than(&self, other: &ResourceVersion) -> bool {
+        matches!((self.num, other.num), (Some(a), Some(b)) if a > b)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    rv: ResourceVersion,
+    /// False when the latest version we saw is invalid (the table keeps the
+    /// last good one, if any).
+    valid: bool,
+}
+
+/// What one input did to the index.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The table changed.
+    Changed,
+    /// Nothing to do (same version, or an older one than the index holds).
+    Unchanged,
+    /// The object is invalid and was skipped; the table keeps its last good
+    /// version (if it had one).
+    Invalid(Vec<FieldError>),
+}
+
+/// The sync loop's working state: what it has seen of each object, and the
+/// routing table built from the valid ones.
+#[derive(Debug, Default)]
+pub struct RouteIndex {
+    table: RoutingTable,
+    seen: HashMap<ObjectKey, Seen>,
+    /// Deleted objects with the resourceVersion of their deletion, so a stale
+    /// list or a late event cannot bring them back. Pruned by newer lists.
+    tombstones: HashMap<ObjectKey, ResourceVersion>,
+}
+
+/// The result of reconciling the index with a complete list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Objects added, changed or removed to match the list.
+    pub changes: usize,
+    /// Invalid objects in the list (skipped).
+    pub invalid: Vec<FieldError>,
+}
+
+impl RouteIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        RouteIndex::default()
+    }
+
+    /// The working table (publish a clone: cloning is cheap).
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// Number of objects seen (valid or not) of `kind`.
+    pub fn len(&self, kind: ObjectKind) -> usize {
+        self.seen.keys().filter(|k| k.kind == kind).count()
+    }
+
+    /// Objects whose latest version is invalid (the table keeps their last
+    /// good version, if they had one).
+    pub fn invalid(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.seen.iter().filter(|(_, s)| !s.valid).map(|(k, _)| k)
+    }
+
+    /// Applies an added or modified object (from a watch, a list or a file).
+    pub fn apply(&mut self, kind: ObjectKind, object: Value) -> Outcome {
+        let (key, rv) = match identify(kind, &object) {
+            Ok(x) => x,
+            Err(e) => return Outcome::Invalid(vec![e]),
+        };
+        if let Some(seen) = self.seen.get(&key) {
+            if seen.rv == rv || seen.rv.newer_than(&rv) {
+                return Outcome::Unchanged;
+            }
+        } else if let Some(deleted_at) = self.tombstones.get(&key)
+            && deleted_at.newer_than(&rv)
+        {
+            return Outcome::Unchanged;
+        }
+        self.tombstones.remove(&key);
+        match compile(kind, object) {
+            Ok(route) => {
+                self.seen.insert(key, Seen { rv, valid: true });
+                if self.table.apply(route) {
+                    Outcome::Changed
+                } else {
+                    Outcome::Unchanged
+                }
+            }
+            Err(errors) => {
+                self.seen.insert(key, Seen { rv, valid: false });
+                Outcome::Invalid(errors)
+            }
+        }
+    }
+
+    /// Applies a deletion. `rv` is the resourceVersion of the delete event,
+    /// when known.
+    pub fn delete(&mut self, key: &ObjectKey, rv: Option<ResourceVersion>) -> Outcome {
+        let rv = rv.unwrap_or_default();
+        match self.seen.get(key) {
+            Some(seen) if seen.rv.newer_than(&rv) => return Outcome::Unchanged,
+            Some(_) => {}
+            None => {
+                if self
+                    .tombstones
+                    .get(key)
+                    .is_none_or(|old| rv.newer_than(old))
+                {
+                    self.tombstones.insert(key.clone(), rv);
+                }
+                return Outcome::Unchanged;
+            }
+        }
+        self.seen.remove(key);
+        self.tombstones.insert(key.clone(), rv);
+        if self
+            .table
+            .remove(key.kind.routing_kind(), &key.namespace, &key.name)
+        {
+            Outcome::Changed
+        } else {
+            Outcome::Unchanged
+        }
+    }
+
+    /// Reconciles `kind` with a complete list taken at `list_rv`: applies what
+    /// differs and deletes what the list lacks, except where the index already
+    /// holds something newer than the list (a watch event got there first).
+    pub fn reconcile(
+        &mut self,
+        kind: ObjectKind,
+        items: Vec<Value>,
+        list_rv: Option<ResourceVersion>,
+    ) -> Reconciled {
+        let list_rv = list_rv.unwrap_or_default();
+        let mut out = Reconciled::default();
+        let mut listed: HashMap<ObjectKey, ()> = HashMap::with_capacity(items.len());
+        for item in items {
+            let (key, rv) = match identify(kind, &item) {
+                Ok(x) => x,
+                Err(e) => {
+                    out.invalid.push(e);
+                    continue;
+                }
+            };
+            listed.insert(key.clone(), ());
+            let differs = match self.seen.get(&key) {
+                Some(seen) => seen.rv != rv && !seen.rv.newer_than(&list_rv),
+                None => self
+                    .tombstones
+                    .get(&key)
+                    .is_none_or(|deleted_at| !deleted_at.newer_than(&list_rv)),
+            };
+            if !differs {
+                continue;
+            }
+            // The list is at least as new as what we hold: take it, even if
+            // its object looks older than a version we saw but lost.
+            self.seen.remove(&key);
+            self.tombstones.remove(&key);
+            match self.apply(kind, item) {
+                Outcome::Changed => out.changes += 1,
+                Outcome::Unchanged => {}
+                Outcome::Invalid(errors) => {
+                    out.changes += 1;
+                    out.invalid.extend(errors);
+                }
+            }
+        }
+        let gone: Vec<ObjectKey> = self
+            .seen
+            .iter()
+            .filter(|(k, seen)| {
+                k.kind == kind && !listed.contains_key(*k) && !seen.rv.newer_than(&list_rv)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            self.delete(&key, Some(list_rv.clone()));
+            out.changes += 1;
+        }
+        // Tombstones at or below the list are settled: the list agrees.
+        self.tombstones
+            .retain(|k, rv| k.kind != kind || rv.newer_than(&list_rv));
+        out
+    }
+}
+
+/// Reads kind-independent identity (namespace, name, resourceVersion).
+fn identify(kind: ObjectKind, object: &Value) -> Result<(ObjectKey, ResourceVersion), FieldError> {
+    let meta = object.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    if name.is_empty() || !object.is_object() {
+        return Err(FieldError {
+            object: format!("{namespace}/<unnamed>"),
+            field: "metadata.name".to_string(),
+            message: format!("a {} needs a name", kind.kind()),
+        });
+    }
+    let rv = meta
+        .and_then(|m| m.get("resourceVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok((
+        ObjectKey {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        },
+        ResourceVersion::new(rv),
+    ))
+}
+
+fn compile(kind: ObjectKind, object: Value) -> Result<routing::Route, Vec<FieldError>> {
+    match kind {
+        ObjectKind::HttpScaledObject => {
+            let obj = api::parse_http_scaled_object(object).map_err(|e| vec![e])?;
+            routing::compile_http_scaled_object(&obj)
+        }
+        ObjectKind::InterceptorRoute => {
+            let obj = api::parse_interceptor_route(object).map_err(|e| vec![e])?;
+            routing::compile_interceptor_route(&obj)
+        }
+    }
+}

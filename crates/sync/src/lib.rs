@@ -1,0 +1,380 @@
+//! The routing-table sync loop: keeps an interceptor's (or a scaler's)
+//! in-memory routing table equal to the central one.
+//!
+//! Data enters from a [`Source`]: a Kubernetes-compatible API (the API server
+//! or a cache tier, through kube-rs `watcher`s plus a periodic conditional
+//! list), or a routes directory. It flows through one owner task that drives
+//! a [`RouteIndex`] with apply / delete / reconcile and publishes immutable
+//! [`routing::RoutingTable`] snapshots into a [`SharedTable`]; Services and
+//! EndpointSlices flow into the [`ReadyEndpoints`] ready-cache.
+//!
+//! ```text
+//! table = full list from the source          # complete copy first
+//! mark ready                                 # only now
+//! loop:
+//!   on watch event    -> apply it at once (bursts coalesced into one publish)
+//!   every resync tick -> conditional full list beside the watch; repair and count differences
+//! ```
+//!
+//! ```no_run
+//! # async fn demo(client: kube::Client) {
+//! use sync::{Source, SyncConfig};
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! let handle = sync::start(Source::Kubernetes(client), SyncConfig::default(), &mut registry);
+//! handle.table.wait_ready().await;
+//! let table = handle.table.load();
+//! # }
+//! ```
+
+pub mod dir_source;
+pub mod endpoints;
+pub mod index;
+mod kube_source;
+pub mod metrics;
+pub mod publish;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use endpoints::{EndpointsSnapshot, ReadyEndpoints, ResolveError, ResolvedPort};
+pub use index::{ObjectKey, ObjectKind, Outcome, ResourceVersion, RouteIndex};
+pub use kube_source::stall_bound;
+pub use metrics::SyncMetrics;
+pub use publish::SharedTable;
+
+/// Where the routing table comes from.
+#[derive(Clone)]
+pub enum Source {
+    /// A Kubernetes-compatible API: the API server, or a cache tier.
+    Kubernetes(kube::Client),
+    /// A directory of manifests (no cluster).
+    Directory(PathBuf),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Kubernetes(_) => f.write_str("Kubernetes"),
+            Source::Directory(p) => write!(f, "Directory({})", p.display()),
+        }
+    }
+}
+
+/// Settings of the sync loop.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// How often the whole table is listed and compared (default 1 s).
+    pub resync_interval: Duration,
+    /// Server-side timeout of each watch call; a watch silent for this plus
+    /// 5 s (no event, no bookmark) is treated as stalled and restarted.
+    pub watch_timeout: Duration,
+    /// Only this namespace (`KEDA_HTTP_WATCH_NAMESPACE`); `None` = all.
+    pub namespace: Option<String>,
+    /// Only objects with these labels.
+    pub label_selector: Option<String>,
+    /// Also sync Services and EndpointSlices into the ready-cache.
+    pub endpoints: bool,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            resync_interval: Duration::from_secs(1),
+            watch_timeout: Duration::from_secs(30),
+            namespace: None,
+            label_selector: None,
+            endpoints: true,
+        }
+    }
+}
+
+/// What the sources tell the owner task.
+#[derive(Debug)]
+pub(crate) enum Input {
+    WatchInit(ObjectKind),
+    WatchInitApply(ObjectKind, Value),
+    WatchInitDone(ObjectKind),
+    WatchApply(ObjectKind, Value),
+    WatchDelete(ObjectKind, Value),
+    /// A complete list (periodic resync, or a directory scan).
+    Listed {
+        kind: ObjectKind,
+        items: Vec<Value>,
+        rv: Option<ResourceVersion>,
+    },
+    /// A conditional list answered 304: nothing changed since the last one.
+    ListUnchanged(ObjectKind),
+    /// The directory source finished a scan (changed or not).
+    DirScanned,
+}
+
+/// A running sync loop. Dropping it stops every task.
+#[derive(Debug)]
+pub struct SyncHandle {
+    /// The published routing table and readiness latch.
+    pub table: Arc<SharedTable>,
+    /// The Service / EndpointSlice ready-cache.
+    pub endpoints: Arc<ReadyEndpoints>,
+    /// The loop's metrics.
+    pub metrics: SyncMetrics,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl SyncHandle {
+    /// Stops every task and waits for them to end.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Drop for SyncHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Starts the sync loop on the current tokio runtime.
+pub fn start(
+    source: Source,
+    config: SyncConfig,
+    registry: &mut prometheus_client::registry::Registry,
+) -> SyncHandle {
+    let metrics = SyncMetrics::new(registry);
+    let table = SharedTable::new();
+    let endpoints = ReadyEndpoints::new();
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let (tx, rx) = mpsc::channel(1024);
+    match &source {
+        Source::Kubernetes(client) => {
+            for kind in ObjectKind::ALL {
+                tasks.spawn(kube_source::watch_kind(
+                    client.clone(),
+                    kind,
+                    config.clone(),
+                    tx.clone(),
+                    metrics.clone(),
+                    cancel.clone(),
+                ));
+                tasks.spawn(kube_source::resync_kind(
+                    client.clone(),
+                    kind,
+                    config.clone(),
+                    tx.clone(),
+                    metrics.clone(),
+                    cancel.clone(),
+                ));
+            }
+            if config.endpoints {
+                tasks.spawn(kube_source::watch_endpoints(
+                    client.clone(),
+                    config.clone(),
+                    endpoints.clone(),
+                    metrics.clone(),
+                    cancel.clone(),
+                ));
+            } else {
+                endpoints.mark_synced();
+            }
+        }
+        Source::Directory(dir) => {
+            tasks.spawn(dir_source::run_dir(
+                dir.clone(),
+                config.clone(),
+                tx.clone(),
+                endpoints.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            ));
+        }
+    }
+    drop(tx);
+    let periodic_is_resync = matches!(source, Source::Kubernetes(_));
+    tasks.spawn(run_owner(
+        rx,
+        table.clone(),
+        metrics.clone(),
+        cancel.clone(),
+        periodic_is_resync,
+    ));
+    SyncHandle {
+        table,
+        endpoints,
+        metrics,
+        cancel,
+        tasks,
+    }
+}
+
+/// The one writer: applies every input to the index and publishes.
+async fn run_owner(
+    mut rx: mpsc::Receiver<Input>,
+    table: Arc<SharedTable>,
+    metrics: SyncMetrics,
+    cancel: CancellationToken,
+    periodic_is_resync: bool,
+) {
+    let mut owner = Owner {
+        index: RouteIndex::new(),
+        init_buffers: HashMap::new(),
+        complete: HashSet::new(),
+        metrics,
+        periodic_is_resync,
+    };
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        owner.handle(first);
+        // Coalesce a burst: everything already queued goes into one publish.
+        while let Ok(m) = rx.try_recv() {
+            owner.handle(m);
+        }
+        if owner.index.table().version() != table.load().version() {
+            let t = owner.index.table().clone();
+            owner.metrics.table_version.set(t.version() as i64);
+            owner.metrics.table_routes.set(t.len() as i64);
+            table.publish(t);
+        }
+        if !table.is_ready() && owner.complete.len() == ObjectKind::ALL.len() {
+            let t = table.load();
+            info!(
+                routes = t.len(),
+                version = t.version(),
+                "routing table complete; ready"
+            );
+            table.mark_ready();
+        }
+    }
+}
+
+struct Owner {
+    index: RouteIndex,
+    init_buffers: HashMap<ObjectKind, Vec<Value>>,
+    complete: HashSet<ObjectKind>,
+    metrics: SyncMetrics,
+    periodic_is_resync: bool,
+}
+
+impl Owner {
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::WatchInit(kind) => {
+                self.init_buffers.insert(kind, Vec::new());
+            }
+            Input::WatchInitApply(kind, obj) => {
+                self.init_buffers.entry(kind).or_default().push(obj);
+            }
+            Input::WatchInitDone(kind) => {
+                let items = self.init_buffers.remove(&kind).unwrap_or_default();
+                // kube-rs does not hand us the list's resourceVersion; the
+                // newest item's is a safe lower bound for the staleness guard.
+                let rv = items
+                    .iter()
+                    .filter_map(|o| o.pointer("/metadata/resourceVersion")?.as_str())
+                    .filter_map(|s| s.parse::<u64>().ok())
+                    .max()
+                    .map(|n| ResourceVersion::new(n.to_string()));
+                self.reconcile(kind, items, rv, false);
+            }
+            Input::WatchApply(kind, obj) => {
+                let outcome = self.index.apply(kind, obj);
+                self.report(kind, outcome);
+            }
+            Input::WatchDelete(kind, obj) => {
+                let ns = obj
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(ResourceVersion::new);
+                let key = ObjectKey {
+                    kind,
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                };
+                self.index.delete(&key, rv);
+            }
+            Input::Listed { kind, items, rv } => {
+                let periodic = self.periodic_is_resync;
+                self.reconcile(kind, items, rv, periodic);
+            }
+            Input::ListUnchanged(kind) => {
+                self.metrics
+                    .resyncs
+                    .get_or_create(&SyncMetrics::label(kind.resource()))
+                    .inc();
+                self.touch();
+            }
+            Input::DirScanned => self.touch(),
+        }
+    }
+
+    fn reconcile(
+        &mut self,
+        kind: ObjectKind,
+        items: Vec<Value>,
+        rv: Option<ResourceVersion>,
+        periodic: bool,
+    ) {
+        let label = SyncMetrics::label(kind.resource());
+        let result = self.index.reconcile(kind, items, rv);
+        for err in &result.invalid {
+            self.metrics.invalid_objects.get_or_create(&label).inc();
+            warn!(kind = kind.kind(), error = %err, "invalid object skipped");
+        }
+        // A change found by a periodic list that was not due to an invalid
+        // object means the watch missed something: a repair.
+        if periodic && self.complete.contains(&kind) {
+            self.metrics.resyncs.get_or_create(&label).inc();
+            if result.changes > 0 {
+                self.metrics
+                    .resync_repairs
+                    .get_or_create(&label)
+                    .inc_by(result.changes as u64);
+                info!(
+                    kind = kind.kind(),
+                    repairs = result.changes,
+                    "resync repaired the table (a watch event was lost or late)"
+                );
+            }
+        }
+        self.complete.insert(kind);
+        self.touch();
+    }
+
+    fn report(&mut self, kind: ObjectKind, outcome: Outcome) {
+        if let Outcome::Invalid(errors) = outcome {
+            let label = SyncMetrics::label(kind.resource());
+            for err in errors {
+                self.metrics.invalid_objects.get_or_create(&label).inc();
+                warn!(kind = kind.kind(), error = %err, "invalid object skipped");
+            }
+        }
+    }
+
+    fn touch(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.metrics.last_sync_timestamp_seconds.set(now);
+    }
+}

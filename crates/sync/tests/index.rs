@@ -1,0 +1,208 @@
+//! Synchronous tests of the index: apply, then assert the table.
+
+use serde_json::{Value, json};
+use sync::{ObjectKey, ObjectKind, Outcome, ResourceVersion, RouteIndex};
+
+fn httpso(name: &str, host: &str, rv: &str, service: &str) -> Value {
+    json!({
+        "apiVersion": "http.keda.sh/v1alpha1",
+        "kind": "HTTPScaledObject",
+        "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv},
+        "spec": {
+            "hosts": [host],
+            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": 8080}
+        }
+    })
+}
+
+fn target_of(index: &RouteIndex, host: &str) -> Option<String> {
+    let headers: &[(&str, &str)] = &[];
+    index
+        .table()
+        .lookup(host, "/", &headers)
+        .map(|m| m.route.target.service.to_string())
+}
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey {
+        kind: ObjectKind::HttpScaledObject,
+        namespace: "ns".into(),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn apply_update_delete() {
+    let mut index = RouteIndex::new();
+    assert_eq!(
+        index.apply(
+            ObjectKind::HttpScaledObject,
+            httpso("a", "a.com", "10", "svc-a")
+        ),
+        Outcome::Changed
+    );
+    assert_eq!(target_of(&index, "a.com").as_deref(), Some("svc-a"));
+    // Same version again: nothing to do.
+    assert_eq!(
+        index.apply(
+            ObjectKind::HttpScaledObject,
+            httpso("a", "a.com", "10", "svc-a")
+        ),
+        Outcome::Unchanged
+    );
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("a", "a.com", "11", "svc-b"),
+    );
+    assert_eq!(target_of(&index, "a.com").as_deref(), Some("svc-b"));
+    assert_eq!(
+        index.delete(&key("a"), Some(ResourceVersion::new("12"))),
+        Outcome::Changed
+    );
+    assert_eq!(target_of(&index, "a.com"), None);
+}
+
+#[test]
+fn stale_watch_event_does_not_roll_back() {
+    let mut index = RouteIndex::new();
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("a", "a.com", "20", "new"),
+    );
+    assert_eq!(
+        index.apply(
+            ObjectKind::HttpScaledObject,
+            httpso("a", "a.com", "15", "old")
+        ),
+        Outcome::Unchanged
+    );
+    assert_eq!(target_of(&index, "a.com").as_deref(), Some("new"));
+    // A late delete of an older version does not remove a newer object.
+    index.delete(&key("a"), Some(ResourceVersion::new("18")));
+    assert_eq!(target_of(&index, "a.com").as_deref(), Some("new"));
+}
+
+#[test]
+fn reconcile_repairs_missed_changes() {
+    let mut index = RouteIndex::new();
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("a", "a.com", "10", "svc-a"),
+    );
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("gone", "gone.com", "11", "svc-g"),
+    );
+    // The list (at rv 30) has a changed `a`, a new `b`, and lacks `gone`.
+    let r = index.reconcile(
+        ObjectKind::HttpScaledObject,
+        vec![
+            httpso("a", "a.com", "25", "svc-a2"),
+            httpso("b", "b.com", "26", "svc-b"),
+        ],
+        Some(ResourceVersion::new("30")),
+    );
+    assert_eq!(r.changes, 3);
+    assert_eq!(target_of(&index, "a.com").as_deref(), Some("svc-a2"));
+    assert_eq!(target_of(&index, "b.com").as_deref(), Some("svc-b"));
+    assert_eq!(target_of(&index, "gone.com"), None);
+    // The same list again changes nothing.
+    let r = index.reconcile(
+        ObjectKind::HttpScaledObject,
+        vec![
+            httpso("a", "a.com", "25", "svc-a2"),
+            httpso("b", "b.com", "26", "svc-b"),
+        ],
+        Some(ResourceVersion::new("30")),
+    );
+    assert_eq!(r.changes, 0);
+}
+
+#[test]
+fn stale_list_does_not_undo_newer_watch_events() {
+    let mut index = RouteIndex::new();
+    // The watch delivered a create (rv 40) and a delete (rv 41) after the list's rv 35.
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("new", "new.com", "40", "svc-n"),
+    );
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("old", "old.com", "20", "svc-o"),
+    );
+    index.delete(&key("old"), Some(ResourceVersion::new("41")));
+    let r = index.reconcile(
+        ObjectKind::HttpScaledObject,
+        vec![httpso("old", "old.com", "20", "svc-o")],
+        Some(ResourceVersion::new("35")),
+    );
+    assert_eq!(r.changes, 0, "{r:?}");
+    assert_eq!(target_of(&index, "new.com").as_deref(), Some("svc-n"));
+    assert_eq!(target_of(&index, "old.com"), None);
+}
+
+#[test]
+fn invalid_object_is_reported_and_keeps_last_good_route() {
+    let mut index = RouteIndex::new();
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("a", "a.com", "10", "svc-a"),
+    );
+    let mut bad = httpso("a", "a.com", "11", "svc-bad");
+    bad["spec"]["scaleTargetRef"]["port"] = json!(70000);
+    match index.apply(ObjectKind::HttpScaledObject, bad) {
+        Outcome::Invalid(errors) => {
+            let text = errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            assert!(text.contains("ns/a"), "{text}");
+            assert!(text.contains("spec.scaleTargetRef.port"), "{text}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(target_of(&index, "a.com").as_deref(), Some("svc-a"));
+    // A list with the invalid object and a valid one: the valid one routes.
+    let mut bad2 = httpso("c", "c.com", "12", "svc-c");
+    bad2["spec"]["hosts"] = json!(["a*b.com"]);
+    let r = index.reconcile(
+        ObjectKind::HttpScaledObject,
+        vec![httpso("b", "b.com", "13", "svc-b"), bad2],
+        Some(ResourceVersion::new("14")),
+    );
+    assert_eq!(r.invalid.len(), 1, "{r:?}");
+    assert!(r.invalid[0].to_string().contains("ns/c"));
+    assert_eq!(target_of(&index, "b.com").as_deref(), Some("svc-b"));
+    assert_eq!(target_of(&index, "c.com"), None);
+}
+
+#[test]
+fn interceptor_route_wins_a_name_clash() {
+    let mut index = RouteIndex::new();
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("a", "a.com", "10", "from-httpso"),
+    );
+    let ir = json!({
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "11"},
+        "spec": {
+            "target": {"service": "from-ir", "port": 80},
+            "rules": [{"hosts": ["a.com"]}],
+            "scalingMetric": {"concurrency": {"targetValue": 10}}
+        }
+    });
+    index.apply(ObjectKind::InterceptorRoute, ir);
+    assert_eq!(target_of(&index, "a.com").as_deref(), Some("from-ir"));
+    index.delete(
+        &ObjectKey {
+            kind: ObjectKind::InterceptorRoute,
+            namespace: "ns".into(),
+            name: "a".into(),
+        },
+        Some(ResourceVersion::new("12")),
+    );
+    assert_eq!(target_of(&index, "a.com").as_deref(), Some("from-httpso"));
+}

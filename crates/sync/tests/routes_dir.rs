@@ -1,0 +1,251 @@
+//! The routes-directory source over real files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sync::dir_source::RoutesDir;
+use sync::{Source, SyncConfig};
+
+fn httpso_yaml(name: &str, host: &str, service: &str) -> String {
+    format!(
+        "apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata:
+  name: {name}
+  namespace: apps
+spec:
+  hosts: [\"{host}\"]
+  scaleTargetRef:
+    name: {name}
+    kind: Deployment
+    apiVersion: apps/v1
+    service: {service}
+    port: 8080
+"
+    )
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+fn service_of(table: &routing::RoutingTable, host: &str) -> Option<String> {
+    let headers: &[(&str, &str)] = &[];
+    table
+        .lookup(host, "/", &headers)
+        .map(|m| m.route.target.service.to_string())
+}
+
+async fn wait_for_service(
+    handle: &sync::SyncHandle,
+    host: &str,
+    want: Option<&str>,
+) -> routing::RoutingTable {
+    let t = tokio::time::timeout(
+        Duration::from_secs(5),
+        handle
+            .table
+            .wait_for(|t| service_of(t, host).as_deref() == want),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{host} never routed to {want:?}"));
+    (*t).clone()
+}
+
+#[tokio::test]
+async fn table_follows_file_edits_adds_deletes_and_renames() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-a"),
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = SyncConfig {
+        resync_interval: Duration::from_millis(200),
+        ..SyncConfig::default()
+    };
+    let handle = sync::start(Source::Directory(dir.path().into()), config, &mut registry);
+    tokio::time::timeout(Duration::from_secs(5), handle.table.wait_ready())
+        .await
+        .expect("ready");
+    assert_eq!(
+        service_of(&handle.table.load(), "a.example.com").as_deref(),
+        Some("svc-a")
+    );
+
+    // Edit.
+    write(
+        dir.path(),
+        "a.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-a2"),
+    );
+    wait_for_service(&handle, "a.example.com", Some("svc-a2")).await;
+    // Add (a multi-document file).
+    let two = format!(
+        "{}---\n{}",
+        httpso_yaml("b", "b.example.com", "svc-b"),
+        httpso_yaml("c", "c.example.com", "svc-c")
+    );
+    write(dir.path(), "bc.yml", &two);
+    wait_for_service(&handle, "b.example.com", Some("svc-b")).await;
+    wait_for_service(&handle, "c.example.com", Some("svc-c")).await;
+    // Rename: same objects, new path; nothing is lost on the way.
+    std::fs::rename(dir.path().join("bc.yml"), dir.path().join("renamed.yaml")).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        service_of(&handle.table.load(), "b.example.com").as_deref(),
+        Some("svc-b")
+    );
+    // Delete.
+    std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    wait_for_service(&handle, "a.example.com", None).await;
+    assert_eq!(
+        service_of(&handle.table.load(), "c.example.com").as_deref(),
+        Some("svc-c")
+    );
+}
+
+#[tokio::test]
+async fn broken_file_keeps_its_last_good_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-a"),
+    );
+    write(
+        dir.path(),
+        "b.yaml",
+        &httpso_yaml("b", "b.example.com", "svc-b"),
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = SyncConfig {
+        resync_interval: Duration::from_millis(100),
+        ..SyncConfig::default()
+    };
+    let handle = sync::start(Source::Directory(dir.path().into()), config, &mut registry);
+    tokio::time::timeout(Duration::from_secs(5), handle.table.wait_ready())
+        .await
+        .expect("ready");
+
+    // Break a.yaml (bad indentation on line 4) and change b.yaml at the same time.
+    write(
+        dir.path(),
+        "a.yaml",
+        "apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  name: a\n   namespace: [\n",
+    );
+    write(
+        dir.path(),
+        "b.yaml",
+        &httpso_yaml("b", "b.example.com", "svc-b2"),
+    );
+    wait_for_service(&handle, "b.example.com", Some("svc-b2")).await;
+    // a's last good content still routes.
+    assert_eq!(
+        service_of(&handle.table.load(), "a.example.com").as_deref(),
+        Some("svc-a")
+    );
+    let errors = handle
+        .metrics
+        .sync_errors
+        .get_or_create(&sync::metrics::ResourceLabel {
+            resource: "files".into(),
+        })
+        .get();
+    assert!(errors >= 1, "the broken file was counted");
+
+    // Fix it: the new content is taken.
+    write(
+        dir.path(),
+        "a.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-a3"),
+    );
+    wait_for_service(&handle, "a.example.com", Some("svc-a3")).await;
+}
+
+#[test]
+fn broken_file_error_names_path_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n   bad: [\n",
+    );
+    write(
+        dir.path(),
+        "bad.json",
+        "{\n  \"kind\": \"Service\",\n  oops\n}\n",
+    );
+    let mut routes = RoutesDir::new(dir.path());
+    let (_, errors) = routes.scan().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let json_err = errors
+        .iter()
+        .find(|e| e.path.ends_with("bad.json"))
+        .unwrap();
+    assert_eq!(json_err.line, 3, "{json_err}");
+    let yaml_err = errors
+        .iter()
+        .find(|e| e.path.ends_with("bad.yaml"))
+        .unwrap();
+    assert!(yaml_err.line >= 4, "{yaml_err}");
+    assert!(yaml_err.to_string().contains("bad.yaml:"), "{yaml_err}");
+}
+
+#[test]
+fn services_and_endpointslices_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "svc.yaml",
+        "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: apps}
+spec:
+  ports:
+  - {name: http, port: 80, targetPort: http, appProtocol: kubernetes.io/h2c}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: apps
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 9000}]
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {ready: true}
+- addresses: [127.0.0.2]
+  conditions: {ready: false}
+",
+    );
+    let mut routes = RoutesDir::new(dir.path());
+    let (changed, errors) = routes.scan().unwrap();
+    assert!(changed);
+    assert!(errors.is_empty(), "{errors:?}");
+    let contents = routes.contents();
+    assert_eq!(contents.services.len(), 1);
+    assert_eq!(contents.slices.len(), 1);
+
+    let endpoints = sync::ReadyEndpoints::new();
+    endpoints.apply([
+        sync::endpoints::EndpointsChange::ResetServices(contents.services),
+        sync::endpoints::EndpointsChange::ResetSlices(contents.slices),
+    ]);
+    let snap = endpoints.load();
+    let port = routing::PortRef::Name("http".into());
+    let resolved = snap.resolve("apps", "web", &port).unwrap();
+    assert_eq!(resolved.port, 80);
+    assert!(resolved.h2c);
+    let addrs = snap
+        .get("apps", "web")
+        .unwrap()
+        .ready_addresses(&port)
+        .unwrap();
+    assert_eq!(
+        addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        vec!["127.0.0.1:9000"]
+    );
+}
