@@ -30,11 +30,49 @@ enum Command {
     /// structural schemas, validation rules, status subresource and print
     /// columns. Install them with: http-addon crds | kubectl apply -f -
     Crds,
+
+    /// Run an interceptor: the proxy every request to a scaled app passes through.
+    ///
+    /// It keeps an in-memory copy of the routing table (HTTPScaledObjects and
+    /// InterceptorRoutes), from Kubernetes (kubeconfig, in-cluster, or a cache
+    /// tier via --source-url) or from a directory of manifests (--routes-dir),
+    /// reports ready on the admin port (/readyz) once the first complete copy
+    /// is built, and re-lists the table every --resync-interval so that a lost
+    /// watch event is repaired within that bound.
+    Interceptor(interceptor::InterceptorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
         Command::Crds => print(&api::crds_yaml()),
+        Command::Interceptor(args) => {
+            init_logging();
+            runtime()?.block_on(interceptor::run(args))?;
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`), `KEDA_HTTP_LOG_FORMAT=json` for JSON lines.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("KEDA_HTTP_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 

@@ -114,3 +114,39 @@ impl Interceptor {
         sync.shutdown().await;
     }
 }
+
+/// Runs an interceptor until SIGTERM or SIGINT.
+pub async fn run(args: InterceptorArgs) -> Result<(), StartError> {
+    let interceptor = Interceptor::start(&args).await?;
+    shutdown_signal().await;
+    info!("shutting down");
+    interceptor
+        .admin
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    interceptor.stop().await;
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
