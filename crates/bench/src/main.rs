@@ -1,0 +1,36 @@
+//! `bench`: benchmarks that need whole processes and real sockets.
+//!
+//! - `bench proxy`: the interceptor and nginx side by side, same backend and load.
+//! - `bench fleet`: N replicas' sync loops against an API server, directly or
+//!   through caches; propagation latency and control-plane load.
+//!
+//! Each prints progress on the terminal and writes its results (table, JSON)
+//! under `bench-results/`. Commands and numbers are recorded in BENCHMARKS.md.
+
+mod fleet;
+mod proxy;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "Benchmarks of the http-addon (see BENCHMARKS.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The interceptor against nginx: CPU per request, added latency, memory.
+    Proxy(proxy::ProxyArgs),
+    /// N simulated interceptor replicas' sync loops: propagation and API load.
+    Fleet(fleet::FleetArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Proxy(args) => proxy::run(args),
+        Command::Fleet(args) => fleet::run(args),
+    }
+}
