@@ -607,6 +607,9 @@ impl ListWatch {
     }
 }
 
+/// How often a watcher blocked on a slow client checks how far behind it is.
+const LAG_CHECK: Duration = Duration::from_millis(50);
+
 struct WatchTask {
     store: Store,
     filter: Filter,
@@ -631,19 +634,41 @@ impl WatchTask {
         self.policy.as_ref().is_none_or(|p| p.deliver())
     }
 
-    async fn send(&self, line: Bytes) -> Result<(), Stop> {
+    /// Queues `line` for the client. A client that does not read fills its
+    /// queue; while waiting for room the task checks whether the ring has
+    /// overtaken it, and if so closes the watch.
+    async fn send(&self, rx: &broadcast::Receiver<Message>, line: Bytes) -> Result<(), Stop> {
         if self.stalled() {
             return Ok(());
         }
-        self.tx.send(line).await.map_err(|_| Stop)
+        let line = match self.tx.try_send(line) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop),
+            Err(mpsc::error::TrySendError::Full(line)) => line,
+        };
+        let capacity = self.store.fanout_capacity();
+        loop {
+            tokio::select! {
+                permit = self.tx.reserve() => {
+                    permit.map_err(|_| Stop)?.send(line);
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(LAG_CHECK) => {
+                    if rx.len() >= capacity {
+                        tracing::debug!(resource = %self.store.resource().gvr, "closing a watcher that fell a ring behind");
+                        return Err(Stop);
+                    }
+                }
+            }
+        }
     }
 
-    async fn send_change(&self, c: &Change) -> Result<(), Stop> {
+    async fn send_change(&self, rx: &broadcast::Receiver<Message>, c: &Change) -> Result<(), Stop> {
         if c.rv <= self.skip_through {
             return Ok(());
         }
         match self.filter.line(c) {
-            Some(line) if self.deliver() => self.send(line).await,
+            Some(line) if self.deliver() => self.send(rx, line).await,
             _ => Ok(()),
         }
     }
@@ -667,15 +692,15 @@ impl WatchTask {
         rv: u64,
     ) -> Result<(), Stop> {
         for o in initial.iter().filter(|o| self.filter.matches(o)) {
-            self.send(o.added_line()).await?;
+            self.send(rx, o.added_line()).await?;
         }
         drop(initial);
         if self.initial_events_end {
-            self.send(bookmark_line(self.store.resource(), rv, true))
+            self.send(rx, bookmark_line(self.store.resource(), rv, true))
                 .await?;
         }
         for c in &replay {
-            self.send_change(c).await?;
+            self.send_change(rx, c).await?;
         }
         drop(replay);
 
@@ -698,7 +723,7 @@ impl WatchTask {
                 msg = rx.recv() => match msg {
                     Ok(Message::Change(c)) => {
                         last_rv = last_rv.max(c.rv);
-                        self.send_change(&c).await?;
+                        self.send_change(rx, &c).await?;
                     }
                     Ok(Message::Progress(p)) => last_rv = last_rv.max(p),
                     Ok(Message::CloseAll) => return Ok(()),
@@ -711,7 +736,7 @@ impl WatchTask {
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
                 _ = ticker.tick(), if self.bookmarks => {
-                    self.send(self.store.bookmark_line(last_rv)).await?;
+                    self.send(rx, self.store.bookmark_line(last_rv)).await?;
                 }
             }
         }

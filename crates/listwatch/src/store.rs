@@ -428,6 +428,10 @@ impl Store {
         self.inner.state.read().compacted_rv
     }
 
+    pub(crate) fn fanout_capacity(&self) -> usize {
+        self.inner.config.fanout_capacity.max(1)
+    }
+
     /// The number of open watches on this store.
     pub fn watcher_count(&self) -> usize {
         self.inner.watchers.load(Ordering::Relaxed)

@@ -341,6 +341,19 @@ impl TestApi {
         })
     }
 
+    /// Deletes an object directly, without HTTP; returns its last state.
+    pub fn delete_object(&self, gvr: &Gvr, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let def = self.shared.def(gvr).ok_or_else(|| {
+            ApiError::new(
+                listwatch::Reason::NotFound,
+                format!("unknown resource {gvr}"),
+            )
+        })?;
+        let store = self.shared.store_for(&def);
+        self.shared
+            .write(|rv| objects::delete(&store, &def, namespace, name, rv))
+    }
+
     /// Loads every `.yaml`, `.yml` and `.json` file in `dir` (multi-document
     /// YAML allowed) with [`put_object`](TestApi::put_object); returns how
     /// many objects were loaded. Errors name the file.
