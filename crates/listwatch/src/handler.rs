@@ -747,6 +747,36 @@ impl WatchTask {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_full_list_is_encoded_once_per_resource_version() {
+        let store = Store::new(
+            crate::ResourceType::new("", "v1", "configmaps", "ConfigMap", true),
+            crate::StoreConfig::default(),
+            1,
+        );
+        store
+            .apply(
+                serde_json::json!({"metadata": {"name": "a", "namespace": "n"}}),
+                2,
+            )
+            .unwrap();
+        let lw = ListWatch::default();
+        let first = lw.full_list(&store, &store.snapshot()).await;
+        let second = lw.full_list(&store, &store.snapshot()).await;
+        assert_eq!(first.as_ptr(), second.as_ptr(), "same bytes served again");
+        store
+            .apply(
+                serde_json::json!({"metadata": {"name": "b", "namespace": "n"}}),
+                3,
+            )
+            .unwrap();
+        let third = lw.full_list(&store, &store.snapshot()).await;
+        assert_ne!(first, third);
+        let v: serde_json::Value = serde_json::from_slice(&third).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "3");
+        assert_eq!(v["items"][1]["apiVersion"], "v1");
+    }
+
     #[test]
     fn continue_tokens_round_trip() {
         let key = ("ns".to_string(), "a/b".to_string());

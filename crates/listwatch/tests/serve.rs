@@ -1,0 +1,398 @@
+//! The list/watch protocol over a real socket, through `ListWatch::handle`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use listwatch::{HandlerConfig, ListWatch, ResourceType, Store, StoreConfig, Stores};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Server {
+    addr: SocketAddr,
+    store: Store,
+}
+
+async fn serve(config: HandlerConfig, store_config: StoreConfig) -> Server {
+    let store = Store::new(
+        ResourceType::new("", "v1", "configmaps", "ConfigMap", true),
+        store_config,
+        1,
+    );
+    let stores = Arc::new(Stores::new());
+    stores.insert(store.clone());
+    let lw = ListWatch::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let (lw, stores) = (lw.clone(), stores.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let (lw, stores) = (lw.clone(), stores.clone());
+                    async move { Ok::<_, Infallible>(lw.handle(&stores, &req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Server { addr, store }
+}
+
+fn cm(name: &str, labels: Value, data: Value) -> Value {
+    json!({"metadata": {"name": name, "namespace": "ns", "labels": labels}, "data": data})
+}
+
+async fn get(addr: SocketAddr, path: &str, method: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A watch connection decoding chunked transfer encoding into JSON lines.
+struct WatchConn {
+    s: TcpStream,
+    buf: Vec<u8>,
+    data: Vec<u8>,
+    head_done: bool,
+}
+
+impl WatchConn {
+    async fn open(addr: SocketAddr, path: &str) -> WatchConn {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        WatchConn {
+            s,
+            buf: Vec::new(),
+            data: Vec::new(),
+            head_done: false,
+        }
+    }
+
+    /// Moves complete chunks from `buf` to `data`; true at the last chunk.
+    fn decode(&mut self) -> bool {
+        if !self.head_done {
+            let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return false;
+            };
+            let head = String::from_utf8_lossy(&self.buf[..p]).to_string();
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            self.buf.drain(..p + 4);
+            self.head_done = true;
+        }
+        loop {
+            let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+                return false;
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&self.buf[..p]).unwrap(), 16).unwrap();
+            if size == 0 {
+                return true;
+            }
+            if self.buf.len() < p + 2 + size + 2 {
+                return false;
+            }
+            self.data.extend_from_slice(&self.buf[p + 2..p + 2 + size]);
+            self.buf.drain(..p + 2 + size + 2);
+        }
+    }
+
+    /// The next event, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<Value> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(p) = self.data.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = self.data.drain(..=p).collect();
+                    return Some(serde_json::from_slice(&line).unwrap());
+                }
+                let ended = self.decode();
+                if ended && !self.data.contains(&b'\n') {
+                    return None;
+                }
+                if self.data.contains(&b'\n') {
+                    continue;
+                }
+                let mut tmp = [0u8; 8192];
+                let n = self.s.read(&mut tmp).await.unwrap();
+                if n == 0 {
+                    return None;
+                }
+                self.buf.extend_from_slice(&tmp[..n]);
+            }
+        })
+        .await
+        .expect("a watch event in time")
+    }
+
+    /// The next non-BOOKMARK event.
+    async fn next_change(&mut self) -> Value {
+        loop {
+            let e = self.next().await.expect("stream open");
+            if e["type"] != "BOOKMARK" {
+                return e;
+            }
+        }
+    }
+}
+
+fn summary(e: &Value) -> (String, String) {
+    (
+        e["type"].as_str().unwrap().to_string(),
+        e["object"]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn replace_all_emits_the_difference() {
+    let srv = serve(HandlerConfig::default(), StoreConfig::default()).await;
+    srv.store
+        .apply(cm("a", json!({}), json!({"v": "1"})), 2)
+        .unwrap();
+    srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
+    let mut w = WatchConn::open(srv.addr, "/api/v1/configmaps?watch=1&resourceVersion=3").await;
+    let summary_of = srv
+        .store
+        .replace_all(
+            vec![
+                cm("a", json!({}), json!({"v": "2"})),
+                cm("c", json!({}), json!({})),
+            ],
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        (summary_of.added, summary_of.modified, summary_of.deleted),
+        (1, 1, 1)
+    );
+    let mut got = vec![
+        summary(&w.next_change().await),
+        summary(&w.next_change().await),
+        summary(&w.next_change().await),
+    ];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ADDED".into(), "c".into()),
+            ("DELETED".into(), "b".into()),
+            ("MODIFIED".into(), "a".into())
+        ]
+    );
+    // An identical relist changes nothing.
+    let again = srv
+        .store
+        .replace_all(
+            vec![
+                cm("a", json!({}), json!({"v": "2"})),
+                cm("c", json!({}), json!({})),
+            ],
+            10,
+        )
+        .unwrap();
+    assert_eq!((again.added, again.modified, again.deleted), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn selectors_turn_transitions_into_added_and_deleted() {
+    let srv = serve(HandlerConfig::default(), StoreConfig::default()).await;
+    srv.store
+        .apply(cm("a", json!({"app": "x"}), json!({})), 2)
+        .unwrap();
+    let mut w = WatchConn::open(
+        srv.addr,
+        "/api/v1/namespaces/ns/configmaps?watch=true&labelSelector=app%3Dx",
+    )
+    .await;
+    assert_eq!(
+        summary(&w.next_change().await),
+        ("ADDED".into(), "a".into())
+    );
+    srv.store
+        .apply(cm("a", json!({"app": "y"}), json!({})), 3)
+        .unwrap();
+    assert_eq!(
+        summary(&w.next_change().await),
+        ("DELETED".into(), "a".into())
+    );
+    srv.store
+        .apply(cm("other", json!({"app": "y"}), json!({})), 4)
+        .unwrap();
+    srv.store
+        .apply(cm("a", json!({"app": "x"}), json!({})), 5)
+        .unwrap();
+    let e = w.next_change().await;
+    assert_eq!(summary(&e), ("ADDED".into(), "a".into()));
+    assert_eq!(e["object"]["metadata"]["resourceVersion"], "5");
+    assert_eq!(e["object"]["kind"], "ConfigMap");
+    srv.store.delete("ns", "a", 6).unwrap();
+    let e = w.next_change().await;
+    assert_eq!(summary(&e), ("DELETED".into(), "a".into()));
+    assert_eq!(e["object"]["metadata"]["resourceVersion"], "6");
+}
+
+#[tokio::test]
+async fn bookmarks_carry_progress_and_streaming_lists_end_with_a_marker() {
+    let config = HandlerConfig {
+        bookmark_interval: Duration::from_millis(50),
+        ..HandlerConfig::default()
+    };
+    let srv = serve(config, StoreConfig::default()).await;
+    srv.store.apply(cm("a", json!({}), json!({})), 2).unwrap();
+    let mut w = WatchConn::open(
+        srv.addr,
+        "/api/v1/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion=0",
+    )
+    .await;
+    assert_eq!(
+        summary(&w.next().await.unwrap()),
+        ("ADDED".into(), "a".into())
+    );
+    let end = w.next().await.unwrap();
+    assert_eq!(end["type"], "BOOKMARK");
+    assert_eq!(
+        end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    assert_eq!(end["object"]["metadata"]["resourceVersion"], "2");
+    assert_eq!(end["object"]["kind"], "ConfigMap");
+
+    srv.store.advance(42);
+    loop {
+        let e = w.next().await.unwrap();
+        assert_eq!(e["type"], "BOOKMARK");
+        if e["object"]["metadata"]["resourceVersion"] == "42" {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn timeout_seconds_ends_the_stream_cleanly() {
+    let srv = serve(HandlerConfig::default(), StoreConfig::default()).await;
+    let mut w = WatchConn::open(srv.addr, "/api/v1/configmaps?watch=1&timeoutSeconds=1").await;
+    assert!(w.next().await.is_none());
+    assert_eq!(srv.store.watcher_count(), 0);
+}
+
+#[tokio::test]
+async fn resource_version_semantics_of_lists() {
+    let config = HandlerConfig {
+        too_large_wait: Duration::from_millis(100),
+        ..HandlerConfig::default()
+    };
+    let srv = serve(config, StoreConfig::default()).await;
+    srv.store.apply(cm("a", json!({}), json!({})), 5).unwrap();
+    let (code, v) = get(
+        srv.addr,
+        "/api/v1/configmaps?resourceVersion=99&resourceVersionMatch=NotOlderThan",
+        "GET",
+    )
+    .await;
+    assert_eq!(code, 504, "{v}");
+    assert_eq!(v["kind"], "Status");
+    let (code, v) = get(
+        srv.addr,
+        "/api/v1/configmaps?resourceVersion=5&resourceVersionMatch=Exact",
+        "GET",
+    )
+    .await;
+    assert_eq!(
+        (code, v["metadata"]["resourceVersion"].as_str()),
+        (200, Some("5"))
+    );
+    srv.store.apply(cm("b", json!({}), json!({})), 6).unwrap();
+    let (code, v) = get(
+        srv.addr,
+        "/api/v1/configmaps?resourceVersion=5&resourceVersionMatch=Exact",
+        "GET",
+    )
+    .await;
+    assert_eq!(code, 410, "{v}");
+    assert_eq!(v["reason"], "Expired");
+    let (code, v) = get(srv.addr, "/api/v1/configmaps?resourceVersion=0", "GET").await;
+    assert_eq!((code, v["items"].as_array().unwrap().len()), (200, 2));
+
+    // A list for a version just ahead waits for it.
+    let store = srv.store.clone();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store.apply(cm("c", json!({}), json!({})), 7).unwrap();
+    });
+    let config_wait = get(srv.addr, "/api/v1/configmaps?resourceVersion=7", "GET").await;
+    writer.await.unwrap();
+    assert_eq!(config_wait.0, 200, "{}", config_wait.1);
+}
+
+#[tokio::test]
+async fn filters_and_errors() {
+    let srv = serve(HandlerConfig::default(), StoreConfig::default()).await;
+    srv.store
+        .apply(cm("a", json!({"app": "x"}), json!({})), 2)
+        .unwrap();
+    srv.store
+        .apply(cm("b", json!({"app": "y"}), json!({})), 3)
+        .unwrap();
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, v) = get(
+        srv.addr,
+        "/api/v1/configmaps?fieldSelector=metadata.name%3Db",
+        "GET",
+    )
+    .await;
+    assert_eq!(names(&v), ["b"]);
+    let (_, v) = get(
+        srv.addr,
+        "/api/v1/configmaps?labelSelector=app%20notin%20(y)",
+        "GET",
+    )
+    .await;
+    assert_eq!(names(&v), ["a"]);
+    let (_, v) = get(srv.addr, "/api/v1/namespaces/other/configmaps", "GET").await;
+    assert!(names(&v).is_empty());
+    let (code, v) = get(srv.addr, "/api/v1/namespaces/ns/configmaps/a", "GET").await;
+    assert_eq!((code, v["metadata"]["name"].as_str()), (200, Some("a")));
+    let (code, v) = get(srv.addr, "/api/v1/namespaces/ns/configmaps/zz", "GET").await;
+    assert_eq!((code, v["reason"].as_str()), (404, Some("NotFound")));
+    let (code, v) = get(srv.addr, "/api/v1/pods", "GET").await;
+    assert_eq!((code, v["reason"].as_str()), (404, Some("NotFound")));
+    let (code, v) = get(srv.addr, "/api/v1/configmaps", "DELETE").await;
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (405, Some("MethodNotAllowed"))
+    );
+    let (code, v) = get(
+        srv.addr,
+        "/api/v1/configmaps?fieldSelector=spec.x%3D1",
+        "GET",
+    )
+    .await;
+    assert_eq!((code, v["reason"].as_str()), (400, Some("BadRequest")));
+}
