@@ -250,7 +250,7 @@ impl Default for ReadyEndpoints {
 #[derive(Debug, Clone)]
 pub enum EndpointsChange {
     /// A Service was added or changed.
-    ApplyService(Service),
+    ApplyService(Box<Service>),
     /// A Service was deleted.
     DeleteService {
         /// Namespace.
@@ -261,7 +261,7 @@ pub enum EndpointsChange {
     /// Every Service (a relist).
     ResetServices(Vec<Service>),
     /// An EndpointSlice was added or changed.
-    ApplySlice(EndpointSlice),
+    ApplySlice(Box<EndpointSlice>),
     /// An EndpointSlice was deleted.
     DeleteSlice {
         /// Namespace.

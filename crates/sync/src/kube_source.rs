@@ -217,7 +217,12 @@ pub(crate) async fn resync_kind(
     let path = list_path(kind, config.namespace.as_deref());
     let label = SyncMetrics::label(kind.resource());
     let mut etag: Option<String> = None;
-    let mut ticker = tokio::time::interval(config.resync_interval);
+    // The watcher's initial list builds the first table; the first resync
+    // comes one interval later.
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.resync_interval,
+        config.resync_interval,
+    );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned_missing = false;
     loop {
@@ -284,10 +289,10 @@ pub(crate) async fn watch_endpoints(
     let wc = watcher::Config::default().timeout(config.watch_timeout.as_secs().max(1) as u32);
     let services = watcher(svc_api, wc.clone())
         .default_backoff()
-        .map_ok(EpEvent::Service);
+        .map_ok(|e| EpEvent::Service(Box::new(e)));
     let slices = watcher(slice_api, wc)
         .default_backoff()
-        .map_ok(EpEvent::Slice);
+        .map_ok(|e| EpEvent::Slice(Box::new(e)));
     let mut merged = futures::stream::select(services, slices)
         .ready_chunks(512)
         .boxed();
@@ -309,7 +314,7 @@ pub(crate) async fn watch_endpoints(
                         .inc();
                     warn!(error = %err, "endpoints watch failed; retrying with backoff");
                 }
-                Ok(EpEvent::Service(ev)) => match ev {
+                Ok(EpEvent::Service(ev)) => match *ev {
                     watcher::Event::Init => svc_buf = Some(Vec::new()),
                     watcher::Event::InitApply(s) => svc_buf.get_or_insert_default().push(s),
                     watcher::Event::InitDone => {
@@ -318,13 +323,15 @@ pub(crate) async fn watch_endpoints(
                         ));
                         svc_synced = true;
                     }
-                    watcher::Event::Apply(s) => changes.push(EndpointsChange::ApplyService(s)),
+                    watcher::Event::Apply(s) => {
+                        changes.push(EndpointsChange::ApplyService(Box::new(s)))
+                    }
                     watcher::Event::Delete(s) => changes.push(EndpointsChange::DeleteService {
                         namespace: s.metadata.namespace.unwrap_or_default(),
                         name: s.metadata.name.unwrap_or_default(),
                     }),
                 },
-                Ok(EpEvent::Slice(ev)) => match ev {
+                Ok(EpEvent::Slice(ev)) => match *ev {
                     watcher::Event::Init => slice_buf = Some(Vec::new()),
                     watcher::Event::InitApply(s) => slice_buf.get_or_insert_default().push(s),
                     watcher::Event::InitDone => {
@@ -333,7 +340,9 @@ pub(crate) async fn watch_endpoints(
                         ));
                         slices_synced = true;
                     }
-                    watcher::Event::Apply(s) => changes.push(EndpointsChange::ApplySlice(s)),
+                    watcher::Event::Apply(s) => {
+                        changes.push(EndpointsChange::ApplySlice(Box::new(s)))
+                    }
                     watcher::Event::Delete(s) => changes.push(EndpointsChange::DeleteSlice {
                         namespace: s.metadata.namespace.unwrap_or_default(),
                         name: s.metadata.name.unwrap_or_default(),
@@ -352,8 +361,8 @@ pub(crate) async fn watch_endpoints(
 }
 
 enum EpEvent {
-    Service(watcher::Event<Service>),
-    Slice(watcher::Event<EndpointSlice>),
+    Service(Box<watcher::Event<Service>>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
 }
 
 /// How long the watch may stay silent before kube-rs restarts it.

@@ -1,0 +1,288 @@
+//! The sync loop against a Kubernetes-compatible API server (testkit) over
+//! real sockets, with injected faults. No fixed sleeps where a change can be
+//! awaited; every wait is bounded so a failing test fails instead of hanging.
+
+use std::time::{Duration, Instant};
+
+use listwatch::Gvr;
+use serde_json::{Value, json};
+use sync::{Source, SyncConfig, SyncHandle};
+use testkit::{FailOn, TestApi};
+
+fn httpso(name: &str, host: &str, service: &str) -> Value {
+    json!({
+        "apiVersion": "http.keda.sh/v1alpha1",
+        "kind": "HTTPScaledObject",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {
+            "hosts": [host],
+            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": 8080}
+        }
+    })
+}
+
+fn interceptor_route(name: &str, host: &str, service: &str) -> Value {
+    json!({
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {
+            "target": {"service": service, "port": 80},
+            "rules": [{"hosts": [host]}],
+            "scalingMetric": {"concurrency": {"targetValue": 10}}
+        }
+    })
+}
+
+fn httpso_gvr() -> Gvr {
+    Gvr::new("http.keda.sh", "v1alpha1", "httpscaledobjects")
+}
+
+fn ir_gvr() -> Gvr {
+    Gvr::new("http.keda.sh", "v1beta1", "interceptorroutes")
+}
+
+fn service_of(table: &routing::RoutingTable, host: &str) -> Option<String> {
+    table
+        .lookup(host, "/", &routing::NoHeaders)
+        .map(|m| m.route.target.service.to_string())
+}
+
+fn start(api: &TestApi, resync: Duration) -> SyncHandle {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = SyncConfig {
+        resync_interval: resync,
+        endpoints: false,
+        ..SyncConfig::default()
+    };
+    sync::start(Source::Kubernetes(api.client()), config, &mut registry)
+}
+
+async fn ready(handle: &SyncHandle) {
+    tokio::time::timeout(Duration::from_secs(10), handle.table.wait_ready())
+        .await
+        .expect("the sync loop became ready");
+}
+
+/// Waits until `host` routes to `want`; returns how long it took.
+async fn routes_to(
+    handle: &SyncHandle,
+    host: &str,
+    want: Option<&str>,
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    tokio::time::timeout(
+        within,
+        handle
+            .table
+            .wait_for(|t| service_of(t, host).as_deref() == want),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{host} did not route to {want:?} within {within:?} (it routes to {:?})",
+            service_of(&handle.table.load(), host)
+        )
+    });
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn not_ready_until_the_delayed_initial_list_completes() {
+    let api = TestApi::start().await;
+    for i in 0..5 {
+        api.put_object(httpso(&format!("app{i}"), &format!("app{i}.com"), "svc"))
+            .unwrap();
+    }
+    api.faults().set_list_delay(Duration::from_millis(800));
+    let started = Instant::now();
+    let handle = start(&api, Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!handle.table.is_ready(), "ready before the list completed");
+    ready(&handle).await;
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    // Ready means complete: every object is in the first published table.
+    assert_eq!(handle.table.load().len(), 5);
+}
+
+#[tokio::test]
+async fn created_changed_and_deleted_objects_show_in_the_table() {
+    let api = TestApi::start().await;
+    let handle = start(&api, Duration::from_secs(1));
+    ready(&handle).await;
+    let within = Duration::from_secs(5);
+
+    api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
+    routes_to(&handle, "a.com", Some("svc-a"), within).await;
+    api.put_object(httpso("a", "a.com", "svc-a2")).unwrap();
+    routes_to(&handle, "a.com", Some("svc-a2"), within).await;
+    api.delete_object(&httpso_gvr(), "apps", "a").unwrap();
+    routes_to(&handle, "a.com", None, within).await;
+
+    api.put_object(interceptor_route("r", "r.com", "svc-r"))
+        .unwrap();
+    routes_to(&handle, "r.com", Some("svc-r"), within).await;
+    api.put_object(interceptor_route("r", "r.com", "svc-r2"))
+        .unwrap();
+    routes_to(&handle, "r.com", Some("svc-r2"), within).await;
+    api.delete_object(&ir_gvr(), "apps", "r").unwrap();
+    routes_to(&handle, "r.com", None, within).await;
+    // Nothing was lost by the watch, so the resync repaired nothing.
+    assert_eq!(handle.metrics.total_repairs(), 0);
+}
+
+#[tokio::test]
+async fn a_lost_watch_event_is_repaired_by_the_resync() {
+    let api = TestApi::start().await;
+    let resync = Duration::from_millis(500);
+    let handle = start(&api, resync);
+    ready(&handle).await;
+    api.faults().set_drop_watch_events(1.0);
+    api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
+    routes_to(&handle, "a.com", Some("svc-a"), 2 * resync).await;
+    api.delete_object(&httpso_gvr(), "apps", "a").unwrap();
+    routes_to(&handle, "a.com", None, 2 * resync).await;
+    assert!(
+        handle.metrics.total_repairs() >= 2,
+        "repairs counted: {}",
+        handle.metrics.total_repairs()
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_watch_is_covered_by_the_resync() {
+    let api = TestApi::start().await;
+    let resync = Duration::from_millis(500);
+    let handle = start(&api, resync);
+    ready(&handle).await;
+    api.faults().set_stall_watches(true);
+    api.put_object(interceptor_route("r", "r.com", "svc-r"))
+        .unwrap();
+    routes_to(&handle, "r.com", Some("svc-r"), 2 * resync).await;
+    assert!(handle.metrics.total_repairs() >= 1);
+}
+
+#[tokio::test]
+async fn after_410_gone_a_relist_removes_what_was_deleted_meanwhile() {
+    // A short history, so a watch that was away for a few writes must relist.
+    let api = TestApi::builder().history(2).start().await.unwrap();
+    api.put_object(httpso("keep", "keep.com", "svc-k")).unwrap();
+    api.put_object(httpso("gone", "gone.com", "svc-g")).unwrap();
+    // A resync far away, so only the watcher's relist can notice the delete.
+    let handle = start(&api, Duration::from_secs(3600));
+    ready(&handle).await;
+    assert_eq!(
+        service_of(&handle.table.load(), "gone.com").as_deref(),
+        Some("svc-g")
+    );
+    // Keep the watchers out (rewatches fail) while the delete and enough
+    // other writes happen to push it out of the kept history.
+    api.faults().fail_all(FailOn::Watch, 500);
+    api.faults().close_watches();
+    api.delete_object(&httpso_gvr(), "apps", "gone").unwrap();
+    for i in 0..5 {
+        api.put_object(httpso(&format!("x{i}"), &format!("x{i}.com"), "svc-x"))
+            .unwrap();
+    }
+    let store = api.store(&httpso_gvr()).unwrap();
+    assert!(
+        store.oldest_resource_version() > 0,
+        "the delete left the history"
+    );
+    api.faults().clear_failures();
+    // The rewatch from the old resourceVersion gets 410 Expired; the relist
+    // that follows no longer has `gone`.
+    routes_to(&handle, "gone.com", None, Duration::from_secs(15)).await;
+    assert_eq!(
+        service_of(&handle.table.load(), "keep.com").as_deref(),
+        Some("svc-k")
+    );
+    assert_eq!(handle.metrics.total_repairs(), 0, "no periodic resync ran");
+}
+
+#[tokio::test]
+async fn api_down_keeps_the_last_table_and_reconverges_after() {
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
+    let resync = Duration::from_millis(500);
+    let handle = start(&api, resync);
+    ready(&handle).await;
+    api.faults().go_down().await;
+    // Changes land in the central store while this replica cannot reach it.
+    api.put_object(httpso("a", "a.com", "svc-a2")).unwrap();
+    api.put_object(httpso("b", "b.com", "svc-b")).unwrap();
+    tokio::time::sleep(3 * resync).await;
+    assert!(handle.table.is_ready(), "stays ready while the API is down");
+    assert_eq!(
+        service_of(&handle.table.load(), "a.com").as_deref(),
+        Some("svc-a"),
+        "the last good table keeps serving"
+    );
+    api.faults().come_up().await.unwrap();
+    routes_to(
+        &handle,
+        "a.com",
+        Some("svc-a2"),
+        2 * resync + Duration::from_millis(500),
+    )
+    .await;
+    routes_to(&handle, "b.com", Some("svc-b"), 2 * resync).await;
+}
+
+#[tokio::test]
+async fn an_invalid_object_is_skipped_and_reported() {
+    let api = TestApi::start().await;
+    api.put_object(httpso("good", "good.com", "svc-good"))
+        .unwrap();
+    let mut bad = httpso("bad", "bad.com", "svc-bad");
+    bad["spec"]["hosts"] = json!(["a*b.com"]);
+    api.put_object(bad).unwrap();
+    let handle = start(&api, Duration::from_secs(1));
+    ready(&handle).await;
+    assert_eq!(
+        service_of(&handle.table.load(), "good.com").as_deref(),
+        Some("svc-good")
+    );
+    assert_eq!(service_of(&handle.table.load(), "bad.com"), None);
+    let invalid = handle
+        .metrics
+        .invalid_objects
+        .get_or_create(&sync::metrics::ResourceLabel {
+            resource: "httpscaledobjects".into(),
+        })
+        .get();
+    assert!(invalid >= 1);
+    // The watch goes on: a later valid change still arrives.
+    api.put_object(httpso("later", "later.com", "svc-later"))
+        .unwrap();
+    routes_to(
+        &handle,
+        "later.com",
+        Some("svc-later"),
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_thousand_objects_sync_completely() {
+    let api = TestApi::start().await;
+    for i in 0..1000 {
+        api.put_object(httpso(
+            &format!("app{i}"),
+            &format!("app{i}.example.com"),
+            "svc",
+        ))
+        .unwrap();
+    }
+    let handle = start(&api, Duration::from_secs(1));
+    ready(&handle).await;
+    let table = handle.table.load();
+    assert_eq!(table.len(), 1000);
+    assert!(
+        table
+            .lookup("app999.example.com", "/", &routing::NoHeaders)
+            .is_some()
+    );
+}
