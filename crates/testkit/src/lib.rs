@@ -18,6 +18,10 @@
 //! registers it from the body's kind; discovery knows the built-ins of
 //! [`builtin_resources`] plus whatever is [`register`](TestApi::register)ed.
 //!
+//! Auth caveat: the server speaks plain HTTP. kube-rs sends the bearer token
+//! over it; kubectl (client-go) does not send credentials to non-TLS servers,
+//! so with a token configured kubectl gets 401. Use kubectl without a token.
+//!
 //! Tests steer it with [`Faults`] (delays, dropped or stalled watch events,
 //! closed watches, injected 410/429/500, going down and coming back on the
 //! same port) and read [`Stats`] (requests and bytes by verb and resource,
@@ -218,6 +222,8 @@ impl TestApi {
     }
 
     /// A kubeconfig file (in a temp dir that lives as long as this handle).
+    /// It carries the token if auth is on (used by kube-rs; kubectl does not
+    /// send tokens over plain HTTP).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }

@@ -248,3 +248,143 @@ async fn watch_from_a_compacted_version_is_an_error_event() {
             .starts_with("too old resource version")
     );
 }
+
+/// Bad writes get the API server's Status codes.
+#[tokio::test]
+async fn writes_are_validated() {
+    let api = TestApi::start().await;
+    let base = "/apis/http.keda.sh/v1alpha1/namespaces/default/httpscaledobjects";
+    let json_ct = [("Content-Type", "application/json")];
+    let reason = |b: &[u8]| -> String {
+        serde_json::from_slice::<Value>(b).unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let (code, _, b) = raw(&api, "POST", base, &json_ct, b"[1,2]").await;
+    assert_eq!((code, reason(&b).as_str()), (422, "Invalid"));
+    let (code, _, b) = raw(&api, "POST", base, &json_ct, b"{not json").await;
+    assert_eq!((code, reason(&b).as_str()), (400, "BadRequest"));
+    let wrong_kind =
+        br#"{"apiVersion":"http.keda.sh/v1alpha1","kind":"Pod","metadata":{"name":"x"}}"#;
+    let (code, _, b) = raw(&api, "POST", base, &json_ct, wrong_kind).await;
+    assert_eq!((code, reason(&b).as_str()), (422, "Invalid"));
+    let wrong_version =
+        br#"{"apiVersion":"http.keda.sh/v9","kind":"HTTPScaledObject","metadata":{"name":"x"}}"#;
+    let (code, _, _) = raw(&api, "POST", base, &json_ct, wrong_version).await;
+    assert_eq!(code, 422);
+    let no_name =
+        br#"{"apiVersion":"http.keda.sh/v1alpha1","kind":"HTTPScaledObject","metadata":{}}"#;
+    let (code, _, _) = raw(&api, "POST", base, &json_ct, no_name).await;
+    assert_eq!(code, 422);
+
+    // generateName, and a YAML body.
+    let yaml = b"apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  generateName: gen-\nspec: {hosts: [a]}\n";
+    let (code, _, b) = raw(
+        &api,
+        "POST",
+        base,
+        &[("Content-Type", "application/yaml")],
+        yaml,
+    )
+    .await;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&b));
+    let created: Value = serde_json::from_slice(&b).unwrap();
+    let name = created["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+
+    let (code, _, b) = raw(
+        &api,
+        "PATCH",
+        &format!("{base}/missing"),
+        &[("Content-Type", "application/merge-patch+json")],
+        b"{}",
+    )
+    .await;
+    assert_eq!((code, reason(&b).as_str()), (404, "NotFound"));
+    let (code, _, _) = raw(
+        &api,
+        "PATCH",
+        &format!("{base}/{name}"),
+        &[("Content-Type", "application/json-patch+json")],
+        b"[]",
+    )
+    .await;
+    assert_eq!(code, 415);
+    let stale = br#"{"metadata":{"resourceVersion":"1"}}"#;
+    let (code, _, b) = raw(
+        &api,
+        "PATCH",
+        &format!("{base}/{name}"),
+        &[("Content-Type", "application/merge-patch+json")],
+        stale,
+    )
+    .await;
+    assert_eq!((code, reason(&b).as_str()), (409, "Conflict"));
+    let (code, _, b) = raw(&api, "DELETE", &format!("{base}/missing"), &[], b"").await;
+    assert_eq!((code, reason(&b).as_str()), (404, "NotFound"));
+    let (code, _, b) = raw(&api, "DELETE", &format!("{base}/{name}"), &[], b"").await;
+    assert_eq!(code, 200);
+    let gone: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(gone["metadata"]["name"], name);
+
+    // Server-side apply creates, then merges.
+    let apply = b"apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  name: ssa\nspec: {hosts: [a]}\n";
+    let ssa = format!("{base}/ssa?fieldManager=test");
+    let (code, _, _) = raw(
+        &api,
+        "PATCH",
+        &ssa,
+        &[("Content-Type", "application/apply-patch+yaml")],
+        apply,
+    )
+    .await;
+    assert_eq!(code, 201);
+    let apply2 = b"apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  name: ssa\nspec: {hosts: [b]}\n";
+    let (code, _, b) = raw(
+        &api,
+        "PATCH",
+        &ssa,
+        &[("Content-Type", "application/apply-patch+yaml")],
+        apply2,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        (
+            v["spec"]["hosts"][0].as_str(),
+            v["metadata"]["generation"].as_i64()
+        ),
+        (Some("b"), Some(2))
+    );
+}
+
+/// Manifests load from a directory (multi-document YAML, unknown kinds too),
+/// and discovery then lists the new resource.
+#[tokio::test]
+async fn manifests_load_from_a_directory() {
+    let api = TestApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c1}\ndata: {a: '1'}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: ns}\nspec: {size: 3}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.json"),
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"ns"}}"#,
+    )
+    .unwrap();
+    assert_eq!(api.load_dir(dir.path()).unwrap(), 3);
+    let (code, _, b) = raw_get(&api, "/api/v1/namespaces/default/configmaps/c1", &[]).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+    let (code, _, b) = raw_get(&api, "/apis/example.com/v1/namespaces/ns/widgets/w1", &[]).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+    let (_, _, b) = raw_get(&api, "/apis/example.com/v1", &[]).await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["resources"][0]["kind"], "Widget");
+    let (code, _, _) = raw_get(&api, "/api/v1/namespaces/ns", &[]).await;
+    assert_eq!(code, 200);
+}
