@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+pub mod client;
 pub mod dir_source;
 pub mod endpoints;
 pub mod index;
