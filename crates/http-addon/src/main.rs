@@ -40,6 +40,15 @@ enum Command {
     /// is built, and re-lists the table every --resync-interval so that a lost
     /// watch event is repaired within that bound.
     Interceptor(interceptor::InterceptorArgs),
+
+    /// Run a cache: a read-only Kubernetes list/watch mirror for the fleet.
+    ///
+    /// It holds one watch per resource (HTTPScaledObjects, InterceptorRoutes,
+    /// Services, EndpointSlices) on its upstream (the API server, or another
+    /// cache via --upstream-url) and serves the same list/watch protocol to
+    /// any number of interceptors and scalers (point them at it with
+    /// --source-url), over HTTP/1.1 and HTTP/2, with bearer-token auth.
+    Cache(cache::CacheArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +58,11 @@ fn main() -> anyhow::Result<()> {
         Command::Interceptor(args) => {
             init_logging();
             runtime()?.block_on(interceptor::run(args))?;
+            Ok(())
+        }
+        Command::Cache(args) => {
+            init_logging();
+            runtime()?.block_on(cache::run(args))?;
             Ok(())
         }
     }

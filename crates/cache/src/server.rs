@@ -1,0 +1,322 @@
+//! The subscriber side: HTTP/1.1 and HTTP/2 (h2c prior knowledge on plain
+//! TCP, ALPN `h2` over TLS) on one port, bearer-token auth, discovery, and
+//! list/watch from the mirrored stores through `listwatch`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use listwatch::{Body, ListWatch, ListWatchQuery, Reason, Stores, json_response, parse_path};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+
+use crate::CacheError;
+use crate::auth::Authenticator;
+use crate::metrics::CacheMetrics;
+use crate::resources::Discovery;
+use crate::upstream::Readiness;
+
+/// Everything a request needs.
+pub(crate) struct Served {
+    pub(crate) stores: Arc<Stores>,
+    pub(crate) handler: ListWatch,
+    pub(crate) auth: Authenticator,
+    pub(crate) discovery: Discovery,
+    pub(crate) readiness: Arc<Readiness>,
+    pub(crate) metrics: CacheMetrics,
+    pub(crate) addr: SocketAddr,
+}
+
+/// Binds with `SO_REUSEADDR`, so a restarted cache gets its port back at once.
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Loads a PEM certificate chain and key into a TLS acceptor offering h2
+/// and http/1.1.
+pub(crate) fn tls_acceptor(
+    cert: &Path,
+    key: &Path,
+) -> Result<tokio_rustls::TlsAcceptor, CacheError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let tls = |m: String| CacheError::Tls(m);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| tls(format!("{}: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(tls(format!("{}: no certificate", cert.display())));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| tls(format!("{}: {e}", key.display())))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1().timer(TokioTimer::new());
+    b.http2()
+        .timer(TokioTimer::new())
+        // A date header on every 304 would defeat HPACK (it changes each second).
+        .auto_date_header(false)
+        // Bounds what a slow subscriber's stream can hold in the server.
+        .max_send_buf_size(64 * 1024)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Accepts connections until cancelled; every open connection is dropped
+/// when cancelled.
+pub(crate) async fn accept_loop(
+    served: Arc<Served>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    cancel: CancellationToken,
+) {
+    let builder = Arc::new(connection_builder());
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let served = served.clone();
+        let builder = builder.clone();
+        let cancel = cancel.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            served.metrics.connections.inc();
+            let svc_served = served.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let served = svc_served.clone();
+                async move { Ok::<_, Infallible>(route(served, req).await) }
+            });
+            let result = match tls {
+                None => {
+                    tokio::select! {
+                        r = builder.serve_connection(TokioIo::new(stream), svc) => r,
+                        _ = cancel.cancelled() => Ok(()),
+                    }
+                }
+                Some(acceptor) => {
+                    let accepted = tokio::select! {
+                        r = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)) => r,
+                        _ = cancel.cancelled() => { served.metrics.connections.dec(); return; }
+                    };
+                    match accepted {
+                        Ok(Ok(tls_stream)) => tokio::select! {
+                            r = builder.serve_connection(TokioIo::new(tls_stream), svc) => r,
+                            _ = cancel.cancelled() => Ok(()),
+                        },
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "subscriber connection ended with an error");
+            }
+            served.metrics.connections.dec();
+        });
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::full(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// Health endpoints shared by the API port and the metrics port.
+pub(crate) fn health(readiness: &Readiness, path: &str) -> Option<Response<Body>> {
+    match path {
+        "/readyz" => Some(if readiness.is_ready() {
+            text(StatusCode::OK, "ok")
+        } else {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "initial lists not complete",
+            )
+        }),
+        "/livez" | "/healthz" => Some(text(StatusCode::OK, "ok")),
+        _ => None,
+    }
+}
+
+async fn route(served: Arc<Served>, req: Request<Incoming>) -> Response<CountingBody> {
+    let m = &served.metrics;
+    let path = req.uri().path();
+    if let Some(resp) = health(&served.readiness, path) {
+        return CountingBody::wrap(resp, m, false);
+    }
+    if !served.auth.check(req.headers()).await {
+        m.request("unauthorized");
+        return CountingBody::wrap(
+            listwatch::status_response(Reason::Unauthorized, "Unauthorized"),
+            m,
+            false,
+        );
+    }
+    if req.method() != Method::GET {
+        m.request("rejected");
+        return CountingBody::wrap(
+            listwatch::status_response(
+                Reason::MethodNotAllowed,
+                &format!("the cache is read-only: {} is not supported", req.method()),
+            ),
+            m,
+            false,
+        );
+    }
+    let Some(rp) = parse_path(path) else {
+        m.request("discovery");
+        let resp = match served.discovery.document(path, &served.addr.to_string()) {
+            Some(v) => json_response(
+                StatusCode::OK,
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+            ),
+            None => listwatch::status_response(
+                Reason::NotFound,
+                "the server could not find the requested resource",
+            ),
+        };
+        return CountingBody::wrap(resp, m, false);
+    };
+    if served.stores.get(&rp.gvr).is_none() {
+        m.request("rejected");
+        return CountingBody::wrap(
+            listwatch::status_response(
+                Reason::NotFound,
+                "the server could not find the requested resource",
+            ),
+            m,
+            false,
+        );
+    }
+    if !served.readiness.is_ready() {
+        // Serving an empty or partial table would make subscribers drop
+        // routes; they retry and keep what they have.
+        m.request("rejected");
+        let mut resp = listwatch::status_response(
+            Reason::ServiceUnavailable,
+            "the cache has not completed its initial lists yet",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return CountingBody::wrap(resp, m, false);
+    }
+    let is_watch =
+        rp.name.is_none() && ListWatchQuery::parse(req.uri().query()).is_ok_and(|q| q.watch);
+    let resp = served.handler.handle(&served.stores, &req).await;
+    let kind = match (is_watch, resp.status()) {
+        (true, _) => "watch",
+        (false, StatusCode::NOT_MODIFIED) => "not_modified",
+        (false, _) if rp.name.is_some() => "get",
+        (false, _) => "list",
+    };
+    m.request(kind);
+    CountingBody::wrap(resp, m, is_watch)
+}
+
+/// A response body that counts what it sends (bytes; events and bookmarks
+/// for watches) and, for a watch, holds the subscriber gauge while open.
+pub(crate) struct CountingBody {
+    inner: Body,
+    metrics: CacheMetrics,
+    watch: bool,
+}
+
+impl CountingBody {
+    fn wrap(resp: Response<Body>, metrics: &CacheMetrics, watch: bool) -> Response<CountingBody> {
+        if watch {
+            metrics.subscribers.inc();
+        }
+        resp.map(|inner| CountingBody {
+            inner,
+            metrics: metrics.clone(),
+            watch,
+        })
+    }
+}
+
+impl Drop for CountingBody {
+    fn drop(&mut self) {
+        if self.watch {
+            self.metrics.subscribers.dec();
+        }
+    }
+}
+
+const BOOKMARK_PREFIX: &[u8] = b"{\"type\":\"BOOKMARK\"";
+
+impl http_body::Body for CountingBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r
+            && let Some(d) = f.data_ref()
+        {
+            this.metrics.bytes_sent.inc_by(d.len() as u64);
+            if this.watch {
+                if d.starts_with(BOOKMARK_PREFIX) {
+                    this.metrics.bookmarks_sent.inc();
+                } else {
+                    this.metrics.events_fanned_out.inc();
+                }
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,422 @@
+//! The cache over real sockets with testkit as its upstream, and real `sync`
+//! loops as subscribers (over HTTP/2 with `sync::client`). Every wait is
+//! bounded, so a failing test fails instead of hanging.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache::{Authenticator, Cache, CacheConfig};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use listwatch::Gvr;
+use serde_json::{Value, json};
+use sync::{Source, SyncConfig, SyncHandle};
+use testkit::TestApi;
+
+const TOKEN: &str = "subscriber-token";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn httpso(name: &str, host: &str, service: &str) -> Value {
+    json!({
+        "apiVersion": "http.keda.sh/v1alpha1",
+        "kind": "HTTPScaledObject",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {
+            "hosts": [host],
+            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": 8080}
+        }
+    })
+}
+
+fn interceptor_route(name: &str, host: &str, service: &str) -> Value {
+    json!({
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {
+            "target": {"service": service, "port": 80},
+            "rules": [{"hosts": [host]}],
+            "scalingMetric": {"concurrency": {"targetValue": 10}}
+        }
+    })
+}
+
+fn httpso_gvr() -> Gvr {
+    Gvr::new("http.keda.sh", "v1alpha1", "httpscaledobjects")
+}
+
+fn config_at(listen: SocketAddr) -> CacheConfig {
+    CacheConfig {
+        listen,
+        ..CacheConfig::default()
+    }
+}
+
+async fn start_cache(upstream: kube::Client, listen: SocketAddr) -> Cache {
+    let mut registry = prometheus_client::registry::Registry::default();
+    Cache::start(
+        upstream,
+        config_at(listen),
+        Authenticator::tokens([TOKEN.to_string()]),
+        &mut registry,
+    )
+    .await
+    .expect("cache starts")
+}
+
+fn h2_client(url: &str) -> kube::Client {
+    let mut c = sync::client::CacheClientConfig::new(url.parse().unwrap());
+    c.token = Some(TOKEN.to_string());
+    sync::client::cache_client(c).unwrap()
+}
+
+fn subscribe(client: kube::Client) -> SyncHandle {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = SyncConfig {
+        resync_interval: Duration::from_millis(300),
+        endpoints: false,
+        ..SyncConfig::default()
+    };
+    sync::start(Source::Kubernetes(client), config, &mut registry)
+}
+
+async fn ready(h: &SyncHandle) {
+    tokio::time::timeout(WAIT, h.table.wait_ready())
+        .await
+        .expect("subscriber ready");
+}
+
+/// namespace/name -> target service, for every route in the table.
+fn routes(t: &routing::RoutingTable) -> BTreeMap<String, String> {
+    t.routes()
+        .map(|r| {
+            (
+                format!("{}/{}", r.namespace(), r.name()),
+                r.target.service.to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn until(h: &SyncHandle, what: &str, mut pred: impl FnMut(&routing::RoutingTable) -> bool) {
+    if tokio::time::timeout(WAIT, h.table.wait_for(|t| pred(t)))
+        .await
+        .is_err()
+    {
+        panic!(
+            "timed out waiting for: {what}; table = {:?}",
+            routes(&h.table.load())
+        );
+    }
+}
+
+fn service_of(t: &routing::RoutingTable, host: &str) -> Option<String> {
+    t.lookup(host, "/", &routing::NoHeaders)
+        .map(|m| m.route.target.service.to_string())
+}
+
+/// One HTTP/1.1 GET or other method; returns status, headers, body.
+async fn http1(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (http::StatusCode, http::HeaderMap, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+#[tokio::test]
+async fn subscriber_through_cache_sees_the_same_table_as_one_on_the_api() {
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "a.example.com", "svc-a"))
+        .unwrap();
+    api.put_object(interceptor_route("r", "r.example.com", "svc-r"))
+        .unwrap();
+    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
+    tokio::time::timeout(WAIT, cache.wait_ready())
+        .await
+        .unwrap();
+
+    let direct = subscribe(api.client());
+    let via = subscribe(h2_client(&cache.url()));
+    ready(&direct).await;
+    ready(&via).await;
+    assert_eq!(routes(&direct.table.load()), routes(&via.table.load()));
+    assert_eq!(routes(&via.table.load()).len(), 2);
+
+    // Create, modify, delete: both converge to the same table.
+    api.put_object(httpso("b", "b.example.com", "svc-b"))
+        .unwrap();
+    api.put_object(httpso("a", "a.example.com", "svc-a2"))
+        .unwrap();
+    api.delete_object(
+        &Gvr::new("http.keda.sh", "v1beta1", "interceptorroutes"),
+        "apps",
+        "r",
+    )
+    .unwrap();
+    let want: BTreeMap<String, String> = [
+        ("apps/a".to_string(), "svc-a2".to_string()),
+        ("apps/b".to_string(), "svc-b".to_string()),
+    ]
+    .into();
+    until(&direct, "direct converged", |t| routes(t) == want).await;
+    until(&via, "through the cache converged", |t| routes(t) == want).await;
+    assert!(cache.metrics().events_fanned_out.get() >= 3);
+}
+
+#[tokio::test]
+async fn chained_caches_serve_the_same_table() {
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "a.example.com", "svc-a"))
+        .unwrap();
+    let first = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
+    let second = start_cache(h2_client(&first.url()), "127.0.0.1:0".parse().unwrap()).await;
+    tokio::time::timeout(WAIT, second.wait_ready())
+        .await
+        .unwrap();
+    let leaf = subscribe(h2_client(&second.url()));
+    ready(&leaf).await;
+    assert_eq!(
+        service_of(&leaf.table.load(), "a.example.com").as_deref(),
+        Some("svc-a")
+    );
+    api.put_object(httpso("a", "a.example.com", "svc-a3"))
+        .unwrap();
+    until(&leaf, "change through two caches", |t| {
+        service_of(t, "a.example.com").as_deref() == Some("svc-a3")
+    })
+    .await;
+    // The second cache mirrors the first's resourceVersions, which mirror the API's.
+    let rv = api.resource_version();
+    let s = second.stores().get(&httpso_gvr()).unwrap();
+    assert!(s.wait_for(rv - 1, WAIT).await);
+    // One watch per resource from the second cache on the first.
+    assert_eq!(first.watcher_count(), 4);
+}
+
+#[tokio::test]
+async fn requests_without_a_token_get_401_and_writes_405() {
+    let api = TestApi::start().await;
+    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
+    tokio::time::timeout(WAIT, cache.wait_ready())
+        .await
+        .unwrap();
+    let path = "/apis/http.keda.sh/v1alpha1/httpscaledobjects";
+
+    let (status, _, body) = http1(cache.addr(), "GET", path, &[]).await;
+    assert_eq!(status, 401);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["kind"], "Status");
+    assert_eq!(v["reason"], "Unauthorized");
+
+    let (status, _, _) = http1(
+        cache.addr(),
+        "GET",
+        path,
+        &[("authorization", "Bearer wrong")],
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, body) = http1(cache.addr(), "POST", path, &[("authorization", &auth)]).await;
+    assert_eq!(status, 405);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["reason"], "MethodNotAllowed");
+
+    // Health needs no token; discovery does.
+    let (status, _, _) = http1(cache.addr(), "GET", "/readyz", &[]).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = http1(cache.addr(), "GET", "/apis", &[("authorization", &auth)]).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["kind"], "APIGroupList");
+}
+
+#[tokio::test]
+async fn unchanged_list_is_304_without_a_body() {
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "a.example.com", "svc-a"))
+        .unwrap();
+    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
+    tokio::time::timeout(WAIT, cache.wait_ready())
+        .await
+        .unwrap();
+    let path = "/apis/http.keda.sh/v1alpha1/httpscaledobjects?resourceVersion=0";
+    let auth = format!("Bearer {TOKEN}");
+
+    let (status, headers, body) =
+        http1(cache.addr(), "GET", path, &[("authorization", &auth)]).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    let etag = headers[http::header::ETAG].to_str().unwrap().to_string();
+    assert_eq!(
+        etag,
+        format!("\"{}\"", v["metadata"]["resourceVersion"].as_str().unwrap())
+    );
+
+    let (status, _, body) = http1(
+        cache.addr(),
+        "GET",
+        path,
+        &[("authorization", &auth), ("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+
+    // The same over HTTP/2.
+    let client = h2_client(&cache.url());
+    let req = http::Request::get(path)
+        .header(http::header::IF_NONE_MATCH, &etag)
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status(), 304);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+
+    // A change makes the old ETag stale.
+    api.put_object(httpso("b", "b.example.com", "svc-b"))
+        .unwrap();
+    let s = cache.stores().get(&httpso_gvr()).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.get("apps", "b").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache got the change"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _, _) = http1(
+        cache.addr(),
+        "GET",
+        path,
+        &[("authorization", &auth), ("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn not_ready_until_the_upstream_answers() {
+    let api = TestApi::start().await;
+    api.faults().go_down().await;
+    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, _) = http1(cache.addr(), "GET", "/readyz", &[]).await;
+    assert_eq!(status, 503);
+    let (status, _, body) = http1(
+        cache.addr(),
+        "GET",
+        "/apis/http.keda.sh/v1alpha1/httpscaledobjects",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(status, 503);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["reason"], "ServiceUnavailable");
+    api.faults().come_up().await.unwrap();
+    tokio::time::timeout(WAIT, cache.wait_ready())
+        .await
+        .unwrap();
+    let (status, _, _) = http1(cache.addr(), "GET", "/readyz", &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn subscriber_survives_an_upstream_outage_and_a_cache_restart() {
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "a.example.com", "svc-a"))
+        .unwrap();
+    api.put_object(httpso("gone", "gone.example.com", "svc-gone"))
+        .unwrap();
+    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
+    let addr = cache.addr();
+    tokio::time::timeout(WAIT, cache.wait_ready())
+        .await
+        .unwrap();
+    let sub = subscribe(h2_client(&cache.url()));
+    ready(&sub).await;
+    assert_eq!(routes(&sub.table.load()).len(), 2);
+
+    // Upstream outage: the cache keeps serving its last state...
+    api.faults().go_down().await;
+    api.put_object(httpso("a", "a.example.com", "svc-a-during-outage"))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await; // a few resync periods
+    assert_eq!(
+        service_of(&sub.table.load(), "a.example.com").as_deref(),
+        Some("svc-a")
+    );
+    assert!(sub.table.is_ready());
+    // ...and catches up when the upstream returns, without subscribers relisting.
+    api.faults().come_up().await.unwrap();
+    until(&sub, "change made during the outage", |t| {
+        service_of(t, "a.example.com").as_deref() == Some("svc-a-during-outage")
+    })
+    .await;
+
+    // Cache restart: a delete happens while no cache runs.
+    cache.shutdown().await;
+    api.delete_object(&httpso_gvr(), "apps", "gone").unwrap();
+    api.put_object(httpso("c", "c.example.com", "svc-c"))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        sub.table.is_ready(),
+        "keeps its table while the cache is away"
+    );
+    let restarted = start_cache(api.client(), addr).await;
+    until(&sub, "no stale route after the cache restart", |t| {
+        service_of(t, "gone.example.com").is_none()
+            && service_of(t, "c.example.com").as_deref() == Some("svc-c")
+            && service_of(t, "a.example.com").as_deref() == Some("svc-a-during-outage")
+    })
+    .await;
+    assert!(restarted.is_ready());
+}
+
+#[tokio::test]
+async fn kube_discovery_and_typed_lists_work_through_the_cache() {
+    let api = TestApi::start().await;
+    api.put_object(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "svc-a", "namespace": "apps"},
+        "spec": {"ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
+    tokio::time::timeout(WAIT, cache.wait_ready())
+        .await
+        .unwrap();
+    let client = h2_client(&cache.url());
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    let groups: Vec<String> = discovery.groups().map(|g| g.name().to_string()).collect();
+    assert!(groups.contains(&"http.keda.sh".to_string()), "{groups:?}");
+    let svcs: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client, "apps");
+    let list = svcs.list(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+}
