@@ -90,4 +90,134 @@ pub struct InterceptorArgs {
     /// Port of the Prometheus metrics server (/metrics).
     #[arg(long, env = "KEDA_HTTP_METRICS_PORT", default_value_t = 2223)]
     pub metrics_port: u16,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+/// Parses a boolean the way Go's `strconv.ParseBool` does (`1`, `t`, `true`, ...).
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean {s:?}")),
+    }
+}
+
+/// Flags of the proxy: timeouts, pooling, cold start, TLS, shutdown, logging.
+#[derive(Args, Debug, Clone)]
+pub struct ProxyArgs {
+    /// Send requests to a ready endpoint address (from the EndpointSlices)
+    /// instead of the Service's DNS name. Implied with --routes-dir.
+    #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", value_parser = go_bool, default_value = "false", action = clap::ArgAction::Set)]
+    pub direct_pod_routing: bool,
+
+    /// How long a request waits for its Service to get a ready endpoint
+    /// (0s: as long as the request timeout allows).
+    #[arg(long, env = "KEDA_HTTP_READINESS_TIMEOUT", value_parser = duration)]
+    pub readiness_timeout: Option<Duration>,
+
+    /// Legacy name of --readiness-timeout.
+    #[arg(long, env = "KEDA_CONDITION_WAIT_TIMEOUT", value_parser = duration, hide = true)]
+    pub condition_wait_timeout: Option<Duration>,
+
+    /// Time allowed for the backend's response headers.
+    #[arg(long, env = "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", value_parser = duration)]
+    pub response_header_timeout: Option<Duration>,
+
+    /// Legacy name of --response-header-timeout.
+    #[arg(long, env = "KEDA_RESPONSE_HEADER_TIMEOUT", value_parser = duration, hide = true)]
+    pub legacy_response_header_timeout: Option<Duration>,
+
+    /// Whole-request timeout, from arrival to the response headers (0s: none).
+    #[arg(long, env = "KEDA_HTTP_REQUEST_TIMEOUT", value_parser = duration, default_value = "0s")]
+    pub request_timeout: Duration,
+
+    /// Timeout of one dial attempt; attempts repeat every 50 ms until the
+    /// request's deadline.
+    #[arg(long, env = "KEDA_HTTP_CONNECT_TIMEOUT", value_parser = duration, default_value = "500ms")]
+    pub connect_timeout: Duration,
+
+    /// Idle keep-alive connections kept to all backends together.
+    #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS", default_value_t = 1000)]
+    pub max_idle_conns: usize,
+
+    /// Idle keep-alive connections kept per backend address.
+    #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", default_value_t = 200)]
+    pub max_idle_conns_per_host: usize,
+
+    /// Add `X-KEDA-HTTP-Cold-Start: true|false` to forwarded responses.
+    #[arg(long, env = "KEDA_HTTP_ENABLE_COLD_START_HEADER", value_parser = go_bool, default_value = "true", action = clap::ArgAction::Set)]
+    pub enable_cold_start_header: bool,
+
+    /// Requests a route may hold in a cold-start wait on this replica; more
+    /// are answered 503 (0: unlimited).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS",
+        default_value_t = 0
+    )]
+    pub cold_start_max_pending_requests: u64,
+
+    /// Log one line per request (method, host, path, status, duration, route).
+    #[arg(long, env = "KEDA_HTTP_LOG_REQUESTS", value_parser = go_bool, default_value = "false", action = clap::ArgAction::Set)]
+    pub log_requests: bool,
+
+    /// After SIGTERM, keep serving (with /readyz 503) this long before
+    /// closing the listeners.
+    #[arg(long, env = "KEDA_HTTP_SHUTDOWN_DELAY", value_parser = duration, default_value = "5s")]
+    pub shutdown_delay: Duration,
+
+    /// After the listeners close, wait at most this long for in-flight requests.
+    #[arg(long, env = "KEDA_HTTP_DRAIN_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+
+    /// Also serve the proxy over TLS.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_ENABLED", value_parser = go_bool, default_value = "false", action = clap::ArgAction::Set)]
+    pub tls_enabled: bool,
+
+    /// Port of the TLS proxy.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_PORT", default_value_t = 8443)]
+    pub tls_port: u16,
+
+    /// Default certificate (PEM chain).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_PROXY_TLS_CERT_PATH",
+        default_value = "/certs/tls.crt"
+    )]
+    pub tls_cert_path: PathBuf,
+
+    /// Key of the default certificate (PEM).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_PROXY_TLS_KEY_PATH",
+        default_value = "/certs/tls.key"
+    )]
+    pub tls_key_path: PathBuf,
+
+    /// Comma-separated directories or files holding more certificate/key
+    /// pairs, chosen by SNI from their DNS names (wildcards too).
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS", default_value = "")]
+    pub tls_cert_store_paths: String,
+}
+
+/// The response-header timeout when nothing is configured (upstream's default).
+pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl ProxyArgs {
+    /// The readiness timeout in force (new name first, then the legacy one);
+    /// zero means "until the request's deadline".
+    pub fn readiness_timeout(&self) -> Duration {
+        self.readiness_timeout
+            .or(self.condition_wait_timeout)
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The response-header timeout in force; zero disables it.
+    pub fn response_header_timeout(&self) -> Duration {
+        self.response_header_timeout
+            .or(self.legacy_response_header_timeout)
+            .unwrap_or(DEFAULT_RESPONSE_HEADER_TIMEOUT)
+    }
 }

@@ -1,25 +1,40 @@
 //! The interceptor: every request to a scaled app passes through it.
 //!
-//! Requests enter on the proxy port, are matched against the routing table
-//! that the [`sync`] loop keeps equal to the central one, and leave towards
-//! the app's Service. The admin port serves `/queue` (pending-request counts
-//! the scaler sums), `/readyz`, `/livez`, `/metrics` and `/routing-table`.
+//! Requests enter on the proxy port (HTTP/1.1, HTTP/2, h2c; optionally TLS
+//! with certificates chosen by SNI), are matched against the routing table
+//! that the [`sync`] loop keeps equal to the central one, are counted per
+//! route for their whole life, wait through a cold start if the app has no
+//! ready endpoint, and leave towards the app's Service (or a ready pod) over
+//! pooled connections ([`proxy`]). The admin port serves `/queue`
+//! (pending-request counts the scaler sums), `/readyz`, `/livez`, `/metrics`
+//! and `/routing-table`; the metrics port serves `/metrics`.
+//!
+//! ```text
+//! client -> [proxy] lookup (one atomic load) -> count -> cold-start wait
+//!                  -> pooled client -> backend -> streamed response -> uncount
+//! ```
 
 pub mod admin;
+pub mod backend;
+pub mod body;
 pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
 pub mod server;
 pub mod source;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
-pub use config::{InterceptorArgs, SourceArgs};
+pub use config::{InterceptorArgs, ProxyArgs, SourceArgs};
 
 /// Why the interceptor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +50,18 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running interceptor.
 #[derive(Debug)]
 pub struct Interceptor {
+    /// Where the proxy listens.
+    pub proxy_addr: SocketAddr,
+    /// Where the TLS proxy listens, when enabled.
+    pub tls_addr: Option<SocketAddr>,
     /// Where the admin server listens.
     pub admin_addr: SocketAddr,
     /// Where the metrics server listens.
@@ -48,6 +70,14 @@ pub struct Interceptor {
     pub sync: sync::SyncHandle,
     /// Shared state of the admin server.
     pub admin: Arc<admin::AdminState>,
+    /// The request path.
+    pub proxy: Arc<proxy::Proxy>,
+    /// Proxy settings.
+    pub proxy_args: ProxyArgs,
+    /// Stops the proxy listeners (connections then drain).
+    stop_proxy: CancellationToken,
+    /// The proxy accept loops; each ends once its connections are drained.
+    proxy_servers: Vec<tokio::task::JoinHandle<()>>,
     /// Cancels the servers when the interceptor is dropped.
     _guard: tokio_util::sync::DropGuard,
 }
@@ -62,10 +92,29 @@ impl Interceptor {
     /// Starts the sync loop and the servers. Ports may be 0 (tests).
     pub async fn start(args: &InterceptorArgs) -> Result<Interceptor, StartError> {
         let source = args.source.build().await?;
+        let routes_dir = matches!(source, sync::Source::Directory(_));
+        let tls_config = if args.proxy.tls_enabled {
+            let store = tls::CertStore::load(
+                &args.proxy.tls_cert_path,
+                &args.proxy.tls_key_path,
+                &tls::store_paths(&args.proxy.tls_cert_store_paths),
+            )?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                store.server_config()?,
+            )))
+        } else {
+            None
+        };
+        let proxy_listener = bind(SocketAddr::new(args.bind_address, args.proxy_port)).await?;
+        let tls_listener = match &tls_config {
+            Some(_) => Some(bind(SocketAddr::new(args.bind_address, args.proxy.tls_port)).await?),
+            None => None,
+        };
         let admin_listener = bind(SocketAddr::new(args.bind_address, args.admin_port)).await?;
         let metrics_listener = bind(SocketAddr::new(args.bind_address, args.metrics_port)).await?;
         let mut registry = Registry::default();
         let sync = sync::start(source, args.source.sync_config(), &mut registry);
+        let proxy_metrics = metrics::ProxyMetrics::new(sync.table.clone(), &mut registry);
         let admin = Arc::new(admin::AdminState {
             table: sync.table.clone(),
             endpoints: sync.endpoints.clone(),
@@ -73,18 +122,42 @@ impl Interceptor {
             draining: Arc::new(AtomicBool::new(false)),
         });
         let cancel = CancellationToken::new();
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: SocketAddr::new(args.bind_address, args.admin_port),
+        let local = |l: &TcpListener, port: u16| {
+            l.local_addr().map_err(|source| StartError::Bind {
+                addr: SocketAddr::new(args.bind_address, port),
                 source,
-            })?;
-        let metrics_addr = metrics_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: SocketAddr::new(args.bind_address, args.metrics_port),
-                source,
-            })?;
+            })
+        };
+        let proxy_addr = local(&proxy_listener, args.proxy_port)?;
+        let tls_addr = match &tls_listener {
+            Some(l) => Some(local(l, args.proxy.tls_port)?),
+            None => None,
+        };
+        let admin_addr = local(&admin_listener, args.admin_port)?;
+        let metrics_addr = local(&metrics_listener, args.metrics_port)?;
+        tokio::spawn(proxy_metrics.clone().follow(cancel.clone()));
+        let proxy = Arc::new(proxy::Proxy::new(
+            sync.table.clone(),
+            sync.endpoints.clone(),
+            proxy_metrics,
+            Arc::new(body::Inflight::default()),
+            proxy::ProxyConfig::from_args(&args.proxy, routes_dir),
+        ));
+        let stop_proxy = cancel.child_token();
+        let mut proxy_servers = vec![tokio::spawn(server::serve_proxy(
+            proxy_listener,
+            proxy.clone(),
+            None,
+            stop_proxy.clone(),
+        ))];
+        if let (Some(l), Some(acceptor)) = (tls_listener, tls_config) {
+            proxy_servers.push(tokio::spawn(server::serve_proxy(
+                l,
+                proxy.clone(),
+                Some(acceptor),
+                stop_proxy.clone(),
+            )));
+        }
         tokio::spawn(server::serve(
             admin_listener,
             admin.clone(),
@@ -97,56 +170,114 @@ impl Interceptor {
             admin::handle,
             cancel.clone(),
         ));
-        info!(%admin_addr, %metrics_addr, "interceptor started");
+        info!(%proxy_addr, ?tls_addr, %admin_addr, %metrics_addr, "interceptor started");
         Ok(Interceptor {
+            proxy_addr,
+            tls_addr,
             admin_addr,
             metrics_addr,
             sync,
             admin,
+            proxy,
+            proxy_args: args.proxy.clone(),
+            stop_proxy,
+            proxy_servers,
             _guard: cancel.drop_guard(),
         })
     }
 
+    /// Graceful shutdown: `/readyz` turns 503 at once; the proxy keeps
+    /// serving for the shutdown delay (so load balancers notice), then stops
+    /// accepting and waits up to the drain timeout for in-flight requests
+    /// (websockets included); then everything stops.
+    pub async fn shutdown(mut self) {
+        self.admin.draining.store(true, Ordering::Relaxed);
+        info!(delay = ?self.proxy_args.shutdown_delay, "draining: readyz reports 503");
+        tokio::time::sleep(self.proxy_args.shutdown_delay).await;
+        self.stop_proxy.cancel();
+        let inflight = self.proxy.inflight().clone();
+        let servers = futures::future::join_all(self.proxy_servers.iter_mut());
+        let drained = tokio::time::timeout(self.proxy_args.drain_timeout, async {
+            servers.await;
+            inflight.wait_idle().await;
+        })
+        .await;
+        match drained {
+            Ok(()) => info!("drained; stopping"),
+            Err(_) => warn!(
+                in_flight = inflight.count(),
+                timeout = ?self.proxy_args.drain_timeout,
+                "drain timeout passed with requests in flight; stopping anyway"
+            ),
+        }
+        self.stop().await;
+    }
+
     /// Stops the servers and the sync loop.
     pub async fn stop(self) {
-        let Interceptor { sync, _guard, .. } = self;
+        let Interceptor {
+            sync,
+            _guard,
+            proxy_servers,
+            ..
+        } = self;
         drop(_guard);
+        for s in proxy_servers {
+            s.abort();
+        }
         sync.shutdown().await;
     }
 }
 
-/// Runs an interceptor until SIGTERM or SIGINT.
+/// Runs an interceptor until SIGTERM or SIGINT, then shuts it down
+/// gracefully; a second signal exits at once.
 pub async fn run(args: InterceptorArgs) -> Result<(), StartError> {
+    let mut signals = Signals::new();
     let interceptor = Interceptor::start(&args).await?;
-    shutdown_signal().await;
-    info!("shutting down");
-    interceptor
-        .admin
-        .draining
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    interceptor.stop().await;
-    Ok(())
+    signals.next().await;
+    info!("signal received; shutting down");
+    tokio::select! {
+        _ = interceptor.shutdown() => Ok(()),
+        _ = signals.next() => {
+            warn!("second signal; exiting now");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, registered once so that no signal is missed between two waits.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = &mut self.term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    Signals::new().next().await;
 }

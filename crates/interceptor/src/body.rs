@@ -1,0 +1,230 @@
+//! The proxy's response body and the per-request guard it carries.
+//!
+//! A request is counted from its arrival until its response body ends (or
+//! the connection goes away): the [`RequestGuard`] increments the route's
+//! counters when created and is dropped when the body reports its end, when
+//! hyper drops the body, or (websockets) when the tunnel closes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::Notify;
+use tracing::info;
+
+use crate::error::CLIENT_CLOSED_REQUEST;
+use crate::metrics::RouteStats;
+
+/// Requests in flight on this interceptor (all routes), for the drain.
+#[derive(Debug, Default)]
+pub struct Inflight {
+    count: AtomicI64,
+    idle: Notify,
+}
+
+impl Inflight {
+    /// Requests in flight now.
+    pub fn count(&self) -> i64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until no request is in flight.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() <= 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What the access log needs of a request (only kept when logging is on).
+#[derive(Debug)]
+struct LogInfo {
+    host: Option<HeaderValue>,
+    uri: Uri,
+    route: Option<Arc<str>>,
+}
+
+/// Counts one request for its whole life; see the module docs.
+#[derive(Debug)]
+pub struct RequestGuard {
+    route: Option<Arc<RouteStats>>,
+    inflight: Arc<Inflight>,
+    start: Instant,
+    method: Method,
+    status: u16,
+    log: Option<Box<LogInfo>>,
+}
+
+impl RequestGuard {
+    /// Starts counting a request (of `route`, when it matched one).
+    pub fn new(
+        route: Option<Arc<RouteStats>>,
+        inflight: Arc<Inflight>,
+        method: &Method,
+        start: Instant,
+    ) -> RequestGuard {
+        if let Some(r) = &route {
+            r.counters.concurrency.fetch_add(1, Ordering::Relaxed);
+            r.counters.request_count.fetch_add(1, Ordering::Relaxed);
+        }
+        inflight.count.fetch_add(1, Ordering::AcqRel);
+        RequestGuard {
+            route,
+            inflight,
+            start,
+            method: method.clone(),
+            status: CLIENT_CLOSED_REQUEST,
+            log: None,
+        }
+    }
+
+    /// Turns the access-log line on for this request.
+    pub fn log(&mut self, host: Option<&HeaderValue>, uri: &Uri, route: Option<&Arc<str>>) {
+        self.log = Some(Box::new(LogInfo {
+            host: host.cloned(),
+            uri: uri.clone(),
+            route: route.cloned(),
+        }));
+    }
+
+    /// The status the request ended with (default: 499, the client went away).
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        if let Some(r) = &self.route {
+            r.counters.concurrency.fetch_sub(1, Ordering::Relaxed);
+            r.observe(&self.method, self.status, elapsed);
+        }
+        if self.inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inflight.idle.notify_waiters();
+        }
+        if let Some(l) = &self.log {
+            let host = l
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| l.uri.host())
+                .unwrap_or("");
+            info!(
+                target: "interceptor::access",
+                method = %self.method,
+                host,
+                path = l.uri.path(),
+                status = self.status,
+                duration_ms = elapsed.as_secs_f64() * 1e3,
+                route = l.route.as_deref().unwrap_or("-"),
+                "request"
+            );
+        }
+    }
+}
+
+enum Inner {
+    Empty,
+    Full(Option<Bytes>),
+    Stream(Incoming),
+}
+
+/// A response body: empty, a fixed buffer, or the backend's body streamed
+/// through; it carries the request's guard until it ends.
+pub struct ProxyBody {
+    inner: Inner,
+    guard: Option<RequestGuard>,
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyBody")
+    }
+}
+
+impl ProxyBody {
+    /// No body.
+    pub fn empty() -> ProxyBody {
+        ProxyBody {
+            inner: Inner::Empty,
+            guard: None,
+        }
+    }
+
+    /// A fixed body.
+    pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+        let bytes = bytes.into();
+        ProxyBody {
+            inner: if bytes.is_empty() {
+                Inner::Empty
+            } else {
+                Inner::Full(Some(bytes))
+            },
+            guard: None,
+        }
+    }
+
+    /// The backend's body, streamed.
+    pub fn stream(body: Incoming) -> ProxyBody {
+        ProxyBody {
+            inner: Inner::Stream(body),
+            guard: None,
+        }
+    }
+
+    /// Attaches the request's guard, dropped when the body ends.
+    pub fn with_guard(mut self, guard: RequestGuard) -> ProxyBody {
+        self.guard = Some(guard);
+        self
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let out = match &mut this.inner {
+            Inner::Empty => Poll::Ready(None),
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+        };
+        if let Poll::Ready(None) = out {
+            this.guard.take();
+        }
+        out
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Empty => true,
+            Inner::Full(b) => b.is_none(),
+            Inner::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Stream(s) => s.size_hint(),
+        }
+    }
+}

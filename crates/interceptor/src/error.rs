@@ -1,0 +1,135 @@
+//! Why a proxied request failed, and the one mapping from failure to status.
+
+use http::StatusCode;
+
+/// Status logged (never sent) for a client that went away before its answer.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Why the proxy could not forward a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the host, path and headers.
+    #[error("no route for host {host:?} path {path:?}")]
+    NoRoute {
+        /// Host as received.
+        host: String,
+        /// Path as received.
+        path: String,
+    },
+    /// The Service or its port cannot be resolved.
+    #[error("cannot resolve the backend: {0}")]
+    Unresolvable(String),
+    /// The Service got no ready endpoint within the readiness timeout.
+    #[error("service {service} got no ready endpoint within {timeout:?}")]
+    ReadinessTimeout {
+        /// `namespace/service`.
+        service: String,
+        /// The timeout that passed.
+        timeout: std::time::Duration,
+    },
+    /// Too many requests are already waiting for this route's cold start.
+    #[error("too many requests waiting for {route} to start ({limit} pending)")]
+    TooManyPending {
+        /// Route key.
+        route: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The backend did not send its response headers in time.
+    #[error("backend {backend} sent no response headers within {timeout:?}")]
+    ResponseHeaderTimeout {
+        /// The backend address.
+        backend: String,
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
+    /// The request's own timeout passed.
+    #[error("request timeout {0:?} exceeded")]
+    RequestTimeout(std::time::Duration),
+    /// Connecting to or talking with the backend failed.
+    #[error("backend {backend}: {message}")]
+    Upstream {
+        /// The backend address.
+        backend: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A static body from a ConfigMap that this interceptor cannot read.
+    #[error("static response body from ConfigMap {0} is not resolved")]
+    BodyNotResolved(String),
+}
+
+impl ProxyError {
+    /// The HTTP status this failure is answered with.
+    pub fn status(&self) -> StatusCode {
+        status_of(self)
+    }
+}
+
+/// The one place a failure becomes a status code.
+pub fn status_of(err: &ProxyError) -> StatusCode {
+    match err {
+        ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+        ProxyError::Unresolvable(_) | ProxyError::BodyNotResolved(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        ProxyError::ReadinessTimeout { .. }
+        | ProxyError::ResponseHeaderTimeout { .. }
+        | ProxyError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        ProxyError::TooManyPending { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_failure_has_its_status() {
+        let cases = [
+            (
+                ProxyError::NoRoute {
+                    host: "a".into(),
+                    path: "/".into(),
+                },
+                404,
+            ),
+            (ProxyError::Unresolvable("x".into()), 500),
+            (ProxyError::BodyNotResolved("cm/key".into()), 500),
+            (
+                ProxyError::ReadinessTimeout {
+                    service: "ns/svc".into(),
+                    timeout: Duration::from_secs(1),
+                },
+                504,
+            ),
+            (
+                ProxyError::ResponseHeaderTimeout {
+                    backend: "b".into(),
+                    timeout: Duration::from_secs(1),
+                },
+                504,
+            ),
+            (ProxyError::RequestTimeout(Duration::from_secs(1)), 504),
+            (
+                ProxyError::TooManyPending {
+                    route: "ns/r".into(),
+                    limit: 1,
+                },
+                503,
+            ),
+            (
+                ProxyError::Upstream {
+                    backend: "b".into(),
+                    message: "refused".into(),
+                },
+                502,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.status().as_u16(), code, "{err}");
+        }
+    }
+}

@@ -1,0 +1,603 @@
+//! The data plane: route a request, hold it through a cold start, forward it.
+//!
+//! Per request: one atomic load of the routing table and one lookup; the
+//! matched route's counters count the request until its response body ends
+//! ([`RequestGuard`]); if the target Service has no ready endpoint the
+//! request waits on the ready-cache (woken by the EndpointSlice change, no
+//! polling), fails over, or gets the route's placeholder; then it is
+//! forwarded over a pooled connection with its body streamed both ways.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use routing::{PortRef, ProxyMode, ResponseBody, ResponseMode, Route, RuleAction, StaticResponse};
+use sync::{EndpointsSnapshot, ReadyEndpoints, SharedTable};
+use tracing::{debug, warn};
+
+use crate::backend::{Backends, Dialer};
+use crate::body::{Inflight, ProxyBody, RequestGuard};
+use crate::config::ProxyArgs;
+use crate::error::ProxyError;
+use crate::metrics::{ProxyMetrics, RouteStats};
+
+/// The cold-start response header.
+pub const COLD_START_HEADER: HeaderName = HeaderName::from_static("x-keda-http-cold-start");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+
+/// Settings of the proxy, resolved from the flags.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Forward to endpoint addresses instead of Service names.
+    pub direct_pod_routing: bool,
+    /// Default readiness timeout (zero: until the request's deadline).
+    pub readiness_timeout: Duration,
+    /// Default response-header timeout (zero: none).
+    pub response_header_timeout: Duration,
+    /// Default request timeout (zero: none).
+    pub request_timeout: Duration,
+    /// Add `X-KEDA-HTTP-Cold-Start`.
+    pub cold_start_header: bool,
+    /// Cold-start waiters per route (zero: unlimited).
+    pub max_pending: u64,
+    /// One access-log line per request.
+    pub log_requests: bool,
+    /// Dial attempt timeout.
+    pub connect_timeout: Duration,
+    /// Idle connections per backend address.
+    pub max_idle_per_host: usize,
+}
+
+impl ProxyConfig {
+    /// From the flags; `routes_dir` implies direct-pod routing (there is no
+    /// DNS for `<service>.<namespace>` without a cluster).
+    pub fn from_args(args: &ProxyArgs, routes_dir: bool) -> ProxyConfig {
+        ProxyConfig {
+            direct_pod_routing: args.direct_pod_routing || routes_dir,
+            readiness_timeout: args.readiness_timeout(),
+            response_header_timeout: args.response_header_timeout(),
+            request_timeout: args.request_timeout,
+            cold_start_header: args.enable_cold_start_header,
+            max_pending: args.cold_start_max_pending_requests,
+            log_requests: args.log_requests,
+            connect_timeout: args.connect_timeout,
+            max_idle_per_host: args.max_idle_conns_per_host,
+        }
+    }
+}
+
+/// Everything the request path reads.
+#[derive(Debug)]
+pub struct Proxy {
+    table: Arc<SharedTable>,
+    endpoints: Arc<ReadyEndpoints>,
+    backends: Backends,
+    metrics: ProxyMetrics,
+    inflight: Arc<Inflight>,
+    config: ProxyConfig,
+    next_endpoint: AtomicUsize,
+}
+
+/// A forwarded response, and the two halves of an upgrade when the backend
+/// switched protocols.
+struct Forwarded {
+    response: Response<ProxyBody>,
+    upgrade: Option<(OnUpgrade, OnUpgrade)>,
+}
+
+impl Proxy {
+    /// A proxy over the sync loop's table and ready-cache.
+    pub fn new(
+        table: Arc<SharedTable>,
+        endpoints: Arc<ReadyEndpoints>,
+        metrics: ProxyMetrics,
+        inflight: Arc<Inflight>,
+        config: ProxyConfig,
+    ) -> Proxy {
+        let give_up_after = [config.request_timeout, config.response_header_timeout]
+            .into_iter()
+            .filter(|d| !d.is_zero())
+            .min()
+            .unwrap_or(crate::config::DEFAULT_RESPONSE_HEADER_TIMEOUT);
+        let dialer = Dialer {
+            attempt_timeout: config.connect_timeout,
+            give_up_after,
+        };
+        Proxy {
+            table,
+            endpoints,
+            backends: Backends::new(dialer, config.max_idle_per_host),
+            metrics,
+            inflight,
+            config,
+            next_endpoint: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests in flight (the drain waits for zero).
+    pub fn inflight(&self) -> &Arc<Inflight> {
+        &self.inflight
+    }
+
+    /// Handles one request from `peer`.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let matched = {
+            let table = self.table.load();
+            let host = request_host(&req);
+            table
+                .lookup(host, req.uri().path(), req.headers())
+                .map(|m| (m.route.clone(), m.rule.action()))
+        };
+        let Some((route, action)) = matched else {
+            let mut guard = RequestGuard::new(None, self.inflight.clone(), req.method(), start);
+            if self.config.log_requests {
+                guard.log(req.headers().get(header::HOST), req.uri(), None);
+            }
+            let err = ProxyError::NoRoute {
+                host: request_host(&req).to_string(),
+                path: req.uri().path().to_string(),
+            };
+            return self.error_response(&err, guard, None);
+        };
+        let stats = self.metrics.stats(&route);
+        let mut guard = RequestGuard::new(
+            Some(stats.clone()),
+            self.inflight.clone(),
+            req.method(),
+            start,
+        );
+        if self.config.log_requests {
+            guard.log(
+                req.headers().get(header::HOST),
+                req.uri(),
+                Some(route.key()),
+            );
+        }
+        let request_timeout = route
+            .timeouts
+            .request
+            .unwrap_or(self.config.request_timeout);
+        let work = self.route_request(req, peer, &route, action, &stats);
+        let result = if request_timeout.is_zero() {
+            work.await
+        } else {
+            match tokio::time::timeout(request_timeout, work).await {
+                Ok(r) => r,
+                Err(_) => Err((ProxyError::RequestTimeout(request_timeout), None)),
+            }
+        };
+        match result {
+            Ok(Forwarded {
+                mut response,
+                upgrade,
+            }) => {
+                guard.set_status(response.status().as_u16());
+                match upgrade {
+                    Some((client, backend)) => {
+                        // The request lives as long as the tunnel.
+                        tokio::spawn(tunnel(client, backend, guard));
+                        response
+                    }
+                    None => {
+                        let body = std::mem::replace(response.body_mut(), ProxyBody::empty());
+                        *response.body_mut() = body.with_guard(guard);
+                        response
+                    }
+                }
+            }
+            Err((err, cold)) => {
+                debug!(route = %route.key(), error = %err, "request failed");
+                self.error_response(&err, guard, cold)
+            }
+        }
+    }
+
+    fn error_response(
+        &self,
+        err: &ProxyError,
+        mut guard: RequestGuard,
+        cold: Option<bool>,
+    ) -> Response<ProxyBody> {
+        let status = err.status();
+        guard.set_status(status.as_u16());
+        if status.is_server_error() && !matches!(err, ProxyError::TooManyPending { .. }) {
+            warn!(error = %err, status = status.as_u16(), "proxy error");
+        }
+        let mut resp = Response::new(ProxyBody::full(format!("{err}\n")).with_guard(guard));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Some(cold) = cold {
+            self.cold_header(resp.headers_mut(), cold);
+        }
+        resp
+    }
+
+    fn cold_header(&self, headers: &mut HeaderMap, cold: bool) {
+        if self.config.cold_start_header {
+            headers.insert(
+                COLD_START_HEADER,
+                HeaderValue::from_static(if cold { "true" } else { "false" }),
+            );
+        }
+    }
+
+    async fn route_request(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        route: &Arc<Route>,
+        action: RuleAction,
+        stats: &Arc<RouteStats>,
+    ) -> Result<Forwarded, (ProxyError, Option<bool>)> {
+        let target = &route.target;
+        let ready = self
+            .endpoints
+            .load()
+            .has_ready(&target.namespace, &target.service);
+        if let Some(sr) = route.static_route(action)
+            && (sr.mode == ResponseMode::Always || !ready)
+        {
+            return static_response(&sr.response).map_err(|e| (e, None));
+        }
+        let direct =
+            self.config.direct_pod_routing || target.proxy_mode == Some(ProxyMode::Endpoint);
+        let rht = route
+            .timeouts
+            .response_header
+            .unwrap_or(self.config.response_header_timeout);
+        if ready {
+            return self
+                .forward(
+                    req,
+                    peer,
+                    &target.namespace,
+                    &target.service,
+                    &target.port,
+                    direct,
+                    false,
+                    rht,
+                )
+                .await
+                .map_err(|e| (e, Some(false)));
+        }
+
+        // Cold start.
+        if let Some(placeholder) = &route.cold_start.placeholder {
+            let mut f = static_response(placeholder).map_err(|e| (e, Some(true)))?;
+            self.cold_header(f.response.headers_mut(), true);
+            return Ok(f);
+        }
+        let Some(_slot) = stats.try_pending(self.config.max_pending) else {
+            return Err((
+                ProxyError::TooManyPending {
+                    route: route.key().to_string(),
+                    limit: self.config.max_pending,
+                },
+                Some(true),
+            ));
+        };
+        let readiness = route
+            .timeouts
+            .readiness
+            .unwrap_or(self.config.readiness_timeout);
+        let fallback = route.cold_start.fallback.as_ref();
+        let wait = fallback.and_then(|f| f.wait).unwrap_or(readiness);
+        let became_ready = {
+            let waiting = self
+                .endpoints
+                .wait_ready(&target.namespace, &target.service);
+            if wait.is_zero() {
+                waiting.await;
+                true
+            } else {
+                tokio::time::timeout(wait, waiting).await.is_ok()
+            }
+        };
+        drop(_slot);
+        if became_ready {
+            return self
+                .forward(
+                    req,
+                    peer,
+                    &target.namespace,
+                    &target.service,
+                    &target.port,
+                    direct,
+                    true,
+                    rht,
+                )
+                .await
+                .map_err(|e| (e, Some(true)));
+        }
+        match fallback {
+            Some(fb) => self
+                .forward(
+                    req,
+                    peer,
+                    &fb.namespace,
+                    &fb.service,
+                    &fb.port,
+                    direct,
+                    true,
+                    rht,
+                )
+                .await
+                .map_err(|e| (e, Some(true))),
+            None => Err((
+                ProxyError::ReadinessTimeout {
+                    service: format!("{}/{}", target.namespace, target.service),
+                    timeout: wait,
+                },
+                Some(true),
+            )),
+        }
+    }
+
+    /// Where to send a request for `namespace/service:port`: an authority
+    /// and whether the port speaks h2c.
+    fn resolve(
+        &self,
+        snap: &EndpointsSnapshot,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        direct: bool,
+    ) -> Result<(String, bool), ProxyError> {
+        let entry = snap.get(namespace, service);
+        if let (PortRef::Name(name), Some(e)) = (port, entry)
+            && e.has_service
+            && e.resolve(port).is_none()
+        {
+            return Err(ProxyError::Unresolvable(format!(
+                "service {namespace}/{service} has no port named {name}"
+            )));
+        }
+        let h2c = entry
+            .and_then(|e| e.resolve(port))
+            .is_some_and(|p| p.app_protocol.as_deref() == Some(H2C_APP_PROTOCOL));
+        if direct {
+            let addrs = entry
+                .and_then(|e| e.ready_addresses(port))
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| {
+                    ProxyError::Unresolvable(format!(
+                        "service {namespace}/{service} has no ready endpoint for port {port}"
+                    ))
+                })?;
+            let i = self.next_endpoint.fetch_add(1, Ordering::Relaxed) % addrs.len();
+            return Ok((addrs[i].to_string(), h2c));
+        }
+        let resolved = snap
+            .resolve(namespace, service, port)
+            .map_err(|e| ProxyError::Unresolvable(e.to_string()));
+        let port = match (port, resolved) {
+            (_, Ok(p)) => p.port,
+            // A numbered port needs no Service lookup.
+            (PortRef::Number(n), Err(_)) => *n,
+            (PortRef::Name(_), Err(e)) => return Err(e),
+        };
+        Ok((format!("{service}.{namespace}:{port}"), h2c))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        direct: bool,
+        cold: bool,
+        timeout: Duration,
+    ) -> Result<Forwarded, ProxyError> {
+        let (authority, h2c) = {
+            let snap = self.endpoints.load();
+            self.resolve(&snap, namespace, service, port, direct)?
+        };
+        let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri: Uri = format!("http://{authority}{path}").parse().map_err(|e| {
+            ProxyError::Unresolvable(format!("bad backend URI for {authority}: {e}"))
+        })?;
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        append_forwarded_for(&mut parts.headers, peer);
+        parts.uri = uri;
+        parts.version = if h2c && !upgrade {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let out = Request::from_parts(parts, body);
+
+        let client = if h2c && !upgrade {
+            &self.backends.h2c
+        } else {
+            &self.backends.http1
+        };
+        let sent = client.request(out);
+        let result = if timeout.is_zero() {
+            sent.await
+        } else {
+            match tokio::time::timeout(timeout, sent).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(ProxyError::ResponseHeaderTimeout {
+                        backend: authority,
+                        timeout,
+                    });
+                }
+            }
+        };
+        let mut resp = result.map_err(|e| ProxyError::Upstream {
+            message: error_chain(&e),
+            backend: authority.clone(),
+        })?;
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, switching);
+        self.cold_header(&mut parts.headers, cold);
+        let body = if switching {
+            ProxyBody::empty()
+        } else {
+            ProxyBody::stream(body)
+        };
+        let upgrade = match (client_upgrade, backend_upgrade) {
+            (Some(c), Some(b)) => Some((c, b)),
+            _ => None,
+        };
+        Ok(Forwarded {
+            response: Response::from_parts(parts, body),
+            upgrade,
+        })
+    }
+}
+
+/// The host a request is for: the URI's authority (HTTP/2, absolute-form
+/// HTTP/1.1), else the `Host` header.
+fn request_host(req: &Request<Incoming>) -> &str {
+    if let Some(a) = req.uri().authority() {
+        return a.as_str();
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+fn static_response(sr: &StaticResponse) -> Result<Forwarded, ProxyError> {
+    let body = match &sr.body {
+        ResponseBody::Inline(b) => b.clone(),
+        // The sync layer does not resolve ConfigMaps yet.
+        ResponseBody::ConfigMap { name, key } => {
+            return Err(ProxyError::BodyNotResolved(format!("{name}/{key}")));
+        }
+    };
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = sr.status;
+    *resp.headers_mut() = sr.headers.clone();
+    Ok(Forwarded {
+        response: resp,
+        upgrade: None,
+    })
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| connection_has(v, "upgrade"))
+}
+
+fn connection_has(v: &HeaderValue, token: &str) -> bool {
+    v.to_str()
+        .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        .unwrap_or(false)
+}
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Removes hop-by-hop headers (and those `Connection` names); an upgrade
+/// keeps `Connection: upgrade` and `Upgrade`.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            if n != header::UPGRADE {
+                headers.remove(n);
+            }
+        }
+    }
+    for h in &HOP_BY_HOP {
+        if *h == header::TE && headers.get(h).is_some_and(|v| v == "trailers") {
+            continue;
+        }
+        headers.remove(h);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_canonical().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Copies bytes both ways between an upgraded client and backend until
+/// either side closes; the request stays counted meanwhile.
+async fn tunnel(client: OnUpgrade, backend: OnUpgrade, guard: RequestGuard) {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(x) => x,
+        Err(e) => {
+            debug!(error = %e, "upgrade failed");
+            drop(guard);
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut backend = TokioIo::new(backend);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        debug!(error = %e, "upgraded connection ended");
+    }
+    drop(guard);
+}

@@ -1,0 +1,309 @@
+//! Shared helpers of the proxy tests: in-process echo backends, routes
+//! directories, an interceptor on ephemeral ports, and a plain HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use interceptor::{Interceptor, InterceptorArgs};
+
+/// Bound on every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: InterceptorArgs,
+}
+
+/// Interceptor flags for tests: loopback, ephemeral ports, fast resync,
+/// plus `extra`.
+pub fn args(source: &[&str], extra: &[&str]) -> InterceptorArgs {
+    let mut argv = vec![
+        "interceptor",
+        "--bind-address",
+        "127.0.0.1",
+        "--proxy-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--resync-interval",
+        "200ms",
+        "--shutdown-delay",
+        "0s",
+    ];
+    argv.extend_from_slice(source);
+    argv.extend_from_slice(extra);
+    Cli::try_parse_from(argv).expect("valid flags").args
+}
+
+/// An interceptor reading `dir`.
+pub async fn start_dir(dir: &Path, extra: &[&str]) -> Interceptor {
+    let dir = dir.to_str().unwrap();
+    let icp = Interceptor::start(&args(&["--routes-dir", dir], extra))
+        .await
+        .expect("interceptor starts");
+    tokio::time::timeout(WAIT, icp.sync.table.wait_ready())
+        .await
+        .expect("table ready");
+    icp
+}
+
+/// An echo backend named `name` on 127.0.0.1:0.
+pub async fn echo(name: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let e = echo::Echo::new(echo::EchoArgs {
+        name: name.into(),
+        ..echo::EchoArgs::default()
+    });
+    tokio::spawn(e.serve(listener));
+    addr
+}
+
+/// A Service with one port (`appProtocol` optional) and an EndpointSlice
+/// pointing at `backend`.
+pub fn service_yaml(
+    ns: &str,
+    svc: &str,
+    port_name: &str,
+    app_protocol: Option<&str>,
+    backend: SocketAddr,
+    ready: bool,
+) -> String {
+    let app = app_protocol
+        .map(|a| format!(", appProtocol: {a}"))
+        .unwrap_or_default();
+    format!(
+        r#"---
+apiVersion: v1
+kind: Service
+metadata: {{name: {svc}, namespace: {ns}}}
+spec:
+  ports:
+  - {{name: {port_name}, port: 80, targetPort: {port_name}{app}}}
+---
+{slice}"#,
+        slice = slice_yaml(ns, svc, port_name, backend, ready)
+    )
+}
+
+/// An EndpointSlice of `svc` with one endpoint at `backend`.
+pub fn slice_yaml(
+    ns: &str,
+    svc: &str,
+    port_name: &str,
+    backend: SocketAddr,
+    ready: bool,
+) -> String {
+    format!(
+        r#"apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {svc}-1
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: {svc}}}
+addressType: IPv4
+ports:
+- {{name: {port_name}, port: {port}, protocol: TCP}}
+endpoints:
+- addresses: ["{ip}"]
+  conditions: {{ready: {ready}}}
+"#,
+        port = backend.port(),
+        ip = backend.ip(),
+    )
+}
+
+/// An HTTPScaledObject routing `hosts`/`paths` to `svc:portName http`.
+pub fn httpso_yaml(
+    ns: &str,
+    name: &str,
+    svc: &str,
+    hosts: &[&str],
+    paths: &[&str],
+    headers: &[(&str, &str)],
+) -> String {
+    let hosts = if hosts.is_empty() {
+        String::new()
+    } else {
+        format!("  hosts: [{}]\n", quoted(hosts))
+    };
+    let paths = if paths.is_empty() {
+        String::new()
+    } else {
+        format!("  pathPrefixes: [{}]\n", quoted(paths))
+    };
+    let headers = if headers.is_empty() {
+        String::new()
+    } else {
+        let h: Vec<String> = headers
+            .iter()
+            .map(|(n, v)| format!("{{name: \"{n}\", value: \"{v}\"}}"))
+            .collect();
+        format!("  headers: [{}]\n", h.join(", "))
+    };
+    format!(
+        r#"---
+apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+{hosts}{paths}{headers}  scaleTargetRef: {{name: {svc}, kind: Deployment, apiVersion: apps/v1, service: {svc}, portName: http}}
+"#
+    )
+}
+
+fn quoted(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes `content` to `dir/name` atomically (write + rename), so the
+/// directory watcher never reads half a file.
+pub fn write(dir: &Path, name: &str, content: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// A plain HTTP/1.1 client (keep-alive pool).
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An h2c (prior knowledge) client.
+pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The echo backend that answered.
+    pub fn server(&self) -> &str {
+        self.headers
+            .get("x-echo-server")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn cold(&self) -> Option<&str> {
+        self.headers
+            .get("x-keda-http-cold-start")
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends `method host path` with `headers` and `body` to `addr`.
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Got {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(body)).unwrap();
+    let resp = tokio::time::timeout(WAIT, client.request(req))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// GET `host path` through the proxy.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Got {
+    send(&client(), addr, "GET", host, path, &[], Bytes::new()).await
+}
+
+/// `/queue` of the admin server.
+pub async fn queue(icp: &Interceptor) -> serde_json::Value {
+    let got = send(
+        &client(),
+        icp.admin_addr,
+        "GET",
+        "admin",
+        "/queue",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    got.json()
+}
+
+/// Waits until `/queue` shows `key` with this concurrency.
+pub async fn wait_concurrency(icp: &Interceptor, key: &str, want: i64) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let q = queue(icp).await;
+        if q[key]["Concurrency"].as_i64() == Some(want) {
+            return q;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} never reached concurrency {want}: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the table holds `ns/name`.
+pub async fn wait_route(icp: &Interceptor, ns: &str, name: &str) {
+    tokio::time::timeout(WAIT, icp.sync.table.wait_for(|t| t.get(ns, name).is_some()))
+        .await
+        .unwrap_or_else(|_| panic!("route {ns}/{name} never appeared"));
+}
+
+/// Waits until `ns/svc` has a ready endpoint in the interceptor's cache.
+pub async fn wait_ready(icp: &Interceptor, ns: &str, svc: &str) {
+    tokio::time::timeout(WAIT, icp.sync.endpoints.wait_ready(ns, svc))
+        .await
+        .unwrap_or_else(|_| panic!("service {ns}/{svc} never became ready"));
+}

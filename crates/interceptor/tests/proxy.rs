@@ -1,0 +1,447 @@
+//! The proxy end to end over real sockets: a routes directory, in-process
+//! echo backends, an interceptor on ephemeral ports.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::StatusCode;
+
+#[tokio::test]
+async fn forwards_keeping_host_and_appending_forwarded_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("app").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "app", "http", None, backend, true),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "app", "app", &["app.test"], &[], &[]),
+    );
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "app").await;
+    wait_ready(&icp, "ns", "app").await;
+
+    let got = send(
+        &client(),
+        icp.proxy_addr,
+        "GET",
+        "App.Test:8080",
+        "/some/path?x=1",
+        &[("x-forwarded-for", "10.1.2.3")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(got.server(), "app");
+    assert_eq!(got.cold(), Some("false"));
+    let j = got.json();
+    assert_eq!(j["host"], "App.Test:8080");
+    assert_eq!(j["path"], "/some/path");
+    assert_eq!(j["query"], "x=1");
+    assert_eq!(j["headers"]["x-forwarded-for"][0], "10.1.2.3, 127.0.0.1");
+
+    // Bodies stream both ways: a 2 MiB upload and a 3 MiB download.
+    let upload = Bytes::from(vec![b'u'; 2 << 20]);
+    let got = send(
+        &client(),
+        icp.proxy_addr,
+        "POST",
+        "app.test",
+        "/up",
+        &[],
+        upload,
+    )
+    .await;
+    assert_eq!(got.json()["bodyLength"], 2 << 20);
+    let got = get(icp.proxy_addr, "app.test", "/down?size=3145728").await;
+    assert_eq!(got.body.len(), 3 << 20);
+
+    let q = queue(&icp).await;
+    assert_eq!(q["ns/app"]["Concurrency"], 0);
+    assert_eq!(q["ns/app"]["RequestCount"], 3);
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn routing_precedence_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = String::new();
+    for name in ["exact-api", "exact-root", "canary", "wild", "any"] {
+        let addr = echo(name).await;
+        files.push_str(&service_yaml("ns", name, "http", None, addr, true));
+    }
+    files.push_str(&httpso_yaml(
+        "ns",
+        "exact-api",
+        "exact-api",
+        &["prec.test"],
+        &["/api"],
+        &[],
+    ));
+    files.push_str(&httpso_yaml(
+        "ns",
+        "exact-root",
+        "exact-root",
+        &["prec.test"],
+        &["/"],
+        &[],
+    ));
+    files.push_str(&httpso_yaml(
+        "ns",
+        "canary",
+        "canary",
+        &["prec.test"],
+        &["/api"],
+        &[("x-canary", "1")],
+    ));
+    files.push_str(&httpso_yaml("ns", "wild", "wild", &["*.test"], &[], &[]));
+    files.push_str(&httpso_yaml("ns", "any", "any", &[], &[], &[]));
+    write(dir.path(), "all.yaml", &files);
+    let icp = start_dir(dir.path(), &[]).await;
+    for name in ["exact-api", "exact-root", "canary", "wild", "any"] {
+        wait_route(&icp, "ns", name).await;
+        wait_ready(&icp, "ns", name).await;
+    }
+    let c = client();
+    let cases: [(&str, &str, &[(&str, &str)], &str); 8] = [
+        ("prec.test", "/api/x", &[], "exact-api"),
+        ("PREC.test:80", "/api", &[], "exact-api"),
+        ("prec.test", "/api/x", &[("x-canary", "1")], "canary"),
+        ("prec.test", "/api/x", &[("x-canary", "2")], "exact-api"),
+        ("prec.test", "/apiv2", &[], "exact-root"),
+        ("a.b.test", "/api", &[], "wild"),
+        ("test", "/", &[], "any"),
+        ("elsewhere.example", "/api", &[], "any"),
+    ];
+    for (host, path, headers, want) in cases {
+        let got = send(&c, icp.proxy_addr, "GET", host, path, headers, Bytes::new()).await;
+        assert_eq!(got.status, StatusCode::OK, "{host}{path}: {}", got.text());
+        assert_eq!(got.server(), want, "{host}{path} {headers:?}");
+    }
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn no_route_is_404_naming_host_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let icp = start_dir(dir.path(), &[]).await;
+    let got = get(icp.proxy_addr, "nowhere.test", "/x/y").await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    let text = got.text();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("nowhere.test") && text.contains("/x/y"),
+        "{text}"
+    );
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn unresolvable_port_is_500_and_broken_backend_is_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("app").await;
+    // The route asks for portName `http`; the Service only has `web`.
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "app", "web", None, backend, true),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "app", "app", &["app.test"], &[], &[]),
+    );
+    // A backend that accepts and hangs up at once.
+    let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rude_addr = rude.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = rude.accept().await {
+            drop(s);
+        }
+    });
+    write(
+        dir.path(),
+        "rude.yaml",
+        &service_yaml("ns", "rude", "http", None, rude_addr, true),
+    );
+    write(
+        dir.path(),
+        "rude-route.yaml",
+        &httpso_yaml("ns", "rude", "rude", &["rude.test"], &[], &[]),
+    );
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "app").await;
+    wait_route(&icp, "ns", "rude").await;
+    wait_ready(&icp, "ns", "app").await;
+    wait_ready(&icp, "ns", "rude").await;
+
+    let got = get(icp.proxy_addr, "app.test", "/").await;
+    assert_eq!(
+        got.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        got.text()
+    );
+    assert!(got.text().contains("no port named http"), "{}", got.text());
+
+    let got = get(icp.proxy_addr, "rude.test", "/").await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{}", got.text());
+    icp.stop().await;
+}
+
+fn ir_yaml(ns: &str, name: &str, svc: &str, host: &str, extra: &str) -> String {
+    format!(
+        r#"---
+apiVersion: http.keda.sh/v1beta1
+kind: InterceptorRoute
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  target: {{service: {svc}, portName: http}}
+  rules:
+  - hosts: ["{host}"]
+  scalingMetric:
+    concurrency: {{targetValue: 10}}
+{extra}"#
+    )
+}
+
+#[tokio::test]
+async fn timeouts_are_504() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("slow").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "slow", "http", None, backend, true),
+    );
+    let routes = [
+        ir_yaml(
+            "ns",
+            "rht",
+            "slow",
+            "rht.test",
+            "  timeouts: {responseHeader: 200ms}\n",
+        ),
+        ir_yaml(
+            "ns",
+            "req",
+            "slow",
+            "req.test",
+            "  timeouts: {request: 200ms}\n",
+        ),
+    ]
+    .concat();
+    write(dir.path(), "routes.yaml", &routes);
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "rht").await;
+    wait_route(&icp, "ns", "req").await;
+    wait_ready(&icp, "ns", "slow").await;
+
+    let got = get(icp.proxy_addr, "rht.test", "/?delay=5s").await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.text());
+    let got = get(icp.proxy_addr, "req.test", "/?delay=5s").await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.text());
+    // Fast requests on the same routes are fine.
+    assert_eq!(
+        get(icp.proxy_addr, "rht.test", "/").await.status,
+        StatusCode::OK
+    );
+    let q = queue(&icp).await;
+    assert_eq!(q["ns/rht"]["Concurrency"], 0);
+    assert_eq!(q["ns/rht"]["RequestCount"], 2);
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn cold_start_holds_until_the_slice_turns_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("cold").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "cold", "http", None, backend, false),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "cold", "cold", &["cold.test"], &[], &[]),
+    );
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "cold").await;
+
+    let addr = icp.proxy_addr;
+    let held = tokio::spawn(async move { get(addr, "cold.test", "/held").await });
+    let q = wait_concurrency(&icp, "ns/cold", 1).await;
+    assert_eq!(q["ns/cold"]["RequestCount"], 1);
+    assert!(!held.is_finished());
+
+    // The Service turns ready: the held request goes through at once.
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "cold", "http", None, backend, true),
+    );
+    let got = tokio::time::timeout(WAIT, held)
+        .await
+        .expect("released")
+        .unwrap();
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(got.server(), "cold");
+    assert_eq!(got.cold(), Some("true"));
+    assert_eq!(got.json()["path"], "/held");
+    let q = wait_concurrency(&icp, "ns/cold", 0).await;
+    assert_eq!(q["ns/cold"]["RequestCount"], 1);
+
+    // Warm now.
+    assert_eq!(get(addr, "cold.test", "/").await.cold(), Some("false"));
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn cold_start_readiness_timeout_fallback_and_placeholder() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("target").await;
+    let fallback = echo("fallback").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "target", "http", None, backend, false),
+    );
+    write(
+        dir.path(),
+        "fb.yaml",
+        &service_yaml("ns", "fb", "http", None, fallback, true),
+    );
+    let routes = [
+        ir_yaml("ns", "timeout", "target", "timeout.test", "  timeouts: {readiness: 300ms}\n"),
+        ir_yaml(
+            "ns",
+            "fallback",
+            "target",
+            "fallback.test",
+            "  timeouts: {readiness: 200ms}\n  coldStart:\n    fallback:\n      service: {name: fb, portName: http}\n",
+        ),
+        ir_yaml(
+            "ns",
+            "placeholder",
+            "target",
+            "placeholder.test",
+            "  coldStart:\n    placeholder:\n      response:\n        body: warming up\n        headers: {Retry-After: \"5\"}\n",
+        ),
+    ]
+    .concat();
+    write(dir.path(), "routes.yaml", &routes);
+    let icp = start_dir(dir.path(), &[]).await;
+    for r in ["timeout", "fallback", "placeholder"] {
+        wait_route(&icp, "ns", r).await;
+    }
+    wait_ready(&icp, "ns", "fb").await;
+
+    let got = get(icp.proxy_addr, "timeout.test", "/").await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.text());
+    assert_eq!(got.cold(), Some("true"));
+
+    let got = get(icp.proxy_addr, "fallback.test", "/").await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(got.server(), "fallback");
+    assert_eq!(got.cold(), Some("true"));
+
+    let got = get(icp.proxy_addr, "placeholder.test", "/").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(got.text(), "warming up");
+    assert_eq!(got.headers["retry-after"], "5");
+    assert_eq!(got.cold(), Some("true"));
+
+    // Each was counted while it lived.
+    let q = queue(&icp).await;
+    for r in ["ns/timeout", "ns/fallback", "ns/placeholder"] {
+        assert_eq!(q[r]["RequestCount"], 1, "{r}: {q}");
+        assert_eq!(q[r]["Concurrency"], 0, "{r}: {q}");
+    }
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn static_routes_and_max_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("app").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "app", "http", None, backend, false),
+    );
+    let statics = "  staticRoutes:\n  - rules: [{hosts: [app.test], paths: [{value: /healthz}]}]\n    response: {statusCode: 200, body: ok}\n    responseMode: Always\n  - rules: [{hosts: [app.test], paths: [{value: /maintenance}]}]\n    response: {statusCode: 503, body: down for maintenance}\n    responseMode: WhenUnavailable\n";
+    write(
+        dir.path(),
+        "routes.yaml",
+        &ir_yaml("ns", "app", "app", "app.test", statics),
+    );
+    let icp = start_dir(dir.path(), &["--cold-start-max-pending-requests", "1"]).await;
+    wait_route(&icp, "ns", "app").await;
+
+    let got = get(icp.proxy_addr, "app.test", "/healthz").await;
+    assert_eq!((got.status, got.text().as_str()), (StatusCode::OK, "ok"));
+    let got = get(icp.proxy_addr, "app.test", "/maintenance/x").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(got.text(), "down for maintenance");
+
+    // One request may wait for the cold start; the second is turned away.
+    let addr = icp.proxy_addr;
+    let held = tokio::spawn(async move { get(addr, "app.test", "/a").await });
+    wait_concurrency(&icp, "ns/app", 1).await;
+    let got = get(icp.proxy_addr, "app.test", "/b").await;
+    assert_eq!(
+        got.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        got.text()
+    );
+    assert!(got.text().contains("too many requests"), "{}", got.text());
+
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "app", "http", None, backend, true),
+    );
+    let got = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    // Ready now: Always still answers, WhenUnavailable forwards.
+    assert_eq!(get(addr, "app.test", "/healthz").await.text(), "ok");
+    let got = get(addr, "app.test", "/maintenance").await;
+    assert_eq!((got.status, got.server()), (StatusCode::OK, "app"));
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn client_that_goes_away_is_uncounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("app").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "app", "http", None, backend, true),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "app", "app", &["app.test"], &[], &[]),
+    );
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "app").await;
+    wait_ready(&icp, "ns", "app").await;
+    let addr = icp.proxy_addr;
+    let slow = tokio::spawn(async move { get(addr, "app.test", "/?delay=30s").await });
+    wait_concurrency(&icp, "ns/app", 1).await;
+    slow.abort();
+    wait_concurrency(&icp, "ns/app", 0).await;
+    tokio::time::timeout(Duration::from_secs(5), icp.proxy.inflight().wait_idle())
+        .await
+        .unwrap();
+    icp.stop().await;
+}
