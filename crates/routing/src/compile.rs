@@ -120,12 +120,12 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
                 }
             },
         };
-        Fallback {
+        Box::new(Fallback {
             service: Arc::from(f.service.as_str()),
             namespace: cx.namespace.clone(),
             port: cx.port(field, f.port, f.port_name.as_deref()),
             wait: Some(wait),
-        }
+        })
     });
 
     let metric = spec.scaling_metric.clone().unwrap_or_default();
@@ -216,20 +216,21 @@ pub fn compile_interceptor_route(obj: &InterceptorRoute) -> Result<Route, Vec<Fi
 
     let mut cold_start = ColdStart::default();
     if let Some(cs) = &spec.cold_start {
-        cold_start.fallback = cs.fallback.as_ref().map(|f| Fallback {
-            service: Arc::from(f.service.name.as_str()),
-            namespace: cx.namespace.clone(),
-            port: cx.port(
-                "spec.coldStart.fallback.service",
-                f.service.port,
-                f.service.port_name.as_deref(),
-            ),
-            wait: None,
+        cold_start.fallback = cs.fallback.as_ref().map(|f| {
+            Box::new(Fallback {
+                service: Arc::from(f.service.name.as_str()),
+                namespace: cx.namespace.clone(),
+                port: cx.port(
+                    "spec.coldStart.fallback.service",
+                    f.service.port,
+                    f.service.port_name.as_deref(),
+                ),
+                wait: None,
+            })
         });
-        cold_start.placeholder = cs
-            .placeholder
-            .as_ref()
-            .map(|p| cx.static_response("spec.coldStart.placeholder.response", &p.response, 503));
+        cold_start.placeholder = cs.placeholder.as_ref().map(|p| {
+            Box::new(cx.static_response("spec.coldStart.placeholder.response", &p.response, 503))
+        });
     }
 
     let scaling = cx.scaling("spec.scalingMetric", &spec.scaling_metric);

@@ -55,6 +55,9 @@ const REQ_HOSTS: &[&str] = &[
     ".other.org",
     "nomatch.net",
     "",
+    "Y.X.B.example.com:80",
+    "a.b.example.com:8.0",
+    "h.example.com:80:80",
 ];
 const REQ_PATHS: &[&str] = &[
     "/",

@@ -95,35 +95,64 @@ impl HeaderFilter {
 /// assert_eq!(routing::normalize_host("[::1]:80", &mut buf), Some("::1"));
 /// ```
 pub fn normalize_host<'a>(host: &'a str, buf: &'a mut [u8; MAX_HOST_LEN]) -> Option<&'a str> {
+    // ASCII lower-casing of valid UTF-8 is valid UTF-8, so this never fails.
+    normalize_host_bytes(host.as_bytes(), buf).and_then(|h| std::str::from_utf8(h.bytes).ok())
+}
+
+/// A normalised host and its number of dots (for wildcard probing).
+pub(crate) struct NormalizedHost<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) dots: usize,
+}
+
+/// [`normalize_host`] on bytes, in one pass over the host.
+pub(crate) fn normalize_host_bytes<'a>(
+    host: &'a [u8],
+    buf: &'a mut [u8; MAX_HOST_LEN],
+) -> Option<NormalizedHost<'a>> {
     let mut h = host;
-    if let Some(rest) = h.strip_prefix('[') {
-        h = match rest.find(']') {
+    if let [b'[', rest @ ..] = h {
+        h = match rest.iter().position(|&b| b == b']') {
             Some(i) => &rest[..i],
             None => rest,
         };
-    } else if let Some(i) = h.find(':') {
-        // One colon is a port; more is a bare IPv6 address (kept whole).
-        if !h[i + 1..].contains(':') {
-            h = &h[..i];
-        }
     }
-    let h = h.strip_suffix('.').unwrap_or(h);
+    // One pass: colons (a single one starts the port; more is a bare IPv6
+    // address, kept whole), dots and upper-case letters.
+    let (mut colons, mut last_colon, mut dots_before_colon) = (0usize, 0usize, 0usize);
+    let (mut dots, mut upper) = (0usize, false);
+    for (i, &b) in h.iter().enumerate() {
+        if b == b':' {
+            colons += 1;
+            last_colon = i;
+            dots_before_colon = dots;
+        }
+        dots += usize::from(b == b'.');
+        upper |= b.is_ascii_uppercase();
+    }
+    if colons == 1 {
+        h = &h[..last_colon];
+        dots = dots_before_colon;
+    }
+    if let [rest @ .., b'.'] = h {
+        h = rest;
+        dots -= 1;
+    }
     if h.len() > MAX_HOST_LEN {
         return None;
     }
-    if !h.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Some(h);
+    if !upper {
+        return Some(NormalizedHost { bytes: h, dots });
     }
     let out = &mut buf[..h.len()];
-    out.copy_from_slice(h.as_bytes());
+    out.copy_from_slice(h);
     out.make_ascii_lowercase();
-    // ASCII lower-casing keeps UTF-8 valid, so this never fails.
-    std::str::from_utf8(out).ok()
+    Some(NormalizedHost { bytes: out, dots })
 }
 
 /// The path without its query string.
 pub(crate) fn strip_query(path: &str) -> &str {
-    match path.as_bytes().iter().position(|&b| b == b'?') {
+    match path.find('?') {
         Some(i) => &path[..i],
         None => path,
     }

@@ -146,13 +146,14 @@ pub struct StaticRoute {
     pub mode: ResponseMode,
 }
 
-/// Cold-start behaviour while the target has no ready endpoint.
+/// Cold-start behaviour while the target has no ready endpoint. Boxed
+/// because most routes have neither, and every byte counts per route.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ColdStart {
     /// Fail over to another Service.
-    pub fallback: Option<Fallback>,
+    pub fallback: Option<Box<Fallback>>,
     /// Answer with a static response (IR `coldStart.placeholder`).
-    pub placeholder: Option<StaticResponse>,
+    pub placeholder: Option<Box<StaticResponse>>,
 }
 
 /// Scale on in-flight requests.

@@ -20,8 +20,10 @@
 //! reference-count increments and an update copies only the O(log n) nodes on
 //! the paths to the buckets it touches.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use api::validation::FieldError;
@@ -29,11 +31,29 @@ use api::{HTTPScaledObject, InterceptorRoute};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
-use crate::request::{MAX_HOST_LEN, RequestHeaders, normalize_host, strip_query};
+use crate::request::{MAX_HOST_LEN, RequestHeaders, normalize_host_bytes, strip_query};
 use crate::route::{HostMatch, Route, Rule, RuleAction, SourceKind, StaticRoute};
 
-type Hasher = foldhash::fast::RandomState;
-type Map<K, V> = imbl::GenericHashMap<K, V, Hasher, imbl::shared_ptr::DefaultSharedPtr>;
+type FastHash = foldhash::fast::RandomState;
+type Map<K, V> = imbl::GenericHashMap<K, V, FastHash, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// A host or wildcard suffix as a map key, looked up by bytes so the request
+/// host never needs a UTF-8 check.
+#[derive(Clone, PartialEq, Eq)]
+struct HostKey(Arc<str>);
+
+impl Hash for HostKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash exactly as `[u8]` does, for `Borrow<[u8]>`.
+        self.0.as_bytes().hash(state)
+    }
+}
+
+impl Borrow<[u8]> for HostKey {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
 
 /// Buckets with at most this many path prefixes are a scanned slice. Tiny in
 /// unit tests so the property tests exercise both representations.
@@ -44,6 +64,9 @@ const SMALL_MAX: usize = 2;
 /// Wildcard suffixes are counted by label count up to this (the last slot
 /// counts everything longer).
 const LABEL_SLOTS: usize = 16;
+/// Prefixes of a large path index are counted by segment depth up to this
+/// (the last slot counts everything deeper).
+const DEPTH_SLOTS: usize = 16;
 
 /// One candidate: rule `rule` of `route`, filed under one host and path.
 #[derive(Clone)]
@@ -95,7 +118,38 @@ enum PathIndex {
     /// Prefixes sorted longest first; scanned.
     Small(Arc<[(Arc<str>, Entries)]>),
     /// Probed with the request path's segment prefixes.
-    Large(Map<Arc<str>, Entries>),
+    Large(Arc<LargeIndex>),
+}
+
+#[derive(Clone, Default)]
+struct LargeIndex {
+    map: Map<Arc<str>, Entries>,
+    /// Number of prefixes per segment depth (`/` 0, `/a` 1, `/a/b` 2, ...),
+    /// to skip probes for depths no prefix has.
+    depths: [u32; DEPTH_SLOTS],
+}
+
+fn depth_slot(prefix: &str) -> usize {
+    if prefix == "/" {
+        0
+    } else {
+        prefix
+            .bytes()
+            .filter(|&b| b == b'/')
+            .count()
+            .min(DEPTH_SLOTS - 1)
+    }
+}
+
+impl LargeIndex {
+    fn from_items(items: Vec<(Arc<str>, Entries)>) -> Self {
+        let mut large = LargeIndex::default();
+        for (prefix, entries) in items {
+            large.depths[depth_slot(&prefix)] += 1;
+            large.map.insert(prefix, entries);
+        }
+        large
+    }
 }
 
 impl Default for PathIndex {
@@ -108,7 +162,7 @@ impl PathIndex {
     fn is_empty(&self) -> bool {
         match self {
             PathIndex::Small(s) => s.is_empty(),
-            PathIndex::Large(m) => m.is_empty(),
+            PathIndex::Large(l) => l.map.is_empty(),
         }
     }
 
@@ -130,22 +184,34 @@ impl PathIndex {
                     (None, false) => v.push((prefix.clone(), new.into())),
                 }
                 if v.len() > SMALL_MAX {
-                    *self = PathIndex::Large(v.into_iter().collect());
+                    *self = PathIndex::Large(Arc::new(LargeIndex::from_items(v)));
                 } else {
                     v.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
                     *items = v.into();
                 }
             }
-            PathIndex::Large(map) => {
-                let new = f(map.get(&**prefix).map(|e| &**e).unwrap_or(&[]));
-                if new.is_empty() {
-                    map.remove(&**prefix);
-                } else {
-                    map.insert(prefix.clone(), new.into());
+            PathIndex::Large(large) => {
+                let current = large.map.get(&**prefix).map(|e| &**e).unwrap_or(&[]);
+                let existed = !current.is_empty();
+                let new = f(current);
+                if new.is_empty() && !existed {
+                    return;
                 }
-                if map.len() <= SMALL_MAX / 2 {
-                    let mut v: Vec<(Arc<str>, Entries)> =
-                        map.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+                let large_mut = Arc::make_mut(large);
+                let slot = &mut large_mut.depths[depth_slot(prefix)];
+                if new.is_empty() {
+                    large_mut.map.remove(&**prefix);
+                    *slot -= 1;
+                } else {
+                    large_mut.map.insert(prefix.clone(), new.into());
+                    *slot += u32::from(!existed);
+                }
+                if large_mut.map.len() <= SMALL_MAX / 2 {
+                    let mut v: Vec<(Arc<str>, Entries)> = large_mut
+                        .map
+                        .iter()
+                        .map(|(k, e)| (k.clone(), e.clone()))
+                        .collect();
                     v.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
                     *self = PathIndex::Small(v.into());
                 }
@@ -168,15 +234,18 @@ impl PathIndex {
                     None
                 }
             }),
-            PathIndex::Large(map) => {
+            PathIndex::Large(large) => {
                 let bytes = path.as_bytes();
                 if bytes.first() == Some(&b'/') {
+                    // `depth` is the number of '/' in `path[..end]`.
+                    let mut depth = bytes.iter().filter(|&&b| b == b'/').count();
                     let mut end = bytes.len();
                     while end > 1 {
                         // `path[..end]` ends before a '/' or at the end; a
                         // prefix never ends in '/', so skip those.
                         if bytes[end - 1] != b'/'
-                            && let Some((k, entries)) = map.get_key_value(&path[..end])
+                            && large.depths[depth.min(DEPTH_SLOTS - 1)] != 0
+                            && let Some((k, entries)) = large.map.get_key_value(&path[..end])
                             && let Some(e) = first_match(entries, headers)
                         {
                             return Some((&**k, e));
@@ -185,9 +254,13 @@ impl PathIndex {
                             Some(i) => i,
                             None => break,
                         };
+                        depth -= 1;
                     }
                 }
-                let (k, entries) = map.get_key_value("/")?;
+                if large.depths[0] == 0 {
+                    return None;
+                }
+                let (k, entries) = large.map.get_key_value("/")?;
                 first_match(entries, headers).map(|e| (&**k, e))
             }
         }
@@ -197,7 +270,18 @@ impl PathIndex {
     fn for_each(&self, mut f: impl FnMut(&Arc<str>, &Entries)) {
         match self {
             PathIndex::Small(items) => items.iter().for_each(|(k, v)| f(k, v)),
-            PathIndex::Large(map) => map.iter().for_each(|(k, v)| f(k, v)),
+            PathIndex::Large(large) => large.map.iter().for_each(|(k, v)| f(k, v)),
+        }
+    }
+
+    #[cfg(test)]
+    fn check_depths(&self) {
+        if let PathIndex::Large(large) = self {
+            let mut depths = [0u32; DEPTH_SLOTS];
+            for k in large.map.keys() {
+                depths[depth_slot(k)] += 1;
+            }
+            assert_eq!(depths, large.depths);
         }
     }
 }
@@ -293,8 +377,8 @@ pub struct RoutingTable {
     version: u64,
     objects: Map<Arc<str>, Slot>,
     active: usize,
-    exact: Map<Arc<str>, PathIndex>,
-    wildcard: Map<Arc<str>, PathIndex>,
+    exact: Map<HostKey, PathIndex>,
+    wildcard: Map<HostKey, PathIndex>,
     /// Number of wildcard suffixes per label count (index `labels - 1`, the
     /// last slot counting all longer ones), to skip pointless probes.
     wildcard_labels: [u32; LABEL_SLOTS],
@@ -545,9 +629,9 @@ impl RoutingTable {
             HostMatch::Any => self.any.edit(path, f),
             HostMatch::Exact(h) => edit_bucket(&mut self.exact, h, path, f),
             HostMatch::Wildcard(s) => {
-                let before = self.wildcard.contains_key(&**s);
+                let before = self.wildcard.contains_key(s.as_bytes());
                 edit_bucket(&mut self.wildcard, s, path, f);
-                let after = self.wildcard.contains_key(&**s);
+                let after = self.wildcard.contains_key(s.as_bytes());
                 let slot = &mut self.wildcard_labels[label_slot(s)];
                 match (before, after) {
                     (false, true) => *slot += 1,
@@ -576,8 +660,8 @@ impl RoutingTable {
     ) -> Option<RouteMatch<'_>> {
         let path = strip_query(path);
         let mut buf = [0u8; MAX_HOST_LEN];
-        let found = normalize_host(host, &mut buf)
-            .and_then(|host| self.lookup_host(host, path, headers))
+        let found = normalize_host_bytes(host.as_bytes(), &mut buf)
+            .and_then(|host| self.lookup_host(host.bytes, host.dots, path, headers))
             .or_else(|| self.any.lookup(path, headers))?;
         let (path_prefix, entry) = found;
         let rule = entry.rule();
@@ -595,7 +679,8 @@ impl RoutingTable {
 
     fn lookup_host<H: RequestHeaders + ?Sized>(
         &self,
-        host: &str,
+        host: &[u8],
+        mut dots: usize,
         path: &str,
         headers: &H,
     ) -> Option<(&str, &Entry)> {
@@ -607,14 +692,17 @@ impl RoutingTable {
         if self.wildcard.is_empty() {
             return None;
         }
-        let bytes = host.as_bytes();
-        let mut dots = bytes.iter().filter(|&&b| b == b'.').count();
-        // Skip a leading dot: a wildcard needs a non-empty label before its suffix.
+        // Suffixes after each dot, longest first; `dots` counts the dots left
+        // in the suffix, i.e. its labels minus one.
         let mut start = 0;
-        while let Some(i) = bytes[start..].iter().position(|&b| b == b'.') {
+        while dots > 0 {
+            let Some(i) = host[start..].iter().position(|&b| b == b'.') else {
+                break;
+            };
             let dot = start + i;
             dots -= 1;
             start = dot + 1;
+            // A wildcard needs a non-empty label before its suffix.
             if dot == 0 || self.wildcard_labels[dots.min(LABEL_SLOTS - 1)] == 0 {
                 continue;
             }
@@ -629,23 +717,23 @@ impl RoutingTable {
 }
 
 fn edit_bucket(
-    map: &mut Map<Arc<str>, PathIndex>,
+    map: &mut Map<HostKey, PathIndex>,
     key: &Arc<str>,
     path: &Arc<str>,
     f: impl FnOnce(&[Entry]) -> Vec<Entry>,
 ) {
-    match map.get_mut(&**key) {
+    match map.get_mut(key.as_bytes()) {
         Some(bucket) => {
             bucket.edit(path, f);
             if bucket.is_empty() {
-                map.remove(&**key);
+                map.remove(key.as_bytes());
             }
         }
         None => {
             let mut bucket = PathIndex::default();
             bucket.edit(path, f);
             if !bucket.is_empty() {
-                map.insert(key.clone(), bucket);
+                map.insert(HostKey(key.clone()), bucket);
             }
         }
     }
@@ -704,11 +792,14 @@ mod tests {
                 })
             };
             for (h, idx) in self.exact.iter() {
-                add(format!("exact {h}"), idx);
+                idx.check_depths();
+                add(format!("exact {}", h.0), idx);
             }
             for (h, idx) in self.wildcard.iter() {
-                add(format!("wildcard {h}"), idx);
+                idx.check_depths();
+                add(format!("wildcard {}", h.0), idx);
             }
+            self.any.check_depths();
             add("any".to_string(), &self.any);
             out.sort();
             out
