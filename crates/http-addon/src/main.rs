@@ -49,6 +49,14 @@ enum Command {
     /// any number of interceptors and scalers (point them at it with
     /// --source-url), over HTTP/1.1 and HTTP/2, with bearer-token auth.
     Cache(cache::CacheArgs),
+
+    /// Run an echo backend for tests, demos and benchmarks.
+    ///
+    /// Answers every request with JSON describing it (method, path, headers),
+    /// or with `size` bytes; `delay` holds the answer (query parameters, or
+    /// defaults from the flags); echoes websocket messages; serves HTTP/1.1
+    /// and h2c (prior knowledge) on one port.
+    Echo(echo::EchoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +71,11 @@ fn main() -> anyhow::Result<()> {
         Command::Cache(args) => {
             init_logging();
             runtime()?.block_on(cache::run(args))?;
+            Ok(())
+        }
+        Command::Echo(args) => {
+            init_logging();
+            runtime()?.block_on(echo::run(args))?;
             Ok(())
         }
     }

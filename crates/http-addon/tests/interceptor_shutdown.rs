@@ -1,0 +1,203 @@
+//! `http-addon interceptor` and `http-addon echo` as child processes: a
+//! SIGTERM during load fails no in-flight request, /readyz reports 503
+//! during the shutdown delay, and the process exits once drained.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+const BIN: &str = env!("CARGO_BIN_EXE_http-addon");
+
+/// Kills the child when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `http-addon echo --port 0` and reads its address from stdout.
+fn start_echo() -> (Proc, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["echo", "--port", "0", "--name", "child-echo"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    (Proc(child), addr)
+}
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+async fn get(client: &HttpClient, url: &str, host: &str) -> Result<(u16, Bytes), String> {
+    let req = http::Request::builder()
+        .uri(url)
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+async fn wait_status(client: &HttpClient, url: &str, want: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((s, _)) = get(client, url, "admin").await
+            && s == want
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests() {
+    let (_echo, echo_addr) = start_echo();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        format!(
+            r#"apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata: {{name: app, namespace: ns}}
+spec:
+  hosts: [app.test]
+  scaleTargetRef: {{name: app, service: app, port: 80}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: app, namespace: ns}}
+spec:
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: app-1
+  namespace: ns
+  labels: {{kubernetes.io/service-name: app}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#,
+            port = echo_addr.port()
+        ),
+    )
+    .unwrap();
+    let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
+    let child = Command::new(BIN)
+        .args(["interceptor", "--routes-dir"])
+        .arg(dir.path())
+        .args(["--bind-address", "127.0.0.1"])
+        .args(["--proxy-port", &proxy.to_string()])
+        .args(["--admin-port", &admin.to_string()])
+        .args(["--metrics-port", &metrics.to_string()])
+        .args(["--shutdown-delay", "1s", "--drain-timeout", "20s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = Proc(child);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    wait_status(&client, &readyz, 200).await;
+    let app = format!("http://127.0.0.1:{proxy}");
+    let (s, _) = get(&client, &format!("{app}/warm"), "app.test").await.unwrap();
+    assert_eq!(s, 200);
+
+    // 20 slow requests in flight when the signal arrives.
+    let slow: Vec<_> = (0..20)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{app}/slow/{i}?delay=1500ms");
+            tokio::spawn(async move { get(&client, &url, "app.test").await })
+        })
+        .collect();
+    let queue = format!("http://127.0.0.1:{admin}/queue");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = get(&client, &queue, "admin").await.unwrap();
+        let q: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if q["ns/app"]["Concurrency"] == 20 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never 20 in flight: {q}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // During the shutdown delay: not ready, still serving new requests.
+    wait_status(&client, &readyz, 503).await;
+    for i in 0..10 {
+        let got = get(&client, &format!("{app}/during/{i}"), "app.test").await;
+        assert_eq!(got.map(|r| r.0), Ok(200), "request {i} during the shutdown delay");
+    }
+
+    let mut failed = 0;
+    for (i, h) in slow.into_iter().enumerate() {
+        match h.await.unwrap() {
+            Ok((200, body)) => {
+                let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(j["path"], format!("/slow/{i}"));
+            }
+            other => {
+                eprintln!("in-flight request {i} failed: {other:?}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 0, "in-flight requests failed during the drain");
+
+    // Drained: the process exits by itself, successfully.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "interceptor did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(code.success(), "exit status {code:?}");
+    assert!(get(&client, &format!("{app}/after"), "app.test").await.is_err());
+}
