@@ -1,6 +1,7 @@
 //! `bench`: benchmarks that need whole processes and real sockets.
 //!
 //! - `bench proxy`: the interceptor and nginx side by side, same backend and load.
+//! - `bench sync`: one replica's sync loop, write-to-applied latency and idle cost.
 //! - `bench fleet`: N replicas' sync loops against an API server, directly or
 //!   through caches; propagation latency and control-plane load.
 //!
@@ -9,11 +10,15 @@
 
 mod fleet;
 mod proxy;
+mod sync_bench;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "bench", about = "Benchmarks of the http-addon (see BENCHMARKS.md)")]
+#[command(
+    name = "bench",
+    about = "Benchmarks of the http-addon (see BENCHMARKS.md)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,6 +30,8 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// N simulated interceptor replicas' sync loops: propagation and API load.
     Fleet(fleet::FleetArgs),
+    /// One replica's sync loop: write-to-applied latency and idle control-plane cost.
+    Sync(sync_bench::SyncArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +39,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Proxy(args) => proxy::run(args),
         Command::Fleet(args) => fleet::run(args),
+        Command::Sync(args) => sync_bench::run(args),
     }
 }
