@@ -1,0 +1,158 @@
+//! The interceptor process's sync side, over real sockets: readiness, the
+//! routing-table dump and metrics on the admin port, against testkit.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use interceptor::{Interceptor, InterceptorArgs};
+use serde_json::{Value, json};
+use testkit::TestApi;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: InterceptorArgs,
+}
+
+fn args(api: &TestApi) -> InterceptorArgs {
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    Cli::try_parse_from([
+        "interceptor",
+        "--kubeconfig",
+        &kubeconfig,
+        "--bind-address",
+        "127.0.0.1",
+        "--proxy-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--resync-interval",
+        "500ms",
+    ])
+    .unwrap()
+    .args
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn httpso(name: &str, host: &str) -> Value {
+    json!({
+        "apiVersion": "http.keda.sh/v1alpha1",
+        "kind": "HTTPScaledObject",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {
+            "hosts": [host],
+            "pathPrefixes": ["/api"],
+            "scaleTargetRef": {"name": name, "service": format!("{name}-svc"), "port": 8080}
+        }
+    })
+}
+
+#[tokio::test]
+async fn readyz_waits_for_the_complete_table_then_serves_it() {
+    let api = TestApi::start().await;
+    for i in 0..3 {
+        api.put_object(httpso(&format!("app{i}"), &format!("app{i}.example.com")))
+            .unwrap();
+    }
+    api.faults().set_list_delay(Duration::from_millis(1000));
+    let started = Instant::now();
+    let ic = Interceptor::start(&args(&api)).await.unwrap();
+    let (status, body) = get(ic.admin_addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(get(ic.admin_addr, "/livez").await.0, 200);
+
+    // Poll readyz the way a kubelet does; it must flip right after the list.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = get(ic.admin_addr, "/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    // Ready means complete.
+    let (status, body) = get(ic.admin_addr, "/routing-table").await;
+    assert_eq!(status, 200);
+    let table: Value = serde_json::from_str(&body).unwrap();
+    let routes = table["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 3, "{body}");
+    assert!(table["version"].as_u64().unwrap() > 0);
+    let app0 = routes.iter().find(|r| r["key"] == "apps/app0").unwrap();
+    assert_eq!(app0["rules"][0]["hosts"][0], "app0.example.com");
+    assert_eq!(app0["rules"][0]["paths"][0], "/api");
+    assert_eq!(app0["target"]["service"], "app0-svc");
+
+    // /queue has every route, with zero counts.
+    let (_, body) = get(ic.admin_addr, "/queue").await;
+    let queue: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        queue["apps/app1"],
+        json!({"Concurrency": 0, "RequestCount": 0})
+    );
+
+    // Metrics on both the admin and the metrics port.
+    for addr in [ic.admin_addr, ic.metrics_addr] {
+        let (status, body) = get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("routing_table_routes 3"), "{body}");
+        assert!(body.contains("routing_table_version"), "{body}");
+        assert!(
+            body.contains("routing_last_sync_timestamp_seconds"),
+            "{body}"
+        );
+    }
+    ic.stop().await;
+}
+
+#[tokio::test]
+async fn stays_ready_on_the_last_table_while_the_api_is_down() {
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "a.example.com")).unwrap();
+    let ic = Interceptor::start(&args(&api)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ic.sync.table.wait_ready())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while get(ic.admin_addr, "/readyz").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    api.faults().go_down().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(ic.admin_addr, "/readyz").await.0, 200);
+    let (_, body) = get(ic.admin_addr, "/routing-table").await;
+    assert!(body.contains("a.example.com"));
+    let (_, metrics) = get(ic.admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("routing_sync_errors_total{"),
+        "errors are exported: {metrics}"
+    );
+    api.faults().come_up().await.unwrap();
+    ic.stop().await;
+}
