@@ -719,7 +719,9 @@ impl WatchTask {
             tokio::select! {
                 biased;
                 _ = self.tx.closed() => return Err(Stop),
-                _ = &mut deadline => return Ok(()),
+                // A stalled watch stands for a black-holed connection: it
+                // does not even end at its timeout.
+                _ = &mut deadline, if !self.stalled() => return Ok(()),
                 msg = rx.recv() => match msg {
                     Ok(Message::Change(c)) => {
                         last_rv = last_rv.max(c.rv);

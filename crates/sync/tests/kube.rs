@@ -286,3 +286,38 @@ async fn a_thousand_objects_sync_completely() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn a_stalled_watch_is_restarted() {
+    let api = TestApi::start().await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = SyncConfig {
+        resync_interval: Duration::from_millis(500),
+        // Stall bound = watch timeout + 5 s (kube-rs's idle margin).
+        watch_timeout: Duration::from_secs(3),
+        endpoints: false,
+        ..SyncConfig::default()
+    };
+    let handle = sync::start(Source::Kubernetes(api.client()), config, &mut registry);
+    ready(&handle).await;
+    let open = Instant::now() + Duration::from_secs(5);
+    while api.stats().open_watches < 2 {
+        assert!(Instant::now() < open, "watches never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.faults().set_stall_watches(true);
+    let stalled_at = Instant::now();
+    let watches_before = api.stats().total_requests(testkit::Verb::Watch);
+    // A stalled watch sends nothing, not even a bookmark or its own end: the
+    // client must give up on it and open a new one.
+    let deadline =
+        Instant::now() + sync::stall_bound(Duration::from_secs(3)) + Duration::from_secs(5);
+    while api.stats().total_requests(testkit::Verb::Watch) <= watches_before {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled watch was never restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("stalled watch restarted after {:?}", stalled_at.elapsed());
+}
