@@ -81,7 +81,10 @@ async fn wait_status(client: &HttpClient, url: &str, want: u16) {
         {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{url} never answered {want}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never answered {want}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -139,7 +142,9 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
     let readyz = format!("http://127.0.0.1:{admin}/readyz");
     wait_status(&client, &readyz, 200).await;
     let app = format!("http://127.0.0.1:{proxy}");
-    let (s, _) = get(&client, &format!("{app}/warm"), "app.test").await.unwrap();
+    let (s, _) = get(&client, &format!("{app}/warm"), "app.test")
+        .await
+        .unwrap();
     assert_eq!(s, 200);
 
     // 20 slow requests in flight when the signal arrives.
@@ -158,7 +163,10 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
         if q["ns/app"]["Concurrency"] == 20 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never 20 in flight: {q}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never 20 in flight: {q}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let status = Command::new("kill")
@@ -171,7 +179,11 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
     wait_status(&client, &readyz, 503).await;
     for i in 0..10 {
         let got = get(&client, &format!("{app}/during/{i}"), "app.test").await;
-        assert_eq!(got.map(|r| r.0), Ok(200), "request {i} during the shutdown delay");
+        assert_eq!(
+            got.map(|r| r.0),
+            Ok(200),
+            "request {i} during the shutdown delay"
+        );
     }
 
     let mut failed = 0;
@@ -195,9 +207,16 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "interceptor did not exit");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "interceptor did not exit"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(code.success(), "exit status {code:?}");
-    assert!(get(&client, &format!("{app}/after"), "app.test").await.is_err());
+    assert!(
+        get(&client, &format!("{app}/after"), "app.test")
+            .await
+            .is_err()
+    );
 }

@@ -18,14 +18,19 @@ async fn h2c_clients_and_an_h2c_backend() {
     let dir = tempfile::tempdir().unwrap();
     let plain = echo("plain").await;
     let grpc = echo("grpc").await;
-    write(dir.path(), "plain.yaml", &service_yaml("ns", "plain", "http", None, plain, true));
+    write(
+        dir.path(),
+        "plain.yaml",
+        &service_yaml("ns", "plain", "http", None, plain, true),
+    );
     write(
         dir.path(),
         "grpc.yaml",
         &service_yaml("ns", "grpc", "grpc", Some("kubernetes.io/h2c"), grpc, true),
     );
     let routes = httpso_yaml("ns", "plain", "plain", &["plain.test"], &[], &[])
-        + &httpso_yaml("ns", "grpc", "grpc", &["grpc.test"], &[], &[]).replace("portName: http", "portName: grpc");
+        + &httpso_yaml("ns", "grpc", "grpc", &["grpc.test"], &[], &[])
+            .replace("portName: http", "portName: grpc");
     write(dir.path(), "routes.yaml", &routes);
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "plain").await;
@@ -40,10 +45,13 @@ async fn h2c_clients_and_an_h2c_backend() {
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
     // Dial the proxy whatever the URI's host says.
-    let stream = tokio::net::TcpStream::connect(icp.proxy_addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    let stream = tokio::net::TcpStream::connect(icp.proxy_addr)
         .await
         .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -66,16 +74,19 @@ async fn h2c_clients_and_an_h2c_backend() {
 
 async fn send_grpc_style(proxy: std::net::SocketAddr) -> serde_json::Value {
     let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = Request::builder()
         .method("POST")
         .uri("http://grpc.test/pkg.Service/Method")
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\x02hi")))
+        .body(http_body_util::Full::new(Bytes::from_static(
+            b"\0\0\0\0\x02hi",
+        )))
         .unwrap();
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -87,24 +98,42 @@ async fn send_grpc_style(proxy: std::net::SocketAddr) -> serde_json::Value {
 async fn websocket_round_trip_is_counted_for_its_lifetime() {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("ws").await;
-    write(dir.path(), "svc.yaml", &service_yaml("ns", "ws", "http", None, backend, true));
-    write(dir.path(), "route.yaml", &httpso_yaml("ns", "ws", "ws", &["ws.test"], &[], &[]));
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "ws", "http", None, backend, true),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "ws", "ws", &["ws.test"], &[], &[]),
+    );
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "ws").await;
     wait_ready(&icp, "ns", "ws").await;
 
-    let stream = tokio::net::TcpStream::connect(icp.proxy_addr).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(icp.proxy_addr)
+        .await
+        .unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async("ws://ws.test/socket", stream)
         .await
         .expect("websocket handshake through the proxy");
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
     for i in 0..3 {
         ws.send(Message::text(format!("hello {i}"))).await.unwrap();
-        let back = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+        let back = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(back, Message::text(format!("hello {i}")));
     }
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    let back = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let back = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(back, Message::binary(vec![1u8, 2, 3]));
     // Open socket: still one request in flight.
     let q = wait_concurrency(&icp, "ns/ws", 1).await;
@@ -123,7 +152,8 @@ impl Pki {
     fn new() -> Pki {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
         Pki { ca }
     }
 
@@ -131,7 +161,8 @@ impl Pki {
     fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
         let key = rcgen::KeyPair::generate().unwrap();
         let params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
@@ -150,8 +181,16 @@ async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1() {
 
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("tls").await;
-    write(dir.path(), "svc.yaml", &service_yaml("ns", "tls", "http", None, backend, true));
-    write(dir.path(), "route.yaml", &httpso_yaml("ns", "tls", "tls", &[], &[], &[]));
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "tls", "http", None, backend, true),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "tls", "tls", &[], &[], &[]),
+    );
     let store = certs.path().to_str().unwrap();
     let icp = start_dir(
         dir.path(),
@@ -190,9 +229,16 @@ async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1() {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
         let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
-        let tls = connector.connect(name, tcp).await.expect("handshake (certificate verified)");
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("handshake (certificate verified)");
         let (_, conn) = tls.get_ref();
-        assert_eq!(conn.peer_certificates().unwrap()[0].as_ref(), want.as_slice(), "{sni}");
+        assert_eq!(
+            conn.peer_certificates().unwrap()[0].as_ref(),
+            want.as_slice(),
+            "{sni}"
+        );
         assert_eq!(conn.alpn_protocol(), Some(alpn.as_slice()));
 
         let req = Request::builder()
@@ -202,17 +248,23 @@ async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1() {
             .unwrap();
         let resp = if alpn == b"h2" {
             let (mut send, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
             tokio::spawn(conn);
             let mut req = req;
             req.headers_mut().remove("host");
             send.send_request(req).await.unwrap()
         } else {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
             tokio::spawn(conn);
             let (mut parts, body) = req.into_parts();
             parts.uri = "/secure".parse().unwrap();
-            send.send_request(Request::from_parts(parts, body)).await.unwrap()
+            send.send_request(Request::from_parts(parts, body))
+                .await
+                .unwrap()
         };
         assert_eq!(resp.status(), StatusCode::OK);
         let body = resp.into_body().collect().await.unwrap().to_bytes();

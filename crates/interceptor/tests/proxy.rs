@@ -109,7 +109,8 @@ async fn routing_precedence_end_to_end() {
         wait_ready(&icp, "ns", name).await;
     }
     let c = client();
-    let cases: [(&str, &str, &[(&str, &str)], &str); 8] = [
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 8] = [
         ("prec.test", "/api/x", &[], "exact-api"),
         ("PREC.test:80", "/api", &[], "exact-api"),
         ("prec.test", "/api/x", &[("x-canary", "1")], "canary"),
@@ -443,5 +444,57 @@ async fn client_that_goes_away_is_uncounted() {
     tokio::time::timeout(Duration::from_secs(5), icp.proxy.inflight().wait_idle())
         .await
         .unwrap();
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_have_upstream_names_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("app").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "app", "http", None, backend, true),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "app", "app", &["app.test"], &[], &[]),
+    );
+    let icp = start_dir(dir.path(), &["--log-requests", "true"]).await;
+    wait_route(&icp, "ns", "app").await;
+    wait_ready(&icp, "ns", "app").await;
+    for _ in 0..3 {
+        assert_eq!(
+            get(icp.proxy_addr, "app.test", "/").await.status,
+            StatusCode::OK
+        );
+    }
+    let c = client();
+    let got = send(
+        &c,
+        icp.proxy_addr,
+        "POST",
+        "app.test",
+        "/?status=201",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::CREATED);
+    for addr in [icp.metrics_addr, icp.admin_addr] {
+        let text = send(&c, addr, "GET", "metrics", "/metrics", &[], Bytes::new())
+            .await
+            .text();
+        for want in [
+            r#"interceptor_request_count_total{code="200",method="GET",route_name="app",route_namespace="ns"} 3"#,
+            r#"interceptor_request_count_total{code="201",method="POST",route_name="app",route_namespace="ns"} 1"#,
+            r#"interceptor_request_duration_seconds_count{code="200",method="GET",route_name="app",route_namespace="ns"} 3"#,
+            r#"interceptor_request_duration_seconds_bucket{le="+Inf",code="200",method="GET",route_name="app",route_namespace="ns"} 3"#,
+            r#"interceptor_request_concurrency{route_name="app",route_namespace="ns"} 0"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
     icp.stop().await;
 }
