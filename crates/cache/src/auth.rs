@@ -81,6 +81,11 @@ impl Authenticator {
         self
     }
 
+    /// True when every request is accepted.
+    pub fn is_anonymous(&self) -> bool {
+        self.anonymous
+    }
+
     /// Whether the request's `Authorization: Bearer` token is accepted.
     pub async fn check(&self, headers: &http::HeaderMap) -> bool {
         if self.anonymous {

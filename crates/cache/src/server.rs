@@ -123,9 +123,11 @@ pub(crate) async fn accept_loop(
         tokio::spawn(async move {
             served.metrics.connections.inc();
             let svc_served = served.clone();
+            let session = Arc::new(Session::default());
             let svc = hyper::service::service_fn(move |req| {
                 let served = svc_served.clone();
-                async move { Ok::<_, Infallible>(route(served, req).await) }
+                let session = session.clone();
+                async move { Ok::<_, Infallible>(route(served, session, req).await) }
             });
             let result = match tls {
                 None => {
@@ -181,13 +183,69 @@ pub(crate) fn health(readiness: &Readiness, path: &str) -> Option<Response<Body>
     }
 }
 
-async fn route(served: Arc<Served>, req: Request<Incoming>) -> Response<CountingBody> {
+/// The response header by which the cache tells a client that this
+/// connection stays authenticated for that many seconds after a request
+/// with a valid token (see [`Session`]).
+pub const SESSION_HEADER: &str = "x-keda-http-cache-session";
+
+/// How long a connection stays authenticated after a valid token.
+const SESSION_TTL: Duration = Duration::from_secs(300);
+
+/// Connection-level authentication. HTTP/2's HPACK (as implemented by the
+/// h2 crate) never indexes `authorization` values, so a ~1 KB service
+/// account token would cost 1 KB per request, several times the whole 1 s
+/// resync budget. Instead a connection that presented a valid token stays
+/// authenticated for [`SESSION_TTL`], renewed by every request that
+/// carries a valid token; responses to those requests carry
+/// [`SESSION_HEADER`] so a client (`sync::client`) knows it may omit the
+/// token for a while (it re-sends it every minute). A request with a wrong
+/// token is always rejected; clients that do not know about sessions send
+/// the token every time and see no difference.
+#[derive(Debug, Default)]
+pub(crate) struct Session {
+    /// Milliseconds since `epoch()` until which the connection is authenticated.
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+impl Session {
+    fn renew(&self) {
+        self.until_ms.store(
+            now_ms() + SESSION_TTL.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn valid(&self) -> bool {
+        now_ms() < self.until_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+async fn route(
+    served: Arc<Served>,
+    session: Arc<Session>,
+    req: Request<Incoming>,
+) -> Response<CountingBody> {
     let m = &served.metrics;
     let path = req.uri().path();
     if let Some(resp) = health(&served.readiness, path) {
         return CountingBody::wrap(resp, m, false);
     }
-    if !served.auth.check(req.headers()).await {
+    let has_token = req.headers().contains_key(header::AUTHORIZATION);
+    let authorized = if has_token {
+        served.auth.check(req.headers()).await
+    } else {
+        served.auth.is_anonymous() || session.valid()
+    };
+    if !authorized {
         m.request("unauthorized");
         return CountingBody::wrap(
             listwatch::status_response(Reason::Unauthorized, "Unauthorized"),
@@ -195,6 +253,20 @@ async fn route(served: Arc<Served>, req: Request<Incoming>) -> Response<Counting
             false,
         );
     }
+    if has_token {
+        session.renew();
+    }
+    let mut resp = route_authorized(&served, &req).await;
+    if has_token {
+        resp.headers_mut()
+            .insert(SESSION_HEADER, HeaderValue::from(SESSION_TTL.as_secs()));
+    }
+    resp
+}
+
+async fn route_authorized(served: &Served, req: &Request<Incoming>) -> Response<CountingBody> {
+    let m = &served.metrics;
+    let path = req.uri().path();
     if req.method() != Method::GET {
         m.request("rejected");
         return CountingBody::wrap(
@@ -245,7 +317,7 @@ async fn route(served: Arc<Served>, req: Request<Incoming>) -> Response<Counting
     }
     let is_watch =
         rp.name.is_none() && ListWatchQuery::parse(req.uri().query()).is_ok_and(|q| q.watch);
-    let resp = served.handler.handle(&served.stores, &req).await;
+    let resp = served.handler.handle(&served.stores, req).await;
     let kind = match (is_watch, resp.status()) {
         (true, _) => "watch",
         (false, StatusCode::NOT_MODIFIED) => "not_modified",

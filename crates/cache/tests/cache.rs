@@ -272,6 +272,8 @@ async fn unchanged_list_is_304_without_a_body() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     let etag = headers[http::header::ETAG].to_str().unwrap().to_string();
+    // The connection-level session grant that lets sync::client omit its token.
+    assert_eq!(headers["x-keda-http-cache-session"], "300");
     assert_eq!(
         etag,
         format!("\"{}\"", v["metadata"]["resourceVersion"].as_str().unwrap())
@@ -419,4 +421,49 @@ async fn kube_discovery_and_typed_lists_work_through_the_cache() {
         kube::Api::namespaced(client, "apps");
     let list = svcs.list(&Default::default()).await.unwrap();
     assert_eq!(list.items.len(), 1);
+}
+
+#[tokio::test]
+async fn tls_with_alpn_h2() {
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "a.example.com", "svc-a"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = CacheConfig {
+        tls: Some((cert, key)),
+        ..CacheConfig::default()
+    };
+    let cache = Cache::start(
+        api.client(),
+        config,
+        Authenticator::tokens([TOKEN.to_string()]),
+        &mut registry,
+    )
+    .await
+    .unwrap();
+    assert!(cache.url().starts_with("https://"));
+    tokio::time::timeout(WAIT, cache.wait_ready())
+        .await
+        .unwrap();
+    let mut c = sync::client::CacheClientConfig::new(cache.url().parse().unwrap());
+    c.token = Some(TOKEN.to_string());
+    c.root_certs_pem = Some(ck.cert.pem().into_bytes());
+    let client = sync::client::cache_client(c).unwrap();
+    let req = http::Request::get("/apis/http.keda.sh/v1alpha1/httpscaledobjects")
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let sub = subscribe(client);
+    ready(&sub).await;
+    assert_eq!(
+        service_of(&sub.table.load(), "a.example.com").as_deref(),
+        Some("svc-a")
+    );
 }

@@ -11,11 +11,16 @@
 //!
 //! - `http://` URLs use h2c with prior knowledge (no upgrade round trip);
 //!   `https://` URLs use TLS with ALPN `h2` (rustls, ring).
-//! - The bearer token is added here, *not* marked sensitive, so HPACK may
-//!   index it (kube marks it never-indexed, which would resend it in full
-//!   on every request). Over TLS that is the normal HTTP/2 trade-off; on
-//!   plain h2c the token is on the wire in clear anyway. A token file is
-//!   re-read every minute (projected service account tokens rotate).
+//! - The bearer token: HPACK as implemented by the h2 crate never indexes
+//!   `authorization` (nor `:path`, `if-none-match`, `etag`), so a ~1 KB
+//!   service account token would cost 1 KB on every request. When the
+//!   server is a cache it answers a request carrying a valid token with
+//!   `x-keda-http-cache-session: <seconds>`: the connection stays
+//!   authenticated that long. This client then omits the token on that
+//!   connection and sends it again every minute (or at once after a 401).
+//!   Any other server never sends the header and gets the token on every
+//!   request. A token file is re-read every minute (projected service
+//!   account tokens rotate).
 //! - The connection is made on first use and remade after it closes;
 //!   HTTP/2 keep-alive pings detect a dead peer.
 //!
@@ -152,7 +157,46 @@ struct Shared {
     default_namespace: String,
     /// The one connection. A tokio mutex on purpose: held across the
     /// connect so concurrent first requests share one connection.
-    conn: tokio::sync::Mutex<Option<SendRequest<RequestBody>>>,
+    conn: tokio::sync::Mutex<Option<(SendRequest<RequestBody>, Arc<Session>)>>,
+}
+
+/// The response header by which a cache grants a connection-level session.
+const SESSION_HEADER: &str = "x-keda-http-cache-session";
+/// The token is re-sent at least this often on a session.
+const SESSION_REFRESH: Duration = Duration::from_secs(60);
+
+/// Until when this connection may omit the token (ms since `created`).
+#[derive(Debug)]
+struct Session {
+    created: Instant,
+    until_ms: AtomicU64,
+}
+
+impl Session {
+    fn new() -> Arc<Self> {
+        Arc::new(Session {
+            created: Instant::now(),
+            until_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.created.elapsed().as_millis() as u64
+    }
+
+    fn active(&self) -> bool {
+        self.now_ms() < self.until_ms.load(Ordering::Relaxed)
+    }
+
+    fn grant(&self, ttl: Duration) {
+        let ttl = (ttl / 2).min(SESSION_REFRESH);
+        self.until_ms
+            .store(self.now_ms() + ttl.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn revoke(&self) {
+        self.until_ms.store(0, Ordering::Relaxed);
+    }
 }
 
 enum Token {
@@ -360,27 +404,45 @@ impl Shared {
             .path_and_query(format!("{}{pq}", self.prefix))
             .build()?;
         *req.uri_mut() = uri;
-        if let Some(v) = self.token.header()? {
-            req.headers_mut()
-                .entry(http::header::AUTHORIZATION)
-                .or_insert(v);
+        let (mut sender, session) = self.sender().await?;
+        let omitted = session.active();
+        let mut sent_token = false;
+        if !omitted
+            && !req.headers().contains_key(http::header::AUTHORIZATION)
+            && let Some(v) = self.token.header()?
+        {
+            req.headers_mut().insert(http::header::AUTHORIZATION, v);
+            sent_token = true;
         }
-        let mut sender = self.sender().await?;
         sender.ready().await?;
-        Ok(sender.send_request(req).await?)
+        let resp = sender.send_request(req).await?;
+        if sent_token {
+            if let Some(secs) = resp
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                session.grant(Duration::from_secs(secs));
+            }
+        } else if omitted && resp.status() == http::StatusCode::UNAUTHORIZED {
+            session.revoke();
+        }
+        Ok(resp)
     }
 
-    async fn sender(&self) -> Result<SendRequest<RequestBody>, BoxError> {
+    async fn sender(&self) -> Result<(SendRequest<RequestBody>, Arc<Session>), BoxError> {
         let mut conn = self.conn.lock().await;
-        if let Some(s) = conn.as_ref()
+        if let Some((s, session)) = conn.as_ref()
             && !s.is_closed()
         {
-            return Ok(s.clone());
+            return Ok((s.clone(), session.clone()));
         }
         *conn = None;
         let s = self.connect().await?;
-        *conn = Some(s.clone());
-        Ok(s)
+        let session = Session::new();
+        *conn = Some((s.clone(), session.clone()));
+        Ok((s, session))
     }
 
     async fn connect(&self) -> Result<SendRequest<RequestBody>, BoxError> {
