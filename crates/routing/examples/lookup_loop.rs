@@ -1,5 +1,9 @@
-//! Runs one lookup case in a loop, for profiling:
-//! `cargo run --release -p routing --example lookup_loop -- miss 100000 50000000`.
+//! Lookup latency measured in on-CPU time (from `/proc/thread-self/schedstat`),
+//! which stays meaningful on a loaded machine where wall-clock benchmarks
+//! (criterion) include time spent preempted. Same tables and requests as
+//! `benches/routing.rs`.
+//!
+//! `cargo run --profile bench -p routing --example lookup_loop [-- iterations]`
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -7,56 +11,111 @@ use std::time::Instant;
 use api::{HTTPScaledObject, HTTPScaledObjectSpec, ScaleTargetRef};
 use routing::{RoutingTable, compile_http_scaled_object};
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let case = args.get(1).map(String::as_str).unwrap_or("miss");
-    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let iterations: usize = args
-        .get(3)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000_000);
-    let table = RoutingTable::from_routes((0..n).map(|i| {
-        let (hosts, path) = match i % 100 {
-            0 => (None, format!("/catch-{i}")),
-            1..=9 => (Some(vec![format!("*.tenant-{i}.example.org")]), "/".into()),
-            _ => (Some(vec![format!("app-{i}.example.com")]), "/api".into()),
-        };
-        let mut obj = HTTPScaledObject::new(
-            &format!("app-{i}"),
-            HTTPScaledObjectSpec {
-                hosts,
-                path_prefixes: Some(vec![path]),
-                scale_target_ref: ScaleTargetRef {
-                    name: "d".into(),
-                    service: "s".into(),
-                    port: Some(80),
-                    ..Default::default()
-                },
+fn object(i: usize) -> HTTPScaledObject {
+    let (hosts, path) = match i % 100 {
+        0 => (None, format!("/catch-{i}")),
+        1..=9 => (Some(vec![format!("*.tenant-{i}.example.org")]), "/".into()),
+        _ => (
+            Some(vec![format!("app-{i}.example.com")]),
+            match i % 3 {
+                0 => "/".to_string(),
+                1 => "/api".to_string(),
+                _ => format!("/api/v{}", i % 5),
+            },
+        ),
+    };
+    let mut obj = HTTPScaledObject::new(
+        &format!("app-{i}"),
+        HTTPScaledObjectSpec {
+            hosts,
+            path_prefixes: Some(vec![path]),
+            scale_target_ref: ScaleTargetRef {
+                name: format!("app-{i}"),
+                service: format!("app-{i}"),
+                port: Some(8080),
                 ..Default::default()
             },
+            ..Default::default()
+        },
+    );
+    obj.metadata.namespace = Some(format!("team-{}", i % 50));
+    obj
+}
+
+/// Nanoseconds this thread has spent on a CPU.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let iterations: usize = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5_000_000);
+    // Optional filters, for profiling one case: `-- 50000000 100 exact_hit`.
+    let only_size: Option<usize> = args.get(2).and_then(|s| s.parse().ok());
+    let only_case = args.get(3).cloned();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("user-agent", "bench/1.0".parse().unwrap());
+    headers.insert("accept", "*/*".parse().unwrap());
+    headers.insert("x-request-id", "0123456789abcdef".parse().unwrap());
+    println!("| routes | case | on-CPU ns/lookup (median of 5) | wall ns/lookup (median of 5) |");
+    println!("|---:|---|---:|---:|");
+    for n in [100usize, 10_000, 100_000] {
+        if only_size.is_some_and(|s| s != n) {
+            continue;
+        }
+        let table = RoutingTable::from_routes(
+            (0..n).map(|i| compile_http_scaled_object(&object(i)).unwrap()),
         );
-        obj.metadata.namespace = Some("ns".into());
-        compile_http_scaled_object(&obj).unwrap()
-    }));
-    let (host, path) = match case {
-        "exact" => (
-            "App-11.Example.com:8080".to_string(),
-            "/api/users/42?page=2".to_string(),
-        ),
-        "wildcard" => ("shop.eu.tenant-9.example.org".into(), "/cart/items".into()),
-        "catch_all" => ("unknown.example.net".into(), "/catch-0/x".into()),
-        _ => ("unknown.example.net".into(), "/nothing/here".into()),
-    };
-    let headers = http::HeaderMap::new();
-    let start = Instant::now();
-    let mut hits = 0usize;
-    for _ in 0..iterations {
-        hits += usize::from(
-            black_box(&table)
-                .lookup(black_box(&host), black_box(&path), &headers)
-                .is_some(),
-        );
+        let exact = (10..n).rev().find(|i| i % 100 >= 10 && i % 3 == 1).unwrap();
+        let wildcard = (0..n).rev().find(|i| (1..=9).contains(&(i % 100))).unwrap();
+        let catch_all = (0..n).rev().find(|i| i % 100 == 0).unwrap();
+        let cases = [
+            (
+                "exact_hit",
+                format!("App-{exact}.Example.com:8080"),
+                "/api/users/42?page=2".to_string(),
+            ),
+            (
+                "wildcard_hit",
+                format!("shop.eu.tenant-{wildcard}.example.org"),
+                "/cart/items".into(),
+            ),
+            (
+                "catch_all_hit",
+                "unknown.example.net".into(),
+                format!("/catch-{catch_all}/x"),
+            ),
+            ("miss", "unknown.example.net".into(), "/nothing/here".into()),
+        ];
+        for (case, host, path) in &cases {
+            if only_case.as_deref().is_some_and(|c| c != *case) {
+                continue;
+            }
+            let mut cpu = Vec::new();
+            let mut wall = Vec::new();
+            for _ in 0..5 {
+                let (c0, w0) = (cpu_ns(), Instant::now());
+                let mut hits = 0usize;
+                for _ in 0..iterations {
+                    hits += usize::from(
+                        black_box(&table)
+                            .lookup(black_box(host), black_box(path), &headers)
+                            .is_some(),
+                    );
+                }
+                assert_eq!(hits > 0, *case != "miss");
+                cpu.push((cpu_ns() - c0) as f64 / iterations as f64);
+                wall.push(w0.elapsed().as_nanos() as f64 / iterations as f64);
+            }
+            cpu.sort_by(f64::total_cmp);
+            wall.sort_by(f64::total_cmp);
+            println!("| {n} | {case} | {:.1} | {:.1} |", cpu[2], wall[2]);
+        }
     }
-    let per = start.elapsed().as_nanos() as f64 / iterations as f64;
-    println!("{case} n={n}: {per:.1} ns/lookup ({hits} hits)");
 }

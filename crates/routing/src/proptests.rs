@@ -428,7 +428,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
 
     #[test]
     fn incremental_equals_from_scratch(ops in proptest::collection::vec(op_strategy(), 1..40)) {
@@ -462,7 +462,7 @@ proptest! {
         prop_assert_eq!(a, b);
         for host in REQ_HOSTS {
             for path in REQ_PATHS {
-                for headers in [&[][..], &REQ_HEADERS[..1], &REQ_HEADERS[2..3], REQ_HEADERS] {
+                for headers in [&REQ_HEADERS[..1], &REQ_HEADERS[1..]] {
                     prop_assert_eq!(
                         indexed(&table, host, path, headers),
                         indexed(&scratch, host, path, headers)

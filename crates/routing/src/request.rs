@@ -96,58 +96,52 @@ impl HeaderFilter {
 /// ```
 pub fn normalize_host<'a>(host: &'a str, buf: &'a mut [u8; MAX_HOST_LEN]) -> Option<&'a str> {
     // ASCII lower-casing of valid UTF-8 is valid UTF-8, so this never fails.
-    normalize_host_bytes(host.as_bytes(), buf).and_then(|h| std::str::from_utf8(h.bytes).ok())
+    normalize_host_bytes(host.as_bytes(), buf).and_then(|h| std::str::from_utf8(h).ok())
 }
 
-/// A normalised host and its number of dots (for wildcard probing).
-pub(crate) struct NormalizedHost<'a> {
-    pub(crate) bytes: &'a [u8],
-    pub(crate) dots: usize,
-}
-
-/// [`normalize_host`] on bytes, in one pass over the host.
+/// [`normalize_host`] on bytes: the result always lives in `buf`.
 pub(crate) fn normalize_host_bytes<'a>(
-    host: &'a [u8],
+    host: &[u8],
     buf: &'a mut [u8; MAX_HOST_LEN],
-) -> Option<NormalizedHost<'a>> {
+) -> Option<&'a [u8]> {
     let mut h = host;
-    if let [b'[', rest @ ..] = h {
-        h = match rest.iter().position(|&b| b == b']') {
-            Some(i) => &rest[..i],
-            None => rest,
-        };
-    }
-    // One pass: colons (a single one starts the port; more is a bare IPv6
-    // address, kept whole), dots and upper-case letters.
-    let (mut colons, mut last_colon, mut dots_before_colon) = (0usize, 0usize, 0usize);
-    let (mut dots, mut upper) = (0usize, false);
-    for (i, &b) in h.iter().enumerate() {
-        if b == b':' {
-            colons += 1;
-            last_colon = i;
-            dots_before_colon = dots;
+    let bracketed = h.first() == Some(&b'[');
+    if bracketed {
+        h = &h[1..];
+        if let Some(i) = h.iter().position(|&b| b == b']') {
+            h = &h[..i];
         }
-        dots += usize::from(b == b'.');
-        upper |= b.is_ascii_uppercase();
-    }
-    if colons == 1 {
-        h = &h[..last_colon];
-        dots = dots_before_colon;
-    }
-    if let [rest @ .., b'.'] = h {
-        h = rest;
-        dots -= 1;
     }
     if h.len() > MAX_HOST_LEN {
-        return None;
+        // Rare: only a port can bring a long host back under the limit.
+        h = strip_port(h);
+        if h.len() > MAX_HOST_LEN {
+            return None;
+        }
     }
-    if !upper {
-        return Some(NormalizedHost { bytes: h, dots });
-    }
+    // Copy, lower-case and look for a colon in one vectorisable pass.
     let out = &mut buf[..h.len()];
-    out.copy_from_slice(h);
-    out.make_ascii_lowercase();
-    Some(NormalizedHost { bytes: out, dots })
+    let mut colon = false;
+    for (o, &b) in out.iter_mut().zip(h) {
+        *o = b.to_ascii_lowercase();
+        colon |= b == b':';
+    }
+    let mut out: &[u8] = out;
+    if colon && !bracketed {
+        out = strip_port(out);
+    }
+    if let [rest @ .., b'.'] = out {
+        out = rest;
+    }
+    Some(out)
+}
+
+/// `host:port` -> `host`; a bare IPv6 address (several colons) is kept whole.
+fn strip_port(h: &[u8]) -> &[u8] {
+    match h.iter().rposition(|&b| b == b':') {
+        Some(i) if !h[..i].contains(&b':') => &h[..i],
+        _ => h,
+    }
 }
 
 /// The path without its query string.

@@ -661,7 +661,7 @@ impl RoutingTable {
         let path = strip_query(path);
         let mut buf = [0u8; MAX_HOST_LEN];
         let found = normalize_host_bytes(host.as_bytes(), &mut buf)
-            .and_then(|host| self.lookup_host(host.bytes, host.dots, path, headers))
+            .and_then(|host| self.lookup_host(host, path, headers))
             .or_else(|| self.any.lookup(path, headers))?;
         let (path_prefix, entry) = found;
         let rule = entry.rule();
@@ -680,7 +680,6 @@ impl RoutingTable {
     fn lookup_host<H: RequestHeaders + ?Sized>(
         &self,
         host: &[u8],
-        mut dots: usize,
         path: &str,
         headers: &H,
     ) -> Option<(&str, &Entry)> {
@@ -694,6 +693,7 @@ impl RoutingTable {
         }
         // Suffixes after each dot, longest first; `dots` counts the dots left
         // in the suffix, i.e. its labels minus one.
+        let mut dots = host.iter().filter(|&&b| b == b'.').count();
         let mut start = 0;
         while dots > 0 {
             let Some(i) = host[start..].iter().position(|&b| b == b'.') else {
