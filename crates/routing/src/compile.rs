@@ -1,4 +1,5 @@
-//! Custom resource -> [`Route`]. Validation is the `api` crate's job; this
+//! Custom resource -> [`Route`]. An object without a namespace is taken to be
+//! in `default` (as `kubectl` does). Validation is the `api` crate's job; this
 //! module runs it first and then only converts, reporting the few things that
 //! cannot be represented (a port out of range, a header name that is not a
 //! valid HTTP token) as [`FieldError`]s too, so nothing panics on bad input.
