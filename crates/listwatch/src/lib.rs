@@ -27,7 +27,9 @@
 //!   `resourceVersionMatch=NotOlderThan|Exact`, `labelSelector`,
 //!   `fieldSelector` (`metadata.name`, `metadata.namespace`), `limit` +
 //!   `continue` (pages read one consistent snapshot), `ETag: "<rv>"` and
-//!   `If-None-Match` -> `304`. The whole, unfiltered list is encoded once per
+//!   `If-None-Match` -> `304`; `If-None-Match` may also carry a content
+//!   digest (`"d<hex>"`, [`content_digest`]) of what the client holds, and
+//!   is `304` when the list would contain exactly that. The whole, unfiltered list is encoded once per
 //!   resourceVersion and the same bytes go to every client.
 //! - watches (`watch=1`): from `resourceVersion=N` (changes after N), from `0`
 //!   or unset (synthetic ADDED for current objects first), streaming lists
@@ -62,7 +64,8 @@ mod store;
 
 pub use body::Body;
 pub use handler::{
-    HandlerConfig, ListWatch, ListWatchQuery, WatchPolicy, expired_event, expired_watch_response,
+    HandlerConfig, ListWatch, ListWatchQuery, WatchPolicy, content_digest, expired_event,
+    expired_watch_response,
 };
 pub use path::{Gvr, ResourcePath, parse_path};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};

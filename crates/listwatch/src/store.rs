@@ -281,6 +281,8 @@ pub(crate) struct Inner {
     watchers: AtomicUsize,
     pub(crate) full_list: tokio::sync::Mutex<Option<(u64, Bytes)>>,
     bookmark: Mutex<Option<(u64, Bytes)>>,
+    /// [`crate::content_digest`] of the whole store, per resourceVersion.
+    digest: Mutex<Option<(u64, u64)>>,
 }
 
 /// The versioned store of one resource's objects.
@@ -409,6 +411,7 @@ impl Store {
                 watchers: AtomicUsize::new(0),
                 full_list: tokio::sync::Mutex::new(None),
                 bookmark: Mutex::new(None),
+                digest: Mutex::new(None),
             }),
         }
     }
@@ -731,6 +734,25 @@ impl Store {
             rv: st.rv,
             guard: WatcherGuard(self.inner.clone()),
         })
+    }
+
+    /// The content digest of an unfiltered snapshot, computed once per
+    /// resourceVersion.
+    pub(crate) fn digest_of(&self, snap: &Snapshot) -> u64 {
+        let mut cached = self.inner.digest.lock();
+        if let Some((r, d)) = *cached
+            && r == snap.resource_version
+        {
+            return d;
+        }
+        let d = crate::handler::content_digest(
+            snap.iter()
+                .map(|o| (o.namespace(), o.name(), o.resource_version())),
+        );
+        if cached.is_none_or(|(r, _)| r <= snap.resource_version) {
+            *cached = Some((snap.resource_version, d));
+        }
+        d
     }
 
     /// The BOOKMARK line for `rv`, encoded once per resourceVersion.
