@@ -166,6 +166,15 @@ impl RouteIndex {
         self.seen.keys().filter(|k| k.kind == kind).count()
     }
 
+    /// (namespace, name, resourceVersion) of every object of `kind` the
+    /// index holds, valid or not (for the resync's content digest).
+    pub fn versions(&self, kind: ObjectKind) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.seen
+            .iter()
+            .filter(move |(k, _)| k.kind == kind)
+            .map(|(k, s)| (k.namespace.as_str(), k.name.as_str(), s.rv.as_str()))
+    }
+
     /// Objects whose latest version is invalid (the table keeps their last
     /// good version, if they had one).
     pub fn invalid(&self) -> impl Iterator<Item = &ObjectKey> {

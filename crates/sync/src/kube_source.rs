@@ -143,6 +143,7 @@ pub(crate) async fn conditional_list(
     path: &str,
     label_selector: Option<&str>,
     etag: Option<&str>,
+    digest: Option<u64>,
 ) -> Result<ListResult, String> {
     let mut uri = format!("{path}?resourceVersion=0");
     if let Some(sel) = label_selector {
@@ -150,8 +151,16 @@ pub(crate) async fn conditional_list(
         uri.push_str(&percent_encode(sel));
     }
     let mut req = http::Request::get(uri).header(http::header::ACCEPT, "application/json");
-    if let Some(etag) = etag {
-        req = req.header(http::header::IF_NONE_MATCH, etag);
+    // The last ETag, and the content digest of what the index holds (see
+    // `crate::digest`): either match is a 304.
+    let conditions = match (etag, digest) {
+        (Some(e), Some(d)) => Some(format!("{e}, \"d{d:016x}\"")),
+        (Some(e), None) => Some(e.to_string()),
+        (None, Some(d)) => Some(format!("\"d{d:016x}\"")),
+        (None, None) => None,
+    };
+    if let Some(c) = conditions {
+        req = req.header(http::header::IF_NONE_MATCH, c);
     }
     let req = req
         .body(kube::client::Body::empty())
@@ -213,6 +222,7 @@ pub(crate) async fn resync_kind(
     tx: mpsc::Sender<Input>,
     metrics: SyncMetrics,
     cancel: CancellationToken,
+    digests: std::sync::Arc<crate::digest::Digests>,
 ) {
     let path = list_path(kind, config.namespace.as_deref());
     let label = SyncMetrics::label(kind.resource());
@@ -232,7 +242,7 @@ pub(crate) async fn resync_kind(
         }
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = conditional_list(&client, &path, config.label_selector.as_deref(), etag.as_deref()) => r,
+            r = conditional_list(&client, &path, config.label_selector.as_deref(), etag.as_deref(), digests.get(kind)) => r,
         };
         let input = match result {
             Ok(ListResult::Unchanged) => Input::ListUnchanged(kind),

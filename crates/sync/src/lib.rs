@@ -27,6 +27,7 @@
 //! ```
 
 pub mod client;
+pub mod digest;
 pub mod dir_source;
 pub mod endpoints;
 pub mod index;
@@ -156,6 +157,7 @@ pub fn start(
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let (tx, rx) = mpsc::channel(1024);
+    let digests = Arc::new(digest::Digests::default());
     match &source {
         Source::Kubernetes(client) => {
             for kind in ObjectKind::ALL {
@@ -174,6 +176,7 @@ pub fn start(
                     tx.clone(),
                     metrics.clone(),
                     cancel.clone(),
+                    digests.clone(),
                 ));
             }
             if config.endpoints {
@@ -207,6 +210,7 @@ pub fn start(
         metrics.clone(),
         cancel.clone(),
         periodic_is_resync,
+        digests,
     ));
     SyncHandle {
         table,
@@ -224,6 +228,7 @@ async fn run_owner(
     metrics: SyncMetrics,
     cancel: CancellationToken,
     periodic_is_resync: bool,
+    digests: Arc<digest::Digests>,
 ) {
     let mut owner = Owner {
         index: RouteIndex::new(),
@@ -237,10 +242,19 @@ async fn run_owner(
             _ = cancel.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
+        let mut touched = [false; 2];
+        touch_kind(&mut touched, &first);
         owner.handle(first);
         // Coalesce a burst: everything already queued goes into one publish.
         while let Ok(m) = rx.try_recv() {
+            touch_kind(&mut touched, &m);
             owner.handle(m);
+        }
+        // Content digests for the resync's conditional list (see `digest`).
+        for (kind, t) in ObjectKind::ALL.into_iter().zip(touched) {
+            if t && owner.complete.contains(&kind) {
+                digests.set(kind, digest::content_digest(owner.index.versions(kind)));
+            }
         }
         if owner.index.table().version() != table.load().version() {
             let t = owner.index.table().clone();
@@ -258,6 +272,20 @@ async fn run_owner(
             table.mark_ready();
         }
     }
+}
+
+/// Marks the kind an input is about (for the content digests).
+fn touch_kind(touched: &mut [bool; 2], input: &Input) {
+    let kind = match input {
+        Input::WatchInit(k)
+        | Input::WatchInitApply(k, _)
+        | Input::WatchInitDone(k)
+        | Input::WatchApply(k, _)
+        | Input::WatchDelete(k, _)
+        | Input::Listed { kind: k, .. } => *k,
+        Input::ListUnchanged(_) | Input::DirScanned => return,
+    };
+    touched[ObjectKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)] = true;
 }
 
 struct Owner {
