@@ -151,12 +151,12 @@ pub(crate) async fn conditional_list(
         uri.push_str(&percent_encode(sel));
     }
     let mut req = http::Request::get(uri).header(http::header::ACCEPT, "application/json");
-    // The last ETag, and the content digest of what the index holds (see
-    // `crate::digest`): either match is a 304.
+    // The content digest of what the index holds (see `crate::digest`) when
+    // known, else the last ETag. The digest alone suffices (equal content is
+    // the question) and keeps the header short: HPACK never indexes it.
     let conditions = match (etag, digest) {
-        (Some(e), Some(d)) => Some(format!("{e}, \"d{d:016x}\"")),
+        (_, Some(d)) => Some(format!("\"d{d:016x}\"")),
         (Some(e), None) => Some(e.to_string()),
-        (None, Some(d)) => Some(format!("\"d{d:016x}\"")),
         (None, None) => None,
     };
     if let Some(c) = conditions {
