@@ -139,6 +139,11 @@ struct RunResult {
     api_writes: ApiLoad,
     cache_procs: Vec<ProcUse>,
     bench_cpu_idle_pct: f64,
+    bench_cpu_writes_pct: f64,
+    /// Whole machine busy % (all processes, 100 = one core) during the writes:
+    /// other work on the machine shows here.
+    machine_cpu_writes_pct: f64,
+    loadavg_before_writes: String,
     bench_rss_mb: f64,
     memory_per_replica_kb: f64,
     idle_wire_bytes_per_replica_per_sec: Option<f64>,
@@ -409,6 +414,22 @@ fn proc_usage(pid: u32) -> Option<(f64, f64)> {
     Some((ticks / hz, rss_kb / 1024.0))
 }
 
+/// Busy and total jiffies of the whole machine (all cores).
+fn machine_jiffies() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = f.iter().sum();
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
 fn clock_ticks() -> f64 {
     // Linux reports /proc times in USER_HZ, 100 on every mainstream build.
     100.0
@@ -460,14 +481,14 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 }
 
 /// Sends the sync loop's conditional list (`?resourceVersion=0`,
-/// `If-None-Match`) for both routing resources every `interval`: the resync
-/// alone, on its own HTTP/2 connection.
+/// `If-None-Match: "d<content digest of what it holds>"`) for both routing
+/// resources every `interval`: the resync alone, on its own HTTP/2 connection.
 async fn resync_probe(client: kube::Client, interval: Duration, cancel: CancellationToken) {
     let paths = [
         "/apis/http.keda.sh/v1alpha1/httpscaledobjects",
         "/apis/http.keda.sh/v1beta1/interceptorroutes",
     ];
-    let mut etags: [Option<String>; 2] = [None, None];
+    let mut digests: [Option<u64>; 2] = [None, None];
     let mut tick = tokio::time::interval(interval);
     loop {
         tokio::select! {
@@ -477,20 +498,42 @@ async fn resync_probe(client: kube::Client, interval: Duration, cancel: Cancella
         for (i, p) in paths.iter().enumerate() {
             let mut req = http::Request::get(format!("{p}?resourceVersion=0"))
                 .header(http::header::ACCEPT, "application/json");
-            if let Some(e) = &etags[i] {
-                req = req.header(http::header::IF_NONE_MATCH, e);
+            if let Some(d) = digests[i] {
+                req = req.header(http::header::IF_NONE_MATCH, format!("\"d{d:016x}\""));
             }
             let Ok(req) = req.body(kube::client::Body::empty()) else {
                 continue;
             };
-            if let Ok(resp) = client.send(req).await {
-                if let Some(e) = resp.headers().get(http::header::ETAG)
-                    && let Ok(e) = e.to_str()
-                {
-                    etags[i] = Some(e.to_string());
-                }
-                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            let Ok(resp) = client.send(req).await else {
+                continue;
+            };
+            if resp.status() != http::StatusCode::OK {
+                continue;
             }
+            let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await else {
+                continue;
+            };
+            let Ok(list) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
+                continue;
+            };
+            let held: Vec<(String, String, String)> = list["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|o| {
+                            let m = &o["metadata"];
+                            let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                            (s("namespace"), s("name"), s("resourceVersion"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            digests[i] = Some(sync::digest::content_digest(
+                held.iter()
+                    .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+            ))
+            .filter(|d| *d != 0);
         }
     }
 }
@@ -703,6 +746,12 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
         .iter()
         .map(|c| proc_usage(c.child.id()).map(|u| u.0).unwrap_or(0.0))
         .collect();
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let bench2 = proc_usage(self_pid).map(|u| u.0).unwrap_or(0.0);
+    let m2 = machine_jiffies();
     let t2 = Instant::now();
     for k in 0..args.writes {
         let _ = writes.t0[k].set(Instant::now());
@@ -726,6 +775,14 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), settle).await;
     let wsecs = t2.elapsed().as_secs_f64();
+    let bench3 = proc_usage(self_pid).map(|u| u.0).unwrap_or(0.0);
+    let m3 = machine_jiffies();
+    let machine_cpu_writes_pct = (m3.0 - m2.0) / clock_ticks() / wsecs * 100.0;
+    progress(&format!(
+        "during writes: bench CPU {:.0}%, machine {:.0}% (100 = one core), load before: {loadavg}",
+        (bench3 - bench2) / wsecs * 100.0,
+        machine_cpu_writes_pct
+    ));
     let s3 = api.stats();
     let cpu3: Vec<f64> = caches
         .iter()
@@ -788,6 +845,9 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
         api_writes: api_load(&s2, &s3, wsecs),
         cache_procs,
         bench_cpu_idle_pct: (self1 - self0) / secs * 100.0,
+        bench_cpu_writes_pct: (bench3 - bench2) / wsecs * 100.0,
+        machine_cpu_writes_pct,
+        loadavg_before_writes: loadavg,
         bench_rss_mb: rss_after,
         memory_per_replica_kb: (rss_after - rss_before).max(0.0) * 1024.0 / n as f64,
         idle_wire_bytes_per_replica_per_sec: (mode == Mode::Cache).then_some(wire),
