@@ -111,6 +111,7 @@ impl Backends {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(max_idle_per_host)
             .pool_timer(TokioTimer::new())
+            .http1_writev(false)
             .set_host(false)
             .build(dialer.clone());
         let h2c = Client::builder(TokioExecutor::new())

@@ -142,7 +142,11 @@ fn spawn_conn(graceful: &hyper_util::server::graceful::GracefulShutdown, conn: P
         async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    // One write per small response instead of a writev of head + body.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .writev(false);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
