@@ -357,7 +357,9 @@ impl Drop for CountingBody {
     }
 }
 
-const BOOKMARK_PREFIX: &[u8] = b"{\"type\":\"BOOKMARK\"";
+/// How a bookmark line ends (`listwatch` encodes keys in sorted order, so
+/// `type` comes last).
+const BOOKMARK_SUFFIX: &[u8] = b"\"type\":\"BOOKMARK\"}\n";
 
 impl http_body::Body for CountingBody {
     type Data = Bytes;
@@ -374,7 +376,7 @@ impl http_body::Body for CountingBody {
         {
             this.metrics.bytes_sent.inc_by(d.len() as u64);
             if this.watch {
-                if d.starts_with(BOOKMARK_PREFIX) {
+                if d.ends_with(BOOKMARK_SUFFIX) || d.starts_with(b"{\"type\":\"BOOKMARK\"") {
                     this.metrics.bookmarks_sent.inc();
                 } else {
                     this.metrics.events_fanned_out.inc();
