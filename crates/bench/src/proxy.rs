@@ -127,6 +127,8 @@ struct CpuResult {
 struct LatencyResult {
     requests: u64,
     errors: u64,
+    /// CPU of the proxy's processes per request at this fixed rate.
+    cpu_us_per_request: f64,
     p50_us: f64,
     p90_us: f64,
     p99_us: f64,
@@ -251,14 +253,30 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         args.rate, args.latency_seconds
     );
     let n = args.rate * args.latency_seconds;
-    r.direct_latency = rt.block_on(open_loop(echo_addr, "app-1.bench", args.rate, n, None))?;
-    r.nginx_latency = rt.block_on(open_loop(nginx_addr, "app-1.bench", args.rate, n, None))?;
+    let echo_pids = [echo.pid()];
+    r.direct_latency = rt.block_on(open_loop(
+        echo_addr,
+        "app-1.bench",
+        args.rate,
+        n,
+        None,
+        &echo_pids,
+    ))?;
+    r.nginx_latency = rt.block_on(open_loop(
+        nginx_addr,
+        "app-1.bench",
+        args.rate,
+        n,
+        None,
+        &nginx_pids,
+    ))?;
     r.interceptor_latency = rt.block_on(open_loop(
         icp_addr,
         "app-1.bench",
         args.rate,
         n,
         Some(args.routes),
+        &icp_pids,
     ))?;
     r.interceptor_added_p50_us = r.interceptor_latency.p50_us - r.direct_latency.p50_us;
     r.interceptor_added_p99_us = r.interceptor_latency.p99_us - r.direct_latency.p99_us;
@@ -564,6 +582,7 @@ async fn open_loop(
     rate: u64,
     n: u64,
     spread: Option<usize>,
+    pids: &[u32],
 ) -> anyhow::Result<LatencyResult> {
     let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
@@ -573,6 +592,7 @@ async fn open_loop(
         let _ = get_once(&client, addr, host).await;
     }
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let cpu_before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let host: Arc<str> = host.into();
     let mut tasks = Vec::with_capacity(n as usize);
@@ -603,6 +623,7 @@ async fn open_loop(
             errors += 1;
         }
     }
+    let cpu: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before;
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {
@@ -613,6 +634,7 @@ async fn open_loop(
     Ok(LatencyResult {
         requests: n,
         errors,
+        cpu_us_per_request: cpu * 1e6 / n.max(1) as f64,
         p50_us: pct(0.50),
         p90_us: pct(0.90),
         p99_us: pct(0.99),
@@ -708,8 +730,8 @@ fn print_table(r: &Results) {
         ("nginx", &r.nginx_latency),
     ] {
         println!(
-            "  {:<12} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8}",
-            name, l.p50_us, l.p90_us, l.p99_us, l.max_us, l.errors
+            "  {:<12} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8} {:>12.1}",
+            name, l.p50_us, l.p90_us, l.p99_us, l.max_us, l.errors, l.cpu_us_per_request
         );
     }
     println!(

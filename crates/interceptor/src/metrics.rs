@@ -132,7 +132,38 @@ impl Drop for PendingSlot {
     }
 }
 
-type StatsMap = HashMap<usize, Arc<RouteStats>>;
+type StatsMap = HashMap<usize, Arc<RouteStats>, PtrHash>;
+
+/// Hashes pointer-sized keys with one multiplication (the keys are
+/// addresses, already well spread; SipHash would be wasted on them).
+#[derive(Clone, Copy, Debug, Default)]
+struct PtrHash;
+
+impl std::hash::BuildHasher for PtrHash {
+    type Hasher = PtrHasher;
+    fn build_hasher(&self) -> PtrHasher {
+        PtrHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26);
+    }
+}
 
 fn key_of(route: &Route) -> usize {
     // A route's counters are carried over re-applies of the same key, so
@@ -162,7 +193,7 @@ impl ProxyMetrics {
         let m = ProxyMetrics {
             inner: Arc::new(Inner {
                 table,
-                routes: ArcSwap::from_pointee(HashMap::new()),
+                routes: ArcSwap::from_pointee(StatsMap::default()),
                 rebuild: Mutex::new(()),
             }),
         };

@@ -414,10 +414,20 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
 
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = format!("http://{authority}{path}").parse().map_err(|e| {
-            ProxyError::Unresolvable(format!("bad backend URI for {authority}: {e}"))
-        })?;
+        let uri = Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(authority.as_str())
+            .path_and_query(
+                parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            )
+            .build()
+            .map_err(|e| {
+                ProxyError::Unresolvable(format!("bad backend URI for {authority}: {e}"))
+            })?;
         if !parts.headers.contains_key(header::HOST)
             && let Some(a) = parts.uri.authority()
             && let Ok(v) = HeaderValue::from_str(a.as_str())
