@@ -6,6 +6,15 @@
 //! request waits on the ready-cache (woken by the EndpointSlice change, no
 //! polling), fails over, or gets the route's placeholder; then it is
 //! forwarded over a pooled connection with its body streamed both ways.
+//!
+//! Known limits: the idle pool is capped per backend address
+//! (`KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST`) but the global cap
+//! (`KEDA_HTTP_MAX_IDLE_CONNS`) is accepted and not enforced (hyper-util's
+//! pool has no global bound); static bodies from ConfigMaps
+//! (`bodyFromConfigMap`) are answered 500 "not resolved" because the sync
+//! layer does not fetch ConfigMaps; upgrades (websockets) are proxied from
+//! HTTP/1.1 clients only (not HTTP/2 extended CONNECT); the request timeout
+//! bounds the time to the response headers, not the body.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +28,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use routing::{PortRef, ProxyMode, ResponseBody, ResponseMode, Route, RuleAction, StaticResponse};
 use sync::{EndpointsSnapshot, ReadyEndpoints, SharedTable};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::backend::{Backends, Dialer};
 use crate::body::{Inflight, ProxyBody, RequestGuard};
@@ -187,7 +196,8 @@ impl Proxy {
                 match upgrade {
                     Some((client, backend)) => {
                         // The request lives as long as the tunnel.
-                        tokio::spawn(tunnel(client, backend, guard));
+                        let span = tracing::debug_span!("upgraded", route = %route.key());
+                        tokio::spawn(tunnel(client, backend, guard).instrument(span));
                         response
                     }
                     None => {

@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 /// Serves `handler` on `listener` (HTTP/1.1 and HTTP/2) until `cancel`.
 pub async fn serve<S, F, B>(
@@ -155,9 +155,13 @@ fn spawn_conn(graceful: &hyper_util::server::graceful::GracefulShutdown, conn: P
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .into_owned();
     let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!(%peer, error = %e, "proxy connection ended with an error");
+    let span = tracing::debug_span!("proxy_connection", %peer);
+    tokio::spawn(
+        async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "proxy connection ended with an error");
+            }
         }
-    });
+        .instrument(span),
+    );
 }

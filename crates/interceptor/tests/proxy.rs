@@ -498,3 +498,44 @@ async fn metrics_have_upstream_names_and_labels() {
     }
     icp.stop().await;
 }
+
+#[tokio::test]
+async fn dials_are_retried_until_the_backend_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    // A ready endpoint whose port nobody listens on yet (a pod that is
+    // Ready a moment before its server binds).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "late", "http", None, port, true),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "late", "late", &["late.test"], &[], &[]),
+    );
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "late").await;
+    wait_ready(&icp, "ns", "late").await;
+    let addr = icp.proxy_addr;
+    let req = tokio::spawn(async move { get(addr, "late.test", "/late").await });
+    wait_concurrency(&icp, "ns/late", 1).await;
+    // Connection refused for a while, then the backend appears.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listener = tokio::net::TcpListener::bind(port).await.unwrap();
+    tokio::spawn(
+        echo::Echo::new(echo::EchoArgs {
+            name: "late".into(),
+            ..echo::EchoArgs::default()
+        })
+        .serve(listener),
+    );
+    let got = tokio::time::timeout(WAIT, req).await.unwrap().unwrap();
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(got.server(), "late");
+    icp.stop().await;
+}
