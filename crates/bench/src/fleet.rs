@@ -700,7 +700,8 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
             probes_cancel.clone(),
         ));
     }
-    tokio::time::sleep(resync * 2).await;
+    // Probes' first lists are full; keep them out of the window.
+    tokio::time::sleep(resync * 3).await;
     let idle = Duration::from_secs(args.idle_secs.max(1));
     progress(&format!("idle window {} s", idle.as_secs()));
     let s0 = api.stats();
