@@ -258,8 +258,8 @@ fn encode_list<'a>(
 
 /// A digest of a set of objects' identities and versions: the wrapping sum
 /// over objects of FNV-1a-64 of `namespace/name/resourceVersion`. Order
-/// independent; equal sets have equal digests. A client sends it as an
-/// `If-None-Match` token `"d<16 lower-case hex digits>"` to ask "answer 304
+/// independent; equal sets have equal digests; truncated to 48 bits. A client sends it as an
+/// `If-None-Match` token `"d<12 lower-case hex digits>"` to ask "answer 304
 /// if what you would list is exactly what I hold" (`sync` computes the same
 /// function over its index).
 ///
@@ -274,6 +274,7 @@ pub fn content_digest<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str, u
         .into_iter()
         .map(|(ns, name, rv)| object_hash(ns, name, &rv.to_string()))
         .fold(0u64, u64::wrapping_add)
+        & 0xFFFF_FFFF_FFFF
 }
 
 /// FNV-1a-64 of `namespace/name/resourceVersion`.
