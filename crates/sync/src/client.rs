@@ -18,7 +18,7 @@
 //!   `x-keda-http-cache-session: <seconds>`: the connection stays
 //!   authenticated that long. This client then omits the token on that
 //!   connection and sends it again at half the granted time, at most every
-//!   150 s (or at once after a 401).
+//!   300 s (or at once after a 401).
 //!   Any other server never sends the header and gets the token on every
 //!   request. A token file is re-read every minute (projected service
 //!   account tokens rotate).
@@ -164,8 +164,8 @@ struct Shared {
 /// The response header by which a cache grants a connection-level session.
 const SESSION_HEADER: &str = "x-keda-http-cache-session";
 /// The token is re-sent at least this often on a session (a 1 KB token
-/// every 150 s is 7 B/s).
-const SESSION_REFRESH: Duration = Duration::from_secs(150);
+/// every 300 s is 3.4 B/s).
+const SESSION_REFRESH: Duration = Duration::from_secs(300);
 
 /// Until when this connection may omit the token (ms since `created`).
 #[derive(Debug)]

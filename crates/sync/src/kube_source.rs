@@ -155,7 +155,7 @@ pub(crate) async fn conditional_list(
     // known, else the last ETag. The digest alone suffices (equal content is
     // the question) and keeps the header short: HPACK never indexes it.
     let conditions = match (etag, digest) {
-        (_, Some(d)) => Some(format!("\"d{d:016x}\"")),
+        (_, Some(d)) => Some(format!("\"d{d:012x}\"")),
         (Some(e), None) => Some(e.to_string()),
         (None, None) => None,
     };
