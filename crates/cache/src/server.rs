@@ -189,7 +189,7 @@ pub(crate) fn health(readiness: &Readiness, path: &str) -> Option<Response<Body>
 pub const SESSION_HEADER: &str = "x-keda-http-cache-session";
 
 /// How long a connection stays authenticated after a valid token.
-const SESSION_TTL: Duration = Duration::from_secs(300);
+const SESSION_TTL: Duration = Duration::from_secs(600);
 
 /// Connection-level authentication. HTTP/2's HPACK (as implemented by the
 /// h2 crate) never indexes `authorization` values, so a ~1 KB service
