@@ -499,7 +499,7 @@ async fn resync_probe(client: kube::Client, interval: Duration, cancel: Cancella
             let mut req = http::Request::get(format!("{p}?resourceVersion=0"))
                 .header(http::header::ACCEPT, "application/json");
             if let Some(d) = digests[i] {
-                req = req.header(http::header::IF_NONE_MATCH, format!("\"d{d:016x}\""));
+                req = req.header(http::header::IF_NONE_MATCH, format!("\"d{d:012x}\""));
             }
             let Ok(req) = req.body(kube::client::Body::empty()) else {
                 continue;
