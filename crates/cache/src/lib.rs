@@ -8,7 +8,7 @@
 //! about one list per second per cache, whatever the number of replicas.
 //!
 //! # How data enters
-//! One [`upstream`] mirror per resource (HTTPScaledObjects, InterceptorRoutes,
+//! One upstream mirror per resource (HTTPScaledObjects, InterceptorRoutes,
 //! Services, EndpointSlices by default): a paged list, then a watch with
 //! bookmarks, restarted from the last resourceVersion when it ends or fails,
 //! and a relist on `410 Expired`. Objects keep upstream's resourceVersions,
