@@ -156,3 +156,68 @@ async fn stays_ready_on_the_last_table_while_the_api_is_down() {
     api.faults().come_up().await.unwrap();
     ic.stop().await;
 }
+
+#[tokio::test]
+async fn an_interceptor_reads_its_table_from_a_cache_by_url_alone() {
+    const TOKEN: &str = "subscriber-token";
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "a.example.com")).unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let cache = cache::Cache::start(
+        api.client(),
+        cache::CacheConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..cache::CacheConfig::default()
+        },
+        cache::Authenticator::tokens([TOKEN.to_string()]),
+        &mut registry,
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), cache.wait_ready())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let url = cache.url();
+    let token_path = token_file.display().to_string();
+    let args = Cli::try_parse_from([
+        "interceptor",
+        "--source-url",
+        &url,
+        "--source-token-file",
+        &token_path,
+        "--bind-address",
+        "127.0.0.1",
+        "--proxy-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--resync-interval",
+        "300ms",
+    ])
+    .unwrap()
+    .args;
+    let ic = Interceptor::start(&args).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while get(ic.admin_addr, "/readyz").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("ready through the cache");
+    let (_, body) = get(ic.admin_addr, "/routing-table").await;
+    assert!(body.contains("a.example.com"), "{body}");
+    // A change upstream reaches the interceptor through the cache.
+    api.put_object(httpso("b", "b.example.com")).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        ic.sync.table.wait_for(|t| t.get("apps", "b").is_some()),
+    )
+    .await
+    .expect("b arrived through the cache");
+    ic.stop().await;
+}

@@ -328,7 +328,9 @@ pub(crate) async fn run_dir(
 ) {
     let (notify_tx, mut notify_rx) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        // Our own rescan reads every file: those access events must not
+        // trigger another rescan, or the loop never rests.
+        if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = notify_tx.try_send(());
         }
     })
