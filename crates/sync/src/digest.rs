@@ -26,18 +26,28 @@ const DIGEST_MASK: u64 = 0xFFFF_FFFF_FFFF;
 pub fn content_digest<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> u64 {
     objects
         .into_iter()
-        .map(|(ns, name, rv)| {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for part in [ns.as_bytes(), b"/", name.as_bytes(), b"/", rv.as_bytes()] {
-                for b in part {
-                    h ^= u64::from(*b);
-                    h = h.wrapping_mul(0x0000_0100_0000_01b3);
-                }
-            }
-            h
-        })
+        .map(|(ns, name, rv)| object_hash(ns, name, rv))
         .fold(0u64, u64::wrapping_add)
         & DIGEST_MASK
+}
+
+/// One object's share of a digest. The digest is a wrapping sum of these,
+/// so the index keeps it up to date per change instead of re-hashing the
+/// whole kind after every event.
+pub(crate) fn object_hash(ns: &str, name: &str, rv: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [ns.as_bytes(), b"/", name.as_bytes(), b"/", rv.as_bytes()] {
+        for b in part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Truncates a running sum of [`object_hash`]es to a digest.
+pub(crate) fn finish(sum: u64) -> u64 {
+    sum & DIGEST_MASK
 }
 
 /// The digests the owner task publishes for the resync tasks; 0 means
@@ -47,7 +57,7 @@ pub(crate) struct Digests {
     by_kind: [AtomicU64; 2],
 }
 
-fn slot(kind: ObjectKind) -> usize {
+pub(crate) fn slot(kind: ObjectKind) -> usize {
     match kind {
         ObjectKind::HttpScaledObject => 0,
         ObjectKind::InterceptorRoute => 1,

@@ -139,6 +139,8 @@ pub struct RouteIndex {
     /// Deleted objects with the resourceVersion of their deletion, so a stale
     /// list or a late event cannot bring them back. Pruned by newer lists.
     tombstones: HashMap<ObjectKey, ResourceVersion>,
+    /// Per kind, the running sum of `digest::object_hash` over `seen`.
+    digest_sums: [u64; 2],
 }
 
 /// The result of reconciling the index with a complete list.
@@ -175,6 +177,30 @@ impl RouteIndex {
             .map(|(k, s)| (k.namespace.as_str(), k.name.as_str(), s.rv.as_str()))
     }
 
+    /// The content digest of `kind` (see [`crate::digest`]), kept up to date
+    /// on every change: O(1) to read.
+    pub fn digest(&self, kind: ObjectKind) -> u64 {
+        crate::digest::finish(self.digest_sums[crate::digest::slot(kind)])
+    }
+
+    fn insert_seen(&mut self, key: ObjectKey, seen: Seen) {
+        let slot = crate::digest::slot(key.kind);
+        let hash = crate::digest::object_hash(&key.namespace, &key.name, seen.rv.as_str());
+        self.digest_sums[slot] = self.digest_sums[slot].wrapping_add(hash);
+        if let Some(old) = self.seen.insert(key.clone(), seen) {
+            let old_hash = crate::digest::object_hash(&key.namespace, &key.name, old.rv.as_str());
+            self.digest_sums[slot] = self.digest_sums[slot].wrapping_sub(old_hash);
+        }
+    }
+
+    fn remove_seen(&mut self, key: &ObjectKey) {
+        if let Some(old) = self.seen.remove(key) {
+            let slot = crate::digest::slot(key.kind);
+            let old_hash = crate::digest::object_hash(&key.namespace, &key.name, old.rv.as_str());
+            self.digest_sums[slot] = self.digest_sums[slot].wrapping_sub(old_hash);
+        }
+    }
+
     /// Objects whose latest version is invalid (the table keeps their last
     /// good version, if they had one).
     pub fn invalid(&self) -> impl Iterator<Item = &ObjectKey> {
@@ -199,7 +225,7 @@ impl RouteIndex {
         self.tombstones.remove(&key);
         match compile(kind, object) {
             Ok(route) => {
-                self.seen.insert(key, Seen { rv, valid: true });
+                self.insert_seen(key, Seen { rv, valid: true });
                 if self.table.apply(route) {
                     Outcome::Changed
                 } else {
@@ -207,7 +233,7 @@ impl RouteIndex {
                 }
             }
             Err(errors) => {
-                self.seen.insert(key, Seen { rv, valid: false });
+                self.insert_seen(key, Seen { rv, valid: false });
                 Outcome::Invalid(errors)
             }
         }
@@ -231,7 +257,7 @@ impl RouteIndex {
                 return Outcome::Unchanged;
             }
         }
-        self.seen.remove(key);
+        self.remove_seen(key);
         self.tombstones.insert(key.clone(), rv);
         if self
             .table
@@ -276,7 +302,7 @@ impl RouteIndex {
             }
             // The list is at least as new as what we hold: take it, even if
             // its object looks older than a version we saw but lost.
-            self.seen.remove(&key);
+            self.remove_seen(&key);
             self.tombstones.remove(&key);
             match self.apply(kind, item) {
                 Outcome::Changed => out.changes += 1,

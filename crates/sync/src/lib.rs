@@ -242,18 +242,16 @@ async fn run_owner(
             _ = cancel.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        let mut touched = [false; 2];
-        touch_kind(&mut touched, &first);
         owner.handle(first);
         // Coalesce a burst: everything already queued goes into one publish.
         while let Ok(m) = rx.try_recv() {
-            touch_kind(&mut touched, &m);
             owner.handle(m);
         }
-        // Content digests for the resync's conditional list (see `digest`).
-        for (kind, t) in ObjectKind::ALL.into_iter().zip(touched) {
-            if t && owner.complete.contains(&kind) {
-                digests.set(kind, digest::content_digest(owner.index.versions(kind)));
+        // Content digests for the resync's conditional list (see `digest`);
+        // the index keeps them current, so this is O(1).
+        for kind in ObjectKind::ALL {
+            if owner.complete.contains(&kind) {
+                digests.set(kind, owner.index.digest(kind));
             }
         }
         if owner.index.table().version() != table.load().version() {
@@ -272,20 +270,6 @@ async fn run_owner(
             table.mark_ready();
         }
     }
-}
-
-/// Marks the kind an input is about (for the content digests).
-fn touch_kind(touched: &mut [bool; 2], input: &Input) {
-    let kind = match input {
-        Input::WatchInit(k)
-        | Input::WatchInitApply(k, _)
-        | Input::WatchInitDone(k)
-        | Input::WatchApply(k, _)
-        | Input::WatchDelete(k, _)
-        | Input::Listed { kind: k, .. } => *k,
-        Input::ListUnchanged(_) | Input::DirScanned => return,
-    };
-    touched[ObjectKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)] = true;
 }
 
 struct Owner {

@@ -206,3 +206,34 @@ fn interceptor_route_wins_a_name_clash() {
     );
     assert_eq!(target_of(&index, "a.com").as_deref(), Some("from-httpso"));
 }
+
+#[test]
+fn the_running_digest_equals_a_full_recount() {
+    let mut index = RouteIndex::new();
+    let recount = |index: &RouteIndex| {
+        sync::digest::content_digest(index.versions(ObjectKind::HttpScaledObject))
+    };
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("a", "a.com", "10", "svc-a"),
+    );
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("b", "b.com", "11", "svc-b"),
+    );
+    assert_eq!(index.digest(ObjectKind::HttpScaledObject), recount(&index));
+    index.apply(
+        ObjectKind::HttpScaledObject,
+        httpso("a", "a.com", "12", "svc-a2"),
+    );
+    index.delete(&key("b"), Some(ResourceVersion::new("13")));
+    assert_eq!(index.digest(ObjectKind::HttpScaledObject), recount(&index));
+    index.reconcile(
+        ObjectKind::HttpScaledObject,
+        vec![httpso("c", "c.com", "20", "svc-c")],
+        Some(ResourceVersion::new("21")),
+    );
+    assert_eq!(index.digest(ObjectKind::HttpScaledObject), recount(&index));
+    assert_ne!(index.digest(ObjectKind::HttpScaledObject), 0);
+    assert_eq!(index.digest(ObjectKind::InterceptorRoute), 0);
+}
