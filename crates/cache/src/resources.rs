@@ -134,7 +134,7 @@ impl Discovery {
         }
         for (_, versions) in &mut groups {
             // Newest first, as the API server orders them (preferred first).
-            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+            versions.sort_by_key(|v| std::cmp::Reverse(listwatch::version_priority(v)));
         }
         groups
     }
@@ -227,25 +227,6 @@ impl Discovery {
             ["apis", group, version] => self.resource_list(group, version),
             _ => None,
         }
-    }
-}
-
-/// Kubernetes version priority: GA > beta > alpha, then by number.
-fn version_priority(v: &str) -> (u8, u32, u32) {
-    let Some(rest) = v.strip_prefix('v') else {
-        return (0, 0, 0);
-    };
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let major: u32 = digits.parse().unwrap_or(0);
-    let tail = &rest[digits.len()..];
-    if tail.is_empty() {
-        (3, major, 0)
-    } else if let Some(n) = tail.strip_prefix("beta") {
-        (2, major, n.parse().unwrap_or(0))
-    } else if let Some(n) = tail.strip_prefix("alpha") {
-        (1, major, n.parse().unwrap_or(0))
-    } else {
-        (0, major, 0)
     }
 }
 

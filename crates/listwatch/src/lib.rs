@@ -67,7 +67,7 @@ pub use handler::{
     HandlerConfig, ListWatch, ListWatchQuery, WatchPolicy, content_digest, expired_event,
     expired_watch_response,
 };
-pub use path::{Gvr, ResourcePath, parse_path};
+pub use path::{Gvr, ResourcePath, parse_path, version_priority};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub use status::{Reason, json_response, status_json, status_json_with_code, status_response};
 pub use store::{

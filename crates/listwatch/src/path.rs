@@ -106,6 +106,26 @@ pub fn parse_path(path: &str) -> Option<ResourcePath> {
     })
 }
 
+/// Kubernetes version priority for discovery order: GA > beta > alpha, then
+/// by number (`v2` > `v1` > `v1beta2` > `v1beta1` > `v1alpha1`).
+pub fn version_priority(v: &str) -> (u8, u32, u32) {
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let major: u32 = digits.parse().unwrap_or(0);
+    let tail = &rest[digits.len()..];
+    if tail.is_empty() {
+        (3, major, 0)
+    } else if let Some(n) = tail.strip_prefix("beta") {
+        (2, major, n.parse().unwrap_or(0))
+    } else if let Some(n) = tail.strip_prefix("alpha") {
+        (1, major, n.parse().unwrap_or(0))
+    } else {
+        (0, major, 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,25 +99,6 @@ pub fn builtin_resources() -> Vec<ResourceDef> {
     ]
 }
 
-/// Kubernetes version priority: GA > beta > alpha, then by number.
-fn version_priority(v: &str) -> (u8, u32, u32) {
-    let Some(rest) = v.strip_prefix('v') else {
-        return (0, 0, 0);
-    };
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let major: u32 = digits.parse().unwrap_or(0);
-    let tail = &rest[digits.len()..];
-    if tail.is_empty() {
-        (3, major, 0)
-    } else if let Some(n) = tail.strip_prefix("beta") {
-        (2, major, n.parse().unwrap_or(0))
-    } else if let Some(n) = tail.strip_prefix("alpha") {
-        (1, major, n.parse().unwrap_or(0))
-    } else {
-        (0, major, 0)
-    }
-}
-
 /// All registered resources.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Registry {
@@ -169,7 +150,7 @@ impl Registry {
             }
         }
         for vs in groups.values_mut() {
-            vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+            vs.sort_by_key(|v| std::cmp::Reverse(listwatch::version_priority(v)));
         }
         groups
     }
@@ -256,7 +237,7 @@ mod tests {
     #[test]
     fn versions_sort_by_priority() {
         let mut vs = vec!["v1alpha1", "v2", "v1beta1", "v1", "v1beta2"];
-        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        vs.sort_by_key(|v| std::cmp::Reverse(listwatch::version_priority(v)));
         assert_eq!(vs, ["v2", "v1", "v1beta2", "v1beta1", "v1alpha1"]);
     }
 
