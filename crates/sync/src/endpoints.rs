@@ -129,7 +129,8 @@ impl ServiceEntry {
 /// An immutable view of every known Service.
 #[derive(Debug, Default, Clone)]
 pub struct EndpointsSnapshot {
-    services: HashMap<String, HashMap<String, Arc<ServiceEntry>>>,
+    /// Persistent maps: publishing a change copies O(log n), not every Service.
+    services: imbl::HashMap<String, imbl::HashMap<String, Arc<ServiceEntry>>>,
 }
 
 impl EndpointsSnapshot {
@@ -182,7 +183,7 @@ impl EndpointsSnapshot {
 
     /// Number of known Services.
     pub fn len(&self) -> usize {
-        self.services.values().map(HashMap::len).sum()
+        self.services.values().map(imbl::HashMap::len).sum()
     }
 
     /// True when no Service is known.
