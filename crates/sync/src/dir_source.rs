@@ -349,7 +349,7 @@ pub(crate) async fn run_dir(
     let mut dir = RoutesDir::new(root.clone());
     let mut ticker = tokio::time::interval(config.resync_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<DirContents> = None;
+    let mut sent_once = false;
     loop {
         match dir.scan() {
             Ok((changed, new_errors)) => {
@@ -357,12 +357,11 @@ pub(crate) async fn run_dir(
                     metrics.sync_errors.get_or_create(&label).inc();
                     warn!(error = %err, "manifest file skipped; its last good content is kept");
                 }
-                if changed || last.is_none() {
-                    let contents = dir.contents();
-                    if last.as_ref() != Some(&contents) {
-                        send_contents(&contents, &tx, &endpoints).await;
-                        last = Some(contents);
-                    }
+                // Unchanged objects keep their content-derived versions, so
+                // the index ignores them; no need to keep a copy to diff.
+                if changed || !sent_once {
+                    send_contents(dir.contents(), &tx, &endpoints).await;
+                    sent_once = true;
                 }
                 if tx.send(Input::DirScanned).await.is_err() {
                     return;
@@ -386,17 +385,17 @@ pub(crate) async fn run_dir(
 }
 
 async fn send_contents(
-    contents: &DirContents,
+    mut contents: DirContents,
     tx: &mpsc::Sender<Input>,
     endpoints: &ReadyEndpoints,
 ) {
     endpoints.apply([
-        EndpointsChange::ResetServices(contents.services.clone()),
-        EndpointsChange::ResetSlices(contents.slices.clone()),
+        EndpointsChange::ResetServices(contents.services),
+        EndpointsChange::ResetSlices(contents.slices),
     ]);
     endpoints.mark_synced();
     for kind in ObjectKind::ALL {
-        let items = contents.routes.get(&kind).cloned().unwrap_or_default();
+        let items = contents.routes.remove(&kind).unwrap_or_default();
         let _ = tx
             .send(Input::Listed {
                 kind,
