@@ -146,6 +146,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST", default_value_t = 200)]
     pub max_idle_conns_per_host: usize,
 
+    /// Threads serving proxy connections, each with its own event loop and
+    /// backend connection pools (0: one per CPU core).
+    #[arg(long, env = "KEDA_HTTP_PROXY_WORKERS", default_value_t = 0)]
+    pub proxy_workers: usize,
+
     /// Add `X-KEDA-HTTP-Cold-Start: true|false` to forwarded responses.
     #[arg(long, env = "KEDA_HTTP_ENABLE_COLD_START_HEADER", value_parser = go_bool, default_value = "true", action = clap::ArgAction::Set)]
     pub enable_cold_start_header: bool,
@@ -206,6 +211,14 @@ pub struct ProxyArgs {
 pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl ProxyArgs {
+    /// Proxy worker threads in force: the flag, or one per CPU core.
+    pub fn workers(&self) -> usize {
+        match self.proxy_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// The readiness timeout in force (new name first, then the legacy one);
     /// zero means "until the request's deadline".
     pub fn readiness_timeout(&self) -> Duration {

@@ -53,6 +53,9 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The proxy's worker threads could not be started.
+    #[error("cannot start the proxy workers: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A running interceptor.
@@ -76,6 +79,8 @@ pub struct Interceptor {
     pub proxy_args: ProxyArgs,
     /// Stops the proxy listeners (connections then drain).
     stop_proxy: CancellationToken,
+    /// The threads serving proxy connections.
+    workers: Arc<server::ProxyWorkers>,
     /// The proxy accept loops; each ends once its connections are drained.
     proxy_servers: Vec<tokio::task::JoinHandle<()>>,
     /// Cancels the servers when the interceptor is dropped.
@@ -136,25 +141,37 @@ impl Interceptor {
         let admin_addr = local(&admin_listener, args.admin_port)?;
         let metrics_addr = local(&metrics_listener, args.metrics_port)?;
         tokio::spawn(proxy_metrics.clone().follow(cancel.clone()));
-        let proxy = Arc::new(proxy::Proxy::new(
-            sync.table.clone(),
-            sync.endpoints.clone(),
-            proxy_metrics,
-            Arc::new(body::Inflight::default()),
-            proxy::ProxyConfig::from_args(&args.proxy, routes_dir),
-        ));
+        let inflight = Arc::new(body::Inflight::default());
+        let proxy_config = proxy::ProxyConfig::from_args(&args.proxy, routes_dir);
+        let new_proxy = || {
+            Arc::new(proxy::Proxy::new(
+                sync.table.clone(),
+                sync.endpoints.clone(),
+                proxy_metrics.clone(),
+                inflight.clone(),
+                proxy_config.clone(),
+            ))
+        };
+        let proxy = new_proxy();
+        let proxies = (0..args.proxy.workers())
+            .map(|i| if i == 0 { proxy.clone() } else { new_proxy() })
+            .collect();
         let stop_proxy = cancel.child_token();
+        let workers = Arc::new(
+            server::ProxyWorkers::start(proxies, tls_config, stop_proxy.clone(), cancel.clone())
+                .map_err(StartError::Workers)?,
+        );
         let mut proxy_servers = vec![tokio::spawn(server::serve_proxy(
             proxy_listener,
-            proxy.clone(),
-            None,
+            workers.clone(),
+            false,
             stop_proxy.clone(),
         ))];
-        if let (Some(l), Some(acceptor)) = (tls_listener, tls_config) {
+        if let Some(l) = tls_listener {
             proxy_servers.push(tokio::spawn(server::serve_proxy(
                 l,
-                proxy.clone(),
-                Some(acceptor),
+                workers.clone(),
+                true,
                 stop_proxy.clone(),
             )));
         }
@@ -181,6 +198,7 @@ impl Interceptor {
             proxy,
             proxy_args: args.proxy.clone(),
             stop_proxy,
+            workers,
             proxy_servers,
             _guard: cancel.drop_guard(),
         })
@@ -199,6 +217,7 @@ impl Interceptor {
         let servers = futures::future::join_all(self.proxy_servers.iter_mut());
         let drained = tokio::time::timeout(self.proxy_args.drain_timeout, async {
             servers.await;
+            self.workers.wait().await;
             inflight.wait_idle().await;
         })
         .await;

@@ -55,49 +55,124 @@ pub async fn serve<S, F, B>(
     }
 }
 
-/// Serves the proxy on `listener` (plain, or TLS when `tls` is set):
-/// HTTP/1.1 with upgrades, HTTP/2 (ALPN `h2` or h2c prior knowledge). When
-/// `stop` fires it stops accepting, asks every connection to finish its
-/// in-flight requests and close (keep-alive off, HTTP/2 GOAWAY), and
-/// returns once they all have.
-pub async fn serve_proxy(
-    listener: TcpListener,
+/// A connection accepted by an accept loop, on its way to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tls: bool,
+}
+
+/// The proxy's workers: one thread per worker, each running a
+/// current-thread tokio runtime with its own [`crate::proxy::Proxy`] (and so
+/// its own backend connection pools). A connection is accepted once, handed
+/// to a worker round robin, and from then on everything it needs (its
+/// requests, their backend connections, timers) runs on that one thread: no
+/// task hand-off between threads on the request path, which is what the
+/// multi-thread scheduler costs in wake-ups and latency.
+#[derive(Debug)]
+pub struct ProxyWorkers {
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<Accepted>>,
+    next: std::sync::atomic::AtomicUsize,
+    done: parking_lot::Mutex<Vec<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl ProxyWorkers {
+    /// Starts one worker per proxy in `proxies`. After `stop` each worker
+    /// serves the connections it already has until they finish (keep-alive
+    /// off, HTTP/2 GOAWAY); `kill` ends them at once.
+    pub fn start(
+        proxies: Vec<Arc<crate::proxy::Proxy>>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        stop: CancellationToken,
+        kill: CancellationToken,
+    ) -> std::io::Result<ProxyWorkers> {
+        let mut senders = Vec::with_capacity(proxies.len());
+        let mut done = Vec::with_capacity(proxies.len());
+        for (i, proxy) in proxies.into_iter().enumerate() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (tls, stop, kill) = (tls.clone(), stop.clone(), kill.clone());
+            std::thread::Builder::new()
+                .name(format!("proxy-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(worker(rx, proxy, tls, stop, kill));
+                    // Dropping the runtime here ends whatever is left.
+                    drop(runtime);
+                    let _ = done_tx.send(());
+                })?;
+            senders.push(tx);
+            done.push(done_rx);
+        }
+        Ok(ProxyWorkers {
+            senders,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            done: parking_lot::Mutex::new(done),
+        })
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+
+    fn dispatch(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr, tls: bool) {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, error = %e, "cannot hand a connection to a worker");
+                return;
+            }
+        };
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.senders.len();
+        if self.senders[i]
+            .send(Accepted { stream, peer, tls })
+            .is_err()
+        {
+            debug!(%peer, "proxy worker gone; connection dropped");
+        }
+    }
+
+    /// Resolves once every worker has ended (drained, or killed).
+    pub async fn wait(&self) {
+        let done = std::mem::take(&mut *self.done.lock());
+        for d in done {
+            let _ = d.await;
+        }
+    }
+}
+
+async fn worker(
+    mut accepted: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
     proxy: Arc<crate::proxy::Proxy>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: CancellationToken,
+    kill: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel::<ProxyConn>();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            Some(conn) = conn_rx.recv() => {
-                // A TLS connection finished its handshake: serve it under the
-                // graceful-shutdown watch.
-                spawn_conn(&graceful, conn);
-                continue;
+    let take = |a: Accepted, graceful: &hyper_util::server::graceful::GracefulShutdown| {
+        let Accepted {
+            stream,
+            peer,
+            tls: is_tls,
+        } = a;
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, error = %e, "cannot register a connection");
+                return;
             }
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    // Out of file descriptors and the like: do not spin.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
         };
-        let _ = stream.set_nodelay(true);
-        match &tls {
-            None => spawn_conn(
-                &graceful,
-                ProxyConn {
-                    io: Box::new(stream),
-                    peer,
-                    proxy: proxy.clone(),
-                },
-            ),
-            Some(acceptor) => {
+        match (&tls, is_tls) {
+            (Some(acceptor), true) => {
                 let acceptor = acceptor.clone();
                 let tx = conn_tx.clone();
                 let proxy = proxy.clone();
@@ -119,10 +194,62 @@ pub async fn serve_proxy(
                     }
                 });
             }
+            _ => spawn_conn(
+                graceful,
+                ProxyConn {
+                    io: Box::new(stream),
+                    peer,
+                    proxy: proxy.clone(),
+                },
+            ),
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = kill.cancelled() => return,
+            Some(conn) = conn_rx.recv() => spawn_conn(&graceful, conn),
+            a = accepted.recv() => match a {
+                Some(a) => take(a, &graceful),
+                None => break,
+            },
         }
     }
-    drop(listener);
-    graceful.shutdown().await;
+    // Connections accepted before the stop are still served.
+    while let Ok(a) = accepted.try_recv() {
+        take(a, &graceful);
+    }
+    drop(conn_tx);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = kill.cancelled() => {}
+    }
+}
+
+/// Accepts proxy connections on `listener` (TLS ones when `tls`) and hands
+/// them to `workers` until `stop`.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    workers: Arc<ProxyWorkers>,
+    tls: bool,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    // Out of file descriptors and the like: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        workers.dispatch(stream, peer, tls);
+    }
 }
 
 /// An accepted proxy connection, plain or TLS.
