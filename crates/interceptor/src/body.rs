@@ -5,11 +5,12 @@
 //! counters when created and is dropped when the body reports its end, when
 //! hyper drops the body, or (websockets) when the tunnel closes.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Uri};
@@ -143,11 +144,21 @@ enum Inner {
 }
 
 /// A response body: empty, a fixed buffer, or the backend's body streamed
-/// through; it carries the request's guard until it ends.
+/// through; it carries the request's guard until it ends, and the request's
+/// deadline (`KEDA_HTTP_REQUEST_TIMEOUT` or the route's `timeouts.request`),
+/// which covers the streamed body too: a body still streaming at the
+/// deadline is cut off (the connection or HTTP/2 stream is reset, since the
+/// status line has already gone out).
 pub struct ProxyBody {
     inner: Inner,
     guard: Option<RequestGuard>,
+    deadline: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
 }
+
+/// The request timeout passed while the response body was streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request timeout of {0:?} passed while the response body was streaming")]
+pub struct BodyTimeout(pub Duration);
 
 impl std::fmt::Debug for ProxyBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,6 +172,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Inner::Empty,
             guard: None,
+            deadline: None,
         }
     }
 
@@ -174,6 +186,7 @@ impl ProxyBody {
                 Inner::Full(Some(bytes))
             },
             guard: None,
+            deadline: None,
         }
     }
 
@@ -182,7 +195,17 @@ impl ProxyBody {
         ProxyBody {
             inner: Inner::Stream(body),
             guard: None,
+            deadline: None,
         }
+    }
+
+    /// Cuts a streamed body off at `deadline` (`timeout` is what the error
+    /// reports). Fixed bodies are never cut.
+    pub fn with_deadline(mut self, deadline: tokio::time::Instant, timeout: Duration) -> ProxyBody {
+        if matches!(self.inner, Inner::Stream(_)) {
+            self.deadline = Some((Box::pin(tokio::time::sleep_until(deadline)), timeout));
+        }
+        self
     }
 
     /// Attaches the request's guard, dropped when the body ends.
@@ -194,17 +217,39 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let out = match &mut this.inner {
+        let out: Poll<Option<Result<Frame<Bytes>, Self::Error>>> = match &mut this.inner {
             Inner::Empty => Poll::Ready(None),
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+            Inner::Stream(s) => match Pin::new(s).poll_frame(cx) {
+                Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(|e| Box::new(e) as Self::Error))),
+                Poll::Pending => {
+                    let expired = match &mut this.deadline {
+                        Some((sleep, timeout)) => {
+                            sleep.as_mut().poll(cx).is_ready().then_some(*timeout)
+                        }
+                        None => None,
+                    };
+                    match expired {
+                        Some(timeout) => {
+                            this.deadline = None;
+                            this.inner = Inner::Empty;
+                            tracing::debug!(
+                                ?timeout,
+                                "response body cut off at the request timeout"
+                            );
+                            Poll::Ready(Some(Err(Box::new(BodyTimeout(timeout)) as Self::Error)))
+                        }
+                        None => Poll::Pending,
+                    }
+                }
+            },
         };
         if let Poll::Ready(None) = out {
             this.guard.take();

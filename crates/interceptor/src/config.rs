@@ -129,7 +129,9 @@ pub struct ProxyArgs {
     #[arg(long, env = "KEDA_RESPONSE_HEADER_TIMEOUT", value_parser = duration, hide = true)]
     pub legacy_response_header_timeout: Option<Duration>,
 
-    /// Whole-request timeout, from arrival to the response headers (0s: none).
+    /// Whole-request timeout, from arrival to the end of the response body;
+    /// a body still streaming then is cut off (0s: none). Websocket tunnels
+    /// are not bounded by it.
     #[arg(long, env = "KEDA_HTTP_REQUEST_TIMEOUT", value_parser = duration, default_value = "0s")]
     pub request_timeout: Duration,
 

@@ -13,8 +13,12 @@
 //! pool has no global bound); static bodies from ConfigMaps
 //! (`bodyFromConfigMap`) are answered 500 "not resolved" because the sync
 //! layer does not fetch ConfigMaps; upgrades (websockets) are proxied from
-//! HTTP/1.1 clients only (not HTTP/2 extended CONNECT); the request timeout
-//! bounds the time to the response headers, not the body.
+//! HTTP/1.1 clients only (not HTTP/2 extended CONNECT).
+//!
+//! The request timeout runs from the request's arrival to the end of its
+//! response body (a body still streaming then is cut off); an upgraded
+//! connection (websocket) is not bounded by it, since its life is the
+//! tunnel's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -179,10 +183,11 @@ impl Proxy {
             .request
             .unwrap_or(self.config.request_timeout);
         let work = self.route_request(req, peer, &route, action, &stats);
+        let deadline = tokio::time::Instant::from_std(start) + request_timeout;
         let result = if request_timeout.is_zero() {
             work.await
         } else {
-            match tokio::time::timeout(request_timeout, work).await {
+            match tokio::time::timeout_at(deadline, work).await {
                 Ok(r) => r,
                 Err(_) => Err((ProxyError::RequestTimeout(request_timeout), None)),
             }
@@ -201,7 +206,10 @@ impl Proxy {
                         response
                     }
                     None => {
-                        let body = std::mem::replace(response.body_mut(), ProxyBody::empty());
+                        let mut body = std::mem::replace(response.body_mut(), ProxyBody::empty());
+                        if !request_timeout.is_zero() {
+                            body = body.with_deadline(deadline, request_timeout);
+                        }
                         *response.body_mut() = body.with_guard(guard);
                         response
                     }

@@ -259,6 +259,97 @@ async fn timeouts_are_504() {
     icp.stop().await;
 }
 
+/// A backend that sends its status line, headers and half of its body at
+/// once, then stalls.
+async fn stalling_backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let _ = s.write_all(b"world").await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn request_timeout_covers_the_response_body() {
+    use http_body_util::BodyExt;
+    let dir = tempfile::tempdir().unwrap();
+    let stalling = stalling_backend().await;
+    let fast = echo("fast").await;
+    let routes = [
+        service_yaml("ns", "stall", "http", None, stalling, true),
+        service_yaml("ns", "fast", "http", None, fast, true),
+        ir_yaml(
+            "ns",
+            "stall",
+            "stall",
+            "stall.test",
+            "  timeouts: {request: 300ms}\n",
+        ),
+        ir_yaml(
+            "ns",
+            "fast",
+            "fast",
+            "fast.test",
+            "  timeouts: {request: 300ms}\n",
+        ),
+    ]
+    .concat();
+    write(dir.path(), "routes.yaml", &routes);
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "stall").await;
+    wait_route(&icp, "ns", "fast").await;
+    wait_ready(&icp, "ns", "stall").await;
+    wait_ready(&icp, "ns", "fast").await;
+
+    // A body that ends in time arrives whole.
+    let got = get(icp.proxy_addr, "fast.test", "/?size=100000").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body.len(), 100_000);
+
+    // The headers arrive, then the body is cut off at the deadline instead
+    // of hanging for the backend's 30 s.
+    let req = http::Request::builder()
+        .uri(format!("http://{}/", icp.proxy_addr))
+        .header("host", "stall.test")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(WAIT, client().request(req))
+        .await
+        .expect("headers in time")
+        .expect("headers");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .expect("the body ends (cut off) well before the backend finishes");
+    assert!(
+        body.is_err(),
+        "a cut-off body is an error, not a short success"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off at the 300 ms deadline, took {:?}",
+        started.elapsed()
+    );
+    wait_concurrency(&icp, "ns/stall", 0).await;
+    icp.stop().await;
+}
+
 #[tokio::test]
 async fn cold_start_holds_until_the_slice_turns_ready() {
     let dir = tempfile::tempdir().unwrap();
