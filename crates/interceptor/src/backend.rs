@@ -35,11 +35,26 @@ impl Dialer {
         let host = uri
             .host()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URI without a host"))?;
+        let port = uri.port_u16().unwrap_or(80);
+        self.dial_host(host, port).await
+    }
+
+    /// Dials `host:port` (an authority; port 80 when absent).
+    pub async fn dial_authority(self, authority: &str) -> io::Result<TokioIo<TcpStream>> {
+        let a: http::uri::Authority = authority.parse().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad backend address {authority:?}: {e}"),
+            )
+        })?;
+        self.dial_host(a.host(), a.port_u16().unwrap_or(80)).await
+    }
+
+    async fn dial_host(self, host: &str, port: u16) -> io::Result<TokioIo<TcpStream>> {
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = uri.port_u16().unwrap_or(80);
         let started = tokio::time::Instant::now();
         loop {
             let attempt = tokio::time::timeout(self.attempt_timeout, connect(&host, port)).await;
@@ -91,31 +106,27 @@ impl tower_service::Service<Uri> for Dialer {
     }
 }
 
-/// Pooled clients to the backends.
+/// Connections to the backends of one proxy worker.
 #[derive(Clone, Debug)]
 pub struct Backends {
-    /// HTTP/1.1 (upgrades included).
-    pub http1: Client<Dialer, Incoming>,
-    /// h2c with prior knowledge (`appProtocol: kubernetes.io/h2c`).
+    /// HTTP/1.1 (upgrades included), with both idle caps.
+    pub http1: crate::pool::H1Pool,
+    /// h2c with prior knowledge (`appProtocol: kubernetes.io/h2c`): one
+    /// multiplexed connection per backend address.
     pub h2c: Client<Dialer, Incoming>,
 }
 
-/// How long an idle pooled connection is kept.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 impl Backends {
-    /// Clients keeping at most `max_idle_per_host` idle connections per
-    /// backend address.
-    pub fn new(dialer: Dialer, max_idle_per_host: usize) -> Backends {
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .http1_writev(false)
-            .set_host(false)
-            .build(dialer.clone());
+    /// Pools keeping at most `max_idle_per_host` idle HTTP/1.1 connections
+    /// per backend address, within the shared idle `budget`.
+    pub fn new(
+        dialer: Dialer,
+        max_idle_per_host: usize,
+        budget: std::sync::Arc<crate::pool::IdleBudget>,
+    ) -> Backends {
+        let http1 = crate::pool::H1Pool::<Incoming>::new(dialer.clone(), max_idle_per_host, budget);
         let h2c = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_idle_timeout(crate::pool::POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(max_idle_per_host)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())

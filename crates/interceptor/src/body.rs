@@ -140,7 +140,7 @@ impl Drop for RequestGuard {
 enum Inner {
     Empty,
     Full(Option<Bytes>),
-    Stream(Incoming),
+    Stream(Incoming, Option<crate::pool::Lease>),
 }
 
 /// A response body: empty, a fixed buffer, or the backend's body streamed
@@ -190,10 +190,11 @@ impl ProxyBody {
         }
     }
 
-    /// The backend's body, streamed.
-    pub fn stream(body: Incoming) -> ProxyBody {
+    /// The backend's body, streamed; its connection goes back to the pool
+    /// (`lease`) when the body has been read to its end.
+    pub fn stream(body: Incoming, lease: Option<crate::pool::Lease>) -> ProxyBody {
         ProxyBody {
-            inner: Inner::Stream(body),
+            inner: Inner::Stream(body, lease),
             guard: None,
             deadline: None,
         }
@@ -202,7 +203,7 @@ impl ProxyBody {
     /// Cuts a streamed body off at `deadline` (`timeout` is what the error
     /// reports). Fixed bodies are never cut.
     pub fn with_deadline(mut self, deadline: tokio::time::Instant, timeout: Duration) -> ProxyBody {
-        if matches!(self.inner, Inner::Stream(_)) {
+        if matches!(self.inner, Inner::Stream(..)) {
             self.deadline = Some((Box::pin(tokio::time::sleep_until(deadline)), timeout));
         }
         self
@@ -212,6 +213,19 @@ impl ProxyBody {
     pub fn with_guard(mut self, guard: RequestGuard) -> ProxyBody {
         self.guard = Some(guard);
         self
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // hyper may stop polling once `is_end_stream` says the body is
+        // complete; the connection is reusable then all the same.
+        if let Inner::Stream(s, lease) = &mut self.inner
+            && s.is_end_stream()
+            && let Some(lease) = lease.take()
+        {
+            lease.release();
+        }
     }
 }
 
@@ -227,8 +241,26 @@ impl Body for ProxyBody {
         let out: Poll<Option<Result<Frame<Bytes>, Self::Error>>> = match &mut this.inner {
             Inner::Empty => Poll::Ready(None),
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream(s) => match Pin::new(s).poll_frame(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(|e| Box::new(e) as Self::Error))),
+            Inner::Stream(s, lease) => match Pin::new(&mut *s).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    if let Some(lease) = lease.take() {
+                        lease.release();
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    // The last frame: the connection can go back now.
+                    if s.is_end_stream()
+                        && let Some(lease) = lease.take()
+                    {
+                        lease.release();
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    lease.take();
+                    Poll::Ready(Some(Err(Box::new(e) as Self::Error)))
+                }
                 Poll::Pending => {
                     let expired = match &mut this.deadline {
                         Some((sleep, timeout)) => {
@@ -261,7 +293,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Empty => true,
             Inner::Full(b) => b.is_none(),
-            Inner::Stream(s) => s.is_end_stream(),
+            Inner::Stream(s, _) => s.is_end_stream(),
         }
     }
 
@@ -269,7 +301,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Stream(s) => s.size_hint(),
+            Inner::Stream(s, _) => s.size_hint(),
         }
     }
 }

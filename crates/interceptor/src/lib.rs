@@ -20,6 +20,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod source;

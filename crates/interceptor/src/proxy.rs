@@ -7,10 +7,7 @@
 //! polling), fails over, or gets the route's placeholder; then it is
 //! forwarded over a pooled connection with its body streamed both ways.
 //!
-//! Known limits: the idle pool is capped per backend address
-//! (`KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST`) but the global cap
-//! (`KEDA_HTTP_MAX_IDLE_CONNS`) is accepted and not enforced (hyper-util's
-//! pool has no global bound); static bodies from ConfigMaps
+//! Known limits: static bodies from ConfigMaps
 //! (`bodyFromConfigMap`) are answered 500 "not resolved" because the sync
 //! layer does not fetch ConfigMaps; upgrades (websockets) are proxied from
 //! HTTP/1.1 clients only (not HTTP/2 extended CONNECT).
@@ -64,8 +61,10 @@ pub struct ProxyConfig {
     pub log_requests: bool,
     /// Dial attempt timeout.
     pub connect_timeout: Duration,
-    /// Idle connections per backend address.
+    /// Idle HTTP/1.1 connections per backend address, per worker.
     pub max_idle_per_host: usize,
+    /// Idle HTTP/1.1 connections of all workers together.
+    pub idle_budget: Arc<crate::pool::IdleBudget>,
 }
 
 impl ProxyConfig {
@@ -81,7 +80,9 @@ impl ProxyConfig {
             max_pending: args.cold_start_max_pending_requests,
             log_requests: args.log_requests,
             connect_timeout: args.connect_timeout,
-            max_idle_per_host: args.max_idle_conns_per_host,
+            // The per-host cap is shared out among the workers' pools.
+            max_idle_per_host: args.max_idle_conns_per_host.div_ceil(args.workers()),
+            idle_budget: crate::pool::IdleBudget::new(args.max_idle_conns),
         }
     }
 }
@@ -126,7 +127,7 @@ impl Proxy {
         Proxy {
             table,
             endpoints,
-            backends: Backends::new(dialer, config.max_idle_per_host),
+            backends: Backends::new(dialer, config.max_idle_per_host, config.idle_budget.clone()),
             metrics,
             inflight,
             config,
@@ -432,20 +433,26 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
 
-        let uri = Uri::builder()
-            .scheme(http::uri::Scheme::HTTP)
-            .authority(authority.as_str())
-            .path_and_query(
-                parts
-                    .uri
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            )
-            .build()
-            .map_err(|e| {
-                ProxyError::Unresolvable(format!("bad backend URI for {authority}: {e}"))
-            })?;
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let use_h2c = h2c && !upgrade;
+        // HTTP/1.1 goes out in origin form (`/path?query`, with `Host`); the
+        // h2c client takes the absolute form and makes `:authority` of it.
+        let uri = if use_h2c {
+            Uri::builder()
+                .scheme(http::uri::Scheme::HTTP)
+                .authority(authority.as_str())
+                .path_and_query(path)
+                .build()
+                .map_err(|e| {
+                    ProxyError::Unresolvable(format!("bad backend URI for {authority}: {e}"))
+                })?
+        } else {
+            Uri::from(path)
+        };
         if !parts.headers.contains_key(header::HOST)
             && let Some(a) = parts.uri.authority()
             && let Ok(v) = HeaderValue::from_str(a.as_str())
@@ -462,12 +469,22 @@ impl Proxy {
         };
         let out = Request::from_parts(parts, body);
 
-        let client = if h2c && !upgrade {
-            &self.backends.h2c
-        } else {
-            &self.backends.http1
+        let sent = async {
+            if use_h2c {
+                self.backends
+                    .h2c
+                    .request(out)
+                    .await
+                    .map(|r| (r, None))
+                    .map_err(|e| error_chain(&e))
+            } else {
+                self.backends
+                    .http1
+                    .send(&authority, out)
+                    .await
+                    .map_err(|e| error_chain(&e))
+            }
         };
-        let sent = client.request(out);
         let result = if timeout.is_zero() {
             sent.await
         } else {
@@ -481,8 +498,8 @@ impl Proxy {
                 }
             }
         };
-        let mut resp = result.map_err(|e| ProxyError::Upstream {
-            message: error_chain(&e),
+        let (mut resp, lease) = result.map_err(|message| ProxyError::Upstream {
+            message,
             backend: authority.clone(),
         })?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -493,7 +510,7 @@ impl Proxy {
         let body = if switching {
             ProxyBody::empty()
         } else {
-            ProxyBody::stream(body)
+            ProxyBody::stream(body, lease)
         };
         let upgrade = match (client_upgrade, backend_upgrade) {
             (Some(c), Some(b)) => Some((c, b)),

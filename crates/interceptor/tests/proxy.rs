@@ -351,6 +351,44 @@ async fn request_timeout_covers_the_response_body() {
 }
 
 #[tokio::test]
+async fn backend_connections_are_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, accepted) = counting_backend(false).await;
+    let routes = [
+        service_yaml("ns", "app", "http", None, backend, true),
+        ir_yaml("ns", "app", "app", "app.test", ""),
+    ]
+    .concat();
+    write(dir.path(), "routes.yaml", &routes);
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "app").await;
+    wait_ready(&icp, "ns", "app").await;
+    let client = client();
+    for _ in 0..20 {
+        let got = send(
+            &client,
+            icp.proxy_addr,
+            "GET",
+            "app.test",
+            "/",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(&got.body[..], b"ok");
+        // The connection goes back to the pool just after the body ends.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "20 sequential requests over one client connection use one backend connection"
+    );
+    icp.stop().await;
+}
+
+#[tokio::test]
 async fn cold_start_holds_until_the_slice_turns_ready() {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("cold").await;

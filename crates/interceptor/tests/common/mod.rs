@@ -307,3 +307,43 @@ pub async fn wait_ready(icp: &Interceptor, ns: &str, svc: &str) {
         .await
         .unwrap_or_else(|_| panic!("service {ns}/{svc} never became ready"));
 }
+
+/// An HTTP/1.1 backend counting the connections it accepted; answers `ok`
+/// after `?delay_ms=N`. With `close_idle`, it closes each connection right
+/// after its first response.
+pub async fn counting_backend(
+    close_idle: bool,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let delay = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.strip_prefix("delay_ms="))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(!close_idle)
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc);
+                let _ = conn.await;
+            });
+        }
+    });
+    (addr, accepted)
+}
