@@ -9,8 +9,12 @@
 //!
 //! Known limits: static bodies from ConfigMaps
 //! (`bodyFromConfigMap`) are answered 500 "not resolved" because the sync
-//! layer does not fetch ConfigMaps; upgrades (websockets) are proxied from
-//! HTTP/1.1 clients only (not HTTP/2 extended CONNECT).
+//! layer does not fetch ConfigMaps.
+//!
+//! Upgrades: an HTTP/1.1 `Upgrade` (websockets) is passed to the backend
+//! as is; an HTTP/2 extended CONNECT (RFC 8441) is turned into the
+//! equivalent HTTP/1.1 upgrade towards the backend; either way the bytes
+//! are then tunnelled both ways.
 //!
 //! The request timeout runs from the request's arrival to the end of its
 //! response body (a body still streaming then is cut off); an upgraded
@@ -429,9 +433,18 @@ impl Proxy {
             let snap = self.endpoints.load();
             self.resolve(&snap, namespace, service, port, direct)?
         };
-        let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        // An HTTP/2 extended CONNECT (RFC 8441, `:protocol: websocket`)
+        // becomes an HTTP/1.1 upgrade towards the backend.
+        let h2_connect = req.method() == http::Method::CONNECT
+            && req.version() == Version::HTTP_2
+            && req.extensions().get::<hyper::ext::Protocol>().is_some();
+        let upgrade =
+            h2_connect || (req.version() == Version::HTTP_11 && is_upgrade(req.headers()));
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        if h2_connect {
+            h2_connect_to_upgrade(&mut parts);
+        }
 
         let path = parts
             .uri
@@ -505,7 +518,15 @@ impl Proxy {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
         let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers, switching);
+        if switching && h2_connect {
+            // HTTP/2 answers an accepted extended CONNECT with 200 and no
+            // connection-specific headers.
+            parts.status = StatusCode::OK;
+            parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+            strip_hop_by_hop(&mut parts.headers, false);
+        } else {
+            strip_hop_by_hop(&mut parts.headers, switching);
+        }
         self.cold_header(&mut parts.headers, cold);
         let body = if switching {
             ProxyBody::empty()
@@ -550,6 +571,71 @@ fn static_response(sr: &StaticResponse) -> Result<Forwarded, ProxyError> {
         response: resp,
         upgrade: None,
     })
+}
+
+/// Rewrites an HTTP/2 extended CONNECT into the HTTP/1.1 upgrade request
+/// it stands for: `GET` with `Connection: upgrade`, `Upgrade: <protocol>`
+/// and, for websockets, a fresh `Sec-WebSocket-Key` (HTTP/2 clients send
+/// none; the backend's `Sec-WebSocket-Accept` answers it and is not passed
+/// back).
+fn h2_connect_to_upgrade(parts: &mut http::request::Parts) {
+    let protocol = parts
+        .extensions
+        .remove::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    parts.method = http::Method::GET;
+    if let Ok(v) = HeaderValue::from_str(&protocol) {
+        parts.headers.insert(header::UPGRADE, v);
+    }
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if protocol.eq_ignore_ascii_case("websocket") {
+        if let Ok(v) = HeaderValue::from_str(&websocket_key()) {
+            parts.headers.insert(header::SEC_WEBSOCKET_KEY, v);
+        }
+        parts
+            .headers
+            .entry(header::SEC_WEBSOCKET_VERSION)
+            .or_insert(HeaderValue::from_static("13"));
+    }
+}
+
+/// A `Sec-WebSocket-Key`: 16 bytes, base64. It only has to differ between
+/// handshakes (RFC 6455 4.1), not be secret.
+fn websocket_key() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let mut bytes = [0u8; 16];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_usize(i);
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    base64(&bytes)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -645,4 +731,25 @@ async fn tunnel(client: OnUpgrade, backend: OnUpgrade, guard: RequestGuard) {
         debug!(error = %e, "upgraded connection ended");
     }
     drop(guard);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(input.as_bytes()), want);
+        }
+        let a = super::websocket_key();
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, super::websocket_key());
+    }
 }

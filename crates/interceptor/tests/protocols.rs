@@ -144,6 +144,87 @@ async fn websocket_round_trip_is_counted_for_its_lifetime() {
     icp.stop().await;
 }
 
+#[tokio::test]
+async fn websocket_over_http2_extended_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("ws2").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "ws2", "http", None, backend, true),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "ws2", "ws2", &["ws2.test"], &[], &[]),
+    );
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "ws2").await;
+    wait_ready(&icp, "ns", "ws2").await;
+
+    // h2c with prior knowledge; the proxy announces
+    // SETTINGS_ENABLE_CONNECT_PROTOCOL, which the client must have seen.
+    let stream = tokio::net::TcpStream::connect(icp.proxy_addr)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut resp = None;
+    for _ in 0..50 {
+        let mut req = Request::builder()
+            .method(http::Method::CONNECT)
+            .version(Version::HTTP_2)
+            .uri("http://ws2.test/socket")
+            .header("sec-websocket-version", "13")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        match send.send_request(req).await {
+            Ok(r) => {
+                resp = Some(r);
+                break;
+            }
+            // The server's SETTINGS frame has not arrived yet.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    let mut resp = resp.expect("extended CONNECT accepted");
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "RFC 8441: 200 opens the tunnel"
+    );
+    assert!(resp.headers().get("upgrade").is_none());
+    let upgraded = hyper::upgrade::on(&mut resp).await.expect("tunnel");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    for i in 0..3 {
+        ws.send(Message::text(format!("over h2 {i}")))
+            .await
+            .unwrap();
+        let back = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::text(format!("over h2 {i}")));
+    }
+    let q = wait_concurrency(&icp, "ns/ws2", 1).await;
+    assert_eq!(q["ns/ws2"]["RequestCount"], 1);
+    ws.close(None).await.unwrap();
+    drop(ws);
+    wait_concurrency(&icp, "ns/ws2", 0).await;
+    icp.stop().await;
+}
+
 struct Pki {
     ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
