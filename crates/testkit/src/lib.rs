@@ -240,6 +240,19 @@ impl TestApi {
         kube::Client::try_from(config).expect("testkit: kube client")
     }
 
+    /// Serves TokenReviews (`POST /apis/authentication.k8s.io/v1/tokenreviews`),
+    /// authenticating exactly `tokens`.
+    pub fn serve_token_reviews(&self, tokens: impl IntoIterator<Item = impl Into<String>>) {
+        *self.shared.review_tokens.lock() = Some(tokens.into_iter().map(Into::into).collect());
+    }
+
+    /// TokenReviews answered so far.
+    pub fn token_reviews(&self) -> u64 {
+        self.shared
+            .reviews
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Fault injection.
     pub fn faults(&self) -> Faults {
         Faults {

@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub(crate) stats: StatsState,
     pub(crate) addr: SocketAddr,
     accept: Mutex<Option<JoinHandle<()>>>,
+    /// Tokens a TokenReview authenticates (`None`: TokenReviews are not served).
+    pub(crate) review_tokens: Mutex<Option<std::collections::HashSet<String>>>,
+    /// TokenReviews answered.
+    pub(crate) reviews: std::sync::atomic::AtomicU64,
     /// Bumped to drop every open connection.
     down: watch::Sender<u64>,
 }
@@ -82,6 +86,8 @@ impl Shared {
             stats: StatsState::default(),
             addr,
             accept: Mutex::new(None),
+            review_tokens: Mutex::new(None),
+            reviews: std::sync::atomic::AtomicU64::new(0),
             down: watch::channel(0).0,
         });
         let task = tokio::spawn(accept_loop(shared.clone(), listener));
@@ -198,6 +204,10 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<CountedB
         );
     }
     let path = req.uri().path().to_owned();
+    if path == TOKEN_REVIEWS && req.method() == Method::POST {
+        let c = shared.stats.request(Verb::Create, "");
+        return CountedBody::wrap(token_review(&shared, req).await, Some(c));
+    }
     let Some(rp) = parse_path(&path) else {
         let c = shared.stats.request(Verb::Other, "");
         let resp = if req.method() == Method::GET {
@@ -487,4 +497,37 @@ impl CountedBody {
     ) -> Response<CountedBody> {
         resp.map(|b| CountedBody::new(b, counter))
     }
+}
+
+const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+/// `POST .../tokenreviews`: authenticates `spec.token` against the tokens
+/// set with `TestApi::serve_token_reviews` (201 with `status.authenticated`),
+/// as the API server does for a caller allowed to create TokenReviews.
+async fn token_review(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let Some(known) = shared.review_tokens.lock().clone() else {
+        return status_response(Reason::NotFound, "tokenreviews are not served");
+    };
+    let body = match read_body(req).await {
+        Ok(v) => v,
+        Err(_) => return status_response(Reason::BadRequest, "a TokenReview is expected"),
+    };
+    let Some(token) = body.pointer("/spec/token").and_then(Value::as_str) else {
+        return status_response(Reason::BadRequest, "spec.token is required");
+    };
+    shared
+        .reviews
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let authenticated = known.contains(token);
+    let mut status = json!({"authenticated": authenticated});
+    if authenticated {
+        status["user"] = json!({"username": "system:serviceaccount:test:replica"});
+    }
+    let out = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token},
+        "status": status,
+    });
+    json_response(StatusCode::CREATED, Bytes::from(out.to_string()))
 }
