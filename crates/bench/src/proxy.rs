@@ -120,6 +120,10 @@ struct CpuResult {
     requests_per_second: f64,
     cpu_seconds: f64,
     cpu_us_per_request: f64,
+    /// User-space part of `cpu_us_per_request`.
+    user_us_per_request: f64,
+    /// Kernel part of `cpu_us_per_request`.
+    sys_us_per_request: f64,
     non_2xx_or_errors: u64,
 }
 
@@ -461,6 +465,30 @@ async fn wait_ok(addr: SocketAddr, host: &str, limit: Duration) -> anyhow::Resul
     }
 }
 
+/// User and kernel CPU seconds of `pids` together.
+fn user_sys(pids: &[u32]) -> (f64, f64) {
+    let mut out = (0.0, 0.0);
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if let [u, s] = f[..] {
+            out.0 += u / clock_ticks();
+            out.1 += s / clock_ticks();
+        }
+    }
+    out
+}
+
 /// user+sys CPU seconds of `pid` from /proc/<pid>/stat.
 fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -530,6 +558,7 @@ fn cpu_run(
     pids: &[u32],
 ) -> anyhow::Result<(CpuResult, f64)> {
     let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+    let (user_before, sys_before) = user_sys(pids);
     let started = Instant::now();
     let out = Command::new(&args.wrk)
         .arg(format!("-t{}", args.threads))
@@ -543,6 +572,7 @@ fn cpu_run(
         .context("running wrk (apt-get install -y wrk)")?;
     let seconds = started.elapsed().as_secs_f64();
     let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+    let (user_after, sys_after) = user_sys(pids);
     let rss: f64 = pids.iter().map(|p| rss_mib(*p).0).sum();
     let text = String::from_utf8_lossy(&out.stdout);
     let requests = text
@@ -568,6 +598,8 @@ fn cpu_run(
             requests_per_second: requests as f64 / seconds,
             cpu_seconds: cpu,
             cpu_us_per_request: cpu * 1e6 / requests.max(1) as f64,
+            user_us_per_request: (user_after - user_before) * 1e6 / requests.max(1) as f64,
+            sys_us_per_request: (sys_after - sys_before) * 1e6 / requests.max(1) as f64,
             non_2xx_or_errors: errors,
         },
         rss,
@@ -703,17 +735,19 @@ fn print_table(r: &Results) {
         r.connections
     );
     println!(
-        "  {:<12} {:>10} {:>12} {:>10} {:>14} {:>8}",
-        "proxy", "requests", "req/s", "cpu s", "cpu us/req", "errors"
+        "  {:<12} {:>10} {:>12} {:>10} {:>14} {:>10} {:>10} {:>8}",
+        "proxy", "requests", "req/s", "cpu s", "cpu us/req", "user us", "sys us", "errors"
     );
     for (name, c) in [("interceptor", &r.interceptor_cpu), ("nginx", &r.nginx_cpu)] {
         println!(
-            "  {:<12} {:>10} {:>12.0} {:>10.2} {:>14.1} {:>8}",
+            "  {:<12} {:>10} {:>12.0} {:>10.2} {:>14.1} {:>10.1} {:>10.1} {:>8}",
             name,
             c.requests,
             c.requests_per_second,
             c.cpu_seconds,
             c.cpu_us_per_request,
+            c.user_us_per_request,
+            c.sys_us_per_request,
             c.non_2xx_or_errors
         );
     }
