@@ -206,10 +206,10 @@ where
     /// Protocols: it now belongs to the upgrade).
     pub async fn send(
         &self,
-        authority: &str,
+        authority: &Arc<str>,
         mut req: Request<B>,
     ) -> Result<(Response<Incoming>, Option<Lease<B>>), SendError> {
-        let key: Arc<str> = Arc::from(authority);
+        let key = authority.clone();
         // Idle connections first; one the backend closed meanwhile hands
         // the request back unsent, and the next one is tried.
         while let Some(mut sender) = self.checkout(&key) {

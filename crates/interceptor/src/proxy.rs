@@ -101,6 +101,32 @@ pub struct Proxy {
     inflight: Arc<Inflight>,
     config: ProxyConfig,
     next_endpoint: AtomicUsize,
+    /// Formatted endpoint addresses (see [`Proxy::authority_of`]).
+    authorities: parking_lot::Mutex<std::collections::HashMap<SocketAddr, Arc<str>>>,
+}
+
+/// Bound on [`Proxy::authority_of`]'s cache.
+const AUTHORITY_CACHE_MAX: usize = 65_536;
+
+/// The client end of a connection, with its `X-Forwarded-For` entry
+/// formatted once per connection rather than once per request.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Its IP as `X-Forwarded-For` lists it.
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    /// A peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = addr.ip().to_canonical().to_string();
+        Peer {
+            addr,
+            forwarded_for: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("")),
+        }
+    }
 }
 
 /// A forwarded response, and the two halves of an upgrade when the backend
@@ -136,6 +162,7 @@ impl Proxy {
             inflight,
             config,
             next_endpoint: AtomicUsize::new(0),
+            authorities: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -148,7 +175,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let matched = {
@@ -262,7 +289,7 @@ impl Proxy {
     async fn route_request(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
         route: &Arc<Route>,
         action: RuleAction,
         stats: &Arc<RouteStats>,
@@ -380,7 +407,7 @@ impl Proxy {
         service: &str,
         port: &PortRef,
         direct: bool,
-    ) -> Result<(String, bool), ProxyError> {
+    ) -> Result<(Arc<str>, bool), ProxyError> {
         let entry = snap.get(namespace, service);
         if let (PortRef::Name(name), Some(e)) = (port, entry)
             && e.has_service
@@ -403,7 +430,7 @@ impl Proxy {
                     ))
                 })?;
             let i = self.next_endpoint.fetch_add(1, Ordering::Relaxed) % addrs.len();
-            return Ok((addrs[i].to_string(), h2c));
+            return Ok((self.authority_of(addrs[i]), h2c));
         }
         let resolved = snap
             .resolve(namespace, service, port)
@@ -414,14 +441,30 @@ impl Proxy {
             (PortRef::Number(n), Err(_)) => *n,
             (PortRef::Name(_), Err(e)) => return Err(e),
         };
-        Ok((format!("{service}.{namespace}:{port}"), h2c))
+        Ok((Arc::from(format!("{service}.{namespace}:{port}")), h2c))
+    }
+
+    /// `ip:port` of an endpoint, formatted once and kept (endpoint
+    /// addresses are few and stable; the cache is dropped when it grows
+    /// past [`AUTHORITY_CACHE_MAX`]).
+    fn authority_of(&self, addr: SocketAddr) -> Arc<str> {
+        let mut cache = self.authorities.lock();
+        if let Some(a) = cache.get(&addr) {
+            return a.clone();
+        }
+        if cache.len() >= AUTHORITY_CACHE_MAX {
+            cache.clear();
+        }
+        let a: Arc<str> = Arc::from(addr.to_string());
+        cache.insert(addr, a.clone());
+        a
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
         namespace: &str,
         service: &str,
         port: &PortRef,
@@ -457,7 +500,7 @@ impl Proxy {
         let uri = if use_h2c {
             Uri::builder()
                 .scheme(http::uri::Scheme::HTTP)
-                .authority(authority.as_str())
+                .authority(&*authority)
                 .path_and_query(path)
                 .build()
                 .map_err(|e| {
@@ -473,7 +516,7 @@ impl Proxy {
             parts.headers.insert(header::HOST, v);
         }
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        append_forwarded_for(&mut parts.headers, peer);
+        append_forwarded_for(&mut parts.headers, &peer);
         parts.uri = uri;
         parts.version = if h2c && !upgrade {
             Version::HTTP_2
@@ -505,7 +548,7 @@ impl Proxy {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(ProxyError::ResponseHeaderTimeout {
-                        backend: authority,
+                        backend: authority.to_string(),
                         timeout,
                     });
                 }
@@ -513,7 +556,7 @@ impl Proxy {
         };
         let (mut resp, lease) = result.map_err(|message| ProxyError::Upstream {
             message,
-            backend: authority.clone(),
+            backend: authority.to_string(),
         })?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
@@ -692,15 +735,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_canonical().to_string();
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &Peer) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+        Some(prev) if !prev.is_empty() => {
+            let ip = peer.forwarded_for.to_str().unwrap_or("");
+            match HeaderValue::from_str(&format!("{prev}, {ip}")) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        _ => peer.forwarded_for.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    headers.insert(X_FORWARDED_FOR, value);
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

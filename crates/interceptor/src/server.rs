@@ -264,9 +264,11 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> I
 
 fn spawn_conn(graceful: &hyper_util::server::graceful::GracefulShutdown, conn: ProxyConn) {
     let ProxyConn { io, peer, proxy } = conn;
+    let client = crate::proxy::Peer::new(peer);
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+        let client = client.clone();
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, client).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // One write per small response instead of a writev of head + body.

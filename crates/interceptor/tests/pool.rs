@@ -31,7 +31,10 @@ async fn get(pool: &H1Pool<Full<Bytes>>, addr: SocketAddr, path: &str) {
         .header("host", "backend.test")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let (resp, lease) = pool.send(&addr.to_string(), req).await.expect("response");
+    let (resp, lease) = pool
+        .send(&std::sync::Arc::from(addr.to_string()), req)
+        .await
+        .expect("response");
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"ok");
