@@ -13,7 +13,7 @@
 //! [`DirChange`]s), parsing one document at a time.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
@@ -85,28 +85,36 @@ impl DirKind {
     }
 }
 
-/// Identity of an object in the directory. The strings are shared between
-/// the per-file lists and the applied set.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Identity of an object in the directory. The namespaces are interned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct DirKey {
     kind: DirKind,
     namespace: Arc<str>,
     name: Arc<str>,
 }
 
+impl DirKey {
+    fn is(&self, kind: DirKind, namespace: &str, name: &str) -> bool {
+        self.kind == kind && *self.namespace == *namespace && *self.name == *name
+    }
+}
+
+/// One object of a file's last good parse.
+#[derive(Debug)]
+struct FileObject {
+    key: DirKey,
+    /// Hash of the object's content.
+    hash: u64,
+    /// Downstream holds this definition (the first one in path order).
+    held: bool,
+}
+
 #[derive(Debug)]
 struct FileState {
     /// Hash of the file's bytes at its last good parse (0: parse it again).
     hash: u64,
-    /// The objects of that parse, each with a hash of its content.
-    objects: Box<[(DirKey, u64)]>,
-}
-
-/// The definition of an object that downstream holds.
-#[derive(Debug)]
-struct Applied {
-    file: Arc<Path>,
-    hash: u64,
+    /// The objects of that parse, in file order.
+    objects: Box<[FileObject]>,
 }
 
 /// The directory's state, updated incrementally on each scan.
@@ -114,12 +122,26 @@ struct Applied {
 pub struct RoutesDir {
     root: PathBuf,
     files: BTreeMap<Arc<Path>, FileState>,
-    /// What downstream holds, and which file it came from.
-    applied: HashMap<DirKey, Applied>,
+    /// Definitions downstream holds that no file state marks `held` any
+    /// more: those of files re-parsed or removed since the last hand-over.
+    orphans: Vec<(DirKey, u64)>,
     /// Namespaces, interned: thousands of objects share a handful.
     namespaces: HashSet<Arc<str>>,
+    /// Files found empty by the last scan whose objects were kept.
+    emptied: HashSet<Arc<Path>>,
     /// Problems seen on the last scan, by file.
     errors: BTreeMap<PathBuf, FileError>,
+}
+
+/// One definition of an object, for the hand-over's sort.
+struct Entry<'a> {
+    key: &'a DirKey,
+    /// From `orphans` (else from a file state).
+    orphan: bool,
+    file: u32,
+    index: u32,
+    hash: u64,
+    held: bool,
 }
 
 impl RoutesDir {
@@ -155,6 +177,7 @@ impl RoutesDir {
         let mut changed = false;
         let mut new_errors = Vec::new();
         let mut seen = BTreeMap::new();
+        let mut emptied = HashSet::new();
         for path in paths {
             let path: Arc<Path> = Arc::from(path);
             // Streamed: an unchanged file costs no buffer of its size.
@@ -178,8 +201,22 @@ impl RoutesDir {
                 Some((path, old)) if old.hash == hash => {
                     seen.insert(path, old);
                 }
+                // A file that had objects and is now empty is most often
+                // being rewritten (truncated, not yet written): keep its
+                // content until a second scan finds it still empty.
+                Some((path, old))
+                    if hash == DefaultHasher::new().finish()
+                        && !old.objects.is_empty()
+                        && !self.emptied.contains(&path) =>
+                {
+                    emptied.insert(path.clone());
+                    seen.insert(path, old);
+                }
                 old => match self.parse_keys(&path) {
                     Ok(state) => {
+                        if let Some((_, old)) = old {
+                            self.orphan(old);
+                        }
                         self.errors.remove(&*path);
                         seen.insert(path, state);
                         changed = true;
@@ -194,17 +231,31 @@ impl RoutesDir {
                 },
             }
         }
+        self.emptied = emptied;
         // What is left was deleted (or renamed away).
-        if !self.files.is_empty() {
+        for (_, old) in std::mem::take(&mut self.files) {
+            self.orphan(old);
             changed = true;
         }
         self.errors
             .retain(|p, _| seen.contains_key(p.as_path()) || p.exists());
         self.files = seen;
-        if changed {
+        if changed || !self.orphans.is_empty() {
             self.hand_over(&mut sink);
         }
         Ok((changed, new_errors))
+    }
+
+    /// Remembers what downstream holds from a file state being dropped.
+    fn orphan(&mut self, state: FileState) {
+        self.orphans.extend(
+            state
+                .objects
+                .into_vec()
+                .into_iter()
+                .filter(|o| o.held)
+                .map(|o| (o.key, o.hash)),
+        );
     }
 
     fn note_error(&mut self, path: &Path, err: FileError, new_errors: &mut Vec<FileError>) {
@@ -247,7 +298,11 @@ impl RoutesDir {
                 namespace,
                 name: Arc::from(name),
             };
-            objects.push((key, hash));
+            objects.push(FileObject {
+                key,
+                hash,
+                held: false,
+            });
         })?;
         Ok(FileState {
             hash,
@@ -257,115 +312,148 @@ impl RoutesDir {
 
     /// Compares what the files define now with what downstream holds, and
     /// hands over the difference: removals first, then every new or changed
-    /// object, re-read from its file (pass two).
+    /// object, read again from its file (pass two). Sorting every definition
+    /// by key finds both without a map of all objects.
     fn hand_over(&mut self, sink: &mut impl FnMut(DirChange)) {
-        // The first definition in path order wins.
-        let mut wanted: HashMap<&DirKey, (&Arc<Path>, u64)> =
-            HashMap::with_capacity(self.applied.len());
-        for (path, state) in &self.files {
-            for (key, hash) in &state.objects {
-                if let Some((first, _)) = wanted.get(key) {
+        let orphans = std::mem::take(&mut self.orphans);
+        let paths: Vec<Arc<Path>> = self.files.keys().cloned().collect();
+        let mut set_held: Vec<(u32, u32)> = Vec::new();
+        let mut clear_held: Vec<(u32, u32)> = Vec::new();
+        // (file, index, hash downstream holds for the key, if any)
+        let mut to_apply: Vec<(u32, u32, Option<u64>)> = Vec::new();
+        {
+            let total = self.files.values().map(|f| f.objects.len()).sum::<usize>();
+            let mut entries: Vec<Entry<'_>> = Vec::with_capacity(total + orphans.len());
+            for (file, state) in self.files.values().enumerate() {
+                for (index, o) in state.objects.iter().enumerate() {
+                    entries.push(Entry {
+                        key: &o.key,
+                        orphan: false,
+                        file: file as u32,
+                        index: index as u32,
+                        hash: o.hash,
+                        held: o.held,
+                    });
+                }
+            }
+            entries.extend(orphans.iter().map(|(key, hash)| Entry {
+                key,
+                orphan: true,
+                file: 0,
+                index: 0,
+                hash: *hash,
+                held: true,
+            }));
+            // Per key: file definitions in path and file order, then orphans.
+            entries.sort_unstable_by(|a, b| {
+                (a.key, a.orphan, a.file, a.index).cmp(&(b.key, b.orphan, b.file, b.index))
+            });
+            for group in entries.chunk_by(|a, b| a.key == b.key) {
+                let key = group[0].key;
+                let held = group.iter().find(|e| e.held);
+                let Some(winner) = group.first().filter(|e| !e.orphan) else {
+                    if held.is_some() {
+                        sink(removal(key));
+                    }
+                    continue;
+                };
+                for dup in group[1..].iter().filter(|e| !e.orphan) {
                     warn!(
                         kind = key.kind.as_str(),
                         object = %format!("{}/{}", key.namespace, key.name),
-                        kept = %first.display(),
-                        ignored = %path.display(),
+                        kept = %paths[winner.file as usize].display(),
+                        ignored = %paths[dup.file as usize].display(),
                         "object defined twice in the routes directory"
                     );
-                    continue;
                 }
-                wanted.insert(key, (path, *hash));
-            }
-        }
-        let gone: Vec<DirKey> = self
-            .applied
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .cloned()
-            .collect();
-        for key in gone {
-            self.applied.remove(&key);
-            sink(removal(&key));
-        }
-        let mut to_apply: BTreeMap<Arc<Path>, HashSet<DirKey>> = BTreeMap::new();
-        for (key, (path, hash)) in wanted {
-            match self.applied.get_mut(key) {
-                // Same content (possibly moved to another file): nothing to do.
-                Some(applied) if applied.hash == hash => {
-                    if applied.file != *path {
-                        applied.file = path.clone();
-                    }
+                if let Some(h) =
+                    held.filter(|h| !h.orphan && (h.file, h.index) != (winner.file, winner.index))
+                {
+                    clear_held.push((h.file, h.index));
                 }
-                _ => {
-                    to_apply
-                        .entry(path.clone())
-                        .or_default()
-                        .insert(key.clone());
+                match held {
+                    // Same content (possibly moved to another file): nothing to do.
+                    Some(h) if h.hash == winner.hash => set_held.push((winner.file, winner.index)),
+                    _ => to_apply.push((winner.file, winner.index, held.map(|h| h.hash))),
                 }
             }
         }
-        for (path, keys) in to_apply {
-            self.apply_from(&path, keys, sink);
+        drop(orphans);
+        let mut states: Vec<&mut FileState> = self.files.values_mut().collect();
+        for (file, index) in clear_held {
+            states[file as usize].objects[index as usize].held = false;
+        }
+        for (file, index) in set_held {
+            states[file as usize].objects[index as usize].held = true;
+        }
+        drop(states);
+        to_apply.sort_unstable();
+        for items in to_apply.chunk_by(|a, b| a.0 == b.0) {
+            self.apply_from(&paths[items[0].0 as usize], items, sink);
         }
     }
 
-    /// Pass two over one file: hands over the objects in `keys`.
+    /// Pass two over one file: hands over its objects at the given indexes
+    /// (sorted), marking them held. If the file changed since pass one, what
+    /// was not handed over stays an orphan and the file is parsed again on
+    /// the next scan.
     fn apply_from(
         &mut self,
         path: &Arc<Path>,
-        mut keys: HashSet<DirKey>,
+        items: &[(u32, u32, Option<u64>)],
         sink: &mut impl FnMut(DirChange),
     ) {
-        let expected = self.files.get(&**path).map(|f| f.hash);
-        let file = match open(path) {
-            Ok(f) => f,
-            Err(_) => {
-                // Gone since pass one: the next scan sees it.
-                self.forget_hash(path);
-                return;
-            }
+        let Some(state) = self.files.get_mut(&**path) else {
+            return;
         };
-        let applied = &mut self.applied;
-        let parsed = visit_objects(path, file, &mut |obj, hash| {
-            let Some(kind) = obj
-                .get("kind")
-                .and_then(Value::as_str)
-                .and_then(DirKind::from_kind)
-            else {
-                return;
-            };
-            let meta = obj.get("metadata");
-            let namespace = meta
-                .and_then(|m| m.get("namespace"))
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            let name = meta
-                .and_then(|m| m.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            // Taken out once handed over: a second definition in the same
-            // file lost to the first.
-            let Some(key) = keys.take(&DirKey {
-                kind,
-                namespace: Arc::from(namespace),
-                name: Arc::from(name),
-            }) else {
-                return;
-            };
-            let change = addition(&key, obj, path);
-            applied.insert(
-                key,
-                Applied {
-                    file: path.clone(),
-                    hash,
-                },
-            );
-            sink(change);
+        let expected = state.hash;
+        let objects = &mut state.objects;
+        let mut next = items.iter().peekable();
+        let mut index = 0u32;
+        let parsed = open(path).and_then(|file| {
+            visit_objects(path, file, &mut |obj, hash| {
+                // Numbered as pass one did: the kinds the directory tracks.
+                let Some(kind) = obj
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .and_then(DirKind::from_kind)
+                else {
+                    return;
+                };
+                let at = index;
+                index += 1;
+                if next.peek().is_none_or(|item| item.1 != at) {
+                    return;
+                }
+                next.next();
+                let Some(o) = objects.get_mut(at as usize) else {
+                    return;
+                };
+                let meta = obj.get("metadata");
+                let namespace = meta
+                    .and_then(|m| m.get("namespace"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
+                let name = meta
+                    .and_then(|m| m.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let same = o.key.is(kind, namespace, name) && o.hash == hash;
+                if !same {
+                    return; // not what pass one saw at this place
+                }
+                o.held = true;
+                sink(addition(&o.key, obj, path));
+            })
         });
-        // Changed since pass one: what was handed over may be a newer
-        // version than pass one saw (or some objects were missed), so parse
-        // the file again next scan.
-        if parsed.ok() != expected {
+        let complete = parsed.is_ok_and(|h| h == expected);
+        for &(_, at, held_hash) in items {
+            let o = &self.files[&**path].objects[at as usize];
+            if let (false, Some(h)) = (o.held, held_hash) {
+                self.orphans.push((o.key.clone(), h));
+            }
+        }
+        if !complete {
             self.forget_hash(path);
         }
     }
@@ -648,6 +736,9 @@ fn line_of_offset(bytes: &[u8], offset: usize) -> usize {
         + 1
 }
 
+/// Services and EndpointSlices handed to the ready-cache at a time.
+const ENDPOINTS_BATCH: usize = 256;
+
 /// Runs the directory source until cancelled: scans on start, on every file
 /// notification (debounced) and every resync interval.
 pub(crate) async fn run_dir(
@@ -685,10 +776,11 @@ pub(crate) async fn run_dir(
         let mut scanning = std::mem::take(&mut dir);
         // Reading and parsing files blocks: off the async workers. Route
         // objects stream to the owner task (which publishes nothing until
-        // `DirScanned`); the ready-cache takes the scan's changes in one batch.
-        let tx_scan = tx.clone();
+        // `DirScanned`); the ready-cache takes the changes in small batches,
+        // so that a large scan never holds them all at once.
+        let (tx_scan, endpoints_scan) = (tx.clone(), endpoints.clone());
         let scanned = tokio::task::spawn_blocking(move || {
-            let mut endpoint_changes = Vec::new();
+            let mut batch = Vec::new();
             let result = scanning.scan(|change| match change {
                 DirChange::Apply(kind, obj) => {
                     let _ = tx_scan.blocking_send(Input::DirApply(kind, obj));
@@ -696,12 +788,20 @@ pub(crate) async fn run_dir(
                 DirChange::Delete(key) => {
                     let _ = tx_scan.blocking_send(Input::DirDelete(key));
                 }
-                DirChange::Endpoints(change) => endpoint_changes.push(change),
+                DirChange::Endpoints(change) => {
+                    batch.push(change);
+                    if batch.len() == ENDPOINTS_BATCH {
+                        endpoints_scan.apply(batch.drain(..));
+                    }
+                }
             });
-            (scanning, result, endpoint_changes)
+            if !batch.is_empty() {
+                endpoints_scan.apply(batch);
+            }
+            (scanning, result)
         })
         .await;
-        let (scanned_dir, result, endpoint_changes) = match scanned {
+        let (scanned_dir, result) = match scanned {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %e, "routes directory scan panicked");
@@ -714,9 +814,6 @@ pub(crate) async fn run_dir(
                 for err in &new_errors {
                     metrics.sync_errors.get_or_create(&label).inc();
                     warn!(error = %err, "manifest file skipped; its last good content is kept");
-                }
-                if !endpoint_changes.is_empty() {
-                    endpoints.apply(endpoint_changes);
                 }
                 endpoints.mark_synced();
                 if tx.send(Input::DirScanned).await.is_err() {

@@ -428,3 +428,48 @@ endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: {ready}}}}}]
     assert_eq!(apply(&mut routes), 1);
     assert!(endpoints.load().get("apps", "web").is_none());
 }
+
+#[test]
+fn objects_of_other_kinds_do_not_disturb_which_document_is_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |b_service: &str| {
+        format!(
+            "kind: Deployment\nmetadata: {{name: x}}\n---\n{}---\nkind: ConfigMap\nmetadata: {{name: y}}\n---\n{}",
+            httpso_yaml("a", "a.example.com", "svc-a"),
+            httpso_yaml("b", "b.example.com", b_service)
+        )
+    };
+    write(dir.path(), "mixed.yaml", &file("svc-b"));
+    let mut routes = RoutesDir::new(dir.path());
+    assert_eq!(
+        scan_changes(&mut routes),
+        ["apply a/svc-a", "apply b/svc-b"]
+    );
+    write(dir.path(), "mixed.yaml", &file("svc-b2"));
+    assert_eq!(scan_changes(&mut routes), ["apply b/svc-b2"]);
+}
+
+#[test]
+fn an_emptied_file_loses_its_objects_on_the_second_scan_that_finds_it_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-a"),
+    );
+    let mut routes = RoutesDir::new(dir.path());
+    assert_eq!(scan_changes(&mut routes), ["apply a/svc-a"]);
+    // Truncated by a writer that has not written yet: kept.
+    write(dir.path(), "a.yaml", "");
+    assert!(scan_changes(&mut routes).is_empty());
+    write(
+        dir.path(),
+        "a.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-a2"),
+    );
+    assert_eq!(scan_changes(&mut routes), ["apply a/svc-a2"]);
+    // Emptied for good.
+    write(dir.path(), "a.yaml", "");
+    assert!(scan_changes(&mut routes).is_empty());
+    assert_eq!(scan_changes(&mut routes), ["delete a"]);
+}
