@@ -257,106 +257,108 @@ pub struct ReadyEndpoints {
 /// the published snapshot.
 type Key = (Arc<str>, Arc<str>);
 
+/// What the writer knows of one Service.
+#[derive(Debug, Default)]
+struct ServiceState {
+    /// The Service's ports; `None` while only its EndpointSlices are known.
+    ports: Option<Arc<[ServicePortInfo]>>,
+    /// Its slices: usually one.
+    slices: Vec<SliceInfo>,
+}
+
 #[derive(Debug, Default)]
 struct WriterState {
-    services: HashMap<Key, Arc<[ServicePortInfo]>>,
-    /// Slices by (namespace, service): usually one or two, so a list.
-    slices: HashMap<Key, Vec<SliceInfo>>,
+    services: HashMap<Key, ServiceState>,
     /// (namespace, slice name) -> service, to find a slice on delete.
     slice_owner: HashMap<Key, Arc<str>>,
     namespaces: HashSet<Arc<str>>,
-    /// Service names, shared by the maps above while any of them uses one.
-    names: HashSet<Arc<str>>,
+    /// Endpoint port names: a handful, shared by thousands of slices.
+    port_names: HashSet<Arc<str>>,
+}
+
+fn intern(set: &mut HashSet<Arc<str>>, s: &str) -> Arc<str> {
+    match set.get(s) {
+        Some(a) => a.clone(),
+        None => {
+            let a: Arc<str> = Arc::from(s);
+            set.insert(a.clone());
+            a
+        }
+    }
 }
 
 impl WriterState {
-    fn intern(set: &mut HashSet<Arc<str>>, s: &str) -> Arc<str> {
-        match set.get(s) {
-            Some(a) => a.clone(),
-            None => {
-                let a: Arc<str> = Arc::from(s);
-                set.insert(a.clone());
-                a
-            }
+    /// The key of `namespace/name` as the map holds it (sharing its
+    /// strings), or a new one.
+    fn key(&mut self, namespace: &str, name: &str) -> Key {
+        let probe = (intern(&mut self.namespaces, namespace), Arc::from(name));
+        match self.services.get_key_value(&probe) {
+            Some((k, _)) => k.clone(),
+            None => probe,
         }
     }
 
-    fn key(&mut self, namespace: &str, name: &str) -> Key {
-        (
-            Self::intern(&mut self.namespaces, namespace),
-            Self::intern(&mut self.names, name),
-        )
-    }
-
-    /// A key to look up with (no interning of names never seen).
-    fn probe(&self, namespace: &str, name: &str) -> Key {
-        (
-            self.namespaces
-                .get(namespace)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(namespace)),
-            self.names
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(name)),
-        )
+    /// Drops the entry of `key` once nothing is known of it.
+    fn prune(&mut self, key: &Key) {
+        if self
+            .services
+            .get(key)
+            .is_some_and(|s| s.ports.is_none() && s.slices.is_empty())
+        {
+            self.services.remove(key);
+        }
     }
 
     fn put_service(&mut self, def: ServiceDef) -> Key {
         let key = self.key(&def.namespace, &def.name);
-        self.services.insert(key.clone(), Arc::from(def.ports));
+        self.services.entry(key.clone()).or_default().ports = Some(Arc::from(def.ports));
         key
     }
 
     fn delete_service(&mut self, namespace: &str, name: &str) -> Key {
-        let key = self.probe(namespace, name);
-        self.services.remove(&key);
+        let key = self.key(namespace, name);
+        if let Some(state) = self.services.get_mut(&key) {
+            state.ports = None;
+        }
+        self.prune(&key);
         key
     }
 
-    /// Inserts or replaces a slice; returns the keys of the Services whose
-    /// readiness may have changed.
+    /// Inserts or replaces a slice, noting the Services whose readiness may
+    /// have changed.
     fn put_slice(&mut self, def: SliceDef, touched: &mut Vec<Key>) {
         self.remove_slice(&def.namespace, &def.name, touched);
-        let svc_key = self.key(&def.namespace, &def.service);
-        let slice_name = Self::intern(&mut self.names, &def.name);
+        let key = self.key(&def.namespace, &def.service);
+        let name: Arc<str> = Arc::from(def.name);
         let ports = def
             .ports
             .into_iter()
-            .map(|(n, p)| (Self::intern(&mut self.names, &n), p))
+            .map(|(n, p)| (intern(&mut self.port_names, &n), p))
             .collect();
         self.slice_owner
-            .insert((svc_key.0.clone(), slice_name.clone()), svc_key.1.clone());
-        self.slices
-            .entry(svc_key.clone())
-            .or_default()
-            .push(SliceInfo {
-                name: slice_name,
-                ports,
-                ready: def.ready.into_boxed_slice(),
-            });
-        touched.push(svc_key);
+            .insert((key.0.clone(), name.clone()), key.1.clone());
+        let slices = &mut self.services.entry(key.clone()).or_default().slices;
+        slices.reserve_exact(1);
+        slices.push(SliceInfo {
+            name,
+            ports,
+            ready: def.ready.into_boxed_slice(),
+        });
+        touched.push(key);
     }
 
-    /// Removes a slice, noting the service it belonged to.
+    /// Removes a slice, noting the Service it belonged to.
     fn remove_slice(&mut self, namespace: &str, name: &str, touched: &mut Vec<Key>) {
-        let slice_key = self.probe(namespace, name);
-        let Some(service) = self.slice_owner.remove(&slice_key) else {
+        let probe = (intern(&mut self.namespaces, namespace), Arc::from(name));
+        let Some(service) = self.slice_owner.remove(&probe) else {
             return;
         };
-        let svc_key = (slice_key.0, service);
-        if let Some(list) = self.slices.get_mut(&svc_key) {
-            list.retain(|s| s.name != slice_key.1);
-            if list.is_empty() {
-                self.slices.remove(&svc_key);
-            }
+        let key = (probe.0, service);
+        if let Some(state) = self.services.get_mut(&key) {
+            state.slices.retain(|s| *s.name != *name);
         }
-        touched.push(svc_key);
-    }
-
-    /// Drops interned names no map uses any more (after a relist).
-    fn forget_unused_names(&mut self) {
-        self.names.retain(|n| Arc::strong_count(n) > 1);
+        self.prune(&key);
+        touched.push(key);
     }
 }
 
@@ -463,7 +465,10 @@ impl ReadyEndpoints {
                     touched.push(writer.delete_service(&namespace, &name));
                 }
                 EndpointsChange::ResetServices(list) => {
-                    writer.services.clear();
+                    writer.services.retain(|_, s| {
+                        s.ports = None;
+                        !s.slices.is_empty()
+                    });
                     for def in list.iter().filter_map(ServiceDef::from_service) {
                         writer.put_service(def);
                     }
@@ -479,7 +484,10 @@ impl ReadyEndpoints {
                     writer.remove_slice(&namespace, &name, &mut touched);
                 }
                 EndpointsChange::ResetSlices(list) => {
-                    writer.slices.clear();
+                    writer.services.retain(|_, s| {
+                        s.slices.clear();
+                        s.ports.is_some()
+                    });
                     writer.slice_owner.clear();
                     let mut ignored = Vec::new();
                     for def in list.iter().filter_map(slice_def) {
@@ -497,7 +505,6 @@ impl ReadyEndpoints {
         };
         let keys: Vec<Key> = if full {
             let mut all: Vec<Key> = writer.services.keys().cloned().collect();
-            all.extend(writer.slices.keys().cloned());
             // Services whose readiness may have changed by disappearing.
             for (ns, m) in &old.services {
                 all.extend(m.keys().map(|n| (ns.clone(), n.clone())));
@@ -532,12 +539,6 @@ impl ReadyEndpoints {
         }
         self.snapshot.store(Arc::new(next));
         drop(old);
-        // Amortised: interned names outlive their last user only until the
-        // set has grown to twice what the maps need.
-        let live = writer.services.len() + 2 * writer.slice_owner.len() + 64;
-        if full || writer.names.len() > 2 * live {
-            writer.forget_unused_names();
-        }
         drop(writer);
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         for key in became_ready.into_iter().take_while(|_| !waiters.is_empty()) {
@@ -557,12 +558,8 @@ fn dedup(mut keys: Vec<Key>) -> Vec<Key> {
 }
 
 fn build_entry(writer: &WriterState, key: &Key) -> Option<ServiceEntry> {
-    let ports = writer.services.get(key);
-    let slices = writer
-        .slices
-        .get(key)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let state = writer.services.get(key)?;
+    let (ports, slices) = (&state.ports, &state.slices);
     if ports.is_none() && slices.is_empty() {
         return None;
     }
@@ -593,7 +590,7 @@ fn build_entry(writer: &WriterState, key: &Key) -> Option<ServiceEntry> {
         .collect();
     ready_by_port.sort_by(|a, b| a.0.cmp(&b.0));
     Some(ServiceEntry {
-        ports: ports.cloned().unwrap_or_else(|| Arc::from([])),
+        ports: ports.clone().unwrap_or_else(|| Arc::from([])),
         has_service: ports.is_some(),
         ready_by_port: ready_by_port.into_boxed_slice(),
         ready_count,
@@ -673,4 +670,77 @@ fn slice_def(slice: &EndpointSlice) -> Option<SliceDef> {
         ports,
         ready,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(name: &str, service: &str, ready: &[&str]) -> EndpointsChange {
+        EndpointsChange::PutSlice(SliceDef {
+            namespace: "ns".into(),
+            name: name.into(),
+            service: service.into(),
+            ports: vec![("http".into(), 9000)],
+            ready: ready.iter().map(|a| a.parse().unwrap()).collect(),
+        })
+    }
+
+    fn service(name: &str) -> EndpointsChange {
+        EndpointsChange::PutService(ServiceDef {
+            namespace: "ns".into(),
+            name: name.into(),
+            ports: vec![ServicePortInfo {
+                name: "http".into(),
+                port: 80,
+                app_protocol: None,
+                target_port: None,
+            }],
+        })
+    }
+
+    fn ready(e: &ReadyEndpoints, service: &str) -> Vec<String> {
+        let snap = e.load();
+        let Some(entry) = snap.get("ns", service) else {
+            return vec!["<unknown>".into()];
+        };
+        entry
+            .ready_addresses(&PortRef::Name("http".into()))
+            .map(|a| a.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn slices_and_services_come_and_go_in_any_order() {
+        let e = ReadyEndpoints::default();
+        e.apply([slice("web-1", "web", &["10.0.0.1"])]);
+        assert!(!e.load().get("ns", "web").unwrap().has_service);
+        assert_eq!(ready(&e, "web"), ["10.0.0.1:9000"]);
+
+        e.apply([service("web"), slice("web-2", "web", &["10.0.0.2"])]);
+        assert!(e.load().get("ns", "web").unwrap().has_service);
+        assert_eq!(ready(&e, "web"), ["10.0.0.1:9000", "10.0.0.2:9000"]);
+
+        // A slice moving to another Service leaves the first one.
+        e.apply([slice("web-1", "api", &["10.0.0.1"])]);
+        assert_eq!(ready(&e, "web"), ["10.0.0.2:9000"]);
+        assert_eq!(ready(&e, "api"), ["10.0.0.1:9000"]);
+
+        e.apply([EndpointsChange::DeleteService {
+            namespace: "ns".into(),
+            name: "web".into(),
+        }]);
+        assert!(!e.load().get("ns", "web").unwrap().has_service);
+        e.apply([EndpointsChange::DeleteSlice {
+            namespace: "ns".into(),
+            name: "web-2".into(),
+        }]);
+        assert!(e.load().get("ns", "web").is_none());
+
+        // A relist of slices keeps the Services and drops every old slice.
+        e.apply([service("api"), EndpointsChange::ResetSlices(Vec::new())]);
+        assert!(!e.load().has_ready("ns", "api"));
+        assert!(e.load().get("ns", "api").unwrap().has_service);
+        assert_eq!(e.load().len(), 1);
+    }
 }
