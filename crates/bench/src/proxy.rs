@@ -80,6 +80,10 @@ pub struct ProxyArgs {
     /// Where results go.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
+    /// Only start the interceptor with its routes and report its idle RSS
+    /// (phase c without load); no nginx or wrk needed.
+    #[arg(long)]
+    pub rss_only: bool,
 }
 
 /// Kills a child process when dropped.
@@ -212,7 +216,14 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         args.routes,
         started.elapsed()
     );
-    let idle_rss = rss_mib(icp.pid()).0;
+    let (idle_rss, idle_peak) = rss_mib(icp.pid());
+    if args.rss_only {
+        println!(
+            "(c) interceptor RSS with {} routes: idle {idle_rss:.1} MiB, peak (VmHWM) {idle_peak:.1} MiB",
+            args.routes
+        );
+        return Ok(());
+    }
 
     // nginx.
     let nginx_port = free_port()?;

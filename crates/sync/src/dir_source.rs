@@ -5,9 +5,18 @@
 //! a rescan at once; a periodic rescan (the resync) catches anything a
 //! notification missed. A file that fails to parse is reported with its path
 //! and line, and its previous good content is kept.
+//!
+//! The directory keeps no copy of the manifests: the index, the routing table
+//! and the ready-cache already hold their compiled forms. Per file it keeps
+//! the identity of each object with a hash of its content, so a rescan hands
+//! downstream exactly the objects that were added, changed or removed (as
+//! [`DirChange`]s), parsing one document at a time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
 use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +30,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::endpoints::{EndpointsChange, ReadyEndpoints};
-use crate::index::ObjectKind;
+use crate::endpoints::{EndpointsChange, ReadyEndpoints, ServiceDef, SliceDef};
+use crate::index::{ObjectKey, ObjectKind};
 use crate::metrics::SyncMetrics;
 use crate::{Input, SyncConfig};
 
@@ -38,31 +47,101 @@ pub struct FileError {
     pub message: String,
 }
 
-#[derive(Debug, Clone)]
-struct FileState {
-    hash: u64,
-    /// The objects of the last good parse.
-    objects: Vec<Value>,
+/// One change a scan hands downstream.
+#[derive(Debug)]
+pub enum DirChange {
+    /// An HTTPScaledObject or InterceptorRoute was added or changed (for the
+    /// index, with a content-derived resourceVersion).
+    Apply(ObjectKind, Value),
+    /// An HTTPScaledObject or InterceptorRoute is gone.
+    Delete(ObjectKey),
+    /// A Service or EndpointSlice was added, changed or removed.
+    Endpoints(EndpointsChange),
 }
 
-/// The directory's parsed state, rebuilt incrementally on each scan.
+/// The kinds the directory tracks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum DirKind {
+    Route(ObjectKind),
+    Service,
+    EndpointSlice,
+}
+
+impl DirKind {
+    fn from_kind(kind: &str) -> Option<DirKind> {
+        match kind {
+            "Service" => Some(DirKind::Service),
+            "EndpointSlice" => Some(DirKind::EndpointSlice),
+            k => ObjectKind::from_kind(k).map(DirKind::Route),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DirKind::Route(k) => k.kind(),
+            DirKind::Service => "Service",
+            DirKind::EndpointSlice => "EndpointSlice",
+        }
+    }
+}
+
+/// Identity of an object in the directory. The namespaces are interned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct DirKey {
+    kind: DirKind,
+    namespace: Arc<str>,
+    name: Arc<str>,
+}
+
+impl DirKey {
+    fn is(&self, kind: DirKind, namespace: &str, name: &str) -> bool {
+        self.kind == kind && *self.namespace == *namespace && *self.name == *name
+    }
+}
+
+/// One object of a file's last good parse.
+#[derive(Debug)]
+struct FileObject {
+    key: DirKey,
+    /// Hash of the object's content.
+    hash: u64,
+    /// Downstream holds this definition (the first one in path order).
+    held: bool,
+}
+
+#[derive(Debug)]
+struct FileState {
+    /// Hash of the file's bytes at its last good parse (0: parse it again).
+    hash: u64,
+    /// The objects of that parse, in file order.
+    objects: Box<[FileObject]>,
+}
+
+/// The directory's state, updated incrementally on each scan.
 #[derive(Debug, Default)]
 pub struct RoutesDir {
     root: PathBuf,
-    files: BTreeMap<PathBuf, FileState>,
+    files: BTreeMap<Arc<Path>, FileState>,
+    /// Definitions downstream holds that no file state marks `held` any
+    /// more: those of files re-parsed or removed since the last hand-over.
+    orphans: Vec<(DirKey, u64)>,
+    /// Namespaces, interned: thousands of objects share a handful.
+    namespaces: HashSet<Arc<str>>,
+    /// Files found empty by the last scan whose objects were kept.
+    emptied: HashSet<Arc<Path>>,
     /// Problems seen on the last scan, by file.
     errors: BTreeMap<PathBuf, FileError>,
 }
 
-/// Everything the directory holds, grouped by kind.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct DirContents {
-    /// HTTPScaledObjects and InterceptorRoutes, by kind.
-    pub routes: BTreeMap<ObjectKind, Vec<Value>>,
-    /// Services.
-    pub services: Vec<Service>,
-    /// EndpointSlices.
-    pub slices: Vec<EndpointSlice>,
+/// One definition of an object, for the hand-over's sort.
+struct Entry<'a> {
+    key: &'a DirKey,
+    /// From `orphans` (else from a file state).
+    orphan: bool,
+    file: u32,
+    index: u32,
+    hash: u64,
+    held: bool,
 }
 
 impl RoutesDir {
@@ -79,9 +158,15 @@ impl RoutesDir {
         self.errors.values()
     }
 
-    /// Rescans the directory. Returns true when any file's content changed
-    /// (added, edited, removed or renamed), and the problems newly found.
-    pub fn scan(&mut self) -> Result<(bool, Vec<FileError>), FileError> {
+    /// Rescans the directory and hands `sink` every object added, changed
+    /// or removed since the last scan. Returns true when any file's content
+    /// changed (added, edited, removed or renamed), and the problems newly
+    /// found. When two files define the same object, the first path in sort
+    /// order wins (and a warning is logged).
+    pub fn scan(
+        &mut self,
+        mut sink: impl FnMut(DirChange),
+    ) -> Result<(bool, Vec<FileError>), FileError> {
         let mut paths = Vec::new();
         collect_files(&self.root, &mut paths).map_err(|e| FileError {
             path: self.root.display().to_string(),
@@ -92,13 +177,16 @@ impl RoutesDir {
         let mut changed = false;
         let mut new_errors = Vec::new();
         let mut seen = BTreeMap::new();
+        let mut emptied = HashSet::new();
         for path in paths {
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
+            let path: Arc<Path> = Arc::from(path);
+            // Streamed: an unchanged file costs no buffer of its size.
+            let hash = match hash_file(&path) {
+                Ok(h) => h,
                 Err(e) => {
                     // Keep what we had: the file may be mid-rename.
-                    if let Some(old) = self.files.remove(&path) {
-                        seen.insert(path.clone(), old);
+                    if let Some((path, old)) = self.files.remove_entry(&path) {
+                        seen.insert(path, old);
                     }
                     let err = FileError {
                         path: path.display().to_string(),
@@ -109,35 +197,65 @@ impl RoutesDir {
                     continue;
                 }
             };
-            let hash = hash_bytes(&bytes);
-            match self.files.remove(&path) {
-                Some(old) if old.hash == hash => {
+            match self.files.remove_entry(&path) {
+                Some((path, old)) if old.hash == hash => {
                     seen.insert(path, old);
                 }
-                old => match parse_file(&path, &bytes) {
-                    Ok(objects) => {
-                        self.errors.remove(&path);
-                        seen.insert(path, FileState { hash, objects });
+                // A file that had objects and is now empty is most often
+                // being rewritten (truncated, not yet written): keep its
+                // content until a second scan finds it still empty.
+                Some((path, old))
+                    if hash == DefaultHasher::new().finish()
+                        && !old.objects.is_empty()
+                        && !self.emptied.contains(&path) =>
+                {
+                    emptied.insert(path.clone());
+                    seen.insert(path, old);
+                }
+                old => match self.parse_keys(&path) {
+                    Ok(state) => {
+                        if let Some((_, old)) = old {
+                            self.orphan(old);
+                        }
+                        self.errors.remove(&*path);
+                        seen.insert(path, state);
                         changed = true;
                     }
                     Err(err) => {
                         // Keep the last good content of this file, if any.
-                        if let Some(old) = old {
-                            seen.insert(path.clone(), old);
+                        if let Some((path, old)) = old {
+                            seen.insert(path, old);
                         }
                         self.note_error(&path, err, &mut new_errors);
                     }
                 },
             }
         }
+        self.emptied = emptied;
         // What is left was deleted (or renamed away).
-        if !self.files.is_empty() {
+        for (_, old) in std::mem::take(&mut self.files) {
+            self.orphan(old);
             changed = true;
         }
         self.errors
-            .retain(|p, _| seen.contains_key(p) || p.exists());
+            .retain(|p, _| seen.contains_key(p.as_path()) || p.exists());
         self.files = seen;
+        if changed || !self.orphans.is_empty() {
+            self.hand_over(&mut sink);
+        }
         Ok((changed, new_errors))
+    }
+
+    /// Remembers what downstream holds from a file state being dropped.
+    fn orphan(&mut self, state: FileState) {
+        self.orphans.extend(
+            state
+                .objects
+                .into_vec()
+                .into_iter()
+                .filter(|o| o.held)
+                .map(|o| (o.key, o.hash)),
+        );
     }
 
     fn note_error(&mut self, path: &Path, err: FileError, new_errors: &mut Vec<FileError>) {
@@ -147,58 +265,250 @@ impl RoutesDir {
         self.errors.insert(path.to_path_buf(), err);
     }
 
-    /// Everything the directory holds now. When two files define the same
-    /// object, the first path in sort order wins (and a warning is logged).
-    pub fn contents(&self) -> DirContents {
-        let mut out = DirContents::default();
-        let mut owners: HashMap<(String, String, String), &Path> = HashMap::new();
-        for (path, state) in &self.files {
-            for obj in &state.objects {
-                let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-                let meta = obj.get("metadata");
-                let ns = meta
-                    .and_then(|m| m.get("namespace"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    .to_string();
-                let name = meta
-                    .and_then(|m| m.get("name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                if let Some(first) = owners.get(&(kind.to_string(), ns.clone(), name.clone())) {
+    /// Pass one over a changed file: every object's identity and content
+    /// hash, one document at a time, nothing else kept.
+    fn parse_keys(&mut self, path: &Path) -> Result<FileState, FileError> {
+        let mut objects = Vec::new();
+        let file = open(path)?;
+        let hash = visit_objects(path, file, &mut |obj, hash| {
+            let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+            let Some(kind) = DirKind::from_kind(kind) else {
+                debug!(path = %path.display(), kind, "ignoring object of another kind");
+                return;
+            };
+            let meta = obj.get("metadata");
+            let namespace = meta
+                .and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            let name = meta
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let namespace = match self.namespaces.get(namespace) {
+                Some(ns) => ns.clone(),
+                None => {
+                    let ns: Arc<str> = Arc::from(namespace);
+                    self.namespaces.insert(ns.clone());
+                    ns
+                }
+            };
+            let key = DirKey {
+                kind,
+                namespace,
+                name: Arc::from(name),
+            };
+            objects.push(FileObject {
+                key,
+                hash,
+                held: false,
+            });
+        })?;
+        Ok(FileState {
+            hash,
+            objects: objects.into_boxed_slice(),
+        })
+    }
+
+    /// Compares what the files define now with what downstream holds, and
+    /// hands over the difference: removals first, then every new or changed
+    /// object, read again from its file (pass two). Sorting every definition
+    /// by key finds both without a map of all objects.
+    fn hand_over(&mut self, sink: &mut impl FnMut(DirChange)) {
+        let orphans = std::mem::take(&mut self.orphans);
+        let paths: Vec<Arc<Path>> = self.files.keys().cloned().collect();
+        let mut set_held: Vec<(u32, u32)> = Vec::new();
+        let mut clear_held: Vec<(u32, u32)> = Vec::new();
+        // (file, index, hash downstream holds for the key, if any)
+        let mut to_apply: Vec<(u32, u32, Option<u64>)> = Vec::new();
+        {
+            let total = self.files.values().map(|f| f.objects.len()).sum::<usize>();
+            let mut entries: Vec<Entry<'_>> = Vec::with_capacity(total + orphans.len());
+            for (file, state) in self.files.values().enumerate() {
+                for (index, o) in state.objects.iter().enumerate() {
+                    entries.push(Entry {
+                        key: &o.key,
+                        orphan: false,
+                        file: file as u32,
+                        index: index as u32,
+                        hash: o.hash,
+                        held: o.held,
+                    });
+                }
+            }
+            entries.extend(orphans.iter().map(|(key, hash)| Entry {
+                key,
+                orphan: true,
+                file: 0,
+                index: 0,
+                hash: *hash,
+                held: true,
+            }));
+            // Per key: file definitions in path and file order, then orphans.
+            entries.sort_unstable_by(|a, b| {
+                (a.key, a.orphan, a.file, a.index).cmp(&(b.key, b.orphan, b.file, b.index))
+            });
+            for group in entries.chunk_by(|a, b| a.key == b.key) {
+                let key = group[0].key;
+                let held = group.iter().find(|e| e.held);
+                let Some(winner) = group.first().filter(|e| !e.orphan) else {
+                    if held.is_some() {
+                        sink(removal(key));
+                    }
+                    continue;
+                };
+                for dup in group[1..].iter().filter(|e| !e.orphan) {
                     warn!(
-                        kind,
-                        object = %format!("{ns}/{name}"),
-                        kept = %first.display(),
-                        ignored = %path.display(),
+                        kind = key.kind.as_str(),
+                        object = %format!("{}/{}", key.namespace, key.name),
+                        kept = %paths[winner.file as usize].display(),
+                        ignored = %paths[dup.file as usize].display(),
                         "object defined twice in the routes directory"
                     );
-                    continue;
                 }
-                owners.insert((kind.to_string(), ns, name), path);
-                if let Some(k) = ObjectKind::from_kind(kind) {
-                    out.routes.entry(k).or_default().push(obj.clone());
-                } else if kind == "Service" {
-                    match serde_json::from_value::<Service>(obj.clone()) {
-                        Ok(s) => out.services.push(s),
-                        Err(e) => {
-                            warn!(path = %path.display(), error = %e, "invalid Service skipped")
-                        }
-                    }
-                } else if kind == "EndpointSlice" {
-                    match serde_json::from_value::<EndpointSlice>(obj.clone()) {
-                        Ok(s) => out.slices.push(s),
-                        Err(e) => {
-                            warn!(path = %path.display(), error = %e, "invalid EndpointSlice skipped")
-                        }
-                    }
-                } else {
-                    debug!(path = %path.display(), kind, "ignoring object of another kind");
+                if let Some(h) =
+                    held.filter(|h| !h.orphan && (h.file, h.index) != (winner.file, winner.index))
+                {
+                    clear_held.push((h.file, h.index));
+                }
+                match held {
+                    // Same content (possibly moved to another file): nothing to do.
+                    Some(h) if h.hash == winner.hash => set_held.push((winner.file, winner.index)),
+                    _ => to_apply.push((winner.file, winner.index, held.map(|h| h.hash))),
                 }
             }
         }
-        out
+        drop(orphans);
+        let mut states: Vec<&mut FileState> = self.files.values_mut().collect();
+        for (file, index) in clear_held {
+            states[file as usize].objects[index as usize].held = false;
+        }
+        for (file, index) in set_held {
+            states[file as usize].objects[index as usize].held = true;
+        }
+        drop(states);
+        to_apply.sort_unstable();
+        for items in to_apply.chunk_by(|a, b| a.0 == b.0) {
+            self.apply_from(&paths[items[0].0 as usize], items, sink);
+        }
+    }
+
+    /// Pass two over one file: hands over its objects at the given indexes
+    /// (sorted), marking them held. If the file changed since pass one, what
+    /// was not handed over stays an orphan and the file is parsed again on
+    /// the next scan.
+    fn apply_from(
+        &mut self,
+        path: &Arc<Path>,
+        items: &[(u32, u32, Option<u64>)],
+        sink: &mut impl FnMut(DirChange),
+    ) {
+        let Some(state) = self.files.get_mut(&**path) else {
+            return;
+        };
+        let expected = state.hash;
+        let objects = &mut state.objects;
+        let mut next = items.iter().peekable();
+        let mut index = 0u32;
+        let parsed = open(path).and_then(|file| {
+            visit_objects(path, file, &mut |obj, hash| {
+                // Numbered as pass one did: the kinds the directory tracks.
+                let Some(kind) = obj
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .and_then(DirKind::from_kind)
+                else {
+                    return;
+                };
+                let at = index;
+                index += 1;
+                if next.peek().is_none_or(|item| item.1 != at) {
+                    return;
+                }
+                next.next();
+                let Some(o) = objects.get_mut(at as usize) else {
+                    return;
+                };
+                let meta = obj.get("metadata");
+                let namespace = meta
+                    .and_then(|m| m.get("namespace"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
+                let name = meta
+                    .and_then(|m| m.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let same = o.key.is(kind, namespace, name) && o.hash == hash;
+                if !same {
+                    return; // not what pass one saw at this place
+                }
+                o.held = true;
+                sink(addition(&o.key, obj, path));
+            })
+        });
+        let complete = parsed.is_ok_and(|h| h == expected);
+        for &(_, at, held_hash) in items {
+            let o = &self.files[&**path].objects[at as usize];
+            if let (false, Some(h)) = (o.held, held_hash) {
+                self.orphans.push((o.key.clone(), h));
+            }
+        }
+        if !complete {
+            self.forget_hash(path);
+        }
+    }
+
+    fn forget_hash(&mut self, path: &Path) {
+        if let Some(state) = self.files.get_mut(path) {
+            state.hash = 0;
+        }
+    }
+}
+
+/// The change that removes `key` downstream.
+fn removal(key: &DirKey) -> DirChange {
+    let (namespace, name) = (key.namespace.to_string(), key.name.to_string());
+    match key.kind {
+        DirKind::Route(kind) => DirChange::Delete(ObjectKey {
+            kind,
+            namespace,
+            name,
+        }),
+        DirKind::Service => {
+            DirChange::Endpoints(EndpointsChange::DeleteService { namespace, name })
+        }
+        DirKind::EndpointSlice => {
+            DirChange::Endpoints(EndpointsChange::DeleteSlice { namespace, name })
+        }
+    }
+}
+
+/// The change that applies `obj` (of `key`) downstream. A Service or
+/// EndpointSlice that does not decode is skipped with a warning, and any
+/// earlier version of it removed.
+fn addition(key: &DirKey, obj: Value, path: &Path) -> DirChange {
+    match key.kind {
+        DirKind::Route(kind) => DirChange::Apply(kind, obj),
+        DirKind::Service => match serde_json::from_value::<Service>(obj) {
+            Ok(s) => match ServiceDef::from_service(&s) {
+                Some(def) => DirChange::Endpoints(EndpointsChange::PutService(def)),
+                None => removal(key),
+            },
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "invalid Service skipped");
+                removal(key)
+            }
+        },
+        DirKind::EndpointSlice => match serde_json::from_value::<EndpointSlice>(obj) {
+            Ok(s) => match SliceDef::from_slice(&s) {
+                Some(def) => DirChange::Endpoints(EndpointsChange::PutSlice(def)),
+                None => removal(key),
+            },
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "invalid EndpointSlice skipped");
+                removal(key)
+            }
+        },
     }
 }
 
@@ -224,87 +534,197 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 fn hash_bytes(b: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = DefaultHasher::new();
     b.hash(&mut h);
     h.finish()
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, FileError> {
+    File::open(path).map(BufReader::new).map_err(|e| FileError {
+        path: path.display().to_string(),
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// The hash [`visit_objects`] returns for the same bytes, read in small
+/// pieces (a streaming hasher: the pieces' sizes do not matter).
+fn hash_file(path: &Path) -> std::io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut h = DefaultHasher::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(h.finish()),
+            Ok(n) => h.write(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Parses one manifest file into its objects (documents; `kind: List` items
 /// are flattened). Every object gets a content-derived resourceVersion so the
 /// index can tell a changed object from an unchanged one.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<Value>, FileError> {
-    let display = path.display().to_string();
-    let text = std::str::from_utf8(bytes).map_err(|e| FileError {
-        path: display.clone(),
-        line: line_of_offset(bytes, e.valid_up_to()),
-        message: "not UTF-8".to_string(),
-    })?;
-    let mut docs = Vec::new();
-    let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
-    if is_json {
-        let v: Value = serde_json::from_str(text).map_err(|e| FileError {
-            path: display.clone(),
-            line: e.line(),
-            message: e.to_string(),
-        })?;
-        docs.push((1, v));
-    } else {
-        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let v = serde_yaml::Value::deserialize(doc).map_err(|e| FileError {
-                path: display.clone(),
-                line: e.location().map(|l| l.line()).unwrap_or(0),
-                message: e.to_string(),
-            })?;
-            if v.is_null() {
-                continue; // empty document (`---` at the end)
-            }
-            let v: Value = serde_json::to_value(v).map_err(|e| FileError {
-                path: display.clone(),
-                line: 0,
-                message: format!("document {}: {e}", i + 1),
-            })?;
-            docs.push((i + 1, v));
-        }
-    }
     let mut out = Vec::new();
-    for (doc_no, v) in docs {
-        flatten(v, doc_no, &display, &mut out)?;
-    }
-    for obj in &mut out {
-        let rv = format!("f{:x}", hash_bytes(obj.to_string().as_bytes()));
-        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.entry("resourceVersion").or_insert(Value::String(rv));
-        }
-    }
+    visit_objects(path, bytes, &mut |obj, _| out.push(obj))?;
     Ok(out)
 }
 
-fn flatten(v: Value, doc_no: usize, path: &str, out: &mut Vec<Value>) -> Result<(), FileError> {
-    let Value::Object(map) = &v else {
-        return Err(FileError {
-            path: path.to_string(),
-            line: 0,
-            message: format!("document {doc_no} is not an object"),
-        });
+/// Calls `f` with every object of a manifest and the hash of the object's
+/// content; returns the hash of the manifest's bytes (as [`hash_file`]).
+/// Each object gets a content-derived resourceVersion (unless it has one).
+/// Stops at the first error.
+///
+/// YAML is read one document at a time: a file of thousands of objects
+/// never exists in memory as a whole, not even as text (a large transient
+/// buffer is what the allocator would keep). Lines starting with `---` or
+/// `...` end a document; YAML forbids them inside one.
+fn visit_objects(
+    path: &Path,
+    mut reader: impl BufRead,
+    f: &mut dyn FnMut(Value, u64),
+) -> Result<u64, FileError> {
+    let error = |line: usize, message: String| FileError {
+        path: path.display().to_string(),
+        line,
+        message,
+    };
+    let mut emit = |mut obj: Value| {
+        let hash = hash_bytes(obj.to_string().as_bytes());
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.entry("resourceVersion")
+                .or_insert_with(|| Value::String(format!("f{hash:x}")));
+        }
+        f(obj, hash);
+    };
+    let mut hasher = DefaultHasher::new();
+    if path.extension().and_then(|e| e.to_str()) == Some("json") {
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| error(0, format!("cannot read: {e}")))?;
+        hasher.write(&bytes);
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| error(e.line(), e.to_string()))?;
+        drop(bytes);
+        flatten(v, 1, path, &mut emit)?;
+        return Ok(hasher.finish());
+    }
+    let mut line = Vec::new();
+    let mut doc = Vec::new();
+    // 1-based line number of `doc`'s first line, lines read, documents seen.
+    let (mut doc_line, mut lines, mut docs) = (1, 0, 0);
+    let mut has_content = false;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| error(lines + 1, format!("cannot read: {e}")))?;
+        hasher.write(&line);
+        let marker = is_document_marker(&line);
+        // `---` starts the next document, unless nothing but comments and
+        // directives came before it.
+        if n == 0 || (marker && line.starts_with(b"---") && has_content) {
+            parse_documents(path, &doc, doc_line, &mut docs, &mut emit)?;
+            doc.clear();
+            has_content = false;
+            doc_line = lines + 1;
+        }
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        lines += 1;
+        doc.extend_from_slice(&line);
+        has_content |= marker || is_content(&line);
+        if marker && line.starts_with(b"...") {
+            parse_documents(path, &doc, doc_line, &mut docs, &mut emit)?;
+            doc.clear();
+            has_content = false;
+            doc_line = lines + 1;
+        }
+    }
+}
+
+/// `---` or `...` at the start of a line, alone or followed by a space.
+fn is_document_marker(line: &[u8]) -> bool {
+    (line.starts_with(b"---") || line.starts_with(b"..."))
+        && matches!(line.get(3), None | Some(b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+/// Not blank, a comment or a directive.
+fn is_content(line: &[u8]) -> bool {
+    match line.iter().find(|b| !b.is_ascii_whitespace()) {
+        None | Some(b'#') => false,
+        Some(_) => line[0] != b'%',
+    }
+}
+
+/// Parses the YAML text of (normally) one document that starts on line
+/// `first_line` of the file.
+fn parse_documents(
+    path: &Path,
+    text: &[u8],
+    first_line: usize,
+    docs: &mut usize,
+    emit: &mut dyn FnMut(Value),
+) -> Result<(), FileError> {
+    let error = |line: usize, message: String| FileError {
+        path: path.display().to_string(),
+        line,
+        message,
+    };
+    let text = std::str::from_utf8(text).map_err(|e| {
+        error(
+            first_line - 1 + line_of_offset(text, e.valid_up_to()),
+            "not UTF-8".to_string(),
+        )
+    })?;
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        *docs += 1;
+        let v = serde_yaml::Value::deserialize(doc).map_err(|e| {
+            let line = e.location().map_or(0, |l| first_line - 1 + l.line());
+            error(line, e.to_string())
+        })?;
+        if v.is_null() {
+            continue; // empty document (`---` at the end)
+        }
+        let v: Value =
+            serde_json::to_value(v).map_err(|e| error(0, format!("document {}: {e}", *docs)))?;
+        flatten(v, *docs, path, emit)?;
+    }
+    Ok(())
+}
+
+fn flatten(
+    v: Value,
+    doc_no: usize,
+    path: &Path,
+    emit: &mut dyn FnMut(Value),
+) -> Result<(), FileError> {
+    let error = |message: String| FileError {
+        path: path.display().to_string(),
+        line: 0,
+        message,
+    };
+    let Value::Object(mut map) = v else {
+        return Err(error(format!("document {doc_no} is not an object")));
     };
     match map.get("kind").and_then(Value::as_str) {
         Some(k) if k.ends_with("List") && map.contains_key("items") => {
-            if let Some(Value::Array(items)) = map.get("items") {
-                for item in items.clone() {
-                    flatten(item, doc_no, path, out)?;
+            if let Some(Value::Array(items)) = map.remove("items") {
+                for item in items {
+                    flatten(item, doc_no, path, emit)?;
                 }
             }
             Ok(())
         }
         Some(_) => {
-            out.push(v);
+            emit(Value::Object(map));
             Ok(())
         }
-        None => Err(FileError {
-            path: path.to_string(),
-            line: 0,
-            message: format!("document {doc_no} has no kind"),
-        }),
+        None => Err(error(format!("document {doc_no} has no kind"))),
     }
 }
 
@@ -315,6 +735,9 @@ fn line_of_offset(bytes: &[u8], offset: usize) -> usize {
         .count()
         + 1
 }
+
+/// Services and EndpointSlices handed to the ready-cache at a time.
+const ENDPOINTS_BATCH: usize = 256;
 
 /// Runs the directory source until cancelled: scans on start, on every file
 /// notification (debounced) and every resync interval.
@@ -349,20 +772,50 @@ pub(crate) async fn run_dir(
     let mut dir = RoutesDir::new(root.clone());
     let mut ticker = tokio::time::interval(config.resync_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sent_once = false;
     loop {
-        match dir.scan() {
-            Ok((changed, new_errors)) => {
+        let mut scanning = std::mem::take(&mut dir);
+        // Reading and parsing files blocks: off the async workers. Route
+        // objects stream to the owner task (which publishes nothing until
+        // `DirScanned`); the ready-cache takes the changes in small batches,
+        // so that a large scan never holds them all at once.
+        let (tx_scan, endpoints_scan) = (tx.clone(), endpoints.clone());
+        let scanned = tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::new();
+            let result = scanning.scan(|change| match change {
+                DirChange::Apply(kind, obj) => {
+                    let _ = tx_scan.blocking_send(Input::DirApply(kind, obj));
+                }
+                DirChange::Delete(key) => {
+                    let _ = tx_scan.blocking_send(Input::DirDelete(key));
+                }
+                DirChange::Endpoints(change) => {
+                    batch.push(change);
+                    if batch.len() == ENDPOINTS_BATCH {
+                        endpoints_scan.apply(batch.drain(..));
+                    }
+                }
+            });
+            if !batch.is_empty() {
+                endpoints_scan.apply(batch);
+            }
+            (scanning, result)
+        })
+        .await;
+        let (scanned_dir, result) = match scanned {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "routes directory scan panicked");
+                return;
+            }
+        };
+        dir = scanned_dir;
+        match result {
+            Ok((_, new_errors)) => {
                 for err in &new_errors {
                     metrics.sync_errors.get_or_create(&label).inc();
                     warn!(error = %err, "manifest file skipped; its last good content is kept");
                 }
-                // Unchanged objects keep their content-derived versions, so
-                // the index ignores them; no need to keep a copy to diff.
-                if changed || !sent_once {
-                    send_contents(dir.contents(), &tx, &endpoints).await;
-                    sent_once = true;
-                }
+                endpoints.mark_synced();
                 if tx.send(Input::DirScanned).await.is_err() {
                     return;
                 }
@@ -384,24 +837,58 @@ pub(crate) async fn run_dir(
     }
 }
 
-async fn send_contents(
-    mut contents: DirContents,
-    tx: &mpsc::Sender<Input>,
-    endpoints: &ReadyEndpoints,
-) {
-    endpoints.apply([
-        EndpointsChange::ResetServices(contents.services),
-        EndpointsChange::ResetSlices(contents.slices),
-    ]);
-    endpoints.mark_synced();
-    for kind in ObjectKind::ALL {
-        let items = contents.routes.remove(&kind).unwrap_or_default();
-        let _ = tx
-            .send(Input::Listed {
-                kind,
-                items,
-                rv: None,
-            })
-            .await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole stream parsed at once by serde_yaml: what the per-document
+    /// reader must reproduce.
+    fn whole(text: &str) -> Vec<Value> {
+        serde_yaml::Deserializer::from_str(text)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .filter(|v| !v.is_null())
+            .map(|v| serde_json::to_value(v).unwrap())
+            .collect()
+    }
+
+    fn without_rv(mut objects: Vec<Value>) -> Vec<Value> {
+        for o in &mut objects {
+            o["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("resourceVersion");
+        }
+        objects
+    }
+
+    #[test]
+    fn documents_read_one_at_a_time_equal_the_whole_stream() {
+        let text = "# leading comment\n%YAML 1.2\n---\nkind: A\nmetadata: {name: a}\n\
+                    text: |\n  --- not a marker (indented)\n---\n# between\n\n\
+                    kind: B\nmetadata: {name: b}\n...\n---\n--- {kind: C, metadata: {name: c}}\n\
+                    ---\r\nkind: D\r\nmetadata: {name: d}\r\nx: ---not-a-marker\r\n---\n";
+        let got = parse_file(Path::new("t.yaml"), text.as_bytes()).unwrap();
+        assert_eq!(without_rv(got), whole(text));
+    }
+
+    #[test]
+    fn the_streamed_hash_equals_the_file_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.yaml");
+        let text =
+            "---\nkind: A\nmetadata: {name: a}\n---\nkind: B\nmetadata: {name: b}\n".repeat(2000);
+        std::fs::write(&path, &text).unwrap();
+        let streamed = visit_objects(&path, text.as_bytes(), &mut |_, _| {}).unwrap();
+        assert_eq!(streamed, hash_file(&path).unwrap());
+    }
+
+    #[test]
+    fn an_error_in_a_later_document_names_its_line_in_the_file() {
+        let text = "kind: A\nmetadata: {name: a}\n---\nkind: B\nmetadata:\n  name: b\n   bad: [\n";
+        let err = parse_file(Path::new("t.yaml"), text.as_bytes()).unwrap_err();
+        assert!(err.line >= 6, "{err}");
+        let err =
+            parse_file(Path::new("t.yaml"), b"kind: A\n---\nkind: B\n---\n- 1\n").unwrap_err();
+        assert!(err.message.contains("document 3"), "{err}");
     }
 }

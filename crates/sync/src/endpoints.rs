@@ -8,7 +8,7 @@
 //! operation. Waiters are woken per Service, so one Service turning ready
 //! does not wake requests held for another.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -70,23 +70,73 @@ pub enum ResolveError {
     },
 }
 
-#[derive(Clone, Debug, Default)]
-struct SliceInfo {
-    service: String,
-    /// (port name, port number) of the slice.
-    ports: Vec<(String, u16)>,
-    ready: Vec<IpAddr>,
+/// A Service, reduced to what routing needs: its ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceDef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Ports.
+    pub ports: Vec<ServicePortInfo>,
 }
+
+impl ServiceDef {
+    /// The routing-relevant part of a Service (`None` without a name).
+    pub fn from_service(svc: &Service) -> Option<ServiceDef> {
+        let (namespace, name) = service_key(svc)?;
+        Some(ServiceDef {
+            namespace,
+            name,
+            ports: service_ports(svc),
+        })
+    }
+}
+
+/// An EndpointSlice, reduced to what readiness needs: its Service, ports and
+/// ready addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceDef {
+    /// Namespace.
+    pub namespace: String,
+    /// Slice name.
+    pub name: String,
+    /// The Service it belongs to (label `kubernetes.io/service-name`).
+    pub service: String,
+    /// (port name, port number) of the slice.
+    pub ports: Vec<(String, u16)>,
+    /// Addresses of the ready endpoints.
+    pub ready: Vec<IpAddr>,
+}
+
+impl SliceDef {
+    /// The readiness-relevant part of an EndpointSlice (`None` without a name
+    /// or a Service label).
+    pub fn from_slice(slice: &EndpointSlice) -> Option<SliceDef> {
+        slice_def(slice)
+    }
+}
+
+/// One slice as the writer keeps it.
+#[derive(Debug)]
+struct SliceInfo {
+    name: Arc<str>,
+    ports: Box<[(Arc<str>, u16)]>,
+    ready: Box<[IpAddr]>,
+}
+
+/// An endpoint port name and the ready addresses behind it.
+type PortAddresses = (Arc<str>, Arc<[SocketAddr]>);
 
 /// What is known of one Service, precomputed for the request path.
 #[derive(Debug, Default)]
 pub struct ServiceEntry {
     /// The Service's ports (empty when only EndpointSlices are known).
-    pub ports: Vec<ServicePortInfo>,
+    pub ports: Arc<[ServicePortInfo]>,
     /// Whether the Service object itself is known.
     pub has_service: bool,
     /// Ready endpoint addresses per endpoint port name.
-    ready_by_port: Vec<(String, Arc<[SocketAddr]>)>,
+    ready_by_port: Box<[PortAddresses]>,
     /// Count of ready addresses over all slices.
     ready_count: usize,
 }
@@ -117,7 +167,7 @@ impl ServiceEntry {
         };
         self.ready_by_port
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| **n == *name)
             .or_else(|| {
                 // A single-port slice serves a single-port Service whatever the names.
                 (self.ready_by_port.len() == 1).then(|| &self.ready_by_port[0])
@@ -130,7 +180,8 @@ impl ServiceEntry {
 #[derive(Debug, Default, Clone)]
 pub struct EndpointsSnapshot {
     /// Persistent maps: publishing a change copies O(log n), not every Service.
-    services: imbl::HashMap<String, imbl::HashMap<String, Arc<ServiceEntry>>>,
+    /// The keys are the writer's, shared.
+    services: imbl::HashMap<Arc<str>, imbl::HashMap<Arc<str>, Arc<ServiceEntry>>>,
 }
 
 impl EndpointsSnapshot {
@@ -202,37 +253,112 @@ pub struct ReadyEndpoints {
     writer: Mutex<WriterState>,
 }
 
+/// (namespace, name). Namespaces are interned; the strings are shared with
+/// the published snapshot.
+type Key = (Arc<str>, Arc<str>);
+
+/// What the writer knows of one Service.
+#[derive(Debug, Default)]
+struct ServiceState {
+    /// The Service's ports; `None` while only its EndpointSlices are known.
+    ports: Option<Arc<[ServicePortInfo]>>,
+    /// Its slices: usually one.
+    slices: Vec<SliceInfo>,
+}
+
 #[derive(Debug, Default)]
 struct WriterState {
-    services: HashMap<(String, String), Vec<ServicePortInfo>>,
-    /// Slices by (namespace, service), then by slice name.
-    slices: HashMap<(String, String), HashMap<String, SliceInfo>>,
+    services: HashMap<Key, ServiceState>,
     /// (namespace, slice name) -> service, to find a slice on delete.
-    slice_owner: HashMap<(String, String), String>,
+    slice_owner: HashMap<Key, Arc<str>>,
+    namespaces: HashSet<Arc<str>>,
+    /// Endpoint port names: a handful, shared by thousands of slices.
+    port_names: HashSet<Arc<str>>,
+}
+
+fn intern(set: &mut HashSet<Arc<str>>, s: &str) -> Arc<str> {
+    match set.get(s) {
+        Some(a) => a.clone(),
+        None => {
+            let a: Arc<str> = Arc::from(s);
+            set.insert(a.clone());
+            a
+        }
+    }
 }
 
 impl WriterState {
-    fn insert_slice(&mut self, key: (String, String), info: SliceInfo) -> Option<String> {
-        let old = self.remove_slice(&key);
-        self.slice_owner.insert(key.clone(), info.service.clone());
-        self.slices
-            .entry((key.0, info.service.clone()))
-            .or_default()
-            .insert(key.1, info);
-        old
+    /// The key of `namespace/name` as the map holds it (sharing its
+    /// strings), or a new one.
+    fn key(&mut self, namespace: &str, name: &str) -> Key {
+        let probe = (intern(&mut self.namespaces, namespace), Arc::from(name));
+        match self.services.get_key_value(&probe) {
+            Some((k, _)) => k.clone(),
+            None => probe,
+        }
     }
 
-    /// Removes a slice, returning the service it belonged to.
-    fn remove_slice(&mut self, key: &(String, String)) -> Option<String> {
-        let service = self.slice_owner.remove(key)?;
-        let svc_key = (key.0.clone(), service.clone());
-        if let Some(m) = self.slices.get_mut(&svc_key) {
-            m.remove(&key.1);
-            if m.is_empty() {
-                self.slices.remove(&svc_key);
-            }
+    /// Drops the entry of `key` once nothing is known of it.
+    fn prune(&mut self, key: &Key) {
+        if self
+            .services
+            .get(key)
+            .is_some_and(|s| s.ports.is_none() && s.slices.is_empty())
+        {
+            self.services.remove(key);
         }
-        Some(service)
+    }
+
+    fn put_service(&mut self, def: ServiceDef) -> Key {
+        let key = self.key(&def.namespace, &def.name);
+        self.services.entry(key.clone()).or_default().ports = Some(Arc::from(def.ports));
+        key
+    }
+
+    fn delete_service(&mut self, namespace: &str, name: &str) -> Key {
+        let key = self.key(namespace, name);
+        if let Some(state) = self.services.get_mut(&key) {
+            state.ports = None;
+        }
+        self.prune(&key);
+        key
+    }
+
+    /// Inserts or replaces a slice, noting the Services whose readiness may
+    /// have changed.
+    fn put_slice(&mut self, def: SliceDef, touched: &mut Vec<Key>) {
+        self.remove_slice(&def.namespace, &def.name, touched);
+        let key = self.key(&def.namespace, &def.service);
+        let name: Arc<str> = Arc::from(def.name);
+        let ports = def
+            .ports
+            .into_iter()
+            .map(|(n, p)| (intern(&mut self.port_names, &n), p))
+            .collect();
+        self.slice_owner
+            .insert((key.0.clone(), name.clone()), key.1.clone());
+        let slices = &mut self.services.entry(key.clone()).or_default().slices;
+        slices.reserve_exact(1);
+        slices.push(SliceInfo {
+            name,
+            ports,
+            ready: def.ready.into_boxed_slice(),
+        });
+        touched.push(key);
+    }
+
+    /// Removes a slice, noting the Service it belonged to.
+    fn remove_slice(&mut self, namespace: &str, name: &str, touched: &mut Vec<Key>) {
+        let probe = (intern(&mut self.namespaces, namespace), Arc::from(name));
+        let Some(service) = self.slice_owner.remove(&probe) else {
+            return;
+        };
+        let key = (probe.0, service);
+        if let Some(state) = self.services.get_mut(&key) {
+            state.slices.retain(|s| *s.name != *name);
+        }
+        self.prune(&key);
+        touched.push(key);
     }
 }
 
@@ -272,6 +398,10 @@ pub enum EndpointsChange {
     },
     /// Every EndpointSlice (a relist).
     ResetSlices(Vec<EndpointSlice>),
+    /// A Service was added or changed (in its compact form).
+    PutService(ServiceDef),
+    /// An EndpointSlice was added or changed (in its compact form).
+    PutSlice(SliceDef),
 }
 
 impl ReadyEndpoints {
@@ -321,46 +451,47 @@ impl ReadyEndpoints {
     /// Applies a batch of changes and publishes one new snapshot.
     pub fn apply(&self, changes: impl IntoIterator<Item = EndpointsChange>) {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut touched: Vec<(String, String)> = Vec::new();
+        let mut touched: Vec<Key> = Vec::new();
         let mut full = false;
         for change in changes {
             match change {
                 EndpointsChange::ApplyService(svc) => {
-                    if let Some(key) = service_key(&svc) {
-                        writer.services.insert(key.clone(), service_ports(&svc));
-                        touched.push(key);
+                    if let Some(def) = ServiceDef::from_service(&svc) {
+                        touched.push(writer.put_service(def));
                     }
                 }
+                EndpointsChange::PutService(def) => touched.push(writer.put_service(def)),
                 EndpointsChange::DeleteService { namespace, name } => {
-                    let key = (namespace, name);
-                    writer.services.remove(&key);
-                    touched.push(key);
+                    touched.push(writer.delete_service(&namespace, &name));
                 }
                 EndpointsChange::ResetServices(list) => {
-                    writer.services = list
-                        .iter()
-                        .filter_map(|s| Some((service_key(s)?, service_ports(s))))
-                        .collect();
+                    writer.services.retain(|_, s| {
+                        s.ports = None;
+                        !s.slices.is_empty()
+                    });
+                    for def in list.iter().filter_map(ServiceDef::from_service) {
+                        writer.put_service(def);
+                    }
                     full = true;
                 }
                 EndpointsChange::ApplySlice(slice) => {
-                    if let Some((key, info)) = slice_info(&slice) {
-                        touched.push((key.0.clone(), info.service.clone()));
-                        if let Some(old) = writer.insert_slice(key.clone(), info) {
-                            touched.push((key.0, old));
-                        }
+                    if let Some(def) = slice_def(&slice) {
+                        writer.put_slice(def, &mut touched);
                     }
                 }
+                EndpointsChange::PutSlice(def) => writer.put_slice(def, &mut touched),
                 EndpointsChange::DeleteSlice { namespace, name } => {
-                    if let Some(old) = writer.remove_slice(&(namespace.clone(), name)) {
-                        touched.push((namespace, old));
-                    }
+                    writer.remove_slice(&namespace, &name, &mut touched);
                 }
                 EndpointsChange::ResetSlices(list) => {
-                    writer.slices.clear();
+                    writer.services.retain(|_, s| {
+                        s.slices.clear();
+                        s.ports.is_some()
+                    });
                     writer.slice_owner.clear();
-                    for (key, info) in list.iter().filter_map(slice_info) {
-                        writer.insert_slice(key, info);
+                    let mut ignored = Vec::new();
+                    for def in list.iter().filter_map(slice_def) {
+                        writer.put_slice(def, &mut ignored);
                     }
                     full = true;
                 }
@@ -372,9 +503,8 @@ impl ReadyEndpoints {
         } else {
             (*old).clone()
         };
-        let keys: Vec<(String, String)> = if full {
-            let mut all: Vec<_> = writer.services.keys().cloned().collect();
-            all.extend(writer.slices.keys().cloned());
+        let keys: Vec<Key> = if full {
+            let mut all: Vec<Key> = writer.services.keys().cloned().collect();
             // Services whose readiness may have changed by disappearing.
             for (ns, m) in &old.services {
                 all.extend(m.keys().map(|n| (ns.clone(), n.clone())));
@@ -408,10 +538,11 @@ impl ReadyEndpoints {
             }
         }
         self.snapshot.store(Arc::new(next));
+        drop(old);
         drop(writer);
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        for key in became_ready {
-            if let Some(n) = waiters.get(&key) {
+        for key in became_ready.into_iter().take_while(|_| !waiters.is_empty()) {
+            if let Some(n) = waiters.get(&(key.0.to_string(), key.1.to_string())) {
                 n.notify_waiters();
             }
         }
@@ -420,29 +551,36 @@ impl ReadyEndpoints {
     }
 }
 
-fn dedup(mut keys: Vec<(String, String)>) -> Vec<(String, String)> {
+fn dedup(mut keys: Vec<Key>) -> Vec<Key> {
     keys.sort();
     keys.dedup();
     keys
 }
 
-fn build_entry(writer: &WriterState, key: &(String, String)) -> Option<ServiceEntry> {
-    let ports = writer.services.get(key);
-    let mut by_port: HashMap<String, Vec<SocketAddr>> = HashMap::new();
-    let mut ready_count = 0;
-    let mut any_slice = false;
-    for slice in writer.slices.get(key).into_iter().flat_map(HashMap::values) {
-        any_slice = true;
-        ready_count += slice.ready.len();
-        for (name, port) in &slice.ports {
-            let addrs = by_port.entry(name.clone()).or_default();
-            addrs.extend(slice.ready.iter().map(|ip| SocketAddr::new(*ip, *port)));
-        }
-    }
-    if ports.is_none() && !any_slice {
+fn build_entry(writer: &WriterState, key: &Key) -> Option<ServiceEntry> {
+    let state = writer.services.get(key)?;
+    let (ports, slices) = (&state.ports, &state.slices);
+    if ports.is_none() && slices.is_empty() {
         return None;
     }
-    let mut ready_by_port: Vec<(String, Arc<[SocketAddr]>)> = by_port
+    let mut by_port: Vec<(Arc<str>, Vec<SocketAddr>)> = Vec::new();
+    let mut ready_count = 0;
+    for slice in slices {
+        ready_count += slice.ready.len();
+        for (name, port) in &slice.ports {
+            let i = match by_port.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    by_port.push((name.clone(), Vec::new()));
+                    by_port.len() - 1
+                }
+            };
+            by_port[i]
+                .1
+                .extend(slice.ready.iter().map(|ip| SocketAddr::new(*ip, *port)));
+        }
+    }
+    let mut ready_by_port: Vec<PortAddresses> = by_port
         .into_iter()
         .map(|(name, mut addrs)| {
             addrs.sort();
@@ -452,9 +590,9 @@ fn build_entry(writer: &WriterState, key: &(String, String)) -> Option<ServiceEn
         .collect();
     ready_by_port.sort_by(|a, b| a.0.cmp(&b.0));
     Some(ServiceEntry {
-        ports: ports.cloned().unwrap_or_default(),
+        ports: ports.clone().unwrap_or_else(|| Arc::from([])),
         has_service: ports.is_some(),
-        ready_by_port,
+        ready_by_port: ready_by_port.into_boxed_slice(),
         ready_count,
     })
 }
@@ -489,7 +627,7 @@ fn service_ports(svc: &Service) -> Vec<ServicePortInfo> {
         .unwrap_or_default()
 }
 
-fn slice_info(slice: &EndpointSlice) -> Option<((String, String), SliceInfo)> {
+fn slice_def(slice: &EndpointSlice) -> Option<SliceDef> {
     let namespace = slice
         .metadata
         .namespace
@@ -525,12 +663,84 @@ fn slice_info(slice: &EndpointSlice) -> Option<((String, String), SliceInfo)> {
         .flat_map(|e| e.addresses.iter())
         .filter_map(|a| a.parse::<IpAddr>().ok())
         .collect();
-    Some((
-        (namespace, name),
-        SliceInfo {
-            service,
-            ports,
-            ready,
-        },
-    ))
+    Some(SliceDef {
+        namespace,
+        name,
+        service,
+        ports,
+        ready,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(name: &str, service: &str, ready: &[&str]) -> EndpointsChange {
+        EndpointsChange::PutSlice(SliceDef {
+            namespace: "ns".into(),
+            name: name.into(),
+            service: service.into(),
+            ports: vec![("http".into(), 9000)],
+            ready: ready.iter().map(|a| a.parse().unwrap()).collect(),
+        })
+    }
+
+    fn service(name: &str) -> EndpointsChange {
+        EndpointsChange::PutService(ServiceDef {
+            namespace: "ns".into(),
+            name: name.into(),
+            ports: vec![ServicePortInfo {
+                name: "http".into(),
+                port: 80,
+                app_protocol: None,
+                target_port: None,
+            }],
+        })
+    }
+
+    fn ready(e: &ReadyEndpoints, service: &str) -> Vec<String> {
+        let snap = e.load();
+        let Some(entry) = snap.get("ns", service) else {
+            return vec!["<unknown>".into()];
+        };
+        entry
+            .ready_addresses(&PortRef::Name("http".into()))
+            .map(|a| a.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn slices_and_services_come_and_go_in_any_order() {
+        let e = ReadyEndpoints::default();
+        e.apply([slice("web-1", "web", &["10.0.0.1"])]);
+        assert!(!e.load().get("ns", "web").unwrap().has_service);
+        assert_eq!(ready(&e, "web"), ["10.0.0.1:9000"]);
+
+        e.apply([service("web"), slice("web-2", "web", &["10.0.0.2"])]);
+        assert!(e.load().get("ns", "web").unwrap().has_service);
+        assert_eq!(ready(&e, "web"), ["10.0.0.1:9000", "10.0.0.2:9000"]);
+
+        // A slice moving to another Service leaves the first one.
+        e.apply([slice("web-1", "api", &["10.0.0.1"])]);
+        assert_eq!(ready(&e, "web"), ["10.0.0.2:9000"]);
+        assert_eq!(ready(&e, "api"), ["10.0.0.1:9000"]);
+
+        e.apply([EndpointsChange::DeleteService {
+            namespace: "ns".into(),
+            name: "web".into(),
+        }]);
+        assert!(!e.load().get("ns", "web").unwrap().has_service);
+        e.apply([EndpointsChange::DeleteSlice {
+            namespace: "ns".into(),
+            name: "web-2".into(),
+        }]);
+        assert!(e.load().get("ns", "web").is_none());
+
+        // A relist of slices keeps the Services and drops every old slice.
+        e.apply([service("api"), EndpointsChange::ResetSlices(Vec::new())]);
+        assert!(!e.load().has_ready("ns", "api"));
+        assert!(e.load().get("ns", "api").unwrap().has_service);
+        assert_eq!(e.load().len(), 1);
+    }
 }

@@ -243,14 +243,18 @@ impl RouteIndex {
     /// when known.
     pub fn delete(&mut self, key: &ObjectKey, rv: Option<ResourceVersion>) -> Outcome {
         let rv = rv.unwrap_or_default();
+        // Only a numeric version can guard against a stale re-add; without
+        // one (a routes directory's deletes) a tombstone would only pile up.
+        let guards = rv.num.is_some();
         match self.seen.get(key) {
             Some(seen) if seen.rv.newer_than(&rv) => return Outcome::Unchanged,
             Some(_) => {}
             None => {
-                if self
-                    .tombstones
-                    .get(key)
-                    .is_none_or(|old| rv.newer_than(old))
+                if guards
+                    && self
+                        .tombstones
+                        .get(key)
+                        .is_none_or(|old| rv.newer_than(old))
                 {
                     self.tombstones.insert(key.clone(), rv);
                 }
@@ -258,7 +262,11 @@ impl RouteIndex {
             }
         }
         self.remove_seen(key);
-        self.tombstones.insert(key.clone(), rv);
+        if guards {
+            self.tombstones.insert(key.clone(), rv);
+        } else {
+            self.tombstones.remove(key);
+        }
         if self
             .table
             .remove(key.kind.routing_kind(), &key.namespace, &key.name)

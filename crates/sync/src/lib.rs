@@ -106,7 +106,7 @@ pub(crate) enum Input {
     WatchInitDone(ObjectKind),
     WatchApply(ObjectKind, Value),
     WatchDelete(ObjectKind, Value),
-    /// A complete list (periodic resync, or a directory scan).
+    /// A complete list (the periodic resync).
     Listed {
         kind: ObjectKind,
         items: Vec<Value>,
@@ -114,7 +114,12 @@ pub(crate) enum Input {
     },
     /// A conditional list answered 304: nothing changed since the last one.
     ListUnchanged(ObjectKind),
-    /// The directory source finished a scan (changed or not).
+    /// The directory source found an object added or changed.
+    DirApply(ObjectKind, Value),
+    /// The directory source found an object gone.
+    DirDelete(ObjectKey),
+    /// The directory source finished a scan (changed or not): its changes,
+    /// if any, are all sent.
     DirScanned,
 }
 
@@ -236,6 +241,7 @@ async fn run_owner(
         complete: HashSet::new(),
         metrics,
         periodic_is_resync,
+        dir_scan_open: false,
     };
     loop {
         let first = tokio::select! {
@@ -246,6 +252,9 @@ async fn run_owner(
         // Coalesce a burst: everything already queued goes into one publish.
         while let Ok(m) = rx.try_recv() {
             owner.handle(m);
+        }
+        if owner.dir_scan_open {
+            continue; // publish a directory scan whole, never half of it
         }
         // Content digests for the resync's conditional list (see `digest`);
         // the index keeps them current, so this is O(1).
@@ -278,6 +287,8 @@ struct Owner {
     complete: HashSet<ObjectKind>,
     metrics: SyncMetrics,
     periodic_is_resync: bool,
+    /// A directory scan's changes are arriving (until `DirScanned`).
+    dir_scan_open: bool,
 }
 
 impl Owner {
@@ -336,7 +347,22 @@ impl Owner {
                     .inc();
                 self.touch();
             }
-            Input::DirScanned => self.touch(),
+            Input::DirApply(kind, obj) => {
+                self.dir_scan_open = true;
+                let outcome = self.index.apply(kind, obj);
+                self.report(kind, outcome);
+            }
+            Input::DirDelete(key) => {
+                self.dir_scan_open = true;
+                self.index.delete(&key, None);
+            }
+            Input::DirScanned => {
+                // A scan sends every change it found, then this: the table
+                // is the directory's, complete.
+                self.dir_scan_open = false;
+                self.complete.extend(ObjectKind::ALL);
+                self.touch();
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sync::dir_source::RoutesDir;
+use sync::dir_source::{DirChange, RoutesDir};
 use sync::{Source, SyncConfig};
 
 fn httpso_yaml(name: &str, host: &str, service: &str) -> String {
@@ -178,7 +178,7 @@ fn broken_file_error_names_path_and_line() {
         "{\n  \"kind\": \"Service\",\n  oops\n}\n",
     );
     let mut routes = RoutesDir::new(dir.path());
-    let (_, errors) = routes.scan().unwrap();
+    let (_, errors) = routes.scan(|_| {}).unwrap();
     assert_eq!(errors.len(), 2, "{errors:?}");
     let json_err = errors
         .iter()
@@ -222,18 +222,23 @@ endpoints:
 ",
     );
     let mut routes = RoutesDir::new(dir.path());
-    let (changed, errors) = routes.scan().unwrap();
+    let mut changes = Vec::new();
+    let (changed, errors) = routes
+        .scan(|c| match c {
+            DirChange::Endpoints(e) => changes.push(e),
+            other => panic!("unexpected {other:?}"),
+        })
+        .unwrap();
     assert!(changed);
     assert!(errors.is_empty(), "{errors:?}");
-    let contents = routes.contents();
-    assert_eq!(contents.services.len(), 1);
-    assert_eq!(contents.slices.len(), 1);
+    assert_eq!(
+        changes.len(),
+        2,
+        "one Service, one EndpointSlice: {changes:?}"
+    );
 
     let endpoints = sync::ReadyEndpoints::new();
-    endpoints.apply([
-        sync::endpoints::EndpointsChange::ResetServices(contents.services),
-        sync::endpoints::EndpointsChange::ResetSlices(contents.slices),
-    ]);
+    endpoints.apply(changes);
     let snap = endpoints.load();
     let port = routing::PortRef::Name("http".into());
     let resolved = snap.resolve("apps", "web", &port).unwrap();
@@ -248,4 +253,223 @@ endpoints:
         addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         vec!["127.0.0.1:9000"]
     );
+}
+
+/// What one scan handed downstream, as short strings (`apply a/svc`,
+/// `delete a`, `endpoints ...`).
+fn scan_changes(routes: &mut RoutesDir) -> Vec<String> {
+    let mut out = Vec::new();
+    routes
+        .scan(|c| {
+            out.push(match c {
+                DirChange::Apply(_, obj) => format!(
+                    "apply {}/{}",
+                    obj["metadata"]["name"].as_str().unwrap(),
+                    obj["spec"]["scaleTargetRef"]["service"].as_str().unwrap()
+                ),
+                DirChange::Delete(key) => format!("delete {}", key.name),
+                DirChange::Endpoints(e) => format!("endpoints {e:?}"),
+            })
+        })
+        .unwrap();
+    out.sort();
+    out
+}
+
+#[test]
+fn an_edited_document_is_the_only_change_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |b_service: &str, with_c: bool| {
+        let mut text = format!(
+            "{}---\n{}",
+            httpso_yaml("a", "a.example.com", "svc-a"),
+            httpso_yaml("b", "b.example.com", b_service)
+        );
+        if with_c {
+            text = format!("{text}---\n{}", httpso_yaml("c", "c.example.com", "svc-c"));
+        }
+        text
+    };
+    write(dir.path(), "all.yaml", &file("svc-b", true));
+    let mut routes = RoutesDir::new(dir.path());
+    assert_eq!(
+        scan_changes(&mut routes),
+        ["apply a/svc-a", "apply b/svc-b", "apply c/svc-c"]
+    );
+    assert!(scan_changes(&mut routes).is_empty(), "nothing changed");
+
+    write(dir.path(), "all.yaml", &file("svc-b2", true));
+    assert_eq!(scan_changes(&mut routes), ["apply b/svc-b2"]);
+    write(dir.path(), "all.yaml", &file("svc-b2", false));
+    assert_eq!(scan_changes(&mut routes), ["delete c"]);
+
+    // Moved to another file unchanged: nothing to do. Then removed.
+    write(
+        dir.path(),
+        "all.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-a"),
+    );
+    write(
+        dir.path(),
+        "b.yaml",
+        &httpso_yaml("b", "b.example.com", "svc-b2"),
+    );
+    assert!(scan_changes(&mut routes).is_empty());
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    assert_eq!(scan_changes(&mut routes), ["delete b"]);
+}
+
+#[test]
+fn a_broken_file_keeps_its_objects_and_a_fix_applies_only_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = |a_service: &str| {
+        format!(
+            "{}---\n{}",
+            httpso_yaml("a", "a.example.com", a_service),
+            httpso_yaml("b", "b.example.com", "svc-b")
+        )
+    };
+    write(dir.path(), "ab.yaml", &two("svc-a"));
+    let mut routes = RoutesDir::new(dir.path());
+    assert_eq!(scan_changes(&mut routes).len(), 2);
+
+    // Broken in its second document: nothing is removed, nothing applied
+    // (not even the first document's edit), and the error is reported.
+    write(
+        dir.path(),
+        "ab.yaml",
+        &format!(
+            "{}---\nkind: HTTPScaledObject\nmetadata:\n  name: b\n   bad: [\n",
+            httpso_yaml("a", "a.example.com", "svc-a2")
+        ),
+    );
+    assert!(scan_changes(&mut routes).is_empty());
+    let errors: Vec<_> = routes.errors().collect();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].path.ends_with("ab.yaml") && errors[0].line >= 16,
+        "{}",
+        errors[0]
+    );
+
+    write(dir.path(), "ab.yaml", &two("svc-a2"));
+    assert_eq!(scan_changes(&mut routes), ["apply a/svc-a2"]);
+    assert_eq!(routes.errors().count(), 0);
+}
+
+#[test]
+fn the_first_file_wins_a_duplicate_and_the_second_takes_over_when_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "1.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-1"),
+    );
+    write(
+        dir.path(),
+        "2.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-2"),
+    );
+    let mut routes = RoutesDir::new(dir.path());
+    assert_eq!(scan_changes(&mut routes), ["apply a/svc-1"]);
+    std::fs::remove_file(dir.path().join("1.yaml")).unwrap();
+    assert_eq!(scan_changes(&mut routes), ["apply a/svc-2"]);
+    std::fs::remove_file(dir.path().join("2.yaml")).unwrap();
+    assert_eq!(scan_changes(&mut routes), ["delete a"]);
+}
+
+#[test]
+fn services_and_slices_change_and_go_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let slice = |ready: bool| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-1, namespace: apps, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: 9000}}]
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: {ready}}}}}]
+"
+        )
+    };
+    write(
+        dir.path(),
+        "svc.yaml",
+        "kind: Service\nmetadata: {name: web, namespace: apps}\nspec: {ports: [{name: http, port: 80}]}\n",
+    );
+    write(dir.path(), "slice.yaml", &slice(false));
+    let endpoints = sync::ReadyEndpoints::new();
+    let mut routes = RoutesDir::new(dir.path());
+    let apply = |routes: &mut RoutesDir| {
+        let mut changes = Vec::new();
+        routes
+            .scan(|c| {
+                if let DirChange::Endpoints(e) = c {
+                    changes.push(e)
+                }
+            })
+            .unwrap();
+        let n = changes.len();
+        endpoints.apply(changes);
+        n
+    };
+    assert_eq!(apply(&mut routes), 2);
+    assert!(endpoints.load().get("apps", "web").unwrap().has_service);
+    assert!(!endpoints.load().has_ready("apps", "web"));
+
+    write(dir.path(), "slice.yaml", &slice(true));
+    assert_eq!(apply(&mut routes), 1);
+    assert!(endpoints.load().has_ready("apps", "web"));
+
+    std::fs::remove_file(dir.path().join("slice.yaml")).unwrap();
+    assert_eq!(apply(&mut routes), 1);
+    assert!(!endpoints.load().has_ready("apps", "web"));
+    std::fs::remove_file(dir.path().join("svc.yaml")).unwrap();
+    assert_eq!(apply(&mut routes), 1);
+    assert!(endpoints.load().get("apps", "web").is_none());
+}
+
+#[test]
+fn objects_of_other_kinds_do_not_disturb_which_document_is_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |b_service: &str| {
+        format!(
+            "kind: Deployment\nmetadata: {{name: x}}\n---\n{}---\nkind: ConfigMap\nmetadata: {{name: y}}\n---\n{}",
+            httpso_yaml("a", "a.example.com", "svc-a"),
+            httpso_yaml("b", "b.example.com", b_service)
+        )
+    };
+    write(dir.path(), "mixed.yaml", &file("svc-b"));
+    let mut routes = RoutesDir::new(dir.path());
+    assert_eq!(
+        scan_changes(&mut routes),
+        ["apply a/svc-a", "apply b/svc-b"]
+    );
+    write(dir.path(), "mixed.yaml", &file("svc-b2"));
+    assert_eq!(scan_changes(&mut routes), ["apply b/svc-b2"]);
+}
+
+#[test]
+fn an_emptied_file_loses_its_objects_on_the_second_scan_that_finds_it_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-a"),
+    );
+    let mut routes = RoutesDir::new(dir.path());
+    assert_eq!(scan_changes(&mut routes), ["apply a/svc-a"]);
+    // Truncated by a writer that has not written yet: kept.
+    write(dir.path(), "a.yaml", "");
+    assert!(scan_changes(&mut routes).is_empty());
+    write(
+        dir.path(),
+        "a.yaml",
+        &httpso_yaml("a", "a.example.com", "svc-a2"),
+    );
+    assert_eq!(scan_changes(&mut routes), ["apply a/svc-a2"]);
+    // Emptied for good.
+    write(dir.path(), "a.yaml", "");
+    assert!(scan_changes(&mut routes).is_empty());
+    assert_eq!(scan_changes(&mut routes), ["delete a"]);
 }
