@@ -13,7 +13,7 @@
 //! [`DirChange`]s), parsing one document at a time.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
@@ -117,6 +117,14 @@ struct FileState {
     objects: Box<[FileObject]>,
 }
 
+/// How long a changed file must have been left alone before its content is
+/// taken (see `RoutesDir::still_being_written`).
+pub const SETTLE: Duration = Duration::from_millis(100);
+
+/// A file modified more recently than [`SETTLE`] on every scan for this long
+/// is taken anyway.
+pub const MAX_UNSETTLED: Duration = Duration::from_secs(2);
+
 /// The directory's state, updated incrementally on each scan.
 #[derive(Debug, Default)]
 pub struct RoutesDir {
@@ -129,6 +137,11 @@ pub struct RoutesDir {
     namespaces: HashSet<Arc<str>>,
     /// Files found empty by the last scan whose objects were kept.
     emptied: HashSet<Arc<Path>>,
+    /// Changed files not taken yet because they were still being written
+    /// (modified less than [`SETTLE`] ago), with when that was first seen.
+    unsettled: HashMap<Arc<Path>, std::time::Instant>,
+    /// See [`RoutesDir::settle`]; zero takes every change at once.
+    settle: Duration,
     /// Problems seen on the last scan, by file.
     errors: BTreeMap<PathBuf, FileError>,
 }
@@ -153,9 +166,53 @@ impl RoutesDir {
         }
     }
 
+    /// Leaves a changed file that already had content alone until it has
+    /// not been modified for `settle` (the sync loop uses [`SETTLE`]; the
+    /// default, zero, takes every change at once).
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
     /// The problems found by the last scan.
     pub fn errors(&self) -> impl Iterator<Item = &FileError> {
         self.errors.values()
+    }
+
+    /// True when the last scan left a changed file for later because it was
+    /// still being written: scan again after [`SETTLE`].
+    pub fn has_unsettled(&self) -> bool {
+        !self.unsettled.is_empty()
+    }
+
+    /// Whether a changed file is still being written: modified less than
+    /// [`SETTLE`] ago (a writer that truncates and then writes, or writes a
+    /// large file in pieces, would otherwise have its half-written content
+    /// taken for the truth and its other objects deleted). A file that stays
+    /// that fresh for [`MAX_UNSETTLED`] (a clock in the future, a file
+    /// rewritten without pause) is taken anyway.
+    fn still_being_written(&mut self, path: &Arc<Path>, now: std::time::Instant) -> bool {
+        if self.settle.is_zero() {
+            return false;
+        }
+        let settle = self.settle;
+        let fresh = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| {
+                std::time::SystemTime::now()
+                    .duration_since(t)
+                    .map_or(true, |age| age < settle)
+            });
+        if !fresh {
+            self.unsettled.remove(path);
+            return false;
+        }
+        let since = *self.unsettled.entry(path.clone()).or_insert(now);
+        if now.duration_since(since) >= MAX_UNSETTLED {
+            self.unsettled.remove(path);
+            return false;
+        }
+        true
     }
 
     /// Rescans the directory and hands `sink` every object added, changed
@@ -178,6 +235,9 @@ impl RoutesDir {
         let mut new_errors = Vec::new();
         let mut seen = BTreeMap::new();
         let mut emptied = HashSet::new();
+        let scan_started = std::time::Instant::now();
+        self.unsettled
+            .retain(|p, _| paths.iter().any(|q| q.as_path() == &**p));
         for path in paths {
             let path: Arc<Path> = Arc::from(path);
             // Streamed: an unchanged file costs no buffer of its size.
@@ -199,6 +259,12 @@ impl RoutesDir {
             };
             match self.files.remove_entry(&path) {
                 Some((path, old)) if old.hash == hash => {
+                    self.unsettled.remove(&path);
+                    seen.insert(path, old);
+                }
+                // Changed, but still being written: keep what it held until
+                // it has settled (a new file has nothing to lose: taken now).
+                Some((path, old)) if self.still_being_written(&path, scan_started) => {
                     seen.insert(path, old);
                 }
                 // A file that had objects and is now empty is most often
@@ -769,7 +835,7 @@ pub(crate) async fn run_dir(
         }
     };
     let label = SyncMetrics::label("files");
-    let mut dir = RoutesDir::new(root.clone());
+    let mut dir = RoutesDir::new(root.clone()).settle(SETTLE);
     let mut ticker = tokio::time::interval(config.resync_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -825,9 +891,12 @@ pub(crate) async fn run_dir(
                 warn!(error = %err, "routes directory unreadable; serving the last good table");
             }
         }
+        let unsettled = dir.has_unsettled();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
+            // A file still being written: look again once it has settled.
+            _ = tokio::time::sleep(SETTLE), if unsettled => {}
             Some(()) = notify_rx.recv() => {
                 // Let a burst of writes (an editor's save, a `cp -r`) settle.
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,6 +1,7 @@
 //! The routes-directory source over real files.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sync::dir_source::{DirChange, RoutesDir};
@@ -162,6 +163,67 @@ async fn broken_file_keeps_its_last_good_routes() {
         &httpso_yaml("a", "a.example.com", "svc-a3"),
     );
     wait_for_service(&handle, "a.example.com", Some("svc-a3")).await;
+}
+
+#[tokio::test]
+async fn a_file_rewritten_in_pieces_never_loses_its_other_routes() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let a = httpso_yaml("a", "a.example.com", "svc-a");
+    let b = httpso_yaml("b", "b.example.com", "svc-b");
+    write(dir.path(), "routes.yaml", &format!("{a}---\n{b}"));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = SyncConfig {
+        resync_interval: Duration::from_millis(10),
+        ..SyncConfig::default()
+    };
+    let handle = sync::start(Source::Directory(dir.path().into()), config, &mut registry);
+    tokio::time::timeout(Duration::from_secs(5), handle.table.wait_ready())
+        .await
+        .expect("ready");
+    wait_for_service(&handle, "b.example.com", Some("svc-b")).await;
+
+    // Watch b's route the whole time the file is rewritten.
+    let table = handle.table.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut lost = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if service_of(&table.load(), "b.example.com").is_none() {
+                    lost += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            lost
+        })
+    };
+    // A writer that truncates, writes the first document, pauses (many
+    // rescans happen meanwhile), then writes the rest: b's route changes
+    // target in the end, but is never gone in between.
+    let path = dir.path().join("routes.yaml");
+    let b2 = httpso_yaml("b", "b.example.com", "svc-b2");
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(format!("{a}---\n").as_bytes()).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        f.write_all(b2.as_bytes()).unwrap();
+    })
+    .await
+    .unwrap();
+    wait_for_service(&handle, "b.example.com", Some("svc-b2")).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lost = watching.await.unwrap();
+    assert_eq!(
+        lost, 0,
+        "b's route was missing while its file was being written"
+    );
+    assert_eq!(
+        service_of(&handle.table.load(), "a.example.com").as_deref(),
+        Some("svc-a")
+    );
 }
 
 #[test]
