@@ -13,7 +13,10 @@
 //! mark ready                                 # only now
 //! loop:
 //!   on watch event    -> apply it at once (bursts coalesced into one publish)
-//!   every resync tick -> conditional full list beside the watch; repair and count differences
+//!   on digest bookmark -> equal to the index's digest: fresh, skip this interval's list
+//!                         different: an event was lost, conditional list now
+//!   every resync tick -> (no digest bookmark proved freshness this interval)
+//!                        conditional full list beside the watch; repair and count differences
 //! ```
 //!
 //! ```no_run
@@ -35,7 +38,7 @@ mod kube_source;
 pub mod metrics;
 pub mod publish;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -101,9 +104,12 @@ impl Default for SyncConfig {
 /// What the sources tell the owner task.
 #[derive(Debug)]
 pub(crate) enum Input {
-    WatchInit(ObjectKind),
-    WatchInitApply(ObjectKind, Value),
-    WatchInitDone(ObjectKind),
+    /// The watch's (re)list: the complete content at `rv`.
+    WatchListed {
+        kind: ObjectKind,
+        items: Vec<Value>,
+        rv: Option<ResourceVersion>,
+    },
     WatchApply(ObjectKind, Value),
     WatchDelete(ObjectKind, Value),
     /// A complete list (periodic resync, or a directory scan).
@@ -114,6 +120,12 @@ pub(crate) enum Input {
     },
     /// A conditional list answered 304: nothing changed since the last one.
     ListUnchanged(ObjectKind),
+    /// A watch BOOKMARK's content digest: what the server holds for the
+    /// watch's view, after every event sent before it.
+    Bookmark {
+        kind: ObjectKind,
+        digest: u64,
+    },
     /// The directory source finished a scan (changed or not).
     DirScanned,
 }
@@ -232,10 +244,10 @@ async fn run_owner(
 ) {
     let mut owner = Owner {
         index: RouteIndex::new(),
-        init_buffers: HashMap::new(),
         complete: HashSet::new(),
         metrics,
         periodic_is_resync,
+        digests: digests.clone(),
     };
     loop {
         let first = tokio::select! {
@@ -274,31 +286,16 @@ async fn run_owner(
 
 struct Owner {
     index: RouteIndex,
-    init_buffers: HashMap<ObjectKind, Vec<Value>>,
     complete: HashSet<ObjectKind>,
     metrics: SyncMetrics,
     periodic_is_resync: bool,
+    digests: Arc<digest::Digests>,
 }
 
 impl Owner {
     fn handle(&mut self, input: Input) {
         match input {
-            Input::WatchInit(kind) => {
-                self.init_buffers.insert(kind, Vec::new());
-            }
-            Input::WatchInitApply(kind, obj) => {
-                self.init_buffers.entry(kind).or_default().push(obj);
-            }
-            Input::WatchInitDone(kind) => {
-                let items = self.init_buffers.remove(&kind).unwrap_or_default();
-                // kube-rs does not hand us the list's resourceVersion; the
-                // newest item's is a safe lower bound for the staleness guard.
-                let rv = items
-                    .iter()
-                    .filter_map(|o| o.pointer("/metadata/resourceVersion")?.as_str())
-                    .filter_map(|s| s.parse::<u64>().ok())
-                    .max()
-                    .map(|n| ResourceVersion::new(n.to_string()));
+            Input::WatchListed { kind, items, rv } => {
                 self.reconcile(kind, items, rv, false);
             }
             Input::WatchApply(kind, obj) => {
@@ -335,6 +332,19 @@ impl Owner {
                     .get_or_create(&SyncMetrics::label(kind.resource()))
                     .inc();
                 self.touch();
+            }
+            Input::Bookmark { kind, digest } => {
+                if !self.complete.contains(&kind) {
+                    return;
+                }
+                // Everything the watch sent before this bookmark is
+                // applied: equal digests prove the index fresh.
+                if self.index.digest(kind) == digest {
+                    self.digests.verified(kind);
+                    self.touch();
+                } else {
+                    self.digests.request_repair(kind);
+                }
             }
             Input::DirScanned => self.touch(),
         }
