@@ -825,7 +825,18 @@ impl Store {
         let interval = interval.max(Duration::from_millis(1));
         tokio::spawn(async move {
             use tokio::time::{Instant, sleep_until};
-            let mut next = Instant::now() + interval;
+            // Every store of the process ticks at the same instants (whole
+            // multiples of the interval since one epoch), so the bookmarks
+            // of a client's watches on several resources leave together:
+            // over HTTP/2 one write and one packet instead of one each.
+            static EPOCH: OnceLock<Instant> = OnceLock::new();
+            let epoch = *EPOCH.get_or_init(Instant::now);
+            let aligned = |after: Instant| {
+                let step = interval.as_nanos();
+                let n = (after - epoch).as_nanos() / step + 1;
+                epoch + Duration::from_nanos(u64::try_from(n * step).unwrap_or(u64::MAX))
+            };
+            let mut next = aligned(Instant::now());
             let mut burst_at: Option<Instant> = None;
             loop {
                 let wake = burst_at.map_or(next, |b| b.min(next));
@@ -839,7 +850,7 @@ impl Store {
                 let Some(inner) = weak.upgrade() else { return };
                 let now = Instant::now();
                 let burst = if now >= next {
-                    next = (next + interval).max(now + interval / 2);
+                    next = aligned(now);
                     false
                 } else if burst_at.is_some_and(|b| now >= b) {
                     true

@@ -498,87 +498,130 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// The periodic resync of one kind: a conditional list beside (never in
-/// the way of) the watch, every interval, unless a digest BOOKMARK proved
+/// The resync state of one kind.
+struct KindResync {
+    kind: ObjectKind,
+    path: String,
+    resyncs: prometheus_client::metrics::counter::Counter,
+    etag: Option<String>,
+    /// When this kind is next due.
+    deadline: Instant,
+    /// The digest bookmark last counted as a resync.
+    proven: Option<Instant>,
+    warned_missing: bool,
+}
+
+/// The periodic resync of every routing kind, in one task (one timer per
+/// replica, not per kind): a conditional list of a kind beside (never in
+/// the way of) its watch, every interval, unless a digest BOOKMARK proved
 /// the index fresh within the last interval (plus a fifth for jitter); at
 /// once when a digest BOOKMARK differed (see `crate::digest`).
-pub(crate) async fn resync_kind(
+pub(crate) async fn resync(
     client: kube::Client,
-    kind: ObjectKind,
     config: SyncConfig,
     tx: mpsc::Sender<Input>,
     metrics: SyncMetrics,
     cancel: CancellationToken,
     digests: std::sync::Arc<crate::digest::Digests>,
 ) {
-    let path = list_path(kind, config.namespace.as_deref());
-    let label = SyncMetrics::label(kind.resource());
-    let resyncs = metrics.resyncs.get_or_create(&label).clone();
     let interval = config.resync_interval;
     let grace = interval / 5;
-    let mut etag: Option<String> = None;
-    // The watch's initial list builds the first table; the first resync
+    // The watches' initial lists build the first table; the first resync
     // comes one interval later.
-    let mut deadline = Instant::now() + interval;
-    let mut proven: Option<Instant> = None;
-    let mut warned_missing = false;
+    let first = Instant::now() + interval;
+    let mut kinds: Vec<KindResync> = ObjectKind::ALL
+        .iter()
+        .map(|&kind| KindResync {
+            kind,
+            path: list_path(kind, config.namespace.as_deref()),
+            resyncs: metrics
+                .resyncs
+                .get_or_create(&SyncMetrics::label(kind.resource()))
+                .clone(),
+            etag: None,
+            deadline: first,
+            proven: None,
+            warned_missing: false,
+        })
+        .collect();
+    let [first_kind, second_kind] = ObjectKind::ALL;
     loop {
+        let wake = kinds.iter().map(|k| k.deadline).min().unwrap_or(first);
         let repair = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(deadline) => false,
-            _ = digests.repair_requested(kind) => true,
+            _ = tokio::time::sleep_until(wake) => None,
+            _ = digests.repair_requested(first_kind) => Some(first_kind),
+            _ = digests.repair_requested(second_kind) => Some(second_kind),
         };
-        if !repair && let Some(at) = digests.verified_at(kind) {
-            let fresh_until = at + interval + grace;
-            if fresh_until > Instant::now() {
-                // A digest bookmark newer than the last one counted stands
-                // for this interval's resync.
-                if proven != Some(at) {
-                    proven = Some(at);
-                    resyncs.inc();
+        for k in kinds.iter_mut() {
+            let now = Instant::now();
+            if repair != Some(k.kind) {
+                if k.deadline > now {
+                    continue;
                 }
-                deadline = fresh_until;
-                continue;
+                if let Some(at) = digests.verified_at(k.kind) {
+                    let fresh_until = at + interval + grace;
+                    if fresh_until > now {
+                        // A digest bookmark newer than the last one counted
+                        // stands for this interval's resync.
+                        if k.proven != Some(at) {
+                            k.proven = Some(at);
+                            k.resyncs.inc();
+                        }
+                        k.deadline = fresh_until;
+                        continue;
+                    }
+                }
+            }
+            k.deadline = now + interval;
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = conditional_list(&client, &k.path, config.label_selector.as_deref(), k.etag.as_deref(), digests.get(k.kind)) => r,
+            };
+            if let Some(input) = resync_input(k, result, &metrics)
+                && tx.send(input).await.is_err()
+            {
+                return;
             }
         }
-        deadline = Instant::now() + interval;
-        let result = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = conditional_list(&client, &path, config.label_selector.as_deref(), etag.as_deref(), digests.get(kind)) => r,
-        };
-        let input = match result {
-            Ok(ListResult::Unchanged) => Input::ListUnchanged(kind),
-            Ok(ListResult::Listed {
-                items,
-                rv,
-                etag: new_etag,
-            }) => {
-                etag = new_etag;
-                Input::Listed { kind, items, rv }
+    }
+}
+
+/// What one resync list tells the owner (`None`: nothing, it failed).
+fn resync_input(
+    k: &mut KindResync,
+    result: Result<ListResult, String>,
+    metrics: &SyncMetrics,
+) -> Option<Input> {
+    let kind = k.kind;
+    match result {
+        Ok(ListResult::Unchanged) => Some(Input::ListUnchanged(kind)),
+        Ok(ListResult::Listed { items, rv, etag }) => {
+            k.etag = etag;
+            Some(Input::Listed { kind, items, rv })
+        }
+        Ok(ListResult::NotFound) => {
+            if !k.warned_missing {
+                warn!(
+                    resource = kind.resource(),
+                    "resource not served (is its CRD installed?); treating it as empty"
+                );
+                k.warned_missing = true;
             }
-            Ok(ListResult::NotFound) => {
-                if !warned_missing {
-                    warn!(
-                        resource = kind.resource(),
-                        "resource not served (is its CRD installed?); treating it as empty"
-                    );
-                    warned_missing = true;
-                }
-                etag = None;
-                Input::Listed {
-                    kind,
-                    items: Vec::new(),
-                    rv: None,
-                }
-            }
-            Err(err) => {
-                metrics.sync_errors.get_or_create(&label).inc();
-                debug!(resource = kind.resource(), error = %err, "resync list failed");
-                continue;
-            }
-        };
-        if tx.send(input).await.is_err() {
-            return;
+            k.etag = None;
+            Some(Input::Listed {
+                kind,
+                items: Vec::new(),
+                rv: None,
+            })
+        }
+        Err(err) => {
+            metrics
+                .sync_errors
+                .get_or_create(&SyncMetrics::label(kind.resource()))
+                .inc();
+            debug!(resource = kind.resource(), error = %err, "resync list failed");
+            None
         }
     }
 }

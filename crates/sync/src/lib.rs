@@ -181,16 +181,15 @@ pub fn start(
                     metrics.clone(),
                     cancel.clone(),
                 ));
-                tasks.spawn(kube_source::resync_kind(
-                    client.clone(),
-                    kind,
-                    config.clone(),
-                    tx.clone(),
-                    metrics.clone(),
-                    cancel.clone(),
-                    digests.clone(),
-                ));
             }
+            tasks.spawn(kube_source::resync(
+                client.clone(),
+                config.clone(),
+                tx.clone(),
+                metrics.clone(),
+                cancel.clone(),
+                digests.clone(),
+            ));
             if config.endpoints {
                 tasks.spawn(kube_source::watch_endpoints(
                     client.clone(),
