@@ -16,6 +16,7 @@ use crate::store::{
     Change, EventType, Message, ObjectKey, Snapshot, Store, StoredObject, Stores, Subscription,
     WatchStart, bookmark_line,
 };
+use crate::tick::TickGroup;
 
 /// Digests are truncated to 48 bits (12 hex digits in a header or annotation).
 pub(crate) const DIGEST_MASK: u64 = 0xFFFF_FFFF_FFFF;
@@ -46,9 +47,9 @@ pub struct HandlerConfig {
     /// at its resourceVersion ([`crate::DIGEST_ANNOTATION`]), so a client
     /// can check freshness without a list.
     pub digest_bookmarks: bool,
-    /// With `digest_bookmarks`: an extra BOOKMARK this long after the first
-    /// change following a bookmark, to the watchers that were sent a change,
-    /// so a client that lost an event learns it within this delay.
+    /// With `digest_bookmarks`: after a change, the next BOOKMARK comes at
+    /// most this long after it (the clock's next tick is pulled in, not
+    /// added), so a client that lost an event learns it within this delay.
     pub burst_bookmark_delay: Option<Duration>,
     /// How long a list for a resourceVersion newer than the store waits for
     /// it before answering 504 "Too large resource version".
@@ -66,7 +67,10 @@ impl Default for HandlerConfig {
         HandlerConfig {
             bookmark_interval: Duration::from_secs(1),
             digest_bookmarks: true,
-            burst_bookmark_delay: Some(Duration::from_millis(100)),
+            // Half the sync loop's default resync interval: a lost event
+            // is repaired well within 1 s, and a write's fan-out to
+            // thousands of watchers gets that long before the bookmarks.
+            burst_bookmark_delay: Some(Duration::from_millis(500)),
             too_large_wait: Duration::from_secs(3),
             watch_buffer: 64,
             policy: None,
@@ -406,15 +410,29 @@ fn watch_headers(mut resp: Response<Body>) -> Response<Body> {
 /// # let _ = svc;
 /// # }
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ListWatch {
     config: HandlerConfig,
+    /// The bookmark clock of every store this handler serves watches of.
+    ticks: Arc<TickGroup>,
+}
+
+impl Default for ListWatch {
+    fn default() -> Self {
+        ListWatch::new(HandlerConfig::default())
+    }
 }
 
 impl ListWatch {
     /// A handler with these settings.
     pub fn new(config: HandlerConfig) -> ListWatch {
-        ListWatch { config }
+        let pull_in = config
+            .burst_bookmark_delay
+            .filter(|_| config.digest_bookmarks);
+        ListWatch {
+            ticks: Arc::new(TickGroup::new(config.bookmark_interval, pull_in)),
+            config,
+        }
     }
 
     /// The settings.
@@ -691,12 +709,7 @@ impl ListWatch {
             Err(too_old) => return expired_watch_response(too_old.requested, too_old.oldest),
         };
         if q.allow_watch_bookmarks {
-            store.ensure_ticker(
-                self.config.bookmark_interval,
-                self.config
-                    .burst_bookmark_delay
-                    .filter(|_| self.config.digest_bookmarks),
-            );
+            self.ticks.serve(store);
         }
         let (tx, rx) = mpsc::channel(self.config.watch_buffer.max(1));
         let task = WatchTask {
@@ -828,9 +841,6 @@ impl WatchTask {
         drop(replay);
 
         let mut last_rv = rv;
-        // The resourceVersion of the last bookmark sent, or of the last
-        // change read when that is newer (a burst tick is for those only).
-        let mut bookmarked_rv = rv;
         let deadline = tokio::time::sleep_until(
             self.deadline
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600)),
@@ -854,11 +864,10 @@ impl WatchTask {
                         }
                         self.send_change(rx, &c).await?;
                     }
-                    Ok(Message::Tick { burst }) => {
-                        if self.bookmarks && (!burst || last_rv > bookmarked_rv) {
+                    Ok(Message::Tick) => {
+                        if self.bookmarks {
                             let digest = track_digest.then_some(digest_sum & DIGEST_MASK);
                             self.send(rx, self.store.bookmark_line(last_rv, digest)).await?;
-                            bookmarked_rv = last_rv;
                         }
                     }
                     Ok(Message::Progress(p)) => last_rv = last_rv.max(p),

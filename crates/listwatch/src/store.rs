@@ -1,7 +1,7 @@
 //! The versioned object store behind one resource, and a set of them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use imbl::OrdMap;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 
 use crate::path::Gvr;
 
@@ -240,13 +240,8 @@ pub(crate) enum Message {
     Change(Arc<Change>),
     /// The store's resourceVersion moved without a change.
     Progress(u64),
-    /// Time for a BOOKMARK (the store's one shared tick, see
-    /// [`Store::ensure_ticker`]). `burst`: the extra one sent shortly after
-    /// a burst of changes, only needed by watchers that saw a change since
-    /// their last bookmark.
-    Tick {
-        burst: bool,
-    },
+    /// Time for a BOOKMARK (the handler's one clock, see `crate::tick`).
+    Tick,
     /// Close every watcher now.
     CloseAll,
 }
@@ -302,18 +297,14 @@ pub(crate) struct Inner {
     pub(crate) resource: ResourceType,
     config: StoreConfig,
     state: RwLock<State>,
-    tx: broadcast::Sender<Message>,
+    pub(crate) tx: broadcast::Sender<Message>,
     rv_tx: watch::Sender<u64>,
     watchers: AtomicUsize,
     pub(crate) full_list: tokio::sync::Mutex<Option<(u64, Bytes)>>,
     /// The last BOOKMARK line: (resourceVersion, digest or none, line).
     bookmark: Mutex<Option<(u64, Option<u64>, Bytes)>>,
-    /// The shared bookmark tick runs (started by the first watch that asks).
-    ticker: OnceLock<()>,
-    /// Set by a write, cleared by the tick task: a burst tick is due.
-    dirty: AtomicBool,
-    /// Wakes the tick task on the first write after a tick.
-    changed: Arc<Notify>,
+    /// The bookmark clock this store ticks with, told of every write.
+    pub(crate) tick: OnceLock<Arc<crate::tick::TickSignal>>,
 }
 
 /// The versioned store of one resource's objects.
@@ -446,9 +437,7 @@ impl Store {
                 watchers: AtomicUsize::new(0),
                 full_list: tokio::sync::Mutex::new(None),
                 bookmark: Mutex::new(None),
-                ticker: OnceLock::new(),
-                dirty: AtomicBool::new(false),
-                changed: Arc::new(Notify::new()),
+                tick: OnceLock::new(),
             }),
         }
     }
@@ -565,8 +554,8 @@ impl Store {
         }
         // No receivers is fine: nobody is watching.
         let _ = self.inner.tx.send(Message::Change(change));
-        if !self.inner.dirty.swap(true, Ordering::Relaxed) {
-            self.inner.changed.notify_one();
+        if let Some(t) = self.inner.tick.get() {
+            t.written();
         }
     }
 
@@ -806,63 +795,6 @@ impl Store {
         let b = bookmark_line(&self.inner.resource, rv, annotation);
         *cached = Some((rv, digest, b.clone()));
         b
-    }
-
-    /// Starts the store's one bookmark tick, unless it runs already: a
-    /// [`Message::Tick`] into the fan-out ring every `interval`, plus one
-    /// `burst_delay` after the first write following a tick (so a client
-    /// that missed an event learns it from the next bookmark's digest
-    /// within about `burst_delay`, not a whole interval later). One timer
-    /// per store instead of one per watcher: with 10,000 watchers that is
-    /// the difference between 1 and 10,000 timer wake-ups per interval.
-    /// The task ends when the store is dropped.
-    pub(crate) fn ensure_ticker(&self, interval: Duration, burst_delay: Option<Duration>) {
-        if self.inner.ticker.set(()).is_err() {
-            return;
-        }
-        let weak = Arc::downgrade(&self.inner);
-        let changed = self.inner.changed.clone();
-        let interval = interval.max(Duration::from_millis(1));
-        tokio::spawn(async move {
-            use tokio::time::{Instant, sleep_until};
-            // Every store of the process ticks at the same instants (whole
-            // multiples of the interval since one epoch), so the bookmarks
-            // of a client's watches on several resources leave together:
-            // over HTTP/2 one write and one packet instead of one each.
-            static EPOCH: OnceLock<Instant> = OnceLock::new();
-            let epoch = *EPOCH.get_or_init(Instant::now);
-            let aligned = |after: Instant| {
-                let step = interval.as_nanos();
-                let n = (after - epoch).as_nanos() / step + 1;
-                epoch + Duration::from_nanos(u64::try_from(n * step).unwrap_or(u64::MAX))
-            };
-            let mut next = aligned(Instant::now());
-            let mut burst_at: Option<Instant> = None;
-            loop {
-                let wake = burst_at.map_or(next, |b| b.min(next));
-                tokio::select! {
-                    _ = sleep_until(wake) => {}
-                    _ = changed.notified(), if burst_at.is_none() && burst_delay.is_some() => {
-                        burst_at = burst_delay.map(|d| Instant::now() + d);
-                        continue;
-                    }
-                }
-                let Some(inner) = weak.upgrade() else { return };
-                let now = Instant::now();
-                let burst = if now >= next {
-                    next = aligned(now);
-                    false
-                } else if burst_at.is_some_and(|b| now >= b) {
-                    true
-                } else {
-                    continue;
-                };
-                burst_at = None;
-                // Writes after this point make the next burst tick due.
-                inner.dirty.store(false, Ordering::Relaxed);
-                let _ = inner.tx.send(Message::Tick { burst });
-            }
-        });
     }
 }
 

@@ -23,7 +23,7 @@
 //! crate checks it): the wrapping sum over objects of FNV-1a-64 of
 //! `namespace/name/resourceVersion`, truncated to 48 bits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -75,6 +75,11 @@ pub(crate) struct Digests {
     /// (0 = never).
     verified_ms: [AtomicU64; 2],
     repair: [Notify; 2],
+    /// Like `verified_ms`, for the last line (event or bookmark) the watch
+    /// received.
+    alive_ms: [AtomicU64; 2],
+    /// The server annotates bookmarks with digests.
+    digest_bookmarks: [AtomicBool; 2],
     base: Instant,
 }
 
@@ -84,6 +89,8 @@ impl Default for Digests {
             by_kind: Default::default(),
             verified_ms: Default::default(),
             repair: Default::default(),
+            alive_ms: Default::default(),
+            digest_bookmarks: Default::default(),
             base: Instant::now(),
         }
     }
@@ -119,6 +126,29 @@ impl Digests {
             0 => None,
             ms => Some(self.base + Duration::from_millis(ms - 1)),
         }
+    }
+
+    /// The watch of `kind` received something just now.
+    pub(crate) fn watch_alive(&self, kind: ObjectKind) {
+        let ms = self.base.elapsed().as_millis() as u64 + 1;
+        self.alive_ms[slot(kind)].store(ms, Ordering::Relaxed);
+    }
+
+    /// When the watch of `kind` last received something.
+    pub(crate) fn watch_alive_at(&self, kind: ObjectKind) -> Option<Instant> {
+        match self.alive_ms[slot(kind)].load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.base + Duration::from_millis(ms - 1)),
+        }
+    }
+
+    /// The server of `kind`'s watch annotates its bookmarks with digests.
+    pub(crate) fn digest_bookmarks_seen(&self, kind: ObjectKind) {
+        self.digest_bookmarks[slot(kind)].store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn has_digest_bookmarks(&self, kind: ObjectKind) -> bool {
+        self.digest_bookmarks[slot(kind)].load(Ordering::Relaxed)
     }
 
     /// A digest BOOKMARK did not match: ask the kind's resync to list now.

@@ -126,6 +126,7 @@ pub(crate) async fn watch_kind(
     tx: mpsc::Sender<Input>,
     metrics: SyncMetrics,
     cancel: CancellationToken,
+    digests: std::sync::Arc<crate::digest::Digests>,
 ) {
     let path = list_path(kind, config.namespace.as_deref());
     let label = SyncMetrics::label(kind.resource());
@@ -192,7 +193,11 @@ pub(crate) async fn watch_kind(
             }
             continue;
         };
-        match watch_once(&client, &path, kind, &config, &from, &mut rv, &tx, &cancel).await {
+        match watch_once(
+            &client, &path, kind, &config, &from, &mut rv, &tx, &cancel, &digests,
+        )
+        .await
+        {
             WatchEnd::Stop => return,
             WatchEnd::Rewatch { lines } => {
                 if lines > 0 {
@@ -234,6 +239,7 @@ async fn watch_once(
     rv: &mut Option<String>,
     tx: &mpsc::Sender<Input>,
     cancel: &CancellationToken,
+    digests: &crate::digest::Digests,
 ) -> WatchEnd {
     let stall = stall_bound(config.watch_timeout);
     let mut uri = format!(
@@ -303,6 +309,7 @@ async fn watch_once(
             },
         };
         last_activity = Instant::now();
+        digests.watch_alive(kind);
         buf.extend_from_slice(&data);
         while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
             let line = buf.split_to(nl + 1);
@@ -571,6 +578,20 @@ pub(crate) async fn resync(
                         k.deadline = fresh_until;
                         continue;
                     }
+                }
+                // A server that sends digest bookmarks, on a watch that is
+                // not silent: the bookmark is late because everything is
+                // (a write's fan-out to thousands of replicas), and a list
+                // now would race the events in flight, take the full list,
+                // and add load exactly when there is none to spare. The
+                // next digest bookmark decides; a silent (stalled) watch
+                // still gets its list.
+                if digests.has_digest_bookmarks(k.kind)
+                    && let Some(alive) = digests.watch_alive_at(k.kind)
+                    && alive + interval + grace > now
+                {
+                    k.deadline = alive + interval + grace;
+                    continue;
                 }
             }
             k.deadline = now + interval;

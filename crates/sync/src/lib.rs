@@ -180,6 +180,7 @@ pub fn start(
                     tx.clone(),
                     metrics.clone(),
                     cancel.clone(),
+                    digests.clone(),
                 ));
             }
             tasks.spawn(kube_source::resync(
@@ -338,6 +339,7 @@ impl Owner {
                 }
                 // Everything the watch sent before this bookmark is
                 // applied: equal digests prove the index fresh.
+                self.digests.digest_bookmarks_seen(kind);
                 if self.index.digest(kind) == digest {
                     self.digests.verified(kind);
                     self.touch();
