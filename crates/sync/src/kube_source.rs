@@ -586,12 +586,21 @@ pub(crate) async fn resync(
                 // and add load exactly when there is none to spare. The
                 // next digest bookmark decides; a silent (stalled) watch
                 // still gets its list.
-                if digests.has_digest_bookmarks(k.kind)
-                    && let Some(alive) = digests.watch_alive_at(k.kind)
-                    && alive + interval + grace > now
-                {
-                    k.deadline = alive + interval + grace;
-                    continue;
+                if digests.has_digest_bookmarks(k.kind) {
+                    if let Some(alive) = digests.watch_alive_at(k.kind)
+                        && alive + interval + grace > now
+                    {
+                        k.deadline = alive + interval + grace;
+                        continue;
+                    }
+                    // Woken this late, this process is overloaded: the
+                    // watch's silence is our own backlog, not a stall.
+                    // Look again shortly, after the backlog (the watch's
+                    // lines included) has had its turn.
+                    if now > k.deadline + grace {
+                        k.deadline = now + grace;
+                        continue;
+                    }
                 }
             }
             k.deadline = now + interval;
