@@ -360,6 +360,7 @@ fn handle_line(
             let b: BookmarkObject<'_> = serde_json::from_str(object)
                 .map_err(|e| WatchEnd::Failed(format!("bad bookmark: {e}")))?;
             let meta = b.metadata;
+            let bookmark_rv = meta.resource_version.parse::<u64>().ok();
             if rv.as_deref() != Some(&*meta.resource_version) {
                 *rv = Some(meta.resource_version.into_owned());
             }
@@ -367,7 +368,11 @@ fn handle_line(
                 .annotations
                 .and_then(|a| a.digest)
                 .and_then(|d| u64::from_str_radix(d.strip_prefix('d')?, 16).ok());
-            Ok(digest.map(|digest| Input::Bookmark { kind, digest }))
+            Ok(digest.map(|digest| Input::Bookmark {
+                kind,
+                digest,
+                rv: bookmark_rv,
+            }))
         }
         "ERROR" => {
             let st: ErrorStatus = serde_json::from_str(object).unwrap_or(ErrorStatus {

@@ -125,6 +125,7 @@ pub(crate) enum Input {
     Bookmark {
         kind: ObjectKind,
         digest: u64,
+        rv: Option<u64>,
     },
     /// The directory source finished a scan (changed or not).
     DirScanned,
@@ -248,6 +249,7 @@ async fn run_owner(
         metrics,
         periodic_is_resync,
         digests: digests.clone(),
+        listed_rv: [0; 2],
     };
     loop {
         let first = tokio::select! {
@@ -290,6 +292,8 @@ struct Owner {
     metrics: SyncMetrics,
     periodic_is_resync: bool,
     digests: Arc<digest::Digests>,
+    /// Per kind, the resourceVersion of the newest list applied.
+    listed_rv: [u64; 2],
 }
 
 impl Owner {
@@ -333,8 +337,16 @@ impl Owner {
                     .inc();
                 self.touch();
             }
-            Input::Bookmark { kind, digest } => {
+            Input::Bookmark { kind, digest, rv } => {
                 if !self.complete.contains(&kind) {
+                    return;
+                }
+                // A list newer than this bookmark is already applied (the
+                // stream lags behind the lists): the bookmark describes an
+                // older state and can prove nothing either way. Repairing
+                // on it would list again, get the newest write before its
+                // event, and keep a lagging replica listing on every write.
+                if rv.is_some_and(|r| r < self.listed_rv[digest::slot(kind)]) {
                     return;
                 }
                 // Everything the watch sent before this bookmark is
@@ -359,6 +371,10 @@ impl Owner {
         periodic: bool,
     ) {
         let label = SyncMetrics::label(kind.resource());
+        if let Some(r) = rv.as_ref().and_then(|r| r.as_str().parse::<u64>().ok()) {
+            let slot = &mut self.listed_rv[digest::slot(kind)];
+            *slot = (*slot).max(r);
+        }
         let result = self.index.reconcile(kind, items, rv);
         for err in &result.invalid {
             self.metrics.invalid_objects.get_or_create(&label).inc();
