@@ -33,7 +33,13 @@
 //!   so a replica that got a change by watch does not download the list
 //!   again). An idle replica's 1 s resync of two resources over HTTP/2
 //!   costs under 200 B/s;
-//! - watches get a BOOKMARK every second (`bookmark_interval`);
+//! - watches get a BOOKMARK every second (`bookmark_interval`; one clock
+//!   for all watches, not a timer each), annotated with the content digest
+//!   of the watch's view (`listwatch::DIGEST_ANNOTATION`): a `sync` replica
+//!   whose index has that digest is proven fresh and skips its conditional
+//!   list, so an idle replica costs two bookmarks per second and no
+//!   request; after a write the next bookmark comes within 500 ms, so a
+//!   replica that lost the event repairs it at once;
 //! - `/readyz` is 503 and resource requests are 503 until every initial list
 //!   is complete; then the cache keeps serving its last state whatever
 //!   happens upstream;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio::sync::{broadcast, mpsc};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use crate::body::Body;
 use crate::path::parse_path;
@@ -16,6 +16,10 @@ use crate::store::{
     Change, EventType, Message, ObjectKey, Snapshot, Store, StoredObject, Stores, Subscription,
     WatchStart, bookmark_line,
 };
+use crate::tick::TickGroup;
+
+/// Digests are truncated to 48 bits (12 hex digits in a header or annotation).
+pub(crate) const DIGEST_MASK: u64 = 0xFFFF_FFFF_FFFF;
 
 /// Lets the embedding server interfere with watches (testkit's fault
 /// injection). The default methods change nothing.
@@ -35,8 +39,18 @@ pub trait WatchPolicy: Send + Sync + 'static {
 /// Settings of a [`ListWatch`] handler.
 #[derive(Clone)]
 pub struct HandlerConfig {
-    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK.
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK
+    /// (one tick per store shared by all its watchers; the first watch of a
+    /// store fixes it).
     pub bookmark_interval: Duration,
+    /// Annotate every BOOKMARK with the content digest of the watch's view
+    /// at its resourceVersion ([`crate::DIGEST_ANNOTATION`]), so a client
+    /// can check freshness without a list.
+    pub digest_bookmarks: bool,
+    /// With `digest_bookmarks`: after a change, the next BOOKMARK comes at
+    /// most this long after it (the clock's next tick is pulled in, not
+    /// added), so a client that lost an event learns it within this delay.
+    pub burst_bookmark_delay: Option<Duration>,
     /// How long a list for a resourceVersion newer than the store waits for
     /// it before answering 504 "Too large resource version".
     pub too_large_wait: Duration,
@@ -52,6 +66,11 @@ impl Default for HandlerConfig {
     fn default() -> Self {
         HandlerConfig {
             bookmark_interval: Duration::from_secs(1),
+            digest_bookmarks: true,
+            // Half the sync loop's default resync interval: a lost event
+            // is repaired well within 1 s, and a write's fan-out to
+            // thousands of watchers gets that long before the bookmarks.
+            burst_bookmark_delay: Some(Duration::from_millis(500)),
             too_large_wait: Duration::from_secs(3),
             watch_buffer: 64,
             policy: None,
@@ -63,6 +82,8 @@ impl std::fmt::Debug for HandlerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandlerConfig")
             .field("bookmark_interval", &self.bookmark_interval)
+            .field("digest_bookmarks", &self.digest_bookmarks)
+            .field("burst_bookmark_delay", &self.burst_bookmark_delay)
             .field("too_large_wait", &self.too_large_wait)
             .field("watch_buffer", &self.watch_buffer)
             .field("policy", &self.policy.is_some())
@@ -161,6 +182,36 @@ impl Filter {
 
     fn is_trivial(&self) -> bool {
         self.namespace.is_none() && self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    /// The running digest sum of the objects of `snap` this filter sees
+    /// (O(1) when it sees everything).
+    fn digest_sum(&self, snap: &Snapshot) -> u64 {
+        if self.is_trivial() {
+            return snap.digest_sum;
+        }
+        snap.iter()
+            .filter(|o| self.matches(o))
+            .fold(0u64, |sum, o| sum.wrapping_add(o.content_hash()))
+    }
+
+    /// [`content_digest`] of the objects of `snap` this filter sees.
+    fn digest(&self, snap: &Snapshot) -> u64 {
+        self.digest_sum(snap) & DIGEST_MASK
+    }
+
+    /// Moves a digest sum of this filter's view across change `c`.
+    fn digest_step(&self, sum: u64, c: &Change) -> u64 {
+        let mut sum = sum;
+        if let Some(p) = &c.previous
+            && self.matches(p)
+        {
+            sum = sum.wrapping_sub(p.content_hash());
+        }
+        if c.kind != EventType::Deleted && self.matches(&c.object) {
+            sum = sum.wrapping_add(c.object.content_hash());
+        }
+        sum
     }
 
     fn matches(&self, o: &StoredObject) -> bool {
@@ -274,11 +325,11 @@ pub fn content_digest<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str, u
         .into_iter()
         .map(|(ns, name, rv)| object_hash(ns, name, &rv.to_string()))
         .fold(0u64, u64::wrapping_add)
-        & 0xFFFF_FFFF_FFFF
+        & DIGEST_MASK
 }
 
 /// FNV-1a-64 of `namespace/name/resourceVersion`.
-fn object_hash(ns: &str, name: &str, rv: &str) -> u64 {
+pub(crate) fn object_hash(ns: &str, name: &str, rv: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in [ns.as_bytes(), b"/", name.as_bytes(), b"/", rv.as_bytes()] {
         for b in part {
@@ -359,15 +410,29 @@ fn watch_headers(mut resp: Response<Body>) -> Response<Body> {
 /// # let _ = svc;
 /// # }
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ListWatch {
     config: HandlerConfig,
+    /// The bookmark clock of every store this handler serves watches of.
+    ticks: Arc<TickGroup>,
+}
+
+impl Default for ListWatch {
+    fn default() -> Self {
+        ListWatch::new(HandlerConfig::default())
+    }
 }
 
 impl ListWatch {
     /// A handler with these settings.
     pub fn new(config: HandlerConfig) -> ListWatch {
-        ListWatch { config }
+        let pull_in = config
+            .burst_bookmark_delay
+            .filter(|_| config.digest_bookmarks);
+        ListWatch {
+            ticks: Arc::new(TickGroup::new(config.bookmark_interval, pull_in)),
+            config,
+        }
     }
 
     /// The settings.
@@ -532,7 +597,7 @@ impl ListWatch {
         };
         let rv = snap.resource_version;
         if q.continue_token.is_none()
-            && (etag_matches(headers, rv) || self.digest_matches(store, &snap, &filter, headers))
+            && (etag_matches(headers, rv) || self.digest_matches(&snap, &filter, headers))
         {
             let mut resp = Response::new(Body::empty());
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
@@ -581,13 +646,7 @@ impl ListWatch {
     /// [`content_digest`]) equal to that of the objects this request lists:
     /// the client already holds exactly these objects at these versions, so
     /// a resync after a change it received by watch costs a 304, not a list.
-    fn digest_matches(
-        &self,
-        store: &Store,
-        snap: &Snapshot,
-        filter: &Filter,
-        headers: &HeaderMap,
-    ) -> bool {
+    fn digest_matches(&self, snap: &Snapshot, filter: &Filter, headers: &HeaderMap) -> bool {
         let Some(want) = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -600,16 +659,7 @@ impl ListWatch {
         else {
             return false;
         };
-        let have = if filter.is_trivial() {
-            store.digest_of(snap)
-        } else {
-            content_digest(
-                snap.iter()
-                    .filter(|o| filter.matches(o))
-                    .map(|o| (o.namespace(), o.name(), o.resource_version())),
-            )
-        };
-        have == want
+        filter.digest(snap) == want
     }
 
     /// The unfiltered list at `snap`, encoded once per resourceVersion.
@@ -658,6 +708,9 @@ impl ListWatch {
             Ok(s) => s,
             Err(too_old) => return expired_watch_response(too_old.requested, too_old.oldest),
         };
+        if q.allow_watch_bookmarks {
+            self.ticks.serve(store);
+        }
         let (tx, rx) = mpsc::channel(self.config.watch_buffer.max(1));
         let task = WatchTask {
             store: store.clone(),
@@ -669,7 +722,7 @@ impl ListWatch {
             bookmarks: q.allow_watch_bookmarks,
             initial_events_end,
             skip_through,
-            interval: self.config.bookmark_interval,
+            digest_bookmarks: self.config.digest_bookmarks,
             policy: self.config.policy.clone(),
         };
         tokio::spawn(task.run(sub));
@@ -688,7 +741,7 @@ struct WatchTask {
     bookmarks: bool,
     initial_events_end: bool,
     skip_through: u64,
-    interval: Duration,
+    digest_bookmarks: bool,
     policy: Option<Arc<dyn WatchPolicy>>,
 }
 
@@ -749,9 +802,10 @@ impl WatchTask {
             initial,
             replay,
             rv,
+            at_rv,
             guard: _guard,
         } = sub;
-        let _ = self.stream(&mut rx, initial, replay, rv).await;
+        let _ = self.stream(&mut rx, initial, replay, rv, at_rv).await;
     }
 
     async fn stream(
@@ -760,13 +814,25 @@ impl WatchTask {
         initial: Vec<Arc<StoredObject>>,
         replay: Vec<Arc<Change>>,
         rv: u64,
+        at_rv: Snapshot,
     ) -> Result<(), Stop> {
+        // The digest of this watch's view, kept per change read from the
+        // ring (sent or dropped by the policy alike: it describes the
+        // store, so a client that lost an event sees a different digest).
+        let track_digest = self.bookmarks && self.digest_bookmarks;
+        let mut digest_sum = if track_digest {
+            self.filter.digest_sum(&at_rv)
+        } else {
+            0
+        };
+        drop(at_rv);
         for o in initial.iter().filter(|o| self.filter.matches(o)) {
             self.send(rx, o.added_line()).await?;
         }
         drop(initial);
         if self.initial_events_end {
-            self.send(rx, bookmark_line(self.store.resource(), rv, true))
+            let end = ("k8s.io/initial-events-end", "true".to_string());
+            self.send(rx, bookmark_line(self.store.resource(), rv, Some(end)))
                 .await?;
         }
         for c in &replay {
@@ -780,12 +846,10 @@ impl WatchTask {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600)),
         );
         tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            // Biased: a change already in the ring goes out before a
-            // bookmark, so a bookmark never claims a resourceVersion whose
-            // change this watcher has not sent.
+            // Bookmarks come from the store's tick through the same ring as
+            // the changes, so a bookmark never claims a resourceVersion
+            // whose change this watcher has not read.
             tokio::select! {
                 biased;
                 _ = self.tx.closed() => return Err(Stop),
@@ -795,7 +859,16 @@ impl WatchTask {
                 msg = rx.recv() => match msg {
                     Ok(Message::Change(c)) => {
                         last_rv = last_rv.max(c.rv);
+                        if track_digest {
+                            digest_sum = self.filter.digest_step(digest_sum, &c);
+                        }
                         self.send_change(rx, &c).await?;
+                    }
+                    Ok(Message::Tick) => {
+                        if self.bookmarks {
+                            let digest = track_digest.then_some(digest_sum & DIGEST_MASK);
+                            self.send(rx, self.store.bookmark_line(last_rv, digest)).await?;
+                        }
                     }
                     Ok(Message::Progress(p)) => last_rv = last_rv.max(p),
                     Ok(Message::CloseAll) => return Ok(()),
@@ -807,9 +880,6 @@ impl WatchTask {
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
-                _ = ticker.tick(), if self.bookmarks => {
-                    self.send(rx, self.store.bookmark_line(last_rv)).await?;
-                }
             }
         }
     }

@@ -36,7 +36,14 @@
 //!   (`sendInitialEvents=true`: ADDED for current objects, then a BOOKMARK
 //!   annotated `k8s.io/initial-events-end`), `allowWatchBookmarks`,
 //!   `timeoutSeconds`, selectors (an object that stops matching is sent as
-//!   DELETED, one that starts matching as ADDED). A resourceVersion older than
+//!   DELETED, one that starts matching as ADDED). Bookmarks come from one
+//!   clock per handler through each store's fan-out ring (not a timer per
+//!   watcher) and carry, in the annotation [`DIGEST_ANNOTATION`], the
+//!   content digest of the watch's view at the bookmark's resourceVersion:
+//!   a client that holds the same digest is up to date without a list; one
+//!   that lost an event sees a difference (after a change the clock's next
+//!   tick comes within [`HandlerConfig::burst_bookmark_delay`], so it learns
+//!   it quickly). A resourceVersion older than
 //!   the history gets `200` with one `ERROR` event (a `410 Expired` Status), as
 //!   kube-apiserver does; kube-rs's watcher then relists.
 //! - errors are `Status` objects ([`status_json`], [`status_response`]).
@@ -61,6 +68,7 @@ mod path;
 mod selector;
 mod status;
 mod store;
+mod tick;
 
 pub use body::Body;
 pub use handler::{
@@ -71,6 +79,6 @@ pub use path::{Gvr, ResourcePath, parse_path, version_priority};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub use status::{Reason, json_response, status_json, status_json_with_code, status_response};
 pub use store::{
-    EventType, ReplaceSummary, ResourceType, Snapshot, Store, StoreConfig, StoreError,
-    StoredObject, Stores,
+    DIGEST_ANNOTATION, EventType, ReplaceSummary, ResourceType, Snapshot, Store, StoreConfig,
+    StoreError, StoredObject, Stores,
 };

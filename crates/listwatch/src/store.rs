@@ -116,6 +116,8 @@ pub struct StoredObject {
     resource_version: u64,
     labels: BTreeMap<String, String>,
     json: Bytes,
+    /// This object's share of a [`crate::content_digest`].
+    content_hash: u64,
     added_line: OnceLock<Bytes>,
     deleted_line: OnceLock<Bytes>,
 }
@@ -149,6 +151,7 @@ impl StoredObject {
             .unwrap_or_default();
         let json = serde_json::to_vec(v).map_err(|e| StoreError::Encode(e.to_string()))?;
         Ok(StoredObject {
+            content_hash: crate::handler::object_hash(&namespace, &name, &rv.to_string()),
             namespace,
             name,
             resource_version: rv,
@@ -182,6 +185,12 @@ impl StoredObject {
     /// The object's JSON encoding (with apiVersion, kind and resourceVersion).
     pub fn json(&self) -> &Bytes {
         &self.json
+    }
+
+    /// This object's term of a [`crate::content_digest`] (a digest is the
+    /// wrapping sum of these, truncated to 48 bits).
+    pub(crate) fn content_hash(&self) -> u64 {
+        self.content_hash
     }
 
     /// Decodes the object.
@@ -231,6 +240,8 @@ pub(crate) enum Message {
     Change(Arc<Change>),
     /// The store's resourceVersion moved without a change.
     Progress(u64),
+    /// Time for a BOOKMARK (the handler's one clock, see `crate::tick`).
+    Tick,
     /// Close every watcher now.
     CloseAll,
 }
@@ -244,6 +255,8 @@ pub struct Snapshot {
     /// The store's resourceVersion when the snapshot was taken.
     pub resource_version: u64,
     pub(crate) objects: OrdMap<ObjectKey, Arc<StoredObject>>,
+    /// Wrapping sum of the objects' content hashes.
+    pub(crate) digest_sum: u64,
 }
 
 impl Snapshot {
@@ -261,10 +274,18 @@ impl Snapshot {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<StoredObject>> {
         self.objects.values()
     }
+
+    /// The [`crate::content_digest`] of all its objects (O(1): the store
+    /// keeps the sum up to date per write).
+    pub fn content_digest(&self) -> u64 {
+        self.digest_sum & crate::handler::DIGEST_MASK
+    }
 }
 
 struct State {
     objects: OrdMap<ObjectKey, Arc<StoredObject>>,
+    /// Wrapping sum of `objects`' content hashes.
+    digest_sum: u64,
     rv: u64,
     history: VecDeque<Arc<Change>>,
     /// Watches from a resourceVersion at or after this can be served from `history`.
@@ -276,13 +297,14 @@ pub(crate) struct Inner {
     pub(crate) resource: ResourceType,
     config: StoreConfig,
     state: RwLock<State>,
-    tx: broadcast::Sender<Message>,
+    pub(crate) tx: broadcast::Sender<Message>,
     rv_tx: watch::Sender<u64>,
     watchers: AtomicUsize,
     pub(crate) full_list: tokio::sync::Mutex<Option<(u64, Bytes)>>,
-    bookmark: Mutex<Option<(u64, Bytes)>>,
-    /// [`crate::content_digest`] of the whole store, per resourceVersion.
-    digest: Mutex<Option<(u64, u64)>>,
+    /// The last BOOKMARK line: (resourceVersion, digest or none, line).
+    bookmark: Mutex<Option<(u64, Option<u64>, Bytes)>>,
+    /// The bookmark clock this store ticks with, told of every write.
+    pub(crate) tick: OnceLock<Arc<crate::tick::TickSignal>>,
 }
 
 /// The versioned store of one resource's objects.
@@ -342,6 +364,9 @@ pub(crate) struct Subscription {
     pub(crate) replay: Vec<Arc<Change>>,
     /// The store's resourceVersion at subscription time.
     pub(crate) rv: u64,
+    /// The store's objects and digest sum at `rv` (an O(1) copy), from which
+    /// a watcher derives the digest of its own view.
+    pub(crate) at_rv: Snapshot,
     pub(crate) guard: WatcherGuard,
 }
 
@@ -401,6 +426,7 @@ impl Store {
                 config,
                 state: RwLock::new(State {
                     objects: OrdMap::new(),
+                    digest_sum: 0,
                     rv: resource_version,
                     history: VecDeque::new(),
                     compacted_rv: resource_version,
@@ -411,7 +437,7 @@ impl Store {
                 watchers: AtomicUsize::new(0),
                 full_list: tokio::sync::Mutex::new(None),
                 bookmark: Mutex::new(None),
-                digest: Mutex::new(None),
+                tick: OnceLock::new(),
             }),
         }
     }
@@ -456,6 +482,7 @@ impl Store {
         Snapshot {
             resource_version: st.rv,
             objects: st.objects.clone(),
+            digest_sum: st.digest_sum,
         }
     }
 
@@ -466,6 +493,7 @@ impl Store {
             return Some(Snapshot {
                 resource_version: rv,
                 objects: st.objects.clone(),
+                digest_sum: st.digest_sum,
             });
         }
         st.snapshots
@@ -526,6 +554,9 @@ impl Store {
         }
         // No receivers is fine: nobody is watching.
         let _ = self.inner.tx.send(Message::Change(change));
+        if let Some(t) = self.inner.tick.get() {
+            t.written();
+        }
     }
 
     fn set_rv(&self, st: &mut State, rv: u64) {
@@ -545,6 +576,10 @@ impl Store {
         let mut st = self.inner.state.write();
         Self::check_newer(&st, rv)?;
         let previous = st.objects.insert(key_of(&obj), obj.clone());
+        st.digest_sum = st.digest_sum.wrapping_add(obj.content_hash);
+        if let Some(p) = &previous {
+            st.digest_sum = st.digest_sum.wrapping_sub(p.content_hash);
+        }
         let kind = if previous.is_some() {
             EventType::Modified
         } else {
@@ -585,6 +620,7 @@ impl Store {
         };
         let gone = Arc::new(self.encode(old.to_value(), rv)?);
         st.objects.remove(&key);
+        st.digest_sum = st.digest_sum.wrapping_sub(old.content_hash);
         self.set_rv(&mut st, rv);
         self.publish(
             &mut st,
@@ -673,6 +709,9 @@ impl Store {
                 });
             }
         }
+        st.digest_sum = merged
+            .values()
+            .fold(0u64, |sum, o| sum.wrapping_add(o.content_hash));
         st.objects = merged;
         let moved = rv > st.rv;
         if moved || !changes.is_empty() {
@@ -732,48 +771,50 @@ impl Store {
             initial,
             replay,
             rv: st.rv,
+            at_rv: Snapshot {
+                resource_version: st.rv,
+                objects: st.objects.clone(),
+                digest_sum: st.digest_sum,
+            },
             guard: WatcherGuard(self.inner.clone()),
         })
     }
 
-    /// The content digest of an unfiltered snapshot, computed once per
-    /// resourceVersion.
-    pub(crate) fn digest_of(&self, snap: &Snapshot) -> u64 {
-        let mut cached = self.inner.digest.lock();
-        if let Some((r, d)) = *cached
-            && r == snap.resource_version
-        {
-            return d;
-        }
-        let d = crate::handler::content_digest(
-            snap.iter()
-                .map(|o| (o.namespace(), o.name(), o.resource_version())),
-        );
-        if cached.is_none_or(|(r, _)| r <= snap.resource_version) {
-            *cached = Some((snap.resource_version, d));
-        }
-        d
-    }
-
-    /// The BOOKMARK line for `rv`, encoded once per resourceVersion.
-    pub(crate) fn bookmark_line(&self, rv: u64) -> Bytes {
+    /// The BOOKMARK line for `rv` (annotated with `digest` when given),
+    /// encoded once per (resourceVersion, digest): every watcher of the
+    /// whole resource sends the same bytes.
+    pub(crate) fn bookmark_line(&self, rv: u64, digest: Option<u64>) -> Bytes {
         let mut cached = self.inner.bookmark.lock();
-        if let Some((r, b)) = cached.as_ref()
+        if let Some((r, d, b)) = cached.as_ref()
             && *r == rv
+            && *d == digest
         {
             return b.clone();
         }
-        let b = bookmark_line(&self.inner.resource, rv, false);
-        *cached = Some((rv, b.clone()));
+        let annotation = digest.map(|d| (DIGEST_ANNOTATION, format!("d{d:012x}")));
+        let b = bookmark_line(&self.inner.resource, rv, annotation);
+        *cached = Some((rv, digest, b.clone()));
         b
     }
 }
 
-/// `{"type":"BOOKMARK","object":{"kind":..,"apiVersion":..,"metadata":{"resourceVersion":".."}}}\n`
-pub(crate) fn bookmark_line(resource: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes {
+/// The annotation on a BOOKMARK that carries the [`crate::content_digest`]
+/// (`"d<12 hex digits>"`) of the objects the watch covers (its namespace and
+/// selectors) at the bookmark's resourceVersion. A client that compares it
+/// with what it holds knows it is up to date (or that it missed an event)
+/// without a list. Clients that do not know it ignore it.
+pub const DIGEST_ANNOTATION: &str = "http.keda.sh/content-digest";
+
+/// `{"type":"BOOKMARK","object":{"kind":..,"apiVersion":..,"metadata":{"resourceVersion":".."}}}\n`,
+/// with one annotation when given.
+pub(crate) fn bookmark_line(
+    resource: &ResourceType,
+    rv: u64,
+    annotation: Option<(&str, String)>,
+) -> Bytes {
     let mut meta = serde_json::json!({"resourceVersion": rv.to_string()});
-    if initial_events_end {
-        meta["annotations"] = serde_json::json!({"k8s.io/initial-events-end": "true"});
+    if let Some((k, v)) = annotation {
+        meta["annotations"] = serde_json::json!({ k: v });
     }
     let v = serde_json::json!({
         "type": "BOOKMARK",

@@ -396,3 +396,79 @@ async fn filters_and_errors() {
     .await;
     assert_eq!((code, v["reason"].as_str()), (400, Some("BadRequest")));
 }
+
+fn digest_of(e: &Value) -> u64 {
+    let d = e["object"]["metadata"]["annotations"][listwatch::DIGEST_ANNOTATION]
+        .as_str()
+        .unwrap_or_else(|| panic!("bookmark without a digest: {e}"));
+    u64::from_str_radix(d.strip_prefix('d').unwrap(), 16).unwrap()
+}
+
+/// The next BOOKMARK at `rv` or later, skipping other lines.
+async fn bookmark_at(w: &mut WatchConn, rv: u64) -> Value {
+    loop {
+        let e = w.next().await.expect("the watch goes on");
+        if e["type"] == "BOOKMARK"
+            && e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|r| r >= rv)
+        {
+            return e;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bookmarks_carry_the_content_digest_of_the_watched_view() {
+    // A long interval: the bookmark after the write is the burst one.
+    let config = HandlerConfig {
+        bookmark_interval: Duration::from_secs(3600),
+        burst_bookmark_delay: Some(Duration::from_millis(20)),
+        ..HandlerConfig::default()
+    };
+    let srv = serve(config, StoreConfig::default()).await;
+    srv.store
+        .apply(cm("a", json!({"team": "x"}), json!({})), 2)
+        .unwrap();
+    let mut all = WatchConn::open(
+        srv.addr,
+        "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true",
+    )
+    .await;
+    let mut team_x = WatchConn::open(
+        srv.addr,
+        "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true&labelSelector=team%3Dx",
+    )
+    .await;
+    // Both watches are registered once the store counts them.
+    let t = tokio::time::Instant::now() + WAIT;
+    while srv.store.watcher_count() < 2 {
+        assert!(tokio::time::Instant::now() < t, "watches never registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    srv.store
+        .apply(cm("b", json!({"team": "y"}), json!({})), 3)
+        .unwrap();
+    srv.store
+        .apply(cm("a", json!({"team": "x"}), json!({"k": "v"})), 4)
+        .unwrap();
+
+    let e = bookmark_at(&mut all, 4).await;
+    assert_eq!(e["object"]["metadata"]["resourceVersion"], "4");
+    assert_eq!(
+        digest_of(&e),
+        listwatch::content_digest([("ns", "a", 4), ("ns", "b", 3)])
+    );
+    let e = bookmark_at(&mut team_x, 4).await;
+    assert_eq!(
+        digest_of(&e),
+        listwatch::content_digest([("ns", "a", 4)]),
+        "a filtered watch's digest covers only what it sees"
+    );
+
+    // A delete moves the digest too.
+    srv.store.delete("ns", "b", 5).unwrap();
+    let e = bookmark_at(&mut all, 5).await;
+    assert_eq!(digest_of(&e), listwatch::content_digest([("ns", "a", 4)]));
+}

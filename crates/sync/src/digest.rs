@@ -10,11 +10,24 @@
 //! so the resync still repairs it. Servers that ignore the token (the API
 //! server) answer as before.
 //!
+//! The same digest also arrives without any request: a `listwatch` server
+//! annotates each watch BOOKMARK with the digest of the watch's view at the
+//! bookmark's resourceVersion (`listwatch::DIGEST_ANNOTATION`). The owner
+//! task compares it with the index after applying everything before the
+//! bookmark: equal proves the index fresh, and that interval's conditional
+//! list is skipped; different means an event was lost, and the resync lists
+//! at once. Without such bookmarks (a real API server, a stalled watch) the
+//! resync lists every interval as before.
+//!
 //! The function must equal `listwatch::content_digest` (a test in the cache
 //! crate checks it): the wrapping sum over objects of FNV-1a-64 of
 //! `namespace/name/resourceVersion`, truncated to 48 bits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::index::ObjectKind;
 
@@ -50,11 +63,37 @@ pub(crate) fn finish(sum: u64) -> u64 {
     sum & DIGEST_MASK
 }
 
-/// The digests the owner task publishes for the resync tasks; 0 means
-/// "not known yet" (before the kind's first complete list).
-#[derive(Debug, Default)]
+/// What the owner task shares with each kind's resync task: the content
+/// digests it holds (for the conditional list), when a digest BOOKMARK last
+/// proved the index fresh, and a request to list at once (a BOOKMARK's
+/// digest differed: an event was lost).
+#[derive(Debug)]
 pub(crate) struct Digests {
+    /// 0 means "not known yet" (before the kind's first complete list).
     by_kind: [AtomicU64; 2],
+    /// Milliseconds after `base` of the last matching digest bookmark, + 1
+    /// (0 = never).
+    verified_ms: [AtomicU64; 2],
+    repair: [Notify; 2],
+    /// Like `verified_ms`, for the last line (event or bookmark) the watch
+    /// received.
+    alive_ms: [AtomicU64; 2],
+    /// The server annotates bookmarks with digests.
+    digest_bookmarks: [AtomicBool; 2],
+    base: Instant,
+}
+
+impl Default for Digests {
+    fn default() -> Self {
+        Digests {
+            by_kind: Default::default(),
+            verified_ms: Default::default(),
+            repair: Default::default(),
+            alive_ms: Default::default(),
+            digest_bookmarks: Default::default(),
+            base: Instant::now(),
+        }
+    }
 }
 
 pub(crate) fn slot(kind: ObjectKind) -> usize {
@@ -73,6 +112,53 @@ impl Digests {
 
     pub(crate) fn get(&self, kind: ObjectKind) -> Option<u64> {
         Some(self.by_kind[slot(kind)].load(Ordering::Relaxed)).filter(|d| *d != 0)
+    }
+
+    /// A digest BOOKMARK matched the index just now.
+    pub(crate) fn verified(&self, kind: ObjectKind) {
+        let ms = self.base.elapsed().as_millis() as u64 + 1;
+        self.verified_ms[slot(kind)].store(ms, Ordering::Relaxed);
+    }
+
+    /// When a digest BOOKMARK last matched the index.
+    pub(crate) fn verified_at(&self, kind: ObjectKind) -> Option<Instant> {
+        match self.verified_ms[slot(kind)].load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.base + Duration::from_millis(ms - 1)),
+        }
+    }
+
+    /// The watch of `kind` received something just now.
+    pub(crate) fn watch_alive(&self, kind: ObjectKind) {
+        let ms = self.base.elapsed().as_millis() as u64 + 1;
+        self.alive_ms[slot(kind)].store(ms, Ordering::Relaxed);
+    }
+
+    /// When the watch of `kind` last received something.
+    pub(crate) fn watch_alive_at(&self, kind: ObjectKind) -> Option<Instant> {
+        match self.alive_ms[slot(kind)].load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.base + Duration::from_millis(ms - 1)),
+        }
+    }
+
+    /// The server of `kind`'s watch annotates its bookmarks with digests.
+    pub(crate) fn digest_bookmarks_seen(&self, kind: ObjectKind) {
+        self.digest_bookmarks[slot(kind)].store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn has_digest_bookmarks(&self, kind: ObjectKind) -> bool {
+        self.digest_bookmarks[slot(kind)].load(Ordering::Relaxed)
+    }
+
+    /// A digest BOOKMARK did not match: ask the kind's resync to list now.
+    pub(crate) fn request_repair(&self, kind: ObjectKind) {
+        self.repair[slot(kind)].notify_one();
+    }
+
+    /// Resolves when a repair was requested for `kind`.
+    pub(crate) fn repair_requested(&self, kind: ObjectKind) -> tokio::sync::futures::Notified<'_> {
+        self.repair[slot(kind)].notified()
     }
 }
 

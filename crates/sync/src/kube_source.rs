@@ -1,20 +1,25 @@
-//! The Kubernetes source: a kube-rs `watcher` per kind feeding the sync loop,
-//! and beside each one a periodic conditional list (the resync). A cache
-//! tier is the same thing: it speaks the same protocol, answers the resync's
-//! `If-None-Match` with 304 when nothing changed.
+//! The Kubernetes source: a list-then-watch loop per kind (over
+//! `kube::Client`) feeding the sync loop, and beside each one the resync: a
+//! conditional list every interval, skipped while the watch's digest
+//! BOOKMARKs prove the index fresh. A cache tier is the same thing: it
+//! speaks the same protocol, answers the resync's `If-None-Match` with 304
+//! when nothing changed, and annotates its bookmarks with content digests.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -23,32 +28,97 @@ use crate::index::{ObjectKind, ResourceVersion};
 use crate::metrics::SyncMetrics;
 use crate::{Input, SyncConfig};
 
-fn api_resource(kind: ObjectKind) -> ApiResource {
-    let (group, version) = kind
-        .api_version()
-        .split_once('/')
-        .expect("our api versions have a group");
-    ApiResource {
-        group: group.to_string(),
-        version: version.to_string(),
-        api_version: kind.api_version().to_string(),
-        kind: kind.kind().to_string(),
-        plural: kind.resource().to_string(),
+/// One line of a watch stream, parsed without building a tree for the
+/// object: BOOKMARKs (most lines of an idle watch) cost a few small reads.
+#[derive(Deserialize)]
+struct WatchLine<'a> {
+    #[serde(rename = "type", borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    object: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct BookmarkObject<'a> {
+    #[serde(borrow)]
+    metadata: BookmarkMeta<'a>,
+}
+
+#[derive(Deserialize)]
+struct BookmarkMeta<'a> {
+    #[serde(rename = "resourceVersion", borrow)]
+    resource_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    annotations: Option<BookmarkAnnotations<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BookmarkAnnotations<'a> {
+    #[serde(rename = "http.keda.sh/content-digest", default, borrow)]
+    digest: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorStatus {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    message: String,
+}
+
+/// Why one watch call ended.
+enum WatchEnd {
+    /// The server ended it (its timeout) or it stalled: rewatch from the
+    /// last resourceVersion.
+    Rewatch { lines: u64 },
+    /// 410 Gone: the resourceVersion left the server's history; relist.
+    Gone,
+    /// A failure; rewatch after a backoff.
+    Failed(String),
+    /// Cancelled, or the owner is gone.
+    Stop,
+}
+
+/// Exponential backoff with jitter (kube-rs's default shape: 0.8 s
+/// doubling to 30 s).
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(800);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // +-25 % jitter, so replicas that failed together do not retry together.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let f = 0.75 + f64::from(nanos % 1000) / 2000.0;
+        base.mul_f64(f)
     }
 }
 
-fn watcher_config(config: &SyncConfig) -> watcher::Config {
-    let mut wc = watcher::Config::default();
-    // kube-rs treats a watch that sends nothing (not even a bookmark) for
-    // timeout + 5 s as dead and restarts it: this is our stall bound.
-    wc = wc.timeout(config.watch_timeout.as_secs().max(1) as u32);
-    if let Some(sel) = &config.label_selector {
-        wc = wc.labels(sel);
-    }
-    wc
-}
-
-/// Runs the watch of one routing kind until cancelled.
+/// Runs the list-then-watch of one routing kind until cancelled: list
+/// (`resourceVersion=0`), then watch from the list's resourceVersion with
+/// bookmarks; rewatch from the last resourceVersion when a watch ends or
+/// stalls; relist on 410 Gone; back off on errors. Events, and the digest
+/// carried by BOOKMARKs, go to the owner task in stream order.
+///
+/// Our own loop rather than kube-rs's `watcher`, because the watcher hides
+/// BOOKMARKs and their digests are what lets an idle replica skip its
+/// resync (see `crate::digest`).
 pub(crate) async fn watch_kind(
     client: kube::Client,
     kind: ObjectKind,
@@ -56,45 +126,272 @@ pub(crate) async fn watch_kind(
     tx: mpsc::Sender<Input>,
     metrics: SyncMetrics,
     cancel: CancellationToken,
+    digests: std::sync::Arc<crate::digest::Digests>,
 ) {
-    let ar = api_resource(kind);
-    let api: Api<DynamicObject> = match &config.namespace {
-        Some(ns) => Api::namespaced_with(client, ns, &ar),
-        None => Api::all_with(client, &ar),
-    };
+    let path = list_path(kind, config.namespace.as_deref());
     let label = SyncMetrics::label(kind.resource());
-    let mut stream = watcher(api, watcher_config(&config))
-        .default_backoff()
-        .boxed();
+    let selector = config.label_selector.as_deref();
+    let mut rv: Option<String> = None;
+    let mut backoff = Backoff::new();
     loop {
-        let next = tokio::select! {
-            _ = cancel.cancelled() => return,
-            next = stream.next() => next,
+        if cancel.is_cancelled() {
+            return;
+        }
+        let Some(from) = rv.clone() else {
+            let listed = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = conditional_list(&client, &path, selector, None, None) => r,
+            };
+            let input = match listed {
+                Ok(ListResult::Listed {
+                    items, rv: list_rv, ..
+                }) => {
+                    backoff.reset();
+                    rv = Some(list_rv.as_ref().map_or("0", |r| r.as_str()).to_string());
+                    Input::WatchListed {
+                        kind,
+                        items,
+                        rv: list_rv,
+                    }
+                }
+                Ok(ListResult::NotFound) => {
+                    // Not served (CRD missing): empty for now, and keep
+                    // trying; the resync warns about it.
+                    if tx
+                        .send(Input::WatchListed {
+                            kind,
+                            items: Vec::new(),
+                            rv: None,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    metrics.sync_errors.get_or_create(&label).inc();
+                    if sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(ListResult::Unchanged) | Err(_) => {
+                    let err = match listed {
+                        Err(e) => e,
+                        _ => "unexpected 304 to an unconditional list".to_string(),
+                    };
+                    metrics.sync_errors.get_or_create(&label).inc();
+                    metrics.watch_restarts.get_or_create(&label).inc();
+                    warn!(resource = kind.resource(), error = %err, "list failed; retrying with backoff");
+                    if sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if tx.send(input).await.is_err() {
+                return;
+            }
+            continue;
         };
-        let input = match next {
-            None => return,
-            Some(Ok(event)) => match event {
-                watcher::Event::Init => Input::WatchInit(kind),
-                watcher::Event::InitApply(obj) => Input::WatchInitApply(kind, to_value(obj)),
-                watcher::Event::InitDone => Input::WatchInitDone(kind),
-                watcher::Event::Apply(obj) => Input::WatchApply(kind, to_value(obj)),
-                watcher::Event::Delete(obj) => Input::WatchDelete(kind, to_value(obj)),
-            },
-            Some(Err(err)) => {
+        match watch_once(
+            &client, &path, kind, &config, &from, &mut rv, &tx, &cancel, &digests,
+        )
+        .await
+        {
+            WatchEnd::Stop => return,
+            WatchEnd::Rewatch { lines } => {
+                if lines > 0 {
+                    backoff.reset();
+                }
+            }
+            WatchEnd::Gone => {
+                debug!(resource = kind.resource(), "watch expired (410); relisting");
+                rv = None;
+            }
+            WatchEnd::Failed(err) => {
                 metrics.sync_errors.get_or_create(&label).inc();
                 metrics.watch_restarts.get_or_create(&label).inc();
                 warn!(resource = kind.resource(), error = %err, "watch failed; retrying with backoff");
-                continue;
+                if sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                    return;
+                }
             }
-        };
-        if tx.send(input).await.is_err() {
-            return;
         }
     }
 }
 
-fn to_value(obj: DynamicObject) -> Value {
-    serde_json::to_value(obj).unwrap_or(Value::Null)
+/// Sleeps `d`; true when cancelled meanwhile.
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// One watch call from `from`; `rv` follows the events and bookmarks.
+#[allow(clippy::too_many_arguments)]
+async fn watch_once(
+    client: &kube::Client,
+    path: &str,
+    kind: ObjectKind,
+    config: &SyncConfig,
+    from: &str,
+    rv: &mut Option<String>,
+    tx: &mpsc::Sender<Input>,
+    cancel: &CancellationToken,
+    digests: &crate::digest::Digests,
+) -> WatchEnd {
+    let stall = stall_bound(config.watch_timeout);
+    let mut uri = format!(
+        "{path}?watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds={}",
+        percent_encode(from),
+        config.watch_timeout.as_secs().max(1)
+    );
+    if let Some(sel) = &config.label_selector {
+        uri.push_str("&labelSelector=");
+        uri.push_str(&percent_encode(sel));
+    }
+    let req = match http::Request::get(uri)
+        .header(http::header::ACCEPT, "application/json")
+        .body(kube::client::Body::empty())
+    {
+        Ok(r) => r,
+        Err(e) => return WatchEnd::Failed(e.to_string()),
+    };
+    let resp = tokio::select! {
+        _ = cancel.cancelled() => return WatchEnd::Stop,
+        r = tokio::time::timeout(stall, client.send(req)) => match r {
+            Err(_) => return WatchEnd::Failed(format!("no response to the watch within {stall:?}")),
+            Ok(Err(e)) => return WatchEnd::Failed(e.to_string()),
+            Ok(Ok(resp)) => resp,
+        },
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        if status == http::StatusCode::GONE {
+            return WatchEnd::Gone;
+        }
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+        let text = body
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        return WatchEnd::Failed(format!("watch {path}: HTTP {status}: {}", text.trim()));
+    }
+    let mut body = resp.into_body();
+    let mut buf = BytesMut::new();
+    let mut lines = 0u64;
+    // The stall timer is re-armed lazily (when it fires early), not per
+    // line: an idle watch costs one timer firing per stall bound.
+    let mut last_activity = Instant::now();
+    let stall_timer = tokio::time::sleep_until(last_activity + stall);
+    tokio::pin!(stall_timer);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return WatchEnd::Stop,
+            f = body.frame() => f,
+            _ = &mut stall_timer => {
+                if last_activity.elapsed() >= stall {
+                    debug!(resource = kind.resource(), "watch silent past the stall bound; rewatching");
+                    return WatchEnd::Rewatch { lines };
+                }
+                stall_timer.as_mut().reset(last_activity + stall);
+                continue;
+            }
+        };
+        let data = match frame {
+            None => return WatchEnd::Rewatch { lines },
+            Some(Err(e)) => return WatchEnd::Failed(e.to_string()),
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers
+            },
+        };
+        last_activity = Instant::now();
+        digests.watch_alive(kind);
+        buf.extend_from_slice(&data);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line = buf.split_to(nl + 1);
+            let line = &line[..nl];
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            lines += 1;
+            match handle_line(kind, line, rv) {
+                Ok(Some(input)) => {
+                    if tx.send(input).await.is_err() {
+                        return WatchEnd::Stop;
+                    }
+                }
+                Ok(None) => {}
+                Err(end) => return end,
+            }
+        }
+    }
+}
+
+/// What one watch line means for the owner (`None`: nothing to tell).
+fn handle_line(
+    kind: ObjectKind,
+    line: &[u8],
+    rv: &mut Option<String>,
+) -> Result<Option<Input>, WatchEnd> {
+    let ev: WatchLine<'_> = serde_json::from_slice(line)
+        .map_err(|e| WatchEnd::Failed(format!("bad watch event: {e}")))?;
+    let object = ev.object.get();
+    match &*ev.event {
+        "ADDED" | "MODIFIED" | "DELETED" => {
+            let obj: Value = serde_json::from_str(object)
+                .map_err(|e| WatchEnd::Failed(format!("bad watch object: {e}")))?;
+            if let Some(r) = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+            {
+                *rv = Some(r.to_string());
+            }
+            Ok(Some(if ev.event == "DELETED" {
+                Input::WatchDelete(kind, obj)
+            } else {
+                Input::WatchApply(kind, obj)
+            }))
+        }
+        "BOOKMARK" => {
+            let b: BookmarkObject<'_> = serde_json::from_str(object)
+                .map_err(|e| WatchEnd::Failed(format!("bad bookmark: {e}")))?;
+            let meta = b.metadata;
+            let bookmark_rv = meta.resource_version.parse::<u64>().ok();
+            if rv.as_deref() != Some(&*meta.resource_version) {
+                *rv = Some(meta.resource_version.into_owned());
+            }
+            let digest = meta
+                .annotations
+                .and_then(|a| a.digest)
+                .and_then(|d| u64::from_str_radix(d.strip_prefix('d')?, 16).ok());
+            Ok(digest.map(|digest| Input::Bookmark {
+                kind,
+                digest,
+                rv: bookmark_rv,
+            }))
+        }
+        "ERROR" => {
+            let st: ErrorStatus = serde_json::from_str(object).unwrap_or(ErrorStatus {
+                code: 0,
+                message: object.to_string(),
+            });
+            if st.code == 410 {
+                Err(WatchEnd::Gone)
+            } else {
+                Err(WatchEnd::Failed(format!(
+                    "watch error {}: {}",
+                    st.code, st.message
+                )))
+            }
+        }
+        other => Err(WatchEnd::Failed(format!(
+            "unknown watch event type {other:?}"
+        ))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -213,70 +510,153 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// The periodic resync of one kind: a conditional list every interval,
-/// beside (never in the way of) the watch.
-pub(crate) async fn resync_kind(
-    client: kube::Client,
+/// The resync state of one kind.
+struct KindResync {
     kind: ObjectKind,
+    path: String,
+    resyncs: prometheus_client::metrics::counter::Counter,
+    etag: Option<String>,
+    /// When this kind is next due.
+    deadline: Instant,
+    /// The digest bookmark last counted as a resync.
+    proven: Option<Instant>,
+    warned_missing: bool,
+}
+
+/// The periodic resync of every routing kind, in one task (one timer per
+/// replica, not per kind): a conditional list of a kind beside (never in
+/// the way of) its watch, every interval, unless a digest BOOKMARK proved
+/// the index fresh within the last interval (plus a fifth for jitter); at
+/// once when a digest BOOKMARK differed (see `crate::digest`).
+pub(crate) async fn resync(
+    client: kube::Client,
     config: SyncConfig,
     tx: mpsc::Sender<Input>,
     metrics: SyncMetrics,
     cancel: CancellationToken,
     digests: std::sync::Arc<crate::digest::Digests>,
 ) {
-    let path = list_path(kind, config.namespace.as_deref());
-    let label = SyncMetrics::label(kind.resource());
-    let mut etag: Option<String> = None;
-    // The watcher's initial list builds the first table; the first resync
+    let interval = config.resync_interval;
+    let grace = interval / 5;
+    // The watches' initial lists build the first table; the first resync
     // comes one interval later.
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + config.resync_interval,
-        config.resync_interval,
-    );
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned_missing = false;
+    let first = Instant::now() + interval;
+    let mut kinds: Vec<KindResync> = ObjectKind::ALL
+        .iter()
+        .map(|&kind| KindResync {
+            kind,
+            path: list_path(kind, config.namespace.as_deref()),
+            resyncs: metrics
+                .resyncs
+                .get_or_create(&SyncMetrics::label(kind.resource()))
+                .clone(),
+            etag: None,
+            deadline: first,
+            proven: None,
+            warned_missing: false,
+        })
+        .collect();
+    let [first_kind, second_kind] = ObjectKind::ALL;
     loop {
-        tokio::select! {
+        let wake = kinds.iter().map(|k| k.deadline).min().unwrap_or(first);
+        let repair = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(wake) => None,
+            _ = digests.repair_requested(first_kind) => Some(first_kind),
+            _ = digests.repair_requested(second_kind) => Some(second_kind),
+        };
+        for k in kinds.iter_mut() {
+            let now = Instant::now();
+            if repair != Some(k.kind) {
+                if k.deadline > now {
+                    continue;
+                }
+                if let Some(at) = digests.verified_at(k.kind) {
+                    let fresh_until = at + interval + grace;
+                    if fresh_until > now {
+                        // A digest bookmark newer than the last one counted
+                        // stands for this interval's resync.
+                        if k.proven != Some(at) {
+                            k.proven = Some(at);
+                            k.resyncs.inc();
+                        }
+                        k.deadline = fresh_until;
+                        continue;
+                    }
+                }
+                // A server that sends digest bookmarks, on a watch that is
+                // not silent: the bookmark is late because everything is
+                // (a write's fan-out to thousands of replicas), and a list
+                // now would race the events in flight, take the full list,
+                // and add load exactly when there is none to spare. The
+                // next digest bookmark decides; a silent (stalled) watch
+                // still gets its list.
+                if digests.has_digest_bookmarks(k.kind) {
+                    if let Some(alive) = digests.watch_alive_at(k.kind)
+                        && alive + interval + grace > now
+                    {
+                        k.deadline = alive + interval + grace;
+                        continue;
+                    }
+                    // Woken this late, this process is overloaded: the
+                    // watch's silence is our own backlog, not a stall.
+                    // Look again shortly, after the backlog (the watch's
+                    // lines included) has had its turn.
+                    if now > k.deadline + grace {
+                        k.deadline = now + grace;
+                        continue;
+                    }
+                }
+            }
+            k.deadline = now + interval;
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = conditional_list(&client, &k.path, config.label_selector.as_deref(), k.etag.as_deref(), digests.get(k.kind)) => r,
+            };
+            if let Some(input) = resync_input(k, result, &metrics)
+                && tx.send(input).await.is_err()
+            {
+                return;
+            }
         }
-        let result = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = conditional_list(&client, &path, config.label_selector.as_deref(), etag.as_deref(), digests.get(kind)) => r,
-        };
-        let input = match result {
-            Ok(ListResult::Unchanged) => Input::ListUnchanged(kind),
-            Ok(ListResult::Listed {
-                items,
-                rv,
-                etag: new_etag,
-            }) => {
-                etag = new_etag;
-                Input::Listed { kind, items, rv }
+    }
+}
+
+/// What one resync list tells the owner (`None`: nothing, it failed).
+fn resync_input(
+    k: &mut KindResync,
+    result: Result<ListResult, String>,
+    metrics: &SyncMetrics,
+) -> Option<Input> {
+    let kind = k.kind;
+    match result {
+        Ok(ListResult::Unchanged) => Some(Input::ListUnchanged(kind)),
+        Ok(ListResult::Listed { items, rv, etag }) => {
+            k.etag = etag;
+            Some(Input::Listed { kind, items, rv })
+        }
+        Ok(ListResult::NotFound) => {
+            if !k.warned_missing {
+                warn!(
+                    resource = kind.resource(),
+                    "resource not served (is its CRD installed?); treating it as empty"
+                );
+                k.warned_missing = true;
             }
-            Ok(ListResult::NotFound) => {
-                if !warned_missing {
-                    warn!(
-                        resource = kind.resource(),
-                        "resource not served (is its CRD installed?); treating it as empty"
-                    );
-                    warned_missing = true;
-                }
-                etag = None;
-                Input::Listed {
-                    kind,
-                    items: Vec::new(),
-                    rv: None,
-                }
-            }
-            Err(err) => {
-                metrics.sync_errors.get_or_create(&label).inc();
-                debug!(resource = kind.resource(), error = %err, "resync list failed");
-                continue;
-            }
-        };
-        if tx.send(input).await.is_err() {
-            return;
+            k.etag = None;
+            Some(Input::Listed {
+                kind,
+                items: Vec::new(),
+                rv: None,
+            })
+        }
+        Err(err) => {
+            metrics
+                .sync_errors
+                .get_or_create(&SyncMetrics::label(kind.resource()))
+                .inc();
+            debug!(resource = kind.resource(), error = %err, "resync list failed");
+            None
         }
     }
 }
@@ -375,7 +755,8 @@ enum EpEvent {
     Slice(Box<watcher::Event<EndpointSlice>>),
 }
 
-/// How long the watch may stay silent before kube-rs restarts it.
+/// How long a watch may stay silent (no event, no bookmark, not even its
+/// end at the server's timeout) before it is given up and restarted.
 pub fn stall_bound(watch_timeout: Duration) -> Duration {
     watch_timeout + Duration::from_secs(5)
 }

@@ -13,7 +13,10 @@
 //! mark ready                                 # only now
 //! loop:
 //!   on watch event    -> apply it at once (bursts coalesced into one publish)
-//!   every resync tick -> conditional full list beside the watch; repair and count differences
+//!   on digest bookmark -> equal to the index's digest: fresh, skip this interval's list
+//!                         different: an event was lost, conditional list now
+//!   every resync tick -> (no digest bookmark proved freshness this interval)
+//!                        conditional full list beside the watch; repair and count differences
 //! ```
 //!
 //! ```no_run
@@ -35,7 +38,7 @@ mod kube_source;
 pub mod metrics;
 pub mod publish;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -101,9 +104,12 @@ impl Default for SyncConfig {
 /// What the sources tell the owner task.
 #[derive(Debug)]
 pub(crate) enum Input {
-    WatchInit(ObjectKind),
-    WatchInitApply(ObjectKind, Value),
-    WatchInitDone(ObjectKind),
+    /// The watch's (re)list: the complete content at `rv`.
+    WatchListed {
+        kind: ObjectKind,
+        items: Vec<Value>,
+        rv: Option<ResourceVersion>,
+    },
     WatchApply(ObjectKind, Value),
     WatchDelete(ObjectKind, Value),
     /// A complete list (the periodic resync).
@@ -118,6 +124,13 @@ pub(crate) enum Input {
     DirApply(ObjectKind, Value),
     /// The directory source found an object gone.
     DirDelete(ObjectKey),
+    /// A watch BOOKMARK's content digest: what the server holds for the
+    /// watch's view, after every event sent before it.
+    Bookmark {
+        kind: ObjectKind,
+        digest: u64,
+        rv: Option<u64>,
+    },
     /// The directory source finished a scan (changed or not): its changes,
     /// if any, are all sent.
     DirScanned,
@@ -173,17 +186,17 @@ pub fn start(
                     tx.clone(),
                     metrics.clone(),
                     cancel.clone(),
-                ));
-                tasks.spawn(kube_source::resync_kind(
-                    client.clone(),
-                    kind,
-                    config.clone(),
-                    tx.clone(),
-                    metrics.clone(),
-                    cancel.clone(),
                     digests.clone(),
                 ));
             }
+            tasks.spawn(kube_source::resync(
+                client.clone(),
+                config.clone(),
+                tx.clone(),
+                metrics.clone(),
+                cancel.clone(),
+                digests.clone(),
+            ));
             if config.endpoints {
                 tasks.spawn(kube_source::watch_endpoints(
                     client.clone(),
@@ -237,11 +250,12 @@ async fn run_owner(
 ) {
     let mut owner = Owner {
         index: RouteIndex::new(),
-        init_buffers: HashMap::new(),
         complete: HashSet::new(),
         metrics,
         periodic_is_resync,
         dir_scan_open: false,
+        digests: digests.clone(),
+        listed_rv: [0; 2],
     };
     loop {
         let first = tokio::select! {
@@ -283,33 +297,20 @@ async fn run_owner(
 
 struct Owner {
     index: RouteIndex,
-    init_buffers: HashMap<ObjectKind, Vec<Value>>,
     complete: HashSet<ObjectKind>,
     metrics: SyncMetrics,
     periodic_is_resync: bool,
     /// A directory scan's changes are arriving (until `DirScanned`).
     dir_scan_open: bool,
+    digests: Arc<digest::Digests>,
+    /// Per kind, the resourceVersion of the newest list applied.
+    listed_rv: [u64; 2],
 }
 
 impl Owner {
     fn handle(&mut self, input: Input) {
         match input {
-            Input::WatchInit(kind) => {
-                self.init_buffers.insert(kind, Vec::new());
-            }
-            Input::WatchInitApply(kind, obj) => {
-                self.init_buffers.entry(kind).or_default().push(obj);
-            }
-            Input::WatchInitDone(kind) => {
-                let items = self.init_buffers.remove(&kind).unwrap_or_default();
-                // kube-rs does not hand us the list's resourceVersion; the
-                // newest item's is a safe lower bound for the staleness guard.
-                let rv = items
-                    .iter()
-                    .filter_map(|o| o.pointer("/metadata/resourceVersion")?.as_str())
-                    .filter_map(|s| s.parse::<u64>().ok())
-                    .max()
-                    .map(|n| ResourceVersion::new(n.to_string()));
+            Input::WatchListed { kind, items, rv } => {
                 self.reconcile(kind, items, rv, false);
             }
             Input::WatchApply(kind, obj) => {
@@ -363,6 +364,28 @@ impl Owner {
                 self.complete.extend(ObjectKind::ALL);
                 self.touch();
             }
+            Input::Bookmark { kind, digest, rv } => {
+                if !self.complete.contains(&kind) {
+                    return;
+                }
+                // A list newer than this bookmark is already applied (the
+                // stream lags behind the lists): the bookmark describes an
+                // older state and can prove nothing either way. Repairing
+                // on it would list again, get the newest write before its
+                // event, and keep a lagging replica listing on every write.
+                if rv.is_some_and(|r| r < self.listed_rv[digest::slot(kind)]) {
+                    return;
+                }
+                // Everything the watch sent before this bookmark is
+                // applied: equal digests prove the index fresh.
+                self.digests.digest_bookmarks_seen(kind);
+                if self.index.digest(kind) == digest {
+                    self.digests.verified(kind);
+                    self.touch();
+                } else {
+                    self.digests.request_repair(kind);
+                }
+            }
         }
     }
 
@@ -374,6 +397,10 @@ impl Owner {
         periodic: bool,
     ) {
         let label = SyncMetrics::label(kind.resource());
+        if let Some(r) = rv.as_ref().and_then(|r| r.as_str().parse::<u64>().ok()) {
+            let slot = &mut self.listed_rv[digest::slot(kind)];
+            *slot = (*slot).max(r);
+        }
         let result = self.index.reconcile(kind, items, rv);
         for err in &result.invalid {
             self.metrics.invalid_objects.get_or_create(&label).inc();

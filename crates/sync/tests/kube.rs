@@ -321,3 +321,97 @@ async fn a_stalled_watch_is_restarted() {
     }
     eprintln!("stalled watch restarted after {:?}", stalled_at.elapsed());
 }
+
+fn lists(api: &TestApi) -> u64 {
+    api.stats().total_requests(testkit::Verb::List)
+}
+
+#[tokio::test]
+async fn a_digest_bookmark_mismatch_repairs_without_waiting_for_the_resync() {
+    let api = TestApi::start().await;
+    // No periodic resync within the test: only a bookmark whose digest
+    // differs from the index can bring the lost event in.
+    let handle = start(&api, Duration::from_secs(3600));
+    ready(&handle).await;
+    api.faults().set_drop_watch_events(1.0);
+    api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
+    routes_to(&handle, "a.com", Some("svc-a"), Duration::from_secs(5)).await;
+    api.put_object(interceptor_route("r", "r.com", "svc-r"))
+        .unwrap();
+    routes_to(&handle, "r.com", Some("svc-r"), Duration::from_secs(5)).await;
+    assert!(
+        handle.metrics.total_repairs() >= 2,
+        "repairs counted: {}",
+        handle.metrics.total_repairs()
+    );
+}
+
+#[tokio::test]
+async fn matching_digest_bookmarks_stand_for_the_resync_lists() {
+    let api = TestApi::builder()
+        .bookmark_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
+    let handle = start(&api, Duration::from_millis(100));
+    ready(&handle).await;
+    let lists_before = lists(&api);
+    let resyncs = |h: &SyncHandle| {
+        ["httpscaledobjects", "interceptorroutes"]
+            .iter()
+            .map(|r| {
+                h.metrics
+                    .resyncs
+                    .get_or_create(&sync::metrics::ResourceLabel {
+                        resource: (*r).into(),
+                    })
+                    .get()
+            })
+            .sum::<u64>()
+    };
+    let resyncs_before = resyncs(&handle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while resyncs(&handle) < resyncs_before + 20 {
+        assert!(Instant::now() < deadline, "resyncs did not go on");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listed = lists(&api) - lists_before;
+    assert!(
+        listed < 10,
+        "{listed} lists for 20 resyncs: digest bookmarks should stand for most of them"
+    );
+    // Fresh and still following changes.
+    api.put_object(httpso("a", "a.com", "svc-a2")).unwrap();
+    routes_to(&handle, "a.com", Some("svc-a2"), Duration::from_secs(5)).await;
+    assert_eq!(handle.metrics.total_repairs(), 0);
+}
+
+#[tokio::test]
+async fn without_digest_bookmarks_the_resync_lists_every_interval() {
+    // kube-apiserver's bookmarks carry no digest.
+    let api = TestApi::builder()
+        .digest_bookmarks(false)
+        .bookmark_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    let handle = start(&api, Duration::from_millis(100));
+    ready(&handle).await;
+    let before = lists(&api);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Two kinds, one conditional list each per interval.
+    while lists(&api) < before + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} resync lists",
+            lists(&api) - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And a lost event is still repaired by those lists.
+    api.faults().set_drop_watch_events(1.0);
+    api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
+    routes_to(&handle, "a.com", Some("svc-a"), Duration::from_secs(5)).await;
+    assert!(handle.metrics.total_repairs() >= 1);
+}

@@ -130,6 +130,14 @@ impl TestApiBuilder {
         self
     }
 
+    /// Whether BOOKMARKs carry the content digest of the watch's view
+    /// (default on, as `listwatch` serves them; off behaves like
+    /// kube-apiserver, whose bookmarks carry only progress).
+    pub fn digest_bookmarks(mut self, on: bool) -> Self {
+        self.handler.digest_bookmarks = on;
+        self
+    }
+
     /// Registers a resource for discovery in addition to the built-ins.
     pub fn register(mut self, def: ResourceDef) -> Self {
         self.extra.push(def);
