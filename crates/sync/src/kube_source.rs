@@ -241,15 +241,11 @@ async fn watch_once(
     cancel: &CancellationToken,
     digests: &crate::digest::Digests,
 ) -> WatchEnd {
-    // Each watch asks for its own server-side timeout, drawn from the upper
-    // quarter below the configured one, so replicas started together do not
-    // all re-watch in the same second (the stall bound only gets shorter).
-    let timeout = jittered(config.watch_timeout);
-    let stall = stall_bound(timeout);
+    let stall = stall_bound(config.watch_timeout);
     let mut uri = format!(
         "{path}?watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds={}",
         percent_encode(from),
-        timeout.as_secs()
+        config.watch_timeout.as_secs().max(1)
     );
     if let Some(sel) = &config.label_selector {
         uri.push_str("&labelSelector=");
@@ -759,41 +755,8 @@ enum EpEvent {
     Slice(Box<watcher::Event<EndpointSlice>>),
 }
 
-/// A watch's server-side timeout: whole seconds drawn uniformly from
-/// [3/4 x `watch_timeout`, `watch_timeout`] (at least 1 s).
-pub fn jittered(watch_timeout: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let max = watch_timeout.as_secs().max(1);
-    let min = (max * 3).div_ceil(4).max(1);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(max);
-    Duration::from_secs(min + h.finish() % (max - min + 1))
-}
-
 /// How long a watch may stay silent (no event, no bookmark, not even its
 /// end at the server's timeout) before it is given up and restarted.
 pub fn stall_bound(watch_timeout: Duration) -> Duration {
     watch_timeout + Duration::from_secs(5)
-}
-
-#[cfg(test)]
-mod jitter_tests {
-    use std::time::Duration;
-
-    #[test]
-    fn watch_timeouts_spread_over_the_upper_quarter() {
-        let seen: std::collections::BTreeSet<u64> = (0..400)
-            .map(|_| super::jittered(Duration::from_secs(30)).as_secs())
-            .collect();
-        assert!(seen.iter().all(|s| (23..=30).contains(s)), "{seen:?}");
-        assert!(seen.len() >= 5, "spread, not one value: {seen:?}");
-        assert_eq!(
-            super::jittered(Duration::from_millis(300)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            super::jittered(Duration::from_secs(1)),
-            Duration::from_secs(1)
-        );
-    }
 }
