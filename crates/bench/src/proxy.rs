@@ -476,13 +476,14 @@ async fn wait_ok(addr: SocketAddr, host: &str, limit: Duration) -> anyhow::Resul
     }
 }
 
-/// User and kernel CPU seconds of `pids` together.
+/// User and kernel CPU seconds of `pids` together, from /proc/<pid>/stat.
 fn user_sys(pids: &[u32]) -> (f64, f64) {
     let mut out = (0.0, 0.0);
     for pid in pids {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
         let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
             continue;
         };
@@ -500,31 +501,24 @@ fn user_sys(pids: &[u32]) -> (f64, f64) {
     out
 }
 
-/// user+sys CPU seconds of `pid` from /proc/<pid>/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / clock_ticks()
+/// user+sys CPU seconds of `pids` together.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let (user, sys) = user_sys(pids);
+    user + sys
 }
 
+/// `getconf CLK_TCK`, asked once.
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// `pid` and its children (nginx's master and workers).
@@ -568,7 +562,6 @@ fn cpu_run(
     script: &Path,
     pids: &[u32],
 ) -> anyhow::Result<(CpuResult, f64)> {
-    let before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
     let (user_before, sys_before) = user_sys(pids);
     let started = Instant::now();
     let out = Command::new(&args.wrk)
@@ -582,7 +575,6 @@ fn cpu_run(
         .output()
         .context("running wrk (apt-get install -y wrk)")?;
     let seconds = started.elapsed().as_secs_f64();
-    let after: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
     let (user_after, sys_after) = user_sys(pids);
     let rss: f64 = pids.iter().map(|p| rss_mib(*p).0).sum();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -601,7 +593,7 @@ fn cpu_run(
                 .sum::<u64>()
         })
         .sum();
-    let cpu = after - before;
+    let cpu = (user_after + sys_after) - (user_before + sys_before);
     Ok((
         CpuResult {
             requests,
@@ -635,7 +627,7 @@ async fn open_loop(
         let _ = get_once(&client, addr, host).await;
     }
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let cpu_before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+    let cpu_before = cpu_seconds(pids);
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let host: Arc<str> = host.into();
     let mut tasks = Vec::with_capacity(n as usize);
@@ -666,7 +658,7 @@ async fn open_loop(
             errors += 1;
         }
     }
-    let cpu: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before;
+    let cpu = cpu_seconds(pids) - cpu_before;
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {

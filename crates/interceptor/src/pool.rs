@@ -265,7 +265,7 @@ where
             st.lru.remove(&idle.seq);
             self.inner.budget.give_back();
             if idle.sender.is_ready() {
-                return_none_if_empty(&mut st, key);
+                drop_queue_if_empty(&mut st, key);
                 return Some(idle.sender);
             }
             // Closed while idle: dropped; try the next one.
@@ -273,7 +273,7 @@ where
     }
 }
 
-fn return_none_if_empty<B>(st: &mut State<B>, key: &Arc<str>) {
+fn drop_queue_if_empty<B>(st: &mut State<B>, key: &Arc<str>) {
     if st.idle.get(key).is_some_and(VecDeque::is_empty) {
         st.idle.remove(key);
     }
@@ -281,25 +281,19 @@ fn return_none_if_empty<B>(st: &mut State<B>, key: &Arc<str>) {
 
 /// Closes the connections idle for longer than the idle timeout.
 fn expire<B>(st: &mut State<B>, budget: &IdleBudget, now: Instant) {
-    while let Some((&seq, key)) = st.lru.first_key_value() {
-        let key = key.clone();
-        let Some(queue) = st.idle.get_mut(&key) else {
-            st.lru.remove(&seq);
-            continue;
-        };
-        match queue.front() {
-            Some(oldest) if oldest.seq == seq => {
-                if now.duration_since(oldest.since) < POOL_IDLE_TIMEOUT {
-                    return;
-                }
-                queue.pop_front();
-                budget.give_back();
-            }
-            // Out of step (cannot happen): drop the index entry.
-            _ => {}
+    while let Some((seq, key)) = st.lru.first_key_value() {
+        // The LRU index and the queues move together: the oldest entry of
+        // the index is the front of its address's queue.
+        let since = st
+            .idle
+            .get(key)
+            .and_then(VecDeque::front)
+            .filter(|i| i.seq == *seq)
+            .map(|i| i.since);
+        if since.is_some_and(|t| now.duration_since(t) < POOL_IDLE_TIMEOUT) {
+            return;
         }
-        st.lru.remove(&seq);
-        return_none_if_empty(st, &key);
+        evict_oldest(st, budget);
     }
 }
 
@@ -314,7 +308,7 @@ fn evict_oldest<B>(st: &mut State<B>, budget: &IdleBudget) -> bool {
         queue.pop_front();
         budget.give_back();
     }
-    return_none_if_empty(st, &key);
+    drop_queue_if_empty(st, &key);
     true
 }
 

@@ -44,7 +44,6 @@ use crate::metrics::{ProxyMetrics, RouteStats};
 /// The cold-start response header.
 pub const COLD_START_HEADER: HeaderName = HeaderName::from_static("x-keda-http-cold-start");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
 
 /// Settings of the proxy, resolved from the flags.
 #[derive(Clone, Debug)]
@@ -409,17 +408,15 @@ impl Proxy {
         direct: bool,
     ) -> Result<(Arc<str>, bool), ProxyError> {
         let entry = snap.get(namespace, service);
-        if let (PortRef::Name(name), Some(e)) = (port, entry)
+        let service_port = entry.and_then(|e| e.resolve(port));
+        if let (PortRef::Name(name), Some(e), None) = (port, entry, service_port)
             && e.has_service
-            && e.resolve(port).is_none()
         {
             return Err(ProxyError::Unresolvable(format!(
                 "service {namespace}/{service} has no port named {name}"
             )));
         }
-        let h2c = entry
-            .and_then(|e| e.resolve(port))
-            .is_some_and(|p| p.app_protocol.as_deref() == Some(H2C_APP_PROTOCOL));
+        let h2c = service_port.is_some_and(|p| p.is_h2c());
         if direct {
             let addrs = entry
                 .and_then(|e| e.ready_addresses(port))

@@ -19,7 +19,7 @@ use crate::store::{
 use crate::tick::TickGroup;
 
 /// Digests are truncated to 48 bits (12 hex digits in a header or annotation).
-pub(crate) const DIGEST_MASK: u64 = 0xFFFF_FFFF_FFFF;
+pub const DIGEST_MASK: u64 = 0xFFFF_FFFF_FFFF;
 
 /// Lets the embedding server interfere with watches (testkit's fault
 /// injection). The default methods change nothing.
@@ -328,8 +328,10 @@ pub fn content_digest<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str, u
         & DIGEST_MASK
 }
 
-/// FNV-1a-64 of `namespace/name/resourceVersion`.
-pub(crate) fn object_hash(ns: &str, name: &str, rv: &str) -> u64 {
+/// FNV-1a-64 of `namespace/name/resourceVersion`: one object's share of a
+/// content digest (a wrapping sum of these, masked with [`DIGEST_MASK`]), so
+/// a holder of the objects can keep the digest current per change.
+pub fn object_hash(ns: &str, name: &str, rv: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in [ns.as_bytes(), b"/", name.as_bytes(), b"/", rv.as_bytes()] {
         for b in part {

@@ -72,8 +72,8 @@ mod tick;
 
 pub use body::Body;
 pub use handler::{
-    HandlerConfig, ListWatch, ListWatchQuery, WatchPolicy, content_digest, expired_event,
-    expired_watch_response,
+    DIGEST_MASK, HandlerConfig, ListWatch, ListWatchQuery, WatchPolicy, content_digest,
+    expired_event, expired_watch_response, object_hash,
 };
 pub use path::{Gvr, ResourcePath, parse_path, version_priority};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};

@@ -31,31 +31,17 @@ use tokio::time::Instant;
 
 use crate::index::ObjectKind;
 
-/// 48 bits: enough to make a false match negligible, and 4 hex digits
-/// shorter on every resync request (HPACK never indexes the header).
-const DIGEST_MASK: u64 = 0xFFFF_FFFF_FFFF;
+use listwatch::{DIGEST_MASK, object_hash};
 
-/// The digest of a set of (namespace, name, resourceVersion), 48 bits.
+/// The digest of a set of (namespace, name, resourceVersion), 48 bits: the
+/// same value a `listwatch` server computes for its list (see
+/// [`listwatch::content_digest`]), here over string resourceVersions.
 pub fn content_digest<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> u64 {
     objects
         .into_iter()
         .map(|(ns, name, rv)| object_hash(ns, name, rv))
         .fold(0u64, u64::wrapping_add)
         & DIGEST_MASK
-}
-
-/// One object's share of a digest. The digest is a wrapping sum of these,
-/// so the index keeps it up to date per change instead of re-hashing the
-/// whole kind after every event.
-pub(crate) fn object_hash(ns: &str, name: &str, rv: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [ns.as_bytes(), b"/", name.as_bytes(), b"/", rv.as_bytes()] {
-        for b in part {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
 }
 
 /// Truncates a running sum of [`object_hash`]es to a digest.

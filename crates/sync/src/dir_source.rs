@@ -117,6 +117,17 @@ struct FileState {
     objects: Box<[FileObject]>,
 }
 
+/// An object's namespace (`default` when absent, as `kubectl apply` would
+/// place it) and name (empty when absent).
+fn namespace_and_name(obj: &Value) -> (&str, &str) {
+    let meta = obj.get("metadata");
+    let text = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+    (
+        text("namespace").unwrap_or("default"),
+        text("name").unwrap_or_default(),
+    )
+}
+
 /// How long a changed file must have been left alone before its content is
 /// taken (see `RoutesDir::still_being_written`).
 pub const SETTLE: Duration = Duration::from_millis(100);
@@ -342,15 +353,7 @@ impl RoutesDir {
                 debug!(path = %path.display(), kind, "ignoring object of another kind");
                 return;
             };
-            let meta = obj.get("metadata");
-            let namespace = meta
-                .and_then(|m| m.get("namespace"))
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            let name = meta
-                .and_then(|m| m.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let (namespace, name) = namespace_and_name(&obj);
             let namespace = match self.namespaces.get(namespace) {
                 Some(ns) => ns.clone(),
                 None => {
@@ -495,15 +498,7 @@ impl RoutesDir {
                 let Some(o) = objects.get_mut(at as usize) else {
                     return;
                 };
-                let meta = obj.get("metadata");
-                let namespace = meta
-                    .and_then(|m| m.get("namespace"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
-                let name = meta
-                    .and_then(|m| m.get("name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let (namespace, name) = namespace_and_name(&obj);
                 let same = o.key.is(kind, namespace, name) && o.hash == hash;
                 if !same {
                     return; // not what pass one saw at this place

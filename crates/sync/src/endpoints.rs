@@ -36,6 +36,14 @@ pub struct ServicePortInfo {
     pub target_port: Option<IntOrString>,
 }
 
+impl ServicePortInfo {
+    /// True when the port says `appProtocol: kubernetes.io/h2c` (the
+    /// backend speaks HTTP/2 with prior knowledge).
+    pub fn is_h2c(&self) -> bool {
+        self.app_protocol.as_deref() == Some("kubernetes.io/h2c")
+    }
+}
+
 /// A port resolved for forwarding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedPort {
@@ -213,7 +221,7 @@ impl EndpointsSnapshot {
             Some(p) => Ok(ResolvedPort {
                 port: p.port,
                 name: p.name.clone(),
-                h2c: p.app_protocol.as_deref() == Some("kubernetes.io/h2c"),
+                h2c: p.is_h2c(),
             }),
             None => match port {
                 // A numbered port the Service does not list is still dialable

@@ -139,7 +139,7 @@ pub struct RouteIndex {
     /// Deleted objects with the resourceVersion of their deletion, so a stale
     /// list or a late event cannot bring them back. Pruned by newer lists.
     tombstones: HashMap<ObjectKey, ResourceVersion>,
-    /// Per kind, the running sum of `digest::object_hash` over `seen`.
+    /// Per kind, the running sum of `listwatch::object_hash` over `seen`.
     digest_sums: [u64; 2],
 }
 
@@ -185,10 +185,10 @@ impl RouteIndex {
 
     fn insert_seen(&mut self, key: ObjectKey, seen: Seen) {
         let slot = crate::digest::slot(key.kind);
-        let hash = crate::digest::object_hash(&key.namespace, &key.name, seen.rv.as_str());
+        let hash = listwatch::object_hash(&key.namespace, &key.name, seen.rv.as_str());
         self.digest_sums[slot] = self.digest_sums[slot].wrapping_add(hash);
         if let Some(old) = self.seen.insert(key.clone(), seen) {
-            let old_hash = crate::digest::object_hash(&key.namespace, &key.name, old.rv.as_str());
+            let old_hash = listwatch::object_hash(&key.namespace, &key.name, old.rv.as_str());
             self.digest_sums[slot] = self.digest_sums[slot].wrapping_sub(old_hash);
         }
     }
@@ -196,7 +196,7 @@ impl RouteIndex {
     fn remove_seen(&mut self, key: &ObjectKey) {
         if let Some(old) = self.seen.remove(key) {
             let slot = crate::digest::slot(key.kind);
-            let old_hash = crate::digest::object_hash(&key.namespace, &key.name, old.rv.as_str());
+            let old_hash = listwatch::object_hash(&key.namespace, &key.name, old.rv.as_str());
             self.digest_sums[slot] = self.digest_sums[slot].wrapping_sub(old_hash);
         }
     }
