@@ -28,8 +28,8 @@ pub use crd::{crds, crds_yaml};
 pub use httpscaledobject::*;
 pub use interceptorroute::*;
 pub use parse::{
-    parse_http_scaled_object, parse_interceptor_route, parse_object, parse_object_str,
-    yaml_documents,
+    HeadMeta, ObjectHead, parse_http_scaled_object, parse_interceptor_route, parse_object,
+    parse_object_json, parse_object_str, yaml_documents,
 };
 pub use scaledobject::*;
 pub use validation::{

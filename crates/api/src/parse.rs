@@ -6,6 +6,8 @@
 //! and deserializes, reporting the path of the first field that does not fit
 //! (`spec.scaleTargetRef.port: invalid type: string "x", expected i32`).
 
+use std::borrow::Cow;
+
 use kube::Resource;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -97,6 +99,73 @@ pub fn parse_http_scaled_object(value: Value) -> Result<HTTPScaledObject, FieldE
 
 /// Parses an `InterceptorRoute` (`http.keda.sh/v1beta1`) from a JSON value.
 pub fn parse_interceptor_route(value: Value) -> Result<InterceptorRoute, FieldError> {
+    parse_object(value)
+}
+
+/// The identity of an object read straight from its JSON text, without
+/// building a tree: what a sync loop needs to decide whether an object is
+/// new before it pays for a full parse. Every field is borrowed when the
+/// text has no escapes in it.
+#[derive(Debug, Default, Deserialize)]
+pub struct ObjectHead<'a> {
+    /// `apiVersion`, if present.
+    #[serde(rename = "apiVersion", default, borrow)]
+    pub api_version: Option<Cow<'a, str>>,
+    /// `kind`, if present.
+    #[serde(default, borrow)]
+    pub kind: Option<Cow<'a, str>>,
+    /// `metadata`, if present.
+    #[serde(default, borrow)]
+    pub metadata: Option<HeadMeta<'a>>,
+}
+
+/// The part of `metadata` an [`ObjectHead`] reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct HeadMeta<'a> {
+    /// `metadata.name`.
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
+    /// `metadata.namespace`.
+    #[serde(default, borrow)]
+    pub namespace: Option<Cow<'a, str>>,
+    /// `metadata.resourceVersion`.
+    #[serde(rename = "resourceVersion", default, borrow)]
+    pub resource_version: Option<Cow<'a, str>>,
+}
+
+impl<'a> ObjectHead<'a> {
+    /// Reads the head of one JSON object; `Err` when the text is not a JSON
+    /// object (or its head fields have the wrong types).
+    pub fn parse(json: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+}
+
+/// Parses one object of kind `K` from JSON text: the same result as
+/// [`parse_object`] on the parsed value, but deserialized straight into the
+/// typed object (no intermediate `Value`) when it fits. Only input that does
+/// not fit pays for a second pass, which finds the path of the field at
+/// fault.
+pub fn parse_object_json<K>(json: &[u8]) -> Result<K, FieldError>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    if let Ok(head) = ObjectHead::parse(json) {
+        let fits = |found: &Option<Cow<'_, str>>, expected: Cow<'_, str>| {
+            found.as_deref().is_none_or(|f| f == expected)
+        };
+        if fits(&head.api_version, K::api_version(&()))
+            && fits(&head.kind, K::kind(&()))
+            && let Ok(object) = serde_json::from_slice::<K>(json)
+        {
+            return Ok(object);
+        }
+    }
+    let value: Value = serde_json::from_slice(json).map_err(|e| FieldError {
+        object: UNKNOWN_OBJECT.to_string(),
+        field: ".".to_string(),
+        message: format!("not valid JSON: {e}"),
+    })?;
     parse_object(value)
 }
 

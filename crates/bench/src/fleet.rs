@@ -214,13 +214,13 @@ async fn run_all(args: FleetArgs) -> anyhow::Result<()> {
 fn progress(msg: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or_default();
+    let (secs, ms) = (now.as_secs(), now.subsec_millis());
     eprintln!(
-        "[{:02}:{:02}:{:02}] {msg}",
-        (now / 3600) % 24,
-        (now / 60) % 60,
-        now % 60
+        "[{:02}:{:02}:{:02}.{ms:03}] {msg}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
     );
 }
 
@@ -321,6 +321,52 @@ async fn observe(
         }
         while first_unseen < started && seen[first_unseen] {
             first_unseen += 1;
+        }
+    }
+}
+
+/// The testkit API server on a runtime and OS thread of its own, as a real
+/// API server is a process of its own: its watch fan-out to the caches and
+/// its lists never wait in the run queue behind thousands of replica tasks.
+struct ApiThread {
+    api: Option<TestApi>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl ApiThread {
+    async fn start() -> anyhow::Result<ApiThread> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("api-server")
+            .enable_all()
+            .build()?;
+        let api = rt
+            .spawn(
+                TestApi::builder()
+                    .history(10_000)
+                    .fanout_capacity(10_000)
+                    .start(),
+            )
+            .await??;
+        Ok(ApiThread {
+            api: Some(api),
+            rt: Some(rt),
+        })
+    }
+}
+
+impl std::ops::Deref for ApiThread {
+    type Target = TestApi;
+    fn deref(&self) -> &TestApi {
+        self.api.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for ApiThread {
+    fn drop(&mut self) {
+        drop(self.api.take());
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -568,11 +614,7 @@ fn percentiles(writes: &Writes) -> Percentiles {
 
 async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::Result<RunResult> {
     let resync = Duration::from_millis(args.resync_ms);
-    let api = TestApi::builder()
-        .history(10_000)
-        .fanout_capacity(10_000)
-        .start()
-        .await?;
+    let api = ApiThread::start().await?;
     for i in 0..args.objects {
         api.put_object(httpso(
             &format!("app-{i}"),
@@ -763,6 +805,7 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
             &format!("{}.bench.example.com", writes.names[k]),
         ))
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        progress(&format!("wrote {}", writes.names[k]));
         tokio::time::sleep(Duration::from_millis(args.write_interval_ms)).await;
     }
     let settle = async {
@@ -790,6 +833,33 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
         .map(|c| proc_usage(c.child.id()).map(|u| u.0).unwrap_or(0.0))
         .collect();
     let propagation = percentiles(&writes);
+    for (j, name) in writes.names.iter().enumerate() {
+        let mut v: Vec<u32> = (0..n)
+            .map(|i| writes.applied_us[j * n + i].load(Ordering::Relaxed))
+            .collect();
+        v.sort_unstable();
+        let at = |q: f64| v[((n as f64 * q) as usize).min(n - 1)] as f64 / 1000.0;
+        progress(&format!(
+            "write {name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        ));
+    }
+    // Every (write, replica) delivery time, for offline analysis.
+    let raw = args
+        .out
+        .join(format!("propagation-{mode:?}-{n}.csv").to_lowercase());
+    let mut text = String::from("write,replica,us\n");
+    for (k, a) in writes.applied_us.iter().enumerate() {
+        text.push_str(&format!(
+            "{},{},{}\n",
+            k / n,
+            k % n,
+            a.load(Ordering::Relaxed)
+        ));
+    }
+    std::fs::write(&raw, text).with_context(|| format!("writing {}", raw.display()))?;
     progress(&format!(
         "propagation p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples, {} missing)",
         propagation.p50_ms,

@@ -725,6 +725,7 @@ impl ListWatch {
             initial_events_end,
             skip_through,
             digest_bookmarks: self.config.digest_bookmarks,
+            proof_window: self.config.bookmark_interval / 2,
             policy: self.config.policy.clone(),
         };
         tokio::spawn(task.run(sub));
@@ -744,6 +745,9 @@ struct WatchTask {
     initial_events_end: bool,
     skip_through: u64,
     digest_bookmarks: bool,
+    /// A BOOKMARK is skipped when a change was sent with its digest this
+    /// recently (see `stream`).
+    proof_window: Duration,
     policy: Option<Arc<dyn WatchPolicy>>,
 }
 
@@ -788,13 +792,31 @@ impl WatchTask {
         }
     }
 
-    async fn send_change(&self, rx: &broadcast::Receiver<Message>, c: &Change) -> Result<(), Stop> {
+    /// Sends the line of `c` this watcher's view calls for, if any; with
+    /// `digested` and a view of the whole store, the line that carries the
+    /// store's digest after `c`. Returns whether such a line was sent.
+    async fn send_change(
+        &self,
+        rx: &broadcast::Receiver<Message>,
+        c: &Change,
+        digested: bool,
+    ) -> Result<bool, Stop> {
         if c.rv <= self.skip_through {
-            return Ok(());
+            return Ok(false);
+        }
+        if digested
+            && self.filter.is_trivial()
+            && let Some(line) = &c.digest_line
+        {
+            if !self.deliver() {
+                return Ok(false);
+            }
+            self.send(rx, line.clone()).await?;
+            return Ok(true);
         }
         match self.filter.line(c) {
-            Some(line) if self.deliver() => self.send(rx, line).await,
-            _ => Ok(()),
+            Some(line) if self.deliver() => self.send(rx, line).await.map(|()| false),
+            _ => Ok(false),
         }
     }
 
@@ -838,11 +860,19 @@ impl WatchTask {
                 .await?;
         }
         for c in &replay {
-            self.send_change(rx, c).await?;
+            self.send_change(rx, c, false).await?;
         }
         drop(replay);
 
         let mut last_rv = rv;
+        // When a change last went out carrying the digest of the store after
+        // it (and nothing since). That proves the client fresh as a
+        // BOOKMARK would, so the next tick skips this watcher if it comes
+        // within `proof_window`: while writes keep coming, each write costs
+        // one message per watcher instead of an event plus a bookmark. A
+        // change the policy dropped (or that went out without a digest)
+        // clears it, so a client that lost an event gets its bookmark.
+        let mut proven_at: Option<Instant> = None;
         let deadline = tokio::time::sleep_until(
             self.deadline
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600)),
@@ -864,9 +894,13 @@ impl WatchTask {
                         if track_digest {
                             digest_sum = self.filter.digest_step(digest_sum, &c);
                         }
-                        self.send_change(rx, &c).await?;
+                        let proven = self.send_change(rx, &c, track_digest).await?;
+                        proven_at = proven.then(Instant::now);
                     }
                     Ok(Message::Tick) => {
+                        if proven_at.take().is_some_and(|at| at.elapsed() < self.proof_window) {
+                            continue;
+                        }
                         if self.bookmarks {
                             let digest = track_digest.then_some(digest_sum & DIGEST_MASK);
                             self.send(rx, self.store.bookmark_line(last_rv, digest)).await?;

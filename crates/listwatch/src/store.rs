@@ -232,6 +232,30 @@ pub(crate) struct Change {
     pub(crate) previous: Option<Arc<StoredObject>>,
     /// `{"type":..,"object":..}\n`
     pub(crate) line: Bytes,
+    /// The same line with the content digest of the whole store after this
+    /// change ([`DIGEST_ANNOTATION`] as a field of the event), for watchers
+    /// that see the whole store; `None` for all but the last change of a
+    /// relist (the store's digest between them is not computed).
+    pub(crate) digest_line: Option<Bytes>,
+}
+
+/// `line` (`{..}\n`) with `,"<DIGEST_ANNOTATION>":"d<12 hex>"` before its
+/// closing brace. Kubernetes clients ignore unknown fields of a watch
+/// event; ours read it as a BOOKMARK's digest that comes with the event.
+pub(crate) fn digested_line(line: &[u8], digest_sum: u64) -> Bytes {
+    let body = line.strip_suffix(b"}\n").unwrap_or(line);
+    let mut b = BytesMut::with_capacity(body.len() + DIGEST_ANNOTATION.len() + 24);
+    b.put_slice(body);
+    b.put_slice(b",\"");
+    b.put_slice(DIGEST_ANNOTATION.as_bytes());
+    b.put_slice(
+        format!(
+            "\":\"d{:012x}\"}}\n",
+            digest_sum & crate::handler::DIGEST_MASK
+        )
+        .as_bytes(),
+    );
+    b.freeze()
 }
 
 /// What goes through the fan-out ring.
@@ -590,6 +614,7 @@ impl Store {
             _ => event_line(kind, &obj.json),
         };
         self.set_rv(&mut st, rv);
+        let digest_line = Some(digested_line(&line, st.digest_sum));
         self.publish(
             &mut st,
             Change {
@@ -598,6 +623,7 @@ impl Store {
                 object: obj,
                 previous,
                 line,
+                digest_line,
             },
         );
         Ok(kind)
@@ -622,14 +648,17 @@ impl Store {
         st.objects.remove(&key);
         st.digest_sum = st.digest_sum.wrapping_sub(old.content_hash);
         self.set_rv(&mut st, rv);
+        let line = gone.deleted_line();
+        let digest_line = Some(digested_line(&line, st.digest_sum));
         self.publish(
             &mut st,
             Change {
                 rv,
                 kind: EventType::Deleted,
-                line: gone.deleted_line(),
+                line,
                 object: gone.clone(),
                 previous: Some(old),
+                digest_line,
             },
         );
         Ok(Some(gone))
@@ -682,6 +711,7 @@ impl Store {
                         line: event_line(EventType::Modified, &new.json),
                         object: new.clone(),
                         previous: Some(old.clone()),
+                        digest_line: None,
                     });
                 }
                 None => {
@@ -692,6 +722,7 @@ impl Store {
                         line: new.added_line(),
                         object: new.clone(),
                         previous: None,
+                        digest_line: None,
                     });
                 }
             }
@@ -706,6 +737,7 @@ impl Store {
                     line: gone.deleted_line(),
                     object: gone,
                     previous: Some(old.clone()),
+                    digest_line: None,
                 });
             }
         }
@@ -718,6 +750,9 @@ impl Store {
             self.set_rv(&mut st, rv);
         }
         let changed = !changes.is_empty();
+        if let Some(last) = changes.last_mut() {
+            last.digest_line = Some(digested_line(&last.line, st.digest_sum));
+        }
         for c in changes {
             self.publish(&mut st, c);
         }

@@ -419,8 +419,14 @@ async fn bookmark_at(w: &mut WatchConn, rv: u64) -> Value {
     }
 }
 
+/// The digest an event carries as a field of the event.
+fn event_digest(e: &Value) -> Option<u64> {
+    let d = e[listwatch::DIGEST_ANNOTATION].as_str()?;
+    u64::from_str_radix(d.strip_prefix('d')?, 16).ok()
+}
+
 #[tokio::test]
-async fn bookmarks_carry_the_content_digest_of_the_watched_view() {
+async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
     // A long interval: the bookmark after the write is the burst one.
     let config = HandlerConfig {
         bookmark_interval: Duration::from_secs(3600),
@@ -454,12 +460,23 @@ async fn bookmarks_carry_the_content_digest_of_the_watched_view() {
         .apply(cm("a", json!({"team": "x"}), json!({"k": "v"})), 4)
         .unwrap();
 
-    let e = bookmark_at(&mut all, 4).await;
-    assert_eq!(e["object"]["metadata"]["resourceVersion"], "4");
+    // A watch of the whole store: each event carries the digest after it.
+    let e = all.next_change().await;
+    assert_eq!(summary(&e), ("ADDED".into(), "b".into()));
     assert_eq!(
-        digest_of(&e),
-        listwatch::content_digest([("ns", "a", 4), ("ns", "b", 3)])
+        event_digest(&e),
+        Some(listwatch::content_digest([("ns", "a", 2), ("ns", "b", 3)]))
     );
+    let e = all.next_change().await;
+    assert_eq!(summary(&e), ("MODIFIED".into(), "a".into()));
+    assert_eq!(
+        event_digest(&e),
+        Some(listwatch::content_digest([("ns", "a", 4), ("ns", "b", 3)]))
+    );
+    // A filtered watch gets plain events and a bookmark with its view's digest.
+    let e = team_x.next_change().await;
+    assert_eq!(summary(&e), ("MODIFIED".into(), "a".into()));
+    assert_eq!(event_digest(&e), None, "only whole-store watches: {e}");
     let e = bookmark_at(&mut team_x, 4).await;
     assert_eq!(
         digest_of(&e),
@@ -469,6 +486,86 @@ async fn bookmarks_carry_the_content_digest_of_the_watched_view() {
 
     // A delete moves the digest too.
     srv.store.delete("ns", "b", 5).unwrap();
-    let e = bookmark_at(&mut all, 5).await;
-    assert_eq!(digest_of(&e), listwatch::content_digest([("ns", "a", 4)]));
+    let e = all.next_change().await;
+    assert_eq!(summary(&e), ("DELETED".into(), "b".into()));
+    assert_eq!(
+        event_digest(&e),
+        Some(listwatch::content_digest([("ns", "a", 4)]))
+    );
+}
+
+#[tokio::test]
+async fn an_event_with_its_digest_stands_for_the_bookmark_right_after_it() {
+    // Ticks every 400 ms; a write pulls the next one in to 20 ms after it.
+    let config = HandlerConfig {
+        bookmark_interval: Duration::from_millis(400),
+        burst_bookmark_delay: Some(Duration::from_millis(20)),
+        ..HandlerConfig::default()
+    };
+    let srv = serve(config, StoreConfig::default()).await;
+    srv.store.apply(cm("a", json!({}), json!({})), 2).unwrap();
+    let mut all = WatchConn::open(
+        srv.addr,
+        "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true",
+    )
+    .await;
+    // Wait for a first bookmark: the watch is live and the clock running.
+    bookmark_at(&mut all, 2).await;
+    srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
+    let e = all.next().await.expect("the event");
+    let after_event = tokio::time::Instant::now();
+    assert_eq!(summary(&e), ("ADDED".into(), "b".into()));
+    let digest = event_digest(&e).expect("the event carries the digest");
+    // The tick pulled in 20 ms after the write finds this watcher proven
+    // by the event and skips it; the next line is the regular bookmark one
+    // interval later (a pulled-in bookmark would come well within 200 ms).
+    let e = all.next().await.expect("a bookmark");
+    assert_eq!(e["type"], "BOOKMARK", "{e}");
+    assert!(
+        after_event.elapsed() >= Duration::from_millis(200),
+        "a bookmark {:?} after an event that carried the digest",
+        after_event.elapsed()
+    );
+    assert_eq!(digest_of(&e), digest);
+}
+
+/// Drops every live change for every watcher.
+struct DropAll;
+
+impl listwatch::WatchPolicy for DropAll {
+    fn deliver(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_that_lost_an_event_still_gets_the_bookmark_after_it() {
+    let config = HandlerConfig {
+        bookmark_interval: Duration::from_secs(3600),
+        burst_bookmark_delay: Some(Duration::from_millis(20)),
+        policy: Some(std::sync::Arc::new(DropAll)),
+        ..HandlerConfig::default()
+    };
+    let srv = serve(config, StoreConfig::default()).await;
+    srv.store.apply(cm("a", json!({}), json!({})), 2).unwrap();
+    let mut all = WatchConn::open(
+        srv.addr,
+        "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true",
+    )
+    .await;
+    let t = tokio::time::Instant::now() + WAIT;
+    while srv.store.watcher_count() < 1 {
+        assert!(tokio::time::Instant::now() < t, "watch never registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
+    // The event is dropped; the pulled-in bookmark tells the client what
+    // it should hold, so it can see what it lost.
+    let e = all.next().await.expect("a bookmark");
+    assert_eq!(e["type"], "BOOKMARK", "the dropped event arrived: {e}");
+    assert_eq!(e["object"]["metadata"]["resourceVersion"], "3");
+    assert_eq!(
+        digest_of(&e),
+        listwatch::content_digest([("ns", "a", 2), ("ns", "b", 3)])
+    );
 }

@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 
-use api::FieldError;
+use api::{FieldError, HTTPScaledObject, InterceptorRoute, ObjectHead};
+use bytes::Bytes;
 use routing::RoutingTable;
 use serde_json::Value;
 
@@ -208,8 +209,8 @@ impl RouteIndex {
     }
 
     /// Applies an added or modified object (from a watch, a list or a file).
-    pub fn apply(&mut self, kind: ObjectKind, object: Value) -> Outcome {
-        let (key, rv) = match identify(kind, &object) {
+    pub fn apply(&mut self, kind: ObjectKind, object: impl SourceObject) -> Outcome {
+        let (key, rv) = match object.identify(kind) {
             Ok(x) => x,
             Err(e) => return Outcome::Invalid(vec![e]),
         };
@@ -223,7 +224,7 @@ impl RouteIndex {
             return Outcome::Unchanged;
         }
         self.tombstones.remove(&key);
-        match compile(kind, object) {
+        match object.compile(kind) {
             Ok(route) => {
                 self.insert_seen(key, Seen { rv, valid: true });
                 if self.table.apply(route) {
@@ -280,17 +281,17 @@ impl RouteIndex {
     /// Reconciles `kind` with a complete list taken at `list_rv`: applies what
     /// differs and deletes what the list lacks, except where the index already
     /// holds something newer than the list (a watch event got there first).
-    pub fn reconcile(
+    pub fn reconcile<O: SourceObject>(
         &mut self,
         kind: ObjectKind,
-        items: Vec<Value>,
+        items: Vec<O>,
         list_rv: Option<ResourceVersion>,
     ) -> Reconciled {
         let list_rv = list_rv.unwrap_or_default();
         let mut out = Reconciled::default();
         let mut listed: HashMap<ObjectKey, ()> = HashMap::with_capacity(items.len());
         for item in items {
-            let (key, rv) = match identify(kind, &item) {
+            let (key, rv) = match item.identify(kind) {
                 Ok(x) => x,
                 Err(e) => {
                     out.invalid.push(e);
@@ -336,7 +337,126 @@ impl RouteIndex {
         // Tombstones at or below the list are settled: the list agrees.
         self.tombstones
             .retain(|k, rv| k.kind != kind || rv.newer_than(&list_rv));
+        // Room to grow by half before the next rehash: the map then grows
+        // at list time, not on the watch event that crosses its load
+        // factor (a fleet of identical replicas would all pay that
+        // reallocation on the same write).
+        let len = self.seen.len();
+        self.seen.reserve((len / 2).max(16));
         out
+    }
+}
+
+/// An object as a source hands it over: a parsed JSON `Value` (a routes
+/// directory's YAML) or the raw JSON text of a list item or watch event.
+pub trait SourceObject {
+    /// Namespace, name and resourceVersion; `Err` when it has no name.
+    fn identify(&self, kind: ObjectKind) -> Result<(ObjectKey, ResourceVersion), FieldError>;
+    /// The object's route, or why it is invalid.
+    fn compile(self, kind: ObjectKind) -> Result<routing::Route, Vec<FieldError>>;
+}
+
+impl SourceObject for Value {
+    fn identify(&self, kind: ObjectKind) -> Result<(ObjectKey, ResourceVersion), FieldError> {
+        identify(kind, self)
+    }
+
+    fn compile(self, kind: ObjectKind) -> Result<routing::Route, Vec<FieldError>> {
+        compile(kind, self)
+    }
+}
+
+/// The JSON text of one object, as it came off the wire (a slice of the
+/// watch line or list body, not a copy). Read without building a `Value`:
+/// its identity from [`ObjectHead`], the typed object straight from the
+/// text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonObject(Bytes);
+
+impl JsonObject {
+    /// Wraps the JSON text of one object.
+    pub fn new(json: impl Into<Bytes>) -> Self {
+        JsonObject(json.into())
+    }
+
+    /// The text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The object's head (apiVersion, kind, name, namespace, resourceVersion).
+    pub fn head(&self) -> Result<ObjectHead<'_>, FieldError> {
+        ObjectHead::parse(&self.0).map_err(|e| FieldError {
+            object: api::parse::UNKNOWN_OBJECT.to_string(),
+            field: ".".to_string(),
+            message: format!("not a JSON object: {e}"),
+        })
+    }
+
+    /// The key and resourceVersion of the object (namespace `default` when
+    /// it has none), without checking for a name: deletes use this.
+    pub fn key(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<(ObjectKey, Option<ResourceVersion>), FieldError> {
+        let head = self.head()?;
+        let meta = head.metadata.unwrap_or_default();
+        Ok((
+            ObjectKey {
+                kind,
+                namespace: meta.namespace.as_deref().unwrap_or("default").to_string(),
+                name: meta.name.as_deref().unwrap_or_default().to_string(),
+            },
+            meta.resource_version
+                .map(|rv| ResourceVersion::new(rv.into_owned())),
+        ))
+    }
+}
+
+impl SourceObject for JsonObject {
+    fn identify(&self, kind: ObjectKind) -> Result<(ObjectKey, ResourceVersion), FieldError> {
+        let Ok(head) = self.head() else {
+            // Not an object at all: the `Value` path words the error.
+            let value: Value = serde_json::from_slice(&self.0).unwrap_or(Value::Null);
+            return identify(kind, &value);
+        };
+        let meta = head.metadata.unwrap_or_default();
+        let name = meta.name.as_deref().unwrap_or_default();
+        let namespace = meta.namespace.as_deref().unwrap_or("default");
+        if name.is_empty() {
+            return Err(unnamed(kind, namespace));
+        }
+        Ok((
+            ObjectKey {
+                kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+            ResourceVersion::new(meta.resource_version.as_deref().unwrap_or_default()),
+        ))
+    }
+
+    fn compile(self, kind: ObjectKind) -> Result<routing::Route, Vec<FieldError>> {
+        match kind {
+            ObjectKind::HttpScaledObject => {
+                let obj =
+                    api::parse_object_json::<HTTPScaledObject>(&self.0).map_err(|e| vec![e])?;
+                routing::compile_http_scaled_object(&obj)
+            }
+            ObjectKind::InterceptorRoute => {
+                let obj =
+                    api::parse_object_json::<InterceptorRoute>(&self.0).map_err(|e| vec![e])?;
+                routing::compile_interceptor_route(&obj)
+            }
+        }
+    }
+}
+
+fn unnamed(kind: ObjectKind, namespace: &str) -> FieldError {
+    FieldError {
+        object: format!("{namespace}/<unnamed>"),
+        field: "metadata.name".to_string(),
+        message: format!("a {} needs a name", kind.kind()),
     }
 }
 
@@ -352,11 +472,7 @@ fn identify(kind: ObjectKind, object: &Value) -> Result<(ObjectKey, ResourceVers
         .and_then(Value::as_str)
         .unwrap_or("default");
     if name.is_empty() || !object.is_object() {
-        return Err(FieldError {
-            object: format!("{namespace}/<unnamed>"),
-            field: "metadata.name".to_string(),
-            message: format!("a {} needs a name", kind.kind()),
-        });
+        return Err(unnamed(kind, namespace));
     }
     let rv = meta
         .and_then(|m| m.get("resourceVersion"))
@@ -381,6 +497,89 @@ fn compile(kind: ObjectKind, object: Value) -> Result<routing::Route, Vec<FieldE
         ObjectKind::InterceptorRoute => {
             let obj = api::parse_interceptor_route(object).map_err(|e| vec![e])?;
             routing::compile_interceptor_route(&obj)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hso(port: Value) -> Value {
+        json!({
+            "apiVersion": "http.keda.sh/v1alpha1",
+            "kind": "HTTPScaledObject",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "7"},
+            "spec": {
+                "hosts": ["web.example.com"],
+                "scaleTargetRef": {"name": "web", "service": "web", "port": port}
+            }
+        })
+    }
+
+    fn json_object(v: &Value) -> JsonObject {
+        JsonObject::new(serde_json::to_vec(v).unwrap())
+    }
+
+    #[test]
+    fn json_text_and_values_give_the_same_routes_and_errors() {
+        for v in [
+            hso(json!(8080)),
+            hso(json!("x")),
+            json!({"metadata": {"namespace": "shop"}, "spec": {}}),
+            json!({"kind": "InterceptorRoute", "metadata": {"name": "web"}}),
+            json!([1, 2]),
+        ] {
+            let kind = ObjectKind::HttpScaledObject;
+            let text = json_object(&v);
+            assert_eq!(text.identify(kind), v.identify(kind), "identity of {v}");
+            assert_eq!(
+                text.compile(kind).map_err(|e| format!("{e:?}")),
+                v.clone().compile(kind).map_err(|e| format!("{e:?}")),
+                "route of {v}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_text_drives_the_index() {
+        let mut index = RouteIndex::new();
+        let kind = ObjectKind::HttpScaledObject;
+        assert_eq!(
+            index.apply(kind, json_object(&hso(json!(8080)))),
+            Outcome::Changed
+        );
+        assert_eq!(index.table().len(), 1);
+        // The same version again is recognised from the head alone.
+        assert_eq!(
+            index.apply(kind, json_object(&hso(json!(8080)))),
+            Outcome::Unchanged
+        );
+        let mut bad = hso(json!("x"));
+        bad["metadata"]["resourceVersion"] = json!("8");
+        match index.apply(kind, json_object(&bad)) {
+            Outcome::Invalid(errors) => assert_eq!(
+                errors[0].to_string(),
+                r#"shop/web: spec.scaleTargetRef.port: invalid type: string "x", expected i32"#
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The last good version keeps serving.
+        assert_eq!(index.table().len(), 1);
+        let (key, rv) = json_object(&bad).key(kind).unwrap();
+        assert_eq!((key.namespace.as_str(), key.name.as_str()), ("shop", "web"));
+        assert_eq!(rv.map(|r| r.as_str().to_string()), Some("8".to_string()));
+    }
+
+    #[test]
+    fn kubernetes_clients_accept_events_that_carry_a_digest() {
+        let line = br#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns","resourceVersion":"3"}},"http.keda.sh/content-digest":"d00000000002a"}"#;
+        let ev: kube::core::WatchEvent<kube::core::DynamicObject> =
+            serde_json::from_slice(line).expect("kube-rs parses the event");
+        match ev {
+            kube::core::WatchEvent::Added(o) => assert_eq!(o.metadata.name.as_deref(), Some("a")),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -16,7 +16,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -24,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::endpoints::{EndpointsChange, ReadyEndpoints};
-use crate::index::{ObjectKind, ResourceVersion};
+use crate::index::{JsonObject, ObjectKind, ResourceVersion};
 use crate::metrics::SyncMetrics;
-use crate::{Input, SyncConfig};
+use crate::{Input, Proof, SyncConfig};
 
 /// One line of a watch stream, parsed without building a tree for the
 /// object: BOOKMARKs (most lines of an idle watch) cost a few small reads.
@@ -36,6 +35,10 @@ struct WatchLine<'a> {
     event: Cow<'a, str>,
     #[serde(borrow)]
     object: &'a RawValue,
+    /// A `listwatch` server's content digest of the watch's view after
+    /// this event (the same as a digest BOOKMARK right after it).
+    #[serde(rename = "http.keda.sh/content-digest", default, borrow)]
+    digest: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -312,13 +315,13 @@ async fn watch_once(
         digests.watch_alive(kind);
         buf.extend_from_slice(&data);
         while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line = buf.split_to(nl + 1);
-            let line = &line[..nl];
+            let mut line = buf.split_to(nl + 1).freeze();
+            line.truncate(nl);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             lines += 1;
-            match handle_line(kind, line, rv) {
+            match handle_line(kind, &line, rv) {
                 Ok(Some(input)) => {
                     if tx.send(input).await.is_err() {
                         return WatchEnd::Stop;
@@ -334,7 +337,7 @@ async fn watch_once(
 /// What one watch line means for the owner (`None`: nothing to tell).
 fn handle_line(
     kind: ObjectKind,
-    line: &[u8],
+    line: &Bytes,
     rv: &mut Option<String>,
 ) -> Result<Option<Input>, WatchEnd> {
     let ev: WatchLine<'_> = serde_json::from_slice(line)
@@ -342,18 +345,30 @@ fn handle_line(
     let object = ev.object.get();
     match &*ev.event {
         "ADDED" | "MODIFIED" | "DELETED" => {
-            let obj: Value = serde_json::from_str(object)
+            // The object stays JSON text (a slice of the line, no copy):
+            // the owner reads its head, and parses it into the typed object
+            // only if it is new.
+            let start = object.as_ptr() as usize - line.as_ptr() as usize;
+            let obj = JsonObject::new(line.slice(start..start + object.len()));
+            let head = obj
+                .head()
                 .map_err(|e| WatchEnd::Failed(format!("bad watch object: {e}")))?;
-            if let Some(r) = obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-            {
-                *rv = Some(r.to_string());
+            let event_rv = head.metadata.and_then(|m| m.resource_version);
+            let proof = ev
+                .digest
+                .as_deref()
+                .and_then(parse_digest)
+                .map(|digest| Proof {
+                    digest,
+                    rv: event_rv.as_deref().and_then(|r| r.parse().ok()),
+                });
+            if let Some(r) = event_rv {
+                *rv = Some(r.into_owned());
             }
             Ok(Some(if ev.event == "DELETED" {
-                Input::WatchDelete(kind, obj)
+                Input::WatchDelete(kind, obj, proof)
             } else {
-                Input::WatchApply(kind, obj)
+                Input::WatchApply(kind, obj, proof)
             }))
         }
         "BOOKMARK" => {
@@ -367,11 +382,13 @@ fn handle_line(
             let digest = meta
                 .annotations
                 .and_then(|a| a.digest)
-                .and_then(|d| u64::from_str_radix(d.strip_prefix('d')?, 16).ok());
+                .and_then(|d| parse_digest(&d));
             Ok(digest.map(|digest| Input::Bookmark {
                 kind,
-                digest,
-                rv: bookmark_rv,
+                proof: Proof {
+                    digest,
+                    rv: bookmark_rv,
+                },
             }))
         }
         "ERROR" => {
@@ -394,12 +411,17 @@ fn handle_line(
     }
 }
 
+/// `d<hex>` -> the digest.
+fn parse_digest(d: &str) -> Option<u64> {
+    u64::from_str_radix(d.strip_prefix('d')?, 16).ok()
+}
+
 #[derive(Deserialize)]
-struct ListBody {
+struct ListBody<'a> {
     #[serde(default)]
     metadata: ListMeta,
-    #[serde(default)]
-    items: Vec<Value>,
+    #[serde(default, borrow)]
+    items: Vec<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -425,7 +447,7 @@ pub(crate) fn list_path(kind: ObjectKind, namespace: Option<&str>) -> String {
 pub(crate) enum ListResult {
     Unchanged,
     Listed {
-        items: Vec<Value>,
+        items: Vec<JsonObject>,
         rv: Option<ResourceVersion>,
         etag: Option<String>,
     },
@@ -485,10 +507,21 @@ pub(crate) async fn conditional_list(
         let text = String::from_utf8_lossy(&body);
         return Err(format!("list {path}: HTTP {status}: {}", text.trim()));
     }
-    let list: ListBody =
+    let list: ListBody<'_> =
         serde_json::from_slice(&body).map_err(|e| format!("list {path}: bad JSON: {e}"))?;
+    // Each item stays a slice of the body: the owner parses only the ones
+    // that differ from what it holds.
+    let base = body.as_ptr() as usize;
+    let items = list
+        .items
+        .iter()
+        .map(|item| {
+            let start = item.get().as_ptr() as usize - base;
+            JsonObject::new(body.slice(start..start + item.get().len()))
+        })
+        .collect();
     Ok(ListResult::Listed {
-        items: list.items,
+        items,
         rv: list
             .metadata
             .resource_version
@@ -572,7 +605,11 @@ pub(crate) async fn resync(
                     continue;
                 }
                 if let Some(at) = digests.verified_at(k.kind) {
-                    let fresh_until = at + interval + grace;
+                    // A `listwatch` server skips the bookmark of a watcher
+                    // whose last event (carrying its digest) went out less
+                    // than half an interval before the tick, so proofs can
+                    // be up to 1.5 intervals apart.
+                    let fresh_until = at + interval + interval / 2 + grace;
                     if fresh_until > now {
                         // A digest bookmark newer than the last one counted
                         // stands for this interval's resync.

@@ -50,7 +50,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use endpoints::{EndpointsSnapshot, ReadyEndpoints, ResolveError, ResolvedPort};
-pub use index::{ObjectKey, ObjectKind, Outcome, ResourceVersion, RouteIndex};
+pub use index::{
+    JsonObject, ObjectKey, ObjectKind, Outcome, ResourceVersion, RouteIndex, SourceObject,
+};
 pub use kube_source::stall_bound;
 pub use metrics::SyncMetrics;
 pub use publish::SharedTable;
@@ -101,21 +103,31 @@ impl Default for SyncConfig {
     }
 }
 
+/// A content digest from the watch stream (a digest BOOKMARK, or an event
+/// that carries one): what the server holds for the watch's view at `rv`,
+/// after every event sent before it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Proof {
+    digest: u64,
+    rv: Option<u64>,
+}
+
 /// What the sources tell the owner task.
 #[derive(Debug)]
 pub(crate) enum Input {
     /// The watch's (re)list: the complete content at `rv`.
     WatchListed {
         kind: ObjectKind,
-        items: Vec<Value>,
+        items: Vec<JsonObject>,
         rv: Option<ResourceVersion>,
     },
-    WatchApply(ObjectKind, Value),
-    WatchDelete(ObjectKind, Value),
+    /// A watch event, with the server's digest after it when it sent one.
+    WatchApply(ObjectKind, JsonObject, Option<Proof>),
+    WatchDelete(ObjectKind, JsonObject, Option<Proof>),
     /// A complete list (the periodic resync).
     Listed {
         kind: ObjectKind,
-        items: Vec<Value>,
+        items: Vec<JsonObject>,
         rv: Option<ResourceVersion>,
     },
     /// A conditional list answered 304: nothing changed since the last one.
@@ -128,8 +140,7 @@ pub(crate) enum Input {
     /// watch's view, after every event sent before it.
     Bookmark {
         kind: ObjectKind,
-        digest: u64,
-        rv: Option<u64>,
+        proof: Proof,
     },
     /// The directory source finished a scan (changed or not): its changes,
     /// if any, are all sent.
@@ -313,29 +324,23 @@ impl Owner {
             Input::WatchListed { kind, items, rv } => {
                 self.reconcile(kind, items, rv, false);
             }
-            Input::WatchApply(kind, obj) => {
+            Input::WatchApply(kind, obj, proof) => {
                 let outcome = self.index.apply(kind, obj);
                 self.report(kind, outcome);
+                if let Some(proof) = proof {
+                    self.check_proof(kind, proof);
+                }
             }
-            Input::WatchDelete(kind, obj) => {
-                let ns = obj
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
-                let name = obj
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let rv = obj
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .map(ResourceVersion::new);
-                let key = ObjectKey {
-                    kind,
-                    namespace: ns.to_string(),
-                    name: name.to_string(),
-                };
-                self.index.delete(&key, rv);
+            Input::WatchDelete(kind, obj, proof) => {
+                match obj.key(kind) {
+                    Ok((key, rv)) => {
+                        self.index.delete(&key, rv);
+                    }
+                    Err(err) => warn!(kind = kind.kind(), error = %err, "bad delete event ignored"),
+                }
+                if let Some(proof) = proof {
+                    self.check_proof(kind, proof);
+                }
             }
             Input::Listed { kind, items, rv } => {
                 let periodic = self.periodic_is_resync;
@@ -364,35 +369,42 @@ impl Owner {
                 self.complete.extend(ObjectKind::ALL);
                 self.touch();
             }
-            Input::Bookmark { kind, digest, rv } => {
-                if !self.complete.contains(&kind) {
-                    return;
-                }
-                // A list newer than this bookmark is already applied (the
-                // stream lags behind the lists): the bookmark describes an
-                // older state and can prove nothing either way. Repairing
-                // on it would list again, get the newest write before its
-                // event, and keep a lagging replica listing on every write.
-                if rv.is_some_and(|r| r < self.listed_rv[digest::slot(kind)]) {
-                    return;
-                }
-                // Everything the watch sent before this bookmark is
-                // applied: equal digests prove the index fresh.
-                self.digests.digest_bookmarks_seen(kind);
-                if self.index.digest(kind) == digest {
-                    self.digests.verified(kind);
-                    self.touch();
-                } else {
-                    self.digests.request_repair(kind);
-                }
-            }
+            Input::Bookmark { kind, proof } => self.check_proof(kind, proof),
+        }
+    }
+
+    /// Compares a digest from the watch stream with the index, after
+    /// everything the watch sent before it is applied: equal proves the
+    /// index fresh (it stands for this interval's resync), different means
+    /// an event was lost (list now).
+    fn check_proof(&mut self, kind: ObjectKind, proof: Proof) {
+        if !self.complete.contains(&kind) {
+            return;
+        }
+        // A list newer than this proof is already applied (the stream lags
+        // behind the lists): it describes an older state and can prove
+        // nothing either way. Repairing on it would list again, get the
+        // newest write before its event, and keep a lagging replica
+        // listing on every write.
+        if proof
+            .rv
+            .is_some_and(|r| r < self.listed_rv[digest::slot(kind)])
+        {
+            return;
+        }
+        self.digests.digest_bookmarks_seen(kind);
+        if self.index.digest(kind) == proof.digest {
+            self.digests.verified(kind);
+            self.touch();
+        } else {
+            self.digests.request_repair(kind);
         }
     }
 
     fn reconcile(
         &mut self,
         kind: ObjectKind,
-        items: Vec<Value>,
+        items: Vec<JsonObject>,
         rv: Option<ResourceVersion>,
         periodic: bool,
     ) {
