@@ -29,7 +29,7 @@ pub use httpscaledobject::*;
 pub use interceptorroute::*;
 pub use parse::{
     HeadMeta, ObjectHead, parse_http_scaled_object, parse_interceptor_route, parse_object,
-    parse_object_json, parse_object_str, yaml_documents,
+    parse_object_json, parse_object_json_unchecked, parse_object_str, yaml_documents,
 };
 pub use scaledobject::*;
 pub use validation::{

@@ -139,6 +139,15 @@ impl<'a> ObjectHead<'a> {
     pub fn parse(json: &'a [u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(json)
     }
+
+    /// Whether `apiVersion` and `kind` are `K`'s (or absent, as in the
+    /// items of a list).
+    pub fn fits<K: Resource<DynamicType = ()>>(&self) -> bool {
+        self.api_version
+            .as_deref()
+            .is_none_or(|v| v == K::api_version(&()))
+            && self.kind.as_deref().is_none_or(|k| k == K::kind(&()))
+    }
 }
 
 /// Parses one object of kind `K` from JSON text: the same result as
@@ -150,17 +159,31 @@ pub fn parse_object_json<K>(json: &[u8]) -> Result<K, FieldError>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned,
 {
-    if let Ok(head) = ObjectHead::parse(json) {
-        let fits = |found: &Option<Cow<'_, str>>, expected: Cow<'_, str>| {
-            found.as_deref().is_none_or(|f| f == expected)
-        };
-        if fits(&head.api_version, K::api_version(&()))
-            && fits(&head.kind, K::kind(&()))
-            && let Ok(object) = serde_json::from_slice::<K>(json)
-        {
-            return Ok(object);
-        }
+    if let Ok(head) = ObjectHead::parse(json)
+        && head.fits::<K>()
+    {
+        return parse_object_json_unchecked(json);
     }
+    parse_object_json_slow(json)
+}
+
+/// [`parse_object_json`] for text whose [`ObjectHead`] the caller has
+/// already checked with [`ObjectHead::fits`]: one pass straight into the
+/// typed object, and only on an error the pass that names the field.
+pub fn parse_object_json_unchecked<K>(json: &[u8]) -> Result<K, FieldError>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    match serde_json::from_slice::<K>(json) {
+        Ok(object) => Ok(object),
+        Err(_) => parse_object_json_slow(json),
+    }
+}
+
+fn parse_object_json_slow<K>(json: &[u8]) -> Result<K, FieldError>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
     let value: Value = serde_json::from_slice(json).map_err(|e| FieldError {
         object: UNKNOWN_OBJECT.to_string(),
         field: ".".to_string(),

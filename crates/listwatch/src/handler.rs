@@ -69,7 +69,9 @@ impl Default for HandlerConfig {
             digest_bookmarks: true,
             // Half the sync loop's default resync interval: a lost event
             // is repaired well within 1 s, and a write's fan-out to
-            // thousands of watchers gets that long before the bookmarks.
+            // thousands of watchers gets that long before the bookmarks
+            // (which the watchers that sent the write's event with its
+            // digest then skip).
             burst_bookmark_delay: Some(Duration::from_millis(500)),
             too_large_wait: Duration::from_secs(3),
             watch_buffer: 64,

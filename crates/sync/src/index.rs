@@ -368,29 +368,64 @@ impl SourceObject for Value {
 
 /// The JSON text of one object, as it came off the wire (a slice of the
 /// watch line or list body, not a copy). Read without building a `Value`:
-/// its identity from [`ObjectHead`], the typed object straight from the
-/// text.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JsonObject(Bytes);
+/// its head ([`ObjectHead`]) once, on first use, and the typed object
+/// straight from the text when it is applied.
+#[derive(Debug)]
+pub struct JsonObject {
+    json: Bytes,
+    head: std::cell::OnceCell<Option<Head>>,
+}
+
+/// What an [`ObjectHead`] said, kept so the text is scanned for it once.
+#[derive(Debug)]
+struct Head {
+    namespace: Option<String>,
+    name: Option<String>,
+    resource_version: Option<String>,
+    /// `apiVersion` / `kind` fit, per [`ObjectKind`] (in `ObjectKind::ALL` order).
+    fits: [bool; 2],
+}
 
 impl JsonObject {
     /// Wraps the JSON text of one object.
     pub fn new(json: impl Into<Bytes>) -> Self {
-        JsonObject(json.into())
+        JsonObject {
+            json: json.into(),
+            head: std::cell::OnceCell::new(),
+        }
     }
 
     /// The text.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.json
     }
 
-    /// The object's head (apiVersion, kind, name, namespace, resourceVersion).
-    pub fn head(&self) -> Result<ObjectHead<'_>, FieldError> {
-        ObjectHead::parse(&self.0).map_err(|e| FieldError {
-            object: api::parse::UNKNOWN_OBJECT.to_string(),
-            field: ".".to_string(),
-            message: format!("not a JSON object: {e}"),
-        })
+    /// The head, or `None` when the text is not a JSON object with string
+    /// head fields.
+    fn head(&self) -> Option<&Head> {
+        self.head
+            .get_or_init(|| {
+                let h = ObjectHead::parse(&self.json).ok()?;
+                let meta = h.metadata.as_ref();
+                let owned = |f: Option<&std::borrow::Cow<'_, str>>| f.map(|s| s.to_string());
+                Some(Head {
+                    namespace: owned(meta.and_then(|m| m.namespace.as_ref())),
+                    name: owned(meta.and_then(|m| m.name.as_ref())),
+                    resource_version: owned(meta.and_then(|m| m.resource_version.as_ref())),
+                    fits: [h.fits::<HTTPScaledObject>(), h.fits::<InterceptorRoute>()],
+                })
+            })
+            .as_ref()
+    }
+
+    /// Whether the text is a JSON object whose head fields are strings.
+    pub fn is_object(&self) -> bool {
+        self.head().is_some()
+    }
+
+    /// `metadata.resourceVersion`, if the text has one.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.head()?.resource_version.as_deref()
     }
 
     /// The key and resourceVersion of the object (namespace `default` when
@@ -399,30 +434,37 @@ impl JsonObject {
         &self,
         kind: ObjectKind,
     ) -> Result<(ObjectKey, Option<ResourceVersion>), FieldError> {
-        let head = self.head()?;
-        let meta = head.metadata.unwrap_or_default();
+        let head = self.head().ok_or_else(|| FieldError {
+            object: api::parse::UNKNOWN_OBJECT.to_string(),
+            field: ".".to_string(),
+            message: "not a JSON object with string metadata".to_string(),
+        })?;
         Ok((
             ObjectKey {
                 kind,
-                namespace: meta.namespace.as_deref().unwrap_or("default").to_string(),
-                name: meta.name.as_deref().unwrap_or_default().to_string(),
+                namespace: head.namespace.as_deref().unwrap_or("default").to_string(),
+                name: head.name.clone().unwrap_or_default(),
             },
-            meta.resource_version
-                .map(|rv| ResourceVersion::new(rv.into_owned())),
+            head.resource_version.as_deref().map(ResourceVersion::new),
         ))
+    }
+}
+
+impl PartialEq for JsonObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
     }
 }
 
 impl SourceObject for JsonObject {
     fn identify(&self, kind: ObjectKind) -> Result<(ObjectKey, ResourceVersion), FieldError> {
-        let Ok(head) = self.head() else {
+        let Some(head) = self.head() else {
             // Not an object at all: the `Value` path words the error.
-            let value: Value = serde_json::from_slice(&self.0).unwrap_or(Value::Null);
+            let value: Value = serde_json::from_slice(&self.json).unwrap_or(Value::Null);
             return identify(kind, &value);
         };
-        let meta = head.metadata.unwrap_or_default();
-        let name = meta.name.as_deref().unwrap_or_default();
-        let namespace = meta.namespace.as_deref().unwrap_or("default");
+        let name = head.name.as_deref().unwrap_or_default();
+        let namespace = head.namespace.as_deref().unwrap_or("default");
         if name.is_empty() {
             return Err(unnamed(kind, namespace));
         }
@@ -432,20 +474,31 @@ impl SourceObject for JsonObject {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
             },
-            ResourceVersion::new(meta.resource_version.as_deref().unwrap_or_default()),
+            ResourceVersion::new(head.resource_version.as_deref().unwrap_or_default()),
         ))
     }
 
     fn compile(self, kind: ObjectKind) -> Result<routing::Route, Vec<FieldError>> {
+        let fits = self
+            .head()
+            .is_some_and(|h| h.fits[crate::digest::slot(kind)]);
         match kind {
             ObjectKind::HttpScaledObject => {
-                let obj =
-                    api::parse_object_json::<HTTPScaledObject>(&self.0).map_err(|e| vec![e])?;
+                let obj = if fits {
+                    api::parse_object_json_unchecked::<HTTPScaledObject>(&self.json)
+                } else {
+                    api::parse_object_json::<HTTPScaledObject>(&self.json)
+                }
+                .map_err(|e| vec![e])?;
                 routing::compile_http_scaled_object(&obj)
             }
             ObjectKind::InterceptorRoute => {
-                let obj =
-                    api::parse_object_json::<InterceptorRoute>(&self.0).map_err(|e| vec![e])?;
+                let obj = if fits {
+                    api::parse_object_json_unchecked::<InterceptorRoute>(&self.json)
+                } else {
+                    api::parse_object_json::<InterceptorRoute>(&self.json)
+                }
+                .map_err(|e| vec![e])?;
                 routing::compile_interceptor_route(&obj)
             }
         }

@@ -17,7 +17,6 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -25,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::endpoints::{EndpointsChange, ReadyEndpoints};
 use crate::index::{JsonObject, ObjectKind, ResourceVersion};
 use crate::metrics::SyncMetrics;
-use crate::{Input, Proof, SyncConfig};
+use crate::{Core, Input, Proof, SyncConfig};
 
 /// One line of a watch stream, parsed without building a tree for the
 /// object: BOOKMARKs (most lines of an idle watch) cost a few small reads.
@@ -126,7 +125,7 @@ pub(crate) async fn watch_kind(
     client: kube::Client,
     kind: ObjectKind,
     config: SyncConfig,
-    tx: mpsc::Sender<Input>,
+    core: std::sync::Arc<Core>,
     metrics: SyncMetrics,
     cancel: CancellationToken,
     digests: std::sync::Arc<crate::digest::Digests>,
@@ -160,17 +159,11 @@ pub(crate) async fn watch_kind(
                 Ok(ListResult::NotFound) => {
                     // Not served (CRD missing): empty for now, and keep
                     // trying; the resync warns about it.
-                    if tx
-                        .send(Input::WatchListed {
-                            kind,
-                            items: Vec::new(),
-                            rv: None,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                    core.ingest([Input::WatchListed {
+                        kind,
+                        items: Vec::new(),
+                        rv: None,
+                    }]);
                     metrics.sync_errors.get_or_create(&label).inc();
                     if sleep_or_cancel(backoff.next_delay(), &cancel).await {
                         return;
@@ -191,13 +184,11 @@ pub(crate) async fn watch_kind(
                     continue;
                 }
             };
-            if tx.send(input).await.is_err() {
-                return;
-            }
+            core.ingest([input]);
             continue;
         };
         match watch_once(
-            &client, &path, kind, &config, &from, &mut rv, &tx, &cancel, &digests,
+            &client, &path, kind, &config, &from, &mut rv, &core, &cancel, &digests,
         )
         .await
         {
@@ -240,7 +231,7 @@ async fn watch_once(
     config: &SyncConfig,
     from: &str,
     rv: &mut Option<String>,
-    tx: &mpsc::Sender<Input>,
+    core: &Core,
     cancel: &CancellationToken,
     digests: &crate::digest::Digests,
 ) -> WatchEnd {
@@ -283,6 +274,7 @@ async fn watch_once(
     }
     let mut body = resp.into_body();
     let mut buf = BytesMut::new();
+    let mut inputs = Vec::new();
     let mut lines = 0u64;
     // The stall timer is re-armed lazily (when it fires early), not per
     // line: an idle watch costs one timer firing per stall bound.
@@ -314,6 +306,9 @@ async fn watch_once(
         last_activity = Instant::now();
         digests.watch_alive(kind);
         buf.extend_from_slice(&data);
+        // Every line of the frame is parsed, then all are applied under
+        // one lock and published once, on this task.
+        let mut end = None;
         while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
             let mut line = buf.split_to(nl + 1).freeze();
             line.truncate(nl);
@@ -322,14 +317,19 @@ async fn watch_once(
             }
             lines += 1;
             match handle_line(kind, &line, rv) {
-                Ok(Some(input)) => {
-                    if tx.send(input).await.is_err() {
-                        return WatchEnd::Stop;
-                    }
-                }
+                Ok(Some(input)) => inputs.push(input),
                 Ok(None) => {}
-                Err(end) => return end,
+                Err(e) => {
+                    end = Some(e);
+                    break;
+                }
             }
+        }
+        if !inputs.is_empty() {
+            core.ingest(inputs.drain(..));
+        }
+        if let Some(end) = end {
+            return end;
         }
     }
 }
@@ -350,20 +350,24 @@ fn handle_line(
             // only if it is new.
             let start = object.as_ptr() as usize - line.as_ptr() as usize;
             let obj = JsonObject::new(line.slice(start..start + object.len()));
-            let head = obj
-                .head()
-                .map_err(|e| WatchEnd::Failed(format!("bad watch object: {e}")))?;
-            let event_rv = head.metadata.and_then(|m| m.resource_version);
+            if !obj.is_object() {
+                return Err(WatchEnd::Failed(
+                    "bad watch object: not a JSON object with string metadata".to_string(),
+                ));
+            }
+            let event_rv = obj.resource_version();
             let proof = ev
                 .digest
                 .as_deref()
                 .and_then(parse_digest)
                 .map(|digest| Proof {
                     digest,
-                    rv: event_rv.as_deref().and_then(|r| r.parse().ok()),
+                    rv: event_rv.and_then(|r| r.parse().ok()),
                 });
-            if let Some(r) = event_rv {
-                *rv = Some(r.into_owned());
+            if let Some(r) = event_rv
+                && rv.as_deref() != Some(r)
+            {
+                *rv = Some(r.to_string());
             }
             Ok(Some(if ev.event == "DELETED" {
                 Input::WatchDelete(kind, obj, proof)
@@ -564,7 +568,7 @@ struct KindResync {
 pub(crate) async fn resync(
     client: kube::Client,
     config: SyncConfig,
-    tx: mpsc::Sender<Input>,
+    core: std::sync::Arc<Core>,
     metrics: SyncMetrics,
     cancel: CancellationToken,
     digests: std::sync::Arc<crate::digest::Digests>,
@@ -650,10 +654,8 @@ pub(crate) async fn resync(
                 _ = cancel.cancelled() => return,
                 r = conditional_list(&client, &k.path, config.label_selector.as_deref(), k.etag.as_deref(), digests.get(k.kind)) => r,
             };
-            if let Some(input) = resync_input(k, result, &metrics)
-                && tx.send(input).await.is_err()
-            {
-                return;
+            if let Some(input) = resync_input(k, result, &metrics) {
+                core.ingest([input]);
             }
         }
     }

@@ -185,8 +185,19 @@ pub fn start(
     let endpoints = ReadyEndpoints::new();
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let (tx, rx) = mpsc::channel(1024);
     let digests = Arc::new(digest::Digests::default());
+    let core = Arc::new(Core {
+        owner: parking_lot::Mutex::new(Owner {
+            index: RouteIndex::new(),
+            complete: HashSet::new(),
+            metrics: metrics.clone(),
+            periodic_is_resync: matches!(source, Source::Kubernetes(_)),
+            dir_scan_open: false,
+            digests: digests.clone(),
+            listed_rv: [0; 2],
+        }),
+        table: table.clone(),
+    });
     match &source {
         Source::Kubernetes(client) => {
             for kind in ObjectKind::ALL {
@@ -194,7 +205,7 @@ pub fn start(
                     client.clone(),
                     kind,
                     config.clone(),
-                    tx.clone(),
+                    core.clone(),
                     metrics.clone(),
                     cancel.clone(),
                     digests.clone(),
@@ -203,7 +214,7 @@ pub fn start(
             tasks.spawn(kube_source::resync(
                 client.clone(),
                 config.clone(),
-                tx.clone(),
+                core.clone(),
                 metrics.clone(),
                 cancel.clone(),
                 digests.clone(),
@@ -221,26 +232,18 @@ pub fn start(
             }
         }
         Source::Directory(dir) => {
+            let (tx, rx) = mpsc::channel(1024);
             tasks.spawn(dir_source::run_dir(
                 dir.clone(),
                 config.clone(),
-                tx.clone(),
+                tx,
                 endpoints.clone(),
                 metrics.clone(),
                 cancel.clone(),
             ));
+            tasks.spawn(run_owner(rx, core, cancel.clone()));
         }
     }
-    drop(tx);
-    let periodic_is_resync = matches!(source, Source::Kubernetes(_));
-    tasks.spawn(run_owner(
-        rx,
-        table.clone(),
-        metrics.clone(),
-        cancel.clone(),
-        periodic_is_resync,
-        digests,
-    ));
     SyncHandle {
         table,
         endpoints,
@@ -250,59 +253,41 @@ pub fn start(
     }
 }
 
-/// The one writer: applies every input to the index and publishes.
-async fn run_owner(
-    mut rx: mpsc::Receiver<Input>,
+/// The one writer's state behind a lock: sources hand their inputs to
+/// [`Core::ingest`] on their own task (a watch applies its events the
+/// moment it reads them, with no hop to another task), and each call ends
+/// with one publish.
+pub(crate) struct Core {
+    owner: parking_lot::Mutex<Owner>,
     table: Arc<SharedTable>,
-    metrics: SyncMetrics,
-    cancel: CancellationToken,
-    periodic_is_resync: bool,
-    digests: Arc<digest::Digests>,
-) {
-    let mut owner = Owner {
-        index: RouteIndex::new(),
-        complete: HashSet::new(),
-        metrics,
-        periodic_is_resync,
-        dir_scan_open: false,
-        digests: digests.clone(),
-        listed_rv: [0; 2],
-    };
+}
+
+impl Core {
+    /// Applies `inputs` in order, then publishes once (a burst read in one
+    /// frame, or queued together, becomes one table version).
+    pub(crate) fn ingest(&self, inputs: impl IntoIterator<Item = Input>) {
+        let mut owner = self.owner.lock();
+        for input in inputs {
+            owner.handle(input);
+        }
+        owner.finish(&self.table);
+    }
+}
+
+/// The directory source's writer task: applies what the source sends.
+async fn run_owner(mut rx: mpsc::Receiver<Input>, core: Arc<Core>, cancel: CancellationToken) {
+    let mut batch = Vec::new();
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        owner.handle(first);
+        batch.push(first);
         // Coalesce a burst: everything already queued goes into one publish.
         while let Ok(m) = rx.try_recv() {
-            owner.handle(m);
+            batch.push(m);
         }
-        if owner.dir_scan_open {
-            continue; // publish a directory scan whole, never half of it
-        }
-        // Content digests for the resync's conditional list (see `digest`);
-        // the index keeps them current, so this is O(1).
-        for kind in ObjectKind::ALL {
-            if owner.complete.contains(&kind) {
-                digests.set(kind, owner.index.digest(kind));
-            }
-        }
-        if owner.index.table().version() != table.load().version() {
-            let t = owner.index.table().clone();
-            owner.metrics.table_version.set(t.version() as i64);
-            owner.metrics.table_routes.set(t.len() as i64);
-            table.publish(t);
-        }
-        if !table.is_ready() && owner.complete.len() == ObjectKind::ALL.len() {
-            let t = table.load();
-            info!(
-                routes = t.len(),
-                version = t.version(),
-                "routing table complete; ready"
-            );
-            table.mark_ready();
-        }
+        core.ingest(batch.drain(..));
     }
 }
 
@@ -319,6 +304,36 @@ struct Owner {
 }
 
 impl Owner {
+    /// After a batch of inputs: digests for the resync, one publish, and
+    /// readiness once every kind is complete.
+    fn finish(&mut self, table: &SharedTable) {
+        if self.dir_scan_open {
+            return; // publish a directory scan whole, never half of it
+        }
+        // Content digests for the resync's conditional list (see `digest`);
+        // the index keeps them current, so this is O(1).
+        for kind in ObjectKind::ALL {
+            if self.complete.contains(&kind) {
+                self.digests.set(kind, self.index.digest(kind));
+            }
+        }
+        if self.index.table().version() != table.load().version() {
+            let t = self.index.table().clone();
+            self.metrics.table_version.set(t.version() as i64);
+            self.metrics.table_routes.set(t.len() as i64);
+            table.publish(t);
+        }
+        if !table.is_ready() && self.complete.len() == ObjectKind::ALL.len() {
+            let t = table.load();
+            info!(
+                routes = t.len(),
+                version = t.version(),
+                "routing table complete; ready"
+            );
+            table.mark_ready();
+        }
+    }
+
     fn handle(&mut self, input: Input) {
         match input {
             Input::WatchListed { kind, items, rv } => {
