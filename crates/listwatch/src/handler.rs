@@ -880,13 +880,16 @@ impl WatchTask {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600)),
         );
         tokio::pin!(deadline);
+        // Registered once for the whole watch, not once per message.
+        let closed = self.tx.closed();
+        tokio::pin!(closed);
         loop {
             // Bookmarks come from the store's tick through the same ring as
             // the changes, so a bookmark never claims a resourceVersion
             // whose change this watcher has not read.
             tokio::select! {
                 biased;
-                _ = self.tx.closed() => return Err(Stop),
+                _ = &mut closed => return Err(Stop),
                 // A stalled watch stands for a black-holed connection: it
                 // does not even end at its timeout.
                 _ = &mut deadline, if !self.stalled() => return Ok(()),

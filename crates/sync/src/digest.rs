@@ -114,9 +114,9 @@ impl Digests {
         }
     }
 
-    /// The watch of `kind` received something just now.
-    pub(crate) fn watch_alive(&self, kind: ObjectKind) {
-        let ms = self.base.elapsed().as_millis() as u64 + 1;
+    /// The watch of `kind` received something at `now`.
+    pub(crate) fn watch_alive(&self, kind: ObjectKind, now: Instant) {
+        let ms = now.saturating_duration_since(self.base).as_millis() as u64 + 1;
         self.alive_ms[slot(kind)].store(ms, Ordering::Relaxed);
     }
 

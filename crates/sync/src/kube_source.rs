@@ -281,10 +281,13 @@ async fn watch_once(
     let mut last_activity = Instant::now();
     let stall_timer = tokio::time::sleep_until(last_activity + stall);
     tokio::pin!(stall_timer);
+    // Registered once for the whole watch, not once per frame.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let frame = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return WatchEnd::Stop,
+            _ = &mut cancelled => return WatchEnd::Stop,
             f = body.frame() => f,
             _ = &mut stall_timer => {
                 if last_activity.elapsed() >= stall {
@@ -304,7 +307,7 @@ async fn watch_once(
             },
         };
         last_activity = Instant::now();
-        digests.watch_alive(kind);
+        digests.watch_alive(kind, last_activity);
         buf.extend_from_slice(&data);
         // Every line of the frame is parsed, then all are applied under
         // one lock and published once, on this task.
