@@ -43,7 +43,13 @@
 //!   a client that holds the same digest is up to date without a list; one
 //!   that lost an event sees a difference (after a change the clock's next
 //!   tick comes within [`HandlerConfig::burst_bookmark_delay`], so it learns
-//!   it quickly). A resourceVersion older than
+//!   it quickly). On a watch of the whole resource each event carries the
+//!   store's digest after it too, as the event field `DIGEST_ANNOTATION`
+//!   (clients that do not know it ignore it), and the watcher skips the
+//!   next tick if it comes within half an interval: while writes keep
+//!   coming, a write costs one message per watcher, not an event and a
+//!   bookmark. A watcher that dropped an event (a fault policy) still gets
+//!   the bookmark. A resourceVersion older than
 //!   the history gets `200` with one `ERROR` event (a `410 Expired` Status), as
 //!   kube-apiserver does; kube-rs's watcher then relists.
 //! - errors are `Status` objects ([`status_json`], [`status_response`]).

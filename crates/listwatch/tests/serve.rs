@@ -419,6 +419,15 @@ async fn bookmark_at(w: &mut WatchConn, rv: u64) -> Value {
     }
 }
 
+/// Waits until the store counts `n` watchers.
+async fn watchers_registered(srv: &Server, n: usize) {
+    let t = tokio::time::Instant::now() + WAIT;
+    while srv.store.watcher_count() < n {
+        assert!(tokio::time::Instant::now() < t, "watches never registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The digest an event carries as a field of the event.
 fn event_digest(e: &Value) -> Option<u64> {
     let d = e[listwatch::DIGEST_ANNOTATION].as_str()?;
@@ -448,11 +457,7 @@ async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
     )
     .await;
     // Both watches are registered once the store counts them.
-    let t = tokio::time::Instant::now() + WAIT;
-    while srv.store.watcher_count() < 2 {
-        assert!(tokio::time::Instant::now() < t, "watches never registered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    watchers_registered(&srv, 2).await;
     srv.store
         .apply(cm("b", json!({"team": "y"}), json!({})), 3)
         .unwrap();
@@ -553,11 +558,7 @@ async fn a_watcher_that_lost_an_event_still_gets_the_bookmark_after_it() {
         "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true",
     )
     .await;
-    let t = tokio::time::Instant::now() + WAIT;
-    while srv.store.watcher_count() < 1 {
-        assert!(tokio::time::Instant::now() < t, "watch never registered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    watchers_registered(&srv, 1).await;
     srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
     // The event is dropped; the pulled-in bookmark tells the client what
     // it should hold, so it can see what it lost.

@@ -2,18 +2,23 @@
 //! in-memory routing table equal to the central one.
 //!
 //! Data enters from a [`Source`]: a Kubernetes-compatible API (the API server
-//! or a cache tier, through kube-rs `watcher`s plus a periodic conditional
-//! list), or a routes directory. It flows through one owner task that drives
-//! a [`RouteIndex`] with apply / delete / reconcile and publishes immutable
-//! [`routing::RoutingTable`] snapshots into a [`SharedTable`]; Services and
-//! EndpointSlices flow into the [`ReadyEndpoints`] ready-cache.
+//! or a cache tier, through our own list-then-watch loop over `kube::Client`
+//! plus a periodic conditional list), or a routes directory. Each source
+//! task applies what it reads to one [`RouteIndex`] (apply / delete /
+//! reconcile, under a lock: one writer at a time, no hop to another task;
+//! watch events stay JSON text until they are known to be new, then parse
+//! straight into the typed object) and publishes immutable
+//! [`routing::RoutingTable`] snapshots into a [`SharedTable`], once per frame
+//! read; Services and EndpointSlices flow into the [`ReadyEndpoints`]
+//! ready-cache.
 //!
 //! ```text
 //! table = full list from the source          # complete copy first
 //! mark ready                                 # only now
 //! loop:
 //!   on watch event    -> apply it at once (bursts coalesced into one publish)
-//!   on digest bookmark -> equal to the index's digest: fresh, skip this interval's list
+//!   on a digest (a bookmark's, or an event's from a `listwatch` server)
+//!                     -> equal to the index's digest: fresh, skip this interval's list
 //!                         different: an event was lost, conditional list now
 //!   every resync tick -> (no digest bookmark proved freshness this interval)
 //!                        conditional full list beside the watch; repair and count differences
