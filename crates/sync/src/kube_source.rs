@@ -565,9 +565,11 @@ struct KindResync {
 
 /// The periodic resync of every routing kind, in one task (one timer per
 /// replica, not per kind): a conditional list of a kind beside (never in
-/// the way of) its watch, every interval, unless a digest BOOKMARK proved
-/// the index fresh within the last interval (plus a fifth for jitter); at
-/// once when a digest BOOKMARK differed (see `crate::digest`).
+/// the way of) its watch, every interval, unless a digest from the watch (a
+/// BOOKMARK's, or an event's) proved the index fresh within the last 1.5
+/// intervals (a server skips the bookmark right after an event that carried
+/// the digest) plus a fifth for jitter; at once when a digest differed (see
+/// `crate::digest`).
 pub(crate) async fn resync(
     client: kube::Client,
     config: SyncConfig,
