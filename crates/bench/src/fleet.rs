@@ -584,9 +584,9 @@ async fn resync_probe(client: kube::Client, interval: Duration, cancel: Cancella
     }
 }
 
-fn percentiles(writes: &Writes) -> Percentiles {
-    let mut v: Vec<u32> = writes
-        .applied_us
+/// Percentiles of delays in microseconds (`u32::MAX` = missing).
+fn percentiles(delays_us: &[AtomicU32]) -> Percentiles {
+    let mut v: Vec<u32> = delays_us
         .iter()
         .map(|a| a.load(Ordering::Relaxed))
         .collect();
@@ -832,18 +832,12 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
         .iter()
         .map(|c| proc_usage(c.child.id()).map(|u| u.0).unwrap_or(0.0))
         .collect();
-    let propagation = percentiles(&writes);
+    let propagation = percentiles(&writes.applied_us);
     for (j, name) in writes.names.iter().enumerate() {
-        let mut v: Vec<u32> = (0..n)
-            .map(|i| writes.applied_us[j * n + i].load(Ordering::Relaxed))
-            .collect();
-        v.sort_unstable();
-        let at = |q: f64| v[((n as f64 * q) as usize).min(n - 1)] as f64 / 1000.0;
+        let p = percentiles(&writes.applied_us[j * n..(j + 1) * n]);
         progress(&format!(
-            "write {name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            at(0.5),
-            at(0.99),
-            at(1.0)
+            "write {name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} missing)",
+            p.p50_ms, p.p99_ms, p.max_ms, p.missing
         ));
     }
     // Every (write, replica) delivery time, for offline analysis.

@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use listwatch::Store;
 use serde::Deserialize;
 use serde_json::Value;
+use sync::retry::{Backoff, encode_query_value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -122,43 +123,9 @@ fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Capped exponential backoff.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    fn new() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    async fn wait(&mut self, cancel: &CancellationToken) -> bool {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        tokio::select! {
-            _ = cancel.cancelled() => false,
-            _ = tokio::time::sleep(d) => true,
-        }
-    }
+/// The mirrors' backoff: 100 ms doubling to 5 s.
+fn upstream_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// What a completed list returned.
@@ -194,7 +161,7 @@ impl Mirror {
 
     fn selector_query(&self) -> String {
         match &self.config.label_selector {
-            Some(s) if !s.is_empty() => format!("&labelSelector={}", percent_encode(s)),
+            Some(s) if !s.is_empty() => format!("&labelSelector={}", encode_query_value(s)),
             _ => String::new(),
         }
     }
@@ -232,7 +199,7 @@ impl Mirror {
                 (Some(c), _) => format!(
                     "{path}?limit={}&continue={}{sel}",
                     self.config.page_size,
-                    percent_encode(c)
+                    encode_query_value(c)
                 ),
                 (None, true) => format!("{path}?resourceVersion=0{sel}"),
                 (None, false) => format!("{path}?limit={}{sel}", self.config.page_size),
@@ -326,7 +293,7 @@ impl Mirror {
     /// Runs until cancelled.
     pub(crate) async fn run(mut self) {
         let label = CacheMetrics::label(self.name());
-        let mut backoff = Backoff::new();
+        let mut backoff = upstream_backoff();
         let mut synced = false;
         let mut etag: Option<String> = None;
         'relist: loop {

@@ -419,6 +419,19 @@ async fn bookmark_at(w: &mut WatchConn, rv: u64) -> Value {
     }
 }
 
+/// Bookmarks every `interval`, pulled in to 20 ms after a write.
+fn pulled_in_20ms(interval: Duration) -> HandlerConfig {
+    HandlerConfig {
+        bookmark_interval: interval,
+        burst_bookmark_delay: Some(Duration::from_millis(20)),
+        ..HandlerConfig::default()
+    }
+}
+
+/// A watch of every ConfigMap from resourceVersion 2, with bookmarks.
+const WATCH_ALL_FROM_2: &str =
+    "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true";
+
 /// Waits until the store counts `n` watchers.
 async fn watchers_registered(srv: &Server, n: usize) {
     let t = tokio::time::Instant::now() + WAIT;
@@ -437,20 +450,15 @@ fn event_digest(e: &Value) -> Option<u64> {
 #[tokio::test]
 async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
     // A long interval: the bookmark after the write is the burst one.
-    let config = HandlerConfig {
-        bookmark_interval: Duration::from_secs(3600),
-        burst_bookmark_delay: Some(Duration::from_millis(20)),
-        ..HandlerConfig::default()
-    };
-    let srv = serve(config, StoreConfig::default()).await;
+    let srv = serve(
+        pulled_in_20ms(Duration::from_secs(3600)),
+        StoreConfig::default(),
+    )
+    .await;
     srv.store
         .apply(cm("a", json!({"team": "x"}), json!({})), 2)
         .unwrap();
-    let mut all = WatchConn::open(
-        srv.addr,
-        "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true",
-    )
-    .await;
+    let mut all = WatchConn::open(srv.addr, WATCH_ALL_FROM_2).await;
     let mut team_x = WatchConn::open(
         srv.addr,
         "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true&labelSelector=team%3Dx",
@@ -502,18 +510,13 @@ async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
 #[tokio::test]
 async fn an_event_with_its_digest_stands_for_the_bookmark_right_after_it() {
     // Ticks every 400 ms; a write pulls the next one in to 20 ms after it.
-    let config = HandlerConfig {
-        bookmark_interval: Duration::from_millis(400),
-        burst_bookmark_delay: Some(Duration::from_millis(20)),
-        ..HandlerConfig::default()
-    };
-    let srv = serve(config, StoreConfig::default()).await;
-    srv.store.apply(cm("a", json!({}), json!({})), 2).unwrap();
-    let mut all = WatchConn::open(
-        srv.addr,
-        "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true",
+    let srv = serve(
+        pulled_in_20ms(Duration::from_millis(400)),
+        StoreConfig::default(),
     )
     .await;
+    srv.store.apply(cm("a", json!({}), json!({})), 2).unwrap();
+    let mut all = WatchConn::open(srv.addr, WATCH_ALL_FROM_2).await;
     // Wait for a first bookmark: the watch is live and the clock running.
     bookmark_at(&mut all, 2).await;
     srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
@@ -546,18 +549,12 @@ impl listwatch::WatchPolicy for DropAll {
 #[tokio::test]
 async fn a_watcher_that_lost_an_event_still_gets_the_bookmark_after_it() {
     let config = HandlerConfig {
-        bookmark_interval: Duration::from_secs(3600),
-        burst_bookmark_delay: Some(Duration::from_millis(20)),
         policy: Some(std::sync::Arc::new(DropAll)),
-        ..HandlerConfig::default()
+        ..pulled_in_20ms(Duration::from_secs(3600))
     };
     let srv = serve(config, StoreConfig::default()).await;
     srv.store.apply(cm("a", json!({}), json!({})), 2).unwrap();
-    let mut all = WatchConn::open(
-        srv.addr,
-        "/api/v1/configmaps?watch=1&resourceVersion=2&allowWatchBookmarks=true",
-    )
-    .await;
+    let mut all = WatchConn::open(srv.addr, WATCH_ALL_FROM_2).await;
     watchers_registered(&srv, 1).await;
     srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
     // The event is dropped; the pulled-in bookmark tells the client what

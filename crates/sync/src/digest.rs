@@ -49,7 +49,7 @@ pub(crate) fn finish(sum: u64) -> u64 {
     sum & DIGEST_MASK
 }
 
-/// What the owner task shares with each kind's resync task: the content
+/// What the index's writer (`Core`) shares with the resync task: the content
 /// digests it holds (for the conditional list), when a digest BOOKMARK last
 /// proved the index fresh, and a request to list at once (a BOOKMARK's
 /// digest differed: an event was lost).

@@ -458,24 +458,16 @@ impl PartialEq for JsonObject {
 
 impl SourceObject for JsonObject {
     fn identify(&self, kind: ObjectKind) -> Result<(ObjectKey, ResourceVersion), FieldError> {
-        let Some(head) = self.head() else {
+        if !self.is_object() {
             // Not an object at all: the `Value` path words the error.
             let value: Value = serde_json::from_slice(&self.json).unwrap_or(Value::Null);
             return identify(kind, &value);
-        };
-        let name = head.name.as_deref().unwrap_or_default();
-        let namespace = head.namespace.as_deref().unwrap_or("default");
-        if name.is_empty() {
-            return Err(unnamed(kind, namespace));
         }
-        Ok((
-            ObjectKey {
-                kind,
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-            },
-            ResourceVersion::new(head.resource_version.as_deref().unwrap_or_default()),
-        ))
+        let (key, rv) = self.key(kind)?;
+        if key.name.is_empty() {
+            return Err(unnamed(kind, &key.namespace));
+        }
+        Ok((key, rv.unwrap_or_default()))
     }
 
     fn compile(self, kind: ObjectKind) -> Result<routing::Route, Vec<FieldError>> {
@@ -484,25 +476,27 @@ impl SourceObject for JsonObject {
             .is_some_and(|h| h.fits[crate::digest::slot(kind)]);
         match kind {
             ObjectKind::HttpScaledObject => {
-                let obj = if fits {
-                    api::parse_object_json_unchecked::<HTTPScaledObject>(&self.json)
-                } else {
-                    api::parse_object_json::<HTTPScaledObject>(&self.json)
-                }
-                .map_err(|e| vec![e])?;
-                routing::compile_http_scaled_object(&obj)
+                routing::compile_http_scaled_object(&parse_json(&self.json, fits)?)
             }
             ObjectKind::InterceptorRoute => {
-                let obj = if fits {
-                    api::parse_object_json_unchecked::<InterceptorRoute>(&self.json)
-                } else {
-                    api::parse_object_json::<InterceptorRoute>(&self.json)
-                }
-                .map_err(|e| vec![e])?;
-                routing::compile_interceptor_route(&obj)
+                routing::compile_interceptor_route(&parse_json(&self.json, fits)?)
             }
         }
     }
+}
+
+/// `json` as a `K`: in one pass when its head was found to fit `K`, else
+/// with the checks that name what does not fit.
+fn parse_json<K>(json: &[u8], fits: bool) -> Result<K, Vec<FieldError>>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    if fits {
+        api::parse_object_json_unchecked(json)
+    } else {
+        api::parse_object_json(json)
+    }
+    .map_err(|e| vec![e])
 }
 
 fn unnamed(kind: ObjectKind, namespace: &str) -> FieldError {

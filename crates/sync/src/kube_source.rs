@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::endpoints::{EndpointsChange, ReadyEndpoints};
 use crate::index::{JsonObject, ObjectKind, ResourceVersion};
 use crate::metrics::SyncMetrics;
+use crate::retry::{Backoff, encode_query_value};
 use crate::{Core, Input, Proof, SyncConfig};
 
 /// One line of a watch stream, parsed without building a tree for the
@@ -77,46 +78,21 @@ enum WatchEnd {
     Gone,
     /// A failure; rewatch after a backoff.
     Failed(String),
-    /// Cancelled, or the owner is gone.
+    /// Cancelled.
     Stop,
 }
 
-/// Exponential backoff with jitter (kube-rs's default shape: 0.8 s
-/// doubling to 30 s).
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(800);
-    const MAX: Duration = Duration::from_secs(30);
-
-    fn new() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        // +-25 % jitter, so replicas that failed together do not retry together.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let f = 0.75 + f64::from(nanos % 1000) / 2000.0;
-        base.mul_f64(f)
-    }
+/// kube-rs's default backoff shape: 0.8 s doubling to 30 s, with jitter.
+fn watch_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(800), Duration::from_secs(30)).with_jitter()
 }
 
 /// Runs the list-then-watch of one routing kind until cancelled: list
 /// (`resourceVersion=0`), then watch from the list's resourceVersion with
 /// bookmarks; rewatch from the last resourceVersion when a watch ends or
-/// stalls; relist on 410 Gone; back off on errors. Events, and the digest
-/// carried by BOOKMARKs, go to the owner task in stream order.
+/// stalls; relist on 410 Gone; back off on errors. Events, and the digests
+/// carried by events and BOOKMARKs, are applied on this task
+/// ([`Core::ingest`]) in stream order.
 ///
 /// Our own loop rather than kube-rs's `watcher`, because the watcher hides
 /// BOOKMARKs and their digests are what lets an idle replica skip its
@@ -134,7 +110,16 @@ pub(crate) async fn watch_kind(
     let label = SyncMetrics::label(kind.resource());
     let selector = config.label_selector.as_deref();
     let mut rv: Option<String> = None;
-    let mut backoff = Backoff::new();
+    let mut backoff = watch_backoff();
+    let w = KindWatch {
+        client: &client,
+        path: &path,
+        kind,
+        config: &config,
+        core: &core,
+        cancel: &cancel,
+        digests: &digests,
+    };
     loop {
         if cancel.is_cancelled() {
             return;
@@ -165,7 +150,7 @@ pub(crate) async fn watch_kind(
                         rv: None,
                     }]);
                     metrics.sync_errors.get_or_create(&label).inc();
-                    if sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                    if !backoff.wait(&cancel).await {
                         return;
                     }
                     continue;
@@ -178,7 +163,7 @@ pub(crate) async fn watch_kind(
                     metrics.sync_errors.get_or_create(&label).inc();
                     metrics.watch_restarts.get_or_create(&label).inc();
                     warn!(resource = kind.resource(), error = %err, "list failed; retrying with backoff");
-                    if sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                    if !backoff.wait(&cancel).await {
                         return;
                     }
                     continue;
@@ -187,11 +172,7 @@ pub(crate) async fn watch_kind(
             core.ingest([input]);
             continue;
         };
-        match watch_once(
-            &client, &path, kind, &config, &from, &mut rv, &core, &cancel, &digests,
-        )
-        .await
-        {
+        match watch_once(&w, &from, &mut rv).await {
             WatchEnd::Stop => return,
             WatchEnd::Rewatch { lines } => {
                 if lines > 0 {
@@ -206,7 +187,7 @@ pub(crate) async fn watch_kind(
                 metrics.sync_errors.get_or_create(&label).inc();
                 metrics.watch_restarts.get_or_create(&label).inc();
                 warn!(resource = kind.resource(), error = %err, "watch failed; retrying with backoff");
-                if sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                if !backoff.wait(&cancel).await {
                     return;
                 }
             }
@@ -214,36 +195,37 @@ pub(crate) async fn watch_kind(
     }
 }
 
-/// Sleeps `d`; true when cancelled meanwhile.
-async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
+/// What one kind's watch calls share.
+struct KindWatch<'a> {
+    client: &'a kube::Client,
+    path: &'a str,
+    kind: ObjectKind,
+    config: &'a SyncConfig,
+    core: &'a Core,
+    cancel: &'a CancellationToken,
+    digests: &'a crate::digest::Digests,
 }
 
 /// One watch call from `from`; `rv` follows the events and bookmarks.
-#[allow(clippy::too_many_arguments)]
-async fn watch_once(
-    client: &kube::Client,
-    path: &str,
-    kind: ObjectKind,
-    config: &SyncConfig,
-    from: &str,
-    rv: &mut Option<String>,
-    core: &Core,
-    cancel: &CancellationToken,
-    digests: &crate::digest::Digests,
-) -> WatchEnd {
+async fn watch_once(w: &KindWatch<'_>, from: &str, rv: &mut Option<String>) -> WatchEnd {
+    let KindWatch {
+        client,
+        path,
+        kind,
+        config,
+        core,
+        cancel,
+        digests,
+    } = *w;
     let stall = stall_bound(config.watch_timeout);
     let mut uri = format!(
         "{path}?watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds={}",
-        percent_encode(from),
+        encode_query_value(from),
         config.watch_timeout.as_secs().max(1)
     );
     if let Some(sel) = &config.label_selector {
         uri.push_str("&labelSelector=");
-        uri.push_str(&percent_encode(sel));
+        uri.push_str(&encode_query_value(sel));
     }
     let req = match http::Request::get(uri)
         .header(http::header::ACCEPT, "application/json")
@@ -337,7 +319,7 @@ async fn watch_once(
     }
 }
 
-/// What one watch line means for the owner (`None`: nothing to tell).
+/// What one watch line means for the index (`None`: nothing to tell).
 fn handle_line(
     kind: ObjectKind,
     line: &Bytes,
@@ -349,7 +331,7 @@ fn handle_line(
     match &*ev.event {
         "ADDED" | "MODIFIED" | "DELETED" => {
             // The object stays JSON text (a slice of the line, no copy):
-            // the owner reads its head, and parses it into the typed object
+            // the index reads its head, and parses it into the typed object
             // only if it is new.
             let start = object.as_ptr() as usize - line.as_ptr() as usize;
             let obj = JsonObject::new(line.slice(start..start + object.len()));
@@ -474,7 +456,7 @@ pub(crate) async fn conditional_list(
     let mut uri = format!("{path}?resourceVersion=0");
     if let Some(sel) = label_selector {
         uri.push_str("&labelSelector=");
-        uri.push_str(&percent_encode(sel));
+        uri.push_str(&encode_query_value(sel));
     }
     let mut req = http::Request::get(uri).header(http::header::ACCEPT, "application/json");
     // The content digest of what the index holds (see `crate::digest`) when
@@ -516,7 +498,7 @@ pub(crate) async fn conditional_list(
     }
     let list: ListBody<'_> =
         serde_json::from_slice(&body).map_err(|e| format!("list {path}: bad JSON: {e}"))?;
-    // Each item stays a slice of the body: the owner parses only the ones
+    // Each item stays a slice of the body: the index parses only the ones
     // that differ from what it holds.
     let base = body.as_ptr() as usize;
     let items = list
@@ -536,18 +518,6 @@ pub(crate) async fn conditional_list(
             .map(ResourceVersion::new),
         etag,
     })
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The resync state of one kind.
@@ -666,7 +636,7 @@ pub(crate) async fn resync(
     }
 }
 
-/// What one resync list tells the owner (`None`: nothing, it failed).
+/// What one resync list tells the index (`None`: nothing, it failed).
 fn resync_input(
     k: &mut KindResync,
     result: Result<ListResult, String>,

@@ -42,6 +42,7 @@ pub mod index;
 mod kube_source;
 pub mod metrics;
 pub mod publish;
+pub mod retry;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -117,7 +118,7 @@ pub(crate) struct Proof {
     rv: Option<u64>,
 }
 
-/// What the sources tell the owner task.
+/// What the sources hand to the index's writer (`Core::ingest`).
 #[derive(Debug)]
 pub(crate) enum Input {
     /// The watch's (re)list: the complete content at `rv`.

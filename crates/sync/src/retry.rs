@@ -1,0 +1,107 @@
+//! Pieces every client of a Kubernetes-compatible API here needs (the sync
+//! loop's watches, the cache's upstream mirrors): capped exponential
+//! backoff and query-string encoding.
+
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use tokio_util::sync::CancellationToken;
+
+/// Capped exponential backoff, optionally with +-25 % jitter (so clients
+/// that failed together do not retry together).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+    jitter: bool,
+}
+
+impl Backoff {
+    /// Starts at `first`, doubling up to `max`, without jitter.
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Backoff {
+            first,
+            max,
+            next: first,
+            jitter: false,
+        }
+    }
+
+    /// The same with +-25 % jitter on every delay.
+    pub fn with_jitter(mut self) -> Self {
+        self.jitter = true;
+        self
+    }
+
+    /// Back to the first delay (after a success).
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+
+    /// The delay to wait now; the next one doubles.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        if !self.jitter {
+            return base;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        base.mul_f64(0.75 + f64::from(nanos % 1000) / 2000.0)
+    }
+
+    /// Waits the next delay; false when cancelled meanwhile.
+    pub async fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        let d = self.next_delay();
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}
+
+/// Everything but RFC 3986's unreserved characters is encoded.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `s` encoded for a query-string value (`app=web,tier!=db` ->
+/// `app%3Dweb%2Ctier%21%3Ddb`).
+pub fn encode_query_value(s: &str) -> String {
+    utf8_percent_encode(s, QUERY_VALUE).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_keep_only_unreserved_characters() {
+        assert_eq!(
+            encode_query_value("app=web,tier!=db"),
+            "app%3Dweb%2Ctier%21%3Ddb"
+        );
+        assert_eq!(encode_query_value("a-b_c.d~e9"), "a-b_c.d~e9");
+        assert_eq!(encode_query_value("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+        let mut j = Backoff::new(Duration::from_millis(800), Duration::from_secs(30)).with_jitter();
+        let d = j.next_delay();
+        assert!(
+            d >= Duration::from_millis(600) && d <= Duration::from_millis(1000),
+            "{d:?}"
+        );
+    }
+}
