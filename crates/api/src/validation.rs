@@ -10,10 +10,6 @@
 //! Decisions beyond upstream, and why:
 //! - A host with one trailing dot (`example.com.`, an absolute DNS name) is
 //!   the same as without it; routing strips it from `Host` headers too.
-//! - An `InterceptorRoute` `coldStart` must set exactly one of `fallback` and
-//!   `placeholder`: the placeholder answers while the target is cold, so a
-//!   fallback next to it would never be used. Rejecting both keeps the door
-//!   open to give the pair a meaning later.
 //! - A `requestRate` window that is not a whole number of granularity buckets
 //!   is accepted (upstream accepts it); only `granularity <= window` and both
 //!   non-zero are required.
@@ -290,11 +286,7 @@ impl Problems {
 
     fn cold_start(&mut self, path: &str, cold_start: &ColdStart) {
         match (&cold_start.fallback, &cold_start.placeholder) {
-            (None, None) => self.add(path, "set one of fallback or placeholder"),
-            (Some(_), Some(_)) => self.add(
-                path,
-                "set either fallback or placeholder, not both (the placeholder answers while the target is cold, so the fallback would never be used)",
-            ),
+            (None, None) => self.add(path, "set at least one of fallback or placeholder"),
             _ => {}
         }
         if let Some(fallback) = &cold_start.fallback {
@@ -322,7 +314,7 @@ impl Problems {
 /// use api::{HTTPScaledObject, HTTPScaledObjectSpec, ScaleTargetRef, validate_http_scaled_object};
 ///
 /// let mut obj = HTTPScaledObject::new("web", HTTPScaledObjectSpec {
-///     hosts: Some(vec!["example.com:8080".into()]),
+///     hosts: Some(vec!["example.com:http".into()]),
 ///     scale_target_ref: ScaleTargetRef { service: "web".into(), port: Some(70000), ..Default::default() },
 ///     ..Default::default()
 /// });

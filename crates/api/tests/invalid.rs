@@ -50,7 +50,7 @@ fn route(spec: Value) -> InterceptorRoute {
 #[test]
 fn bad_host_patterns_are_reported_by_index() {
     let obj = httpso(json!({
-        "hosts": ["ok.example.com", "*.", "a*b.com", "a..com", "example.com:8080", "*.example.com", "*foo.com"],
+        "hosts": ["ok.example.com", "*.", "a*b.com", "a..com", "example.com:http", "*.example.com", "*foo.com", "example.com:8080", "[::1]:80", "::1"],
         "scaleTargetRef": {"service": "web", "port": 8080},
     }));
     let errors = validate_http_scaled_object(&obj);
@@ -73,14 +73,10 @@ fn bad_host_patterns_are_reported_by_index() {
     );
     assert!(got[1].1.contains("whole first label"), "{}", got[1].1);
     assert!(got[2].1.contains("empty label"), "{}", got[2].1);
-    assert!(
-        got[3].1.contains("ports are not part of a host pattern"),
-        "{}",
-        got[3].1
-    );
+    // A port is stripped (upstream), so only a port that is not a number is wrong.
     assert_eq!(
         errors[3].to_string(),
-        r#"shop/web: spec.hosts[4]: host "example.com:8080": ports are not part of a host pattern (remove ":8080"; routing ignores the port of the Host header)"#
+        r#"shop/web: spec.hosts[4]: host "example.com:http": port "http" is not a number from 0 to 65535"#
     );
 }
 
@@ -90,7 +86,7 @@ fn interceptor_route_rule_paths_are_exact() {
         "target": {"service": "storefront", "port": 8080},
         "rules": [
             {"hosts": ["shop.example.com"]},
-            {"hosts": ["ok.example.com", "bad_host.com"], "paths": [{"value": "/"}, {"value": "api"}, {"value": "/a?b"}],
+            {"hosts": ["ok.example.com", "bad_host.com"], "paths": [{"value": "/"}, {"value": "/a?b"}, {"value": "api"}],
              "headers": [{"name": "X Bad"}, {"name": "X-Ok", "value": "line\nbreak"}, {"name": ""}]},
         ],
         "scalingMetric": {"concurrency": {"targetValue": 10}},
@@ -104,7 +100,6 @@ fn interceptor_route_rule_paths_are_exact() {
         [
             "spec.rules[1].hosts[1]",
             "spec.rules[1].paths[1].value",
-            "spec.rules[1].paths[2].value",
             "spec.rules[1].headers[0].name",
             "spec.rules[1].headers[1].value",
             "spec.rules[1].headers[2].name",
@@ -113,7 +108,7 @@ fn interceptor_route_rule_paths_are_exact() {
         ]
     );
     assert_eq!(
-        errors[7].to_string(),
+        errors[6].to_string(),
         "shop/storefront: spec.staticRoutes[0].response.statusCode: 600 is out of range 100-599"
     );
 }
@@ -213,7 +208,7 @@ fn concurrency_and_request_rate_together_on_an_httpscaledobject() {
 #[test]
 fn every_numeric_and_duration_rule() {
     let obj = httpso(json!({
-        "pathPrefixes": ["/ok", "nope", "/a b"],
+        "pathPrefixes": ["/ok", "/a b", "no-slash-is-fine"],
         "headers": [{"name": "X-A"}, {"name": "X-A", "value": "1"}],
         "scaleTargetRef": {"service": "web", "port": 8080},
         "coldStartTimeoutFailoverRef": {"service": "static", "portName": "http", "timeoutSeconds": 0},
@@ -228,7 +223,6 @@ fn every_numeric_and_duration_rule() {
         field_paths("shop/web", &validate_http_scaled_object(&obj)),
         [
             "spec.pathPrefixes[1]",
-            "spec.pathPrefixes[2]",
             "spec.headers[1].name",
             "spec.coldStartTimeoutFailoverRef.timeoutSeconds",
             "spec.replicas.min",
@@ -282,7 +276,7 @@ fn every_numeric_and_duration_rule() {
 }
 
 #[test]
-fn cold_start_needs_exactly_one_of_fallback_and_placeholder() {
+fn cold_start_needs_at_least_one_of_fallback_and_placeholder() {
     let base = |cold_start: Value| {
         route(json!({
             "target": {"service": "storefront", "port": 8080},
@@ -299,10 +293,8 @@ fn cold_start_needs_exactly_one_of_fallback_and_placeholder() {
         "fallback": {"service": {"name": "static", "port": 80}},
         "placeholder": {"response": {"statusCode": 503}},
     }));
-    assert_eq!(
-        field_paths("shop/storefront", &validate_interceptor_route(&both)),
-        ["spec.coldStart"]
-    );
+    // Valid upstream: the placeholder answers during a cold start.
+    assert!(validate_interceptor_route(&both).is_empty());
     let bad_placeholder = base(json!({
         "placeholder": {"response": {
             "statusCode": 99,

@@ -43,10 +43,19 @@ proptest! {
     }
 
     #[test]
-    fn a_port_is_always_rejected(labels in prop::collection::vec(label(), 1..4), port in 0u32..70000) {
-        let text = format!("{}:{port}", labels.join("."));
-        let err = HostPattern::parse(&text).unwrap_err();
-        prop_assert!(err.contains("ports are not part of a host pattern"), "{}", err);
+    fn a_port_is_stripped_as_upstream(labels in prop::collection::vec(label(), 1..4), port in 0u32..70000) {
+        let name = labels.join(".");
+        let text = format!("{name}:{port}");
+        match HostPattern::parse(&text) {
+            Ok(p) => {
+                prop_assert!(port <= 65535);
+                prop_assert_eq!(p, HostPattern::Exact(name.to_ascii_lowercase()));
+            }
+            Err(e) => {
+                prop_assert!(port > 65535);
+                prop_assert!(e.contains("is not a number from 0 to 65535"), "{}", e);
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::fmt;
 /// assert_eq!(HostPattern::parse("*"), Ok(HostPattern::Any));
 /// assert_eq!(HostPattern::parse("Shop.Example.com."), Ok(HostPattern::Exact("shop.example.com".into())));
 /// assert_eq!(HostPattern::parse("*.example.com"), Ok(HostPattern::Wildcard("example.com".into())));
-/// assert!(HostPattern::parse("example.com:8080").is_err());
+/// assert_eq!(HostPattern::parse("example.com:8080"), Ok(HostPattern::Exact("example.com".into())));
+/// assert_eq!(HostPattern::parse("[::1]:8080"), Ok(HostPattern::Exact("::1".into())));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostPattern {
@@ -32,33 +33,52 @@ impl HostPattern {
     ///
     /// - `""` and `"*"` match every host.
     /// - `*.suffix` matches every host below `suffix` (not `suffix` itself).
-    /// - Anything else is an exact DNS name.
+    /// - Anything else is an exact DNS name or IP address.
     ///
-    /// Names are lower-cased and one trailing dot (an absolute name such as
-    /// `example.com.`) is dropped, so `Example.COM.` and `example.com` are the
-    /// same pattern. Rejected: a `*` anywhere but as the whole first label, an
-    /// empty label (`a..b`, a leading dot, `*.`), a port (`example.com:8080`),
-    /// characters outside `a-z`, `0-9` and `-` (internationalized names must be
-    /// written in punycode, `xn--...`), labels that start or end with `-`,
-    /// labels longer than 63 characters and names longer than 253.
+    /// As upstream, a port is not part of the pattern: `example.com:8080`
+    /// is `example.com`, and matches that host on any port (the Host
+    /// header's port is ignored too). IPv6 literals are hosts, bare (`::1`)
+    /// or in brackets (`[::1]`, `[::1]:8080`), and are kept lower-cased
+    /// without brackets. Names are lower-cased and one trailing dot (an
+    /// absolute name such as `example.com.`) is dropped, so `Example.COM.`
+    /// and `example.com` are the same pattern. Rejected: a `*` anywhere but
+    /// as the whole first label, an empty label (`a..b`, a leading dot,
+    /// `*.`), a port that is not a number from 0 to 65535, characters
+    /// outside `a-z`, `0-9` and `-` (internationalized names must be written
+    /// in punycode, `xn--...`), labels that start or end with `-`, labels
+    /// longer than 63 characters and names longer than 253.
     pub fn parse(s: &str) -> Result<HostPattern, String> {
         if s.is_empty() || s == "*" {
             return Ok(HostPattern::Any);
         }
-        if let Some((_, port)) = s.rsplit_once(':') {
-            return Err(
-                if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
-                    format!(
-                        "host {s:?}: ports are not part of a host pattern (remove \":{port}\"; routing ignores the port of the Host header)"
-                    )
-                } else {
-                    format!(
-                        "host {s:?}: ':' is not allowed in a host pattern (IPv6 literals and ports are not supported)"
-                    )
-                },
-            );
+        if let Some(rest) = s.strip_prefix('[') {
+            let Some((addr, after)) = rest.split_once(']') else {
+                return Err(format!("host {s:?}: '[' without a closing ']'"));
+            };
+            if !after.is_empty() {
+                let port = after.strip_prefix(':').ok_or_else(|| {
+                    format!("host {s:?}: only \":port\" may follow \"]\"")
+                })?;
+                check_port(s, port)?;
+            }
+            return ipv6(s, addr);
         }
-        let lower = s.to_ascii_lowercase();
+        let s_host = match s.split_once(':') {
+            // Two colons or more: a bare IPv6 address (it cannot carry a port).
+            Some((_, rest)) if rest.contains(':') => return ipv6(s, s),
+            Some((host, port)) => {
+                check_port(s, port)?;
+                if host.is_empty() {
+                    return Err(format!("host {s:?}: empty host name before the port"));
+                }
+                host
+            }
+            None => s,
+        };
+        if s_host == "*" {
+            return Ok(HostPattern::Any);
+        }
+        let lower = s_host.to_ascii_lowercase();
         let (wildcard, name) = match lower.strip_prefix("*.") {
             Some(suffix) => (true, suffix),
             None => (false, lower.as_str()),
@@ -86,6 +106,24 @@ impl HostPattern {
         } else {
             HostPattern::Exact(name.to_string())
         })
+    }
+}
+
+/// A port after a host: a decimal number that fits in 16 bits.
+fn check_port(host: &str, port: &str) -> Result<(), String> {
+    match port.parse::<u16>() {
+        Ok(_) if port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err(format!(
+            "host {host:?}: port {port:?} is not a number from 0 to 65535"
+        )),
+    }
+}
+
+/// An IPv6 literal (without brackets), lower-cased as written.
+fn ipv6(host: &str, addr: &str) -> Result<HostPattern, String> {
+    match addr.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => Ok(HostPattern::Exact(addr.to_ascii_lowercase())),
+        Err(_) => Err(format!("host {host:?}: {addr:?} is not an IPv6 address")),
     }
 }
 
@@ -170,6 +208,15 @@ mod tests {
         assert_eq!(ok("*.example.com"), Wildcard("example.com".into()));
         assert_eq!(ok("*.Example.COM."), Wildcard("example.com".into()));
         assert_eq!(ok("*.com"), Wildcard("com".into()));
+        // Ports are stripped (upstream), IPv6 literals are hosts.
+        assert_eq!(ok("example.com:8080"), Exact("example.com".into()));
+        assert_eq!(ok("Example.com:0"), Exact("example.com".into()));
+        assert_eq!(ok("*.example.com:80"), Wildcard("example.com".into()));
+        assert_eq!(ok("*:80"), Any);
+        assert_eq!(ok("::1"), Exact("::1".into()));
+        assert_eq!(ok("[::1]"), Exact("::1".into()));
+        assert_eq!(ok("[::1]:8080"), Exact("::1".into()));
+        assert_eq!(ok("FE80::1"), Exact("fe80::1".into()));
         let label63 = "a".repeat(63);
         assert_eq!(ok(&label63), Exact(label63.clone()));
         // 4 labels of 63 plus 3 dots = 255 is too long; 3 x 63 + 61 + 3 dots = 253 is fine.
@@ -191,9 +238,14 @@ mod tests {
         assert!(err("a..com").contains("empty label"));
         assert!(err(".a.com").contains("empty label"));
         assert!(err("a.com..").contains("empty label"));
-        assert!(err("example.com:8080").contains("ports are not part of a host pattern"));
-        assert!(err("*.example.com:80").contains("ports are not part of a host pattern"));
-        assert!(err("[::1]").contains("IPv6"));
+        assert!(err("example.com:http").contains("not a number from 0 to 65535"));
+        assert!(err("example.com:").contains("not a number from 0 to 65535"));
+        assert!(err("example.com:70000").contains("not a number from 0 to 65535"));
+        assert!(err(":80").contains("empty host name before the port"));
+        assert!(err("[::1").contains("without a closing"));
+        assert!(err("[::1]80").contains("may follow"));
+        assert!(err("[::g]").contains("not an IPv6 address"));
+        assert!(err("1::2::3").contains("not an IPv6 address"));
         assert!(err("exa mple.com").contains("invalid character ' '"));
         assert!(err("under_score.com").contains("invalid character '_'"));
         assert!(err("café.com").contains("punycode"));
