@@ -29,9 +29,6 @@ use crate::common::{HeaderMatch, ScalingMetric};
 pub struct InterceptorRouteSpec {
     /// The Service (and port) requests are forwarded to.
     pub target: TargetRef,
-    /// How traffic reaches the target: `Service` (default) or `Endpoint` (pod IPs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_mode: Option<ProxyMode>,
     /// Matching rules, OR-ed. No rules means every request (catch-all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RoutingRule>,
@@ -66,16 +63,6 @@ pub struct TargetRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub port_name: Option<String>,
-}
-
-/// How the interceptor reaches the backend.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum ProxyMode {
-    /// Through the Service's DNS name (works with service meshes).
-    #[default]
-    Service,
-    /// Directly to a ready pod address from the EndpointSlices.
-    Endpoint,
 }
 
 /// One matching rule: any host, any path, all headers.

@@ -61,6 +61,9 @@ struct LogInfo {
 #[derive(Debug)]
 pub struct RequestGuard {
     route: Option<Arc<RouteStats>>,
+    /// Whether the request counts in the route's `/queue` counters (static
+    /// answers do not: static traffic must not scale the app).
+    queued: bool,
     inflight: Arc<Inflight>,
     start: Instant,
     method: Method,
@@ -69,20 +72,35 @@ pub struct RequestGuard {
 }
 
 impl RequestGuard {
-    /// Starts counting a request (of `route`, when it matched one).
+    /// Starts counting a request (of `route`, when it matched one) in the
+    /// route's `/queue` counters and metrics.
     pub fn new(
         route: Option<Arc<RouteStats>>,
         inflight: Arc<Inflight>,
         method: &Method,
         start: Instant,
     ) -> RequestGuard {
-        if let Some(r) = &route {
+        Self::with_queue(route, true, inflight, method, start)
+    }
+
+    /// Like [`new`](Self::new); with `queued` false the request shows in the
+    /// route's metrics but not in its `/queue` counters (a static answer).
+    pub fn with_queue(
+        route: Option<Arc<RouteStats>>,
+        queued: bool,
+        inflight: Arc<Inflight>,
+        method: &Method,
+        start: Instant,
+    ) -> RequestGuard {
+        let queued = queued && route.is_some();
+        if let Some(r) = route.as_ref().filter(|_| queued) {
             r.counters.concurrency.fetch_add(1, Ordering::Relaxed);
             r.counters.request_count.fetch_add(1, Ordering::Relaxed);
         }
         inflight.count.fetch_add(1, Ordering::AcqRel);
         RequestGuard {
             route,
+            queued,
             inflight,
             start,
             method: method.clone(),
@@ -110,7 +128,9 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         if let Some(r) = &self.route {
-            r.counters.concurrency.fetch_sub(1, Ordering::Relaxed);
+            if self.queued {
+                r.counters.concurrency.fetch_sub(1, Ordering::Relaxed);
+            }
             r.observe(&self.method, self.status, elapsed);
         }
         if self.inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -31,7 +31,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use routing::{PortRef, ProxyMode, ResponseBody, ResponseMode, Route, RuleAction, StaticResponse};
+use routing::{Action, PortRef, ResponseBody, ResponseMode, Route, StaticResponse};
 use sync::{EndpointsSnapshot, ReadyEndpoints, SharedTable};
 use tracing::{Instrument, debug, warn};
 
@@ -182,9 +182,15 @@ impl Proxy {
             let host = request_host(&req);
             table
                 .lookup(host, req.uri().path(), req.headers())
-                .map(|m| (m.route.clone(), m.rule.action()))
+                .map(|m| {
+                    let static_index = match m.action {
+                        Action::Forward => None,
+                        Action::Static { index, .. } => Some(index),
+                    };
+                    (m.route.clone(), static_index)
+                })
         };
-        let Some((route, action)) = matched else {
+        let Some((route, static_index)) = matched else {
             let mut guard = RequestGuard::new(None, self.inflight.clone(), req.method(), start);
             if self.config.log_requests {
                 guard.log(req.headers().get(header::HOST), req.uri(), None);
@@ -196,8 +202,11 @@ impl Proxy {
             return self.error_response(&err, guard, None);
         };
         let stats = self.metrics.stats(&route);
-        let mut guard = RequestGuard::new(
+        // Static routes are not counted in /queue: static traffic must not
+        // scale the app (as upstream).
+        let mut guard = RequestGuard::with_queue(
             Some(stats.clone()),
+            static_index.is_none(),
             self.inflight.clone(),
             req.method(),
             start,
@@ -213,7 +222,7 @@ impl Proxy {
             .timeouts
             .request
             .unwrap_or(self.config.request_timeout);
-        let work = self.route_request(req, peer, &route, action, &stats);
+        let work = self.route_request(req, peer, &route, static_index, &stats);
         let deadline = tokio::time::Instant::from_std(start) + request_timeout;
         let result = if request_timeout.is_zero() {
             work.await
@@ -290,7 +299,7 @@ impl Proxy {
         req: Request<Incoming>,
         peer: Peer,
         route: &Arc<Route>,
-        action: RuleAction,
+        static_index: Option<usize>,
         stats: &Arc<RouteStats>,
     ) -> Result<Forwarded, (ProxyError, Option<bool>)> {
         let target = &route.target;
@@ -298,17 +307,32 @@ impl Proxy {
             .endpoints
             .load()
             .has_ready(&target.namespace, &target.service);
-        if let Some(sr) = route.static_route(action)
-            && (sr.mode == ResponseMode::Always || !ready)
-        {
-            return static_response(&sr.response).map_err(|e| (e, None));
-        }
-        let direct =
-            self.config.direct_pod_routing || target.proxy_mode == Some(ProxyMode::Endpoint);
+        let direct = self.config.direct_pod_routing;
         let rht = route
             .timeouts
             .response_header
             .unwrap_or(self.config.response_header_timeout);
+        if let Some(sr) = static_index.and_then(|i| route.static_routes.get(i)) {
+            // A static route answers (no cold-start header), or, in
+            // `WhenUnavailable` mode while the target is ready, the request is
+            // forwarded without cold-start handling (and uncounted).
+            if sr.mode == ResponseMode::Always || !ready {
+                return static_response(&sr.response).map_err(|e| (e, None));
+            }
+            return self
+                .forward(
+                    req,
+                    peer,
+                    &target.namespace,
+                    &target.service,
+                    &target.port,
+                    direct,
+                    false,
+                    rht,
+                )
+                .await
+                .map_err(|e| (e, None));
+        }
         if ready {
             return self
                 .forward(

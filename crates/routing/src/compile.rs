@@ -84,7 +84,6 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
         hosts,
         paths,
         headers,
-        action: RuleAction::Forward,
     }];
 
     let str_ref = &spec.scale_target_ref;
@@ -96,7 +95,6 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
             str_ref.port,
             str_ref.port_name.as_deref(),
         ),
-        proxy_mode: None,
     };
 
     let timeouts = match &spec.timeouts {
@@ -157,9 +155,10 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
 /// Compiles an `InterceptorRoute` into a [`Route`], after running
 /// [`api::validate_interceptor_route`].
 ///
-/// Each of `spec.rules` becomes a forwarding [`Rule`] (no rules: one catch-all
-/// rule on `/`); each rule of each static route becomes a [`Rule`] with
-/// [`RuleAction::Static`] (a static route without rules is a catch-all too).
+/// Each of `spec.rules` becomes a forwarding [`Rule`]; an `InterceptorRoute`
+/// without rules routes nothing (as upstream), though its key stays in the
+/// table (and in `/queue`). Static routes keep their own rules, consulted
+/// only for requests the forwarding rules matched.
 ///
 /// ```
 /// let obj: api::InterceptorRoute = serde_yaml::from_str(r#"
@@ -183,12 +182,12 @@ pub fn compile_interceptor_route(obj: &InterceptorRoute) -> Result<Route, Vec<Fi
     let mut cx = cx_from_meta!(obj.metadata);
     let spec = &obj.spec;
 
-    let mut rules = cx.rules("spec.rules", &spec.rules, RuleAction::Forward);
+    let rules = cx.rules("spec.rules", &spec.rules);
     let mut static_routes = Vec::with_capacity(spec.static_routes.len());
     for (i, sr) in spec.static_routes.iter().enumerate() {
         let field = format!("spec.staticRoutes[{i}]");
-        rules.extend(cx.rules(&format!("{field}.rules"), &sr.rules, RuleAction::Static(i)));
         static_routes.push(StaticRoute {
+            rules: cx.rules(&format!("{field}.rules"), &sr.rules),
             response: cx.static_response(&format!("{field}.response"), &sr.response, 200),
             mode: sr.response_mode,
         });
@@ -202,7 +201,6 @@ pub fn compile_interceptor_route(obj: &InterceptorRoute) -> Result<Route, Vec<Fi
             spec.target.port,
             spec.target.port_name.as_deref(),
         ),
-        proxy_mode: spec.proxy_mode,
     };
 
     let timeouts = match &spec.timeouts {
@@ -277,20 +275,15 @@ pub fn compile_all<'a>(
     (routes, errors)
 }
 
-/// Normalises configured path prefixes: a leading `/` is added when missing and
-/// trailing slashes are dropped (`/api/` behaves as `/api`; `/`, `""` and `//`
-/// are `/`). None configured means `/`. Duplicates are removed.
+/// Normalises configured path prefixes as upstream does: every leading and
+/// trailing `/` is trimmed, then one leading `/` put back (`api`, `/api/` and
+/// `//api//` are `/api`; `/`, `""` and `//` are `/`). None configured means
+/// `/`. Duplicates are removed.
 fn normalize_paths<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<Arc<str>> {
     let mut out: Vec<Arc<str>> = Vec::new();
     for p in paths {
-        let trimmed = p.trim_end_matches('/');
-        let norm: Arc<str> = if trimmed.is_empty() {
-            Arc::from("/")
-        } else if trimmed.starts_with('/') {
-            Arc::from(trimmed)
-        } else {
-            Arc::from(format!("/{trimmed}"))
-        };
+        let trimmed = p.trim_matches('/');
+        let norm: Arc<str> = Arc::from(format!("/{trimmed}"));
         if !out.contains(&norm) {
             out.push(norm);
         }
@@ -389,15 +382,7 @@ impl Cx {
         })
     }
 
-    fn rules(&mut self, field: &str, rules: &[api::RoutingRule], action: RuleAction) -> Vec<Rule> {
-        if rules.is_empty() {
-            return vec![Rule {
-                hosts: vec![HostMatch::Any],
-                paths: vec![Arc::from("/")],
-                headers: Vec::new(),
-                action,
-            }];
-        }
+    fn rules(&mut self, field: &str, rules: &[api::RoutingRule]) -> Vec<Rule> {
         rules
             .iter()
             .enumerate()
@@ -405,7 +390,6 @@ impl Cx {
                 hosts: self.hosts(&format!("{field}[{i}].hosts"), &r.hosts),
                 paths: normalize_paths(r.paths.iter().map(|p| p.value.as_str())),
                 headers: self.headers(&format!("{field}[{i}].headers"), &r.headers),
-                action,
             })
             .collect()
     }
@@ -415,14 +399,8 @@ impl Cx {
         for (i, h) in hosts.iter().enumerate() {
             let m = match HostPattern::parse(h) {
                 Ok(HostPattern::Any) => HostMatch::Any,
-                Ok(HostPattern::Exact(h)) => {
-                    let h = h.strip_suffix('.').unwrap_or(&h);
-                    let h = h
-                        .strip_prefix('[')
-                        .and_then(|h| h.strip_suffix(']'))
-                        .unwrap_or(h);
-                    HostMatch::Exact(Arc::from(h))
-                }
+                // Already lower-cased, without port, brackets or trailing dot.
+                Ok(HostPattern::Exact(h)) => HostMatch::Exact(Arc::from(h)),
                 Ok(HostPattern::Wildcard(s)) => {
                     let s = s.strip_suffix('.').unwrap_or(&s);
                     if s.is_empty() {

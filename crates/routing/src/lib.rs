@@ -22,31 +22,43 @@
 //!   serialises the table (`/routing-table`) and the counters (`/queue`).
 //!
 //! # Precedence
-//! Among all candidates (a rule of an active route whose host pattern matches,
-//! one of whose path prefixes matches on whole segments, and all of whose
-//! header filters match), the best is the smallest by:
+//! Among all candidates (a forwarding rule of an active route whose host
+//! pattern matches, one of whose path prefixes matches on whole segments, and
+//! all of whose header filters match), the best is the smallest by:
 //! 1. host: exact, then wildcard with a longer suffix, then shorter suffix,
 //!    then catch-all. Hosts are case-insensitive; the port and a trailing dot
-//!    are ignored. `*.example.com` matches `a.example.com` and
-//!    `a.b.example.com`, not `example.com`.
+//!    are ignored, in rules (`example.com:8080`) as in requests; IPv6
+//!    literals (`::1`, `[::1]:8080`) are hosts. `*.example.com` matches
+//!    `a.example.com` and `a.b.example.com`, not `example.com`.
 //! 2. longer path prefix. Prefixes match whole segments: `/api` matches `/api`,
-//!    `/api/` and `/api/x`, not `/apiv2`; `/` matches everything; a configured
-//!    `/api/` is the same prefix as `/api`. Paths are case-sensitive and
-//!    compared as received (no percent-decoding); the query string is ignored.
+//!    `/api/` and `/api/x`, not `/apiv2`; `/` matches everything. As upstream,
+//!    every leading and trailing `/` of rule paths and request paths is
+//!    trimmed before matching (`api`, `/api/` and `//api//` are the prefix
+//!    `/api`; a request for `///api` matches it); the request target sent to
+//!    the backend is untouched. Paths are case-sensitive and compared as
+//!    received (no percent-decoding); the query string is ignored.
 //! 3. more header filters, then more filters with a value;
 //! 4. older `creationTimestamp` (an object without one is the youngest);
-//! 5. namespace, then name, ascending;
-//! 6. within one object: a static route's rule before a forwarding rule, then
-//!    declaration order.
+//! 5. `namespace/name` in descending order, as upstream (`beta/app` before
+//!    `alpha/app`);
+//! 6. within one object, declaration order.
 //!
 //! Because header filters are part of the candidate test, a request whose
 //! headers reject every route at the longest prefix falls back to shorter
 //! prefixes on the same host, then to wildcards, then to catch-all routes
 //! (upstream jumps straight to wildcards). An `InterceptorRoute` shadows an
 //! `HTTPScaledObject` with the same namespace/name; removing it re-activates
-//! the `HTTPScaledObject`. An `InterceptorRoute` without rules, or an
-//! `HTTPScaledObject` without hosts, is a catch-all (on `/` when it has no
-//! paths).
+//! the `HTTPScaledObject`. An `HTTPScaledObject` without hosts is a
+//! catch-all (on `/` when it has no paths); an `InterceptorRoute` without
+//! rules routes nothing, as upstream (its key stays in the table, so
+//! `/queue` lists it).
+//!
+//! # Static routes
+//! The `staticRoutes` of an `InterceptorRoute` are not candidates of their
+//! own: once a request is routed to an `InterceptorRoute` by its forwarding
+//! rules, its static routes are tried in order and the first with a matching
+//! rule answers ([`Action::Static`]). So a static route never captures
+//! another host or outranks another route.
 
 mod compile;
 mod request;
@@ -54,11 +66,11 @@ mod route;
 mod table;
 
 pub use compile::{compile_all, compile_http_scaled_object, compile_interceptor_route};
-pub use request::{MAX_HOST_LEN, NoHeaders, RequestHeaders, normalize_host};
+pub use request::{MAX_HOST_LEN, NoHeaders, RequestHeaders, normalize_host, normalize_path};
 pub use route::{
-    ColdStart, ConcurrencyTarget, Fallback, HeaderFilter, HostMatch, PortRef, ProxyMode,
-    RequestRateTarget, ResponseBody, ResponseMode, Route, RouteCounters, Rule, RuleAction, Scaling,
-    SourceKind, StaticResponse, StaticRoute, Target, Timeouts, path_prefix_matches,
+    ColdStart, ConcurrencyTarget, Fallback, HeaderFilter, HostMatch, PortRef, RequestRateTarget,
+    ResponseBody, ResponseMode, Route, RouteCounters, Rule, Scaling, SourceKind, StaticResponse,
+    StaticRoute, Target, Timeouts, path_prefix_matches,
 };
 pub use table::{Action, RouteMatch, RoutingTable};
 

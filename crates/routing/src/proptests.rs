@@ -10,8 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use crate::{
-    Route, RoutingTable, Rule, RuleAction, SourceKind, compile_http_scaled_object,
-    compile_interceptor_route,
+    Route, RoutingTable, Rule, SourceKind, compile_http_scaled_object, compile_interceptor_route,
 };
 
 const NAMESPACES: &[&str] = &["a", "a-b", "b"];
@@ -28,6 +27,9 @@ const HOSTS: &[&str] = &[
     "*.b.example.com",
     "*.org",
     "*",
+    "example.com:8080",
+    "::1",
+    "[::2]:8080",
 ];
 const PATHS: &[&str] = &[
     "/",
@@ -38,6 +40,9 @@ const PATHS: &[&str] = &[
     "/api/v1/users",
     "/b",
     "/b/c",
+    "api",
+    "//b//",
+    "/api//v1",
 ];
 const HEADER_NAMES: &[&str] = &["x-a", "x-b"];
 const REQ_HOSTS: &[&str] = &[
@@ -58,6 +63,10 @@ const REQ_HOSTS: &[&str] = &[
     "Y.X.B.example.com:80",
     "a.b.example.com:8.0",
     "h.example.com:80:80",
+    "[::1]:8080",
+    "::1",
+    "[::2]",
+    "example.com:9090",
 ];
 const REQ_PATHS: &[&str] = &[
     "/",
@@ -74,6 +83,10 @@ const REQ_PATHS: &[&str] = &[
     "/api?x=/b",
     "//api",
     "/API",
+    "///api/v1//",
+    "/api//v1",
+    "//b/",
+    "*",
 ];
 const REQ_HEADERS: &[(&str, &str)] = &[("x-a", "1"), ("X-A", "2"), ("x-b", "1"), ("x-b", "2")];
 
@@ -190,7 +203,8 @@ fn obj_strategy() -> impl Strategy<Value = Obj> {
         proptest::collection::vec(rule_strategy(), 0..3),
         proptest::collection::vec(
             (
-                proptest::collection::vec(rule_strategy(), 0..2),
+                // At least one rule: upstream's CRD requires it.
+                proptest::collection::vec(rule_strategy(), 1..3),
                 any::<bool>(),
             ),
             0..2,
@@ -267,13 +281,12 @@ fn ref_host_rank(pattern: &crate::HostMatch, host: Option<&str>) -> Option<(u8, 
     }
 }
 
+/// Upstream's rule: trim every leading and trailing '/' of both, then equal,
+/// or the path continues the prefix with a '/'; an empty prefix matches all.
 fn ref_path_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    let req: Vec<&str> = path.split('/').collect();
-    let pre: Vec<&str> = prefix.split('/').collect();
-    req.len() >= pre.len() && req[..pre.len()] == pre[..]
+    let prefix = prefix.trim_matches('/');
+    let path = path.trim_matches('/');
+    prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
 }
 
 fn ref_headers_match(rule: &Rule, headers: &[(&str, &str)]) -> bool {
@@ -293,22 +306,31 @@ type RefKey = (
     Reverse<usize>,
     Reverse<usize>,
     (bool, Option<SystemTime>),
-    String,
-    String,
-    (u8, usize),
+    Reverse<String>,
     usize,
 );
 
-/// The winner as (route key, rule index, path prefix).
+/// Whether a rule matches on its own (for static routes): any host, any
+/// path, all headers.
+fn ref_rule_matches(rule: &Rule, host: Option<&str>, path: &str, headers: &[(&str, &str)]) -> bool {
+    ref_headers_match(rule, headers)
+        && rule
+            .hosts()
+            .iter()
+            .any(|h| ref_host_rank(h, host).is_some())
+        && rule.paths().iter().any(|p| ref_path_matches(p, path))
+}
+
+/// The winner as (route key, rule index, path prefix, static route index).
 fn reference(
     active: &[Arc<Route>],
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> Option<(String, usize, String)> {
+) -> Option<(String, usize, String, Option<usize>)> {
     let host = ref_host(host);
     let path = path.split('?').next().unwrap_or("");
-    let mut best: Option<(RefKey, (String, usize, String))> = None;
+    let mut best: Option<(RefKey, (String, usize, String), &Arc<Route>)> = None;
     for route in active {
         for (ri, rule) in route.rules().iter().enumerate() {
             if !ref_headers_match(rule, headers) {
@@ -328,22 +350,24 @@ fn reference(
                         Reverse(rule.headers().len()),
                         Reverse(rule.valued_headers()),
                         (route.created.is_none(), route.created),
-                        route.namespace().to_string(),
-                        route.name().to_string(),
-                        match rule.action() {
-                            RuleAction::Static(i) => (0, i),
-                            RuleAction::Forward => (1, 0),
-                        },
+                        Reverse(route.key().to_string()),
                         ri,
                     );
-                    if best.as_ref().is_none_or(|(k, _)| key < *k) {
-                        best = Some((key, (route.key().to_string(), ri, p.to_string())));
+                    if best.as_ref().is_none_or(|(k, _, _)| key < *k) {
+                        best = Some((key, (route.key().to_string(), ri, p.to_string()), route));
                     }
                 }
             }
         }
     }
-    best.map(|(_, v)| v)
+    best.map(|(_, (key, ri, p), route)| {
+        let statics = route.static_routes.iter().position(|sr| {
+            sr.rules
+                .iter()
+                .any(|r| ref_rule_matches(r, host.as_deref(), path, headers))
+        });
+        (key, ri, p, statics)
+    })
 }
 
 /// The active route of each key: the InterceptorRoute if there is one.
@@ -363,7 +387,7 @@ fn indexed(
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> Option<(String, usize, String)> {
+) -> Option<(String, usize, String, Option<usize>)> {
     t.lookup(host, path, headers).map(|m| {
         let ri = m
             .route
@@ -371,7 +395,19 @@ fn indexed(
             .iter()
             .position(|r| std::ptr::eq(r, m.rule))
             .expect("matched rule belongs to the route");
-        (m.route.key().to_string(), ri, m.path_prefix.to_string())
+        let statics = match m.action {
+            crate::Action::Forward => None,
+            crate::Action::Static { index, route } => {
+                assert!(std::ptr::eq(route, &m.route.static_routes[index]));
+                Some(index)
+            }
+        };
+        (
+            m.route.key().to_string(),
+            ri,
+            m.path_prefix.to_string(),
+            statics,
+        )
     })
 }
 

@@ -144,10 +144,27 @@ fn strip_port(h: &[u8]) -> &[u8] {
     }
 }
 
-/// The path without its query string.
-pub(crate) fn strip_query(path: &str) -> &str {
-    match path.find('?') {
+/// Normalises a request path for matching, without allocating: the query
+/// string is dropped and leading slashes collapse to one (upstream trims
+/// every leading `/`, so `///x` matches `/x`). Trailing slashes need no
+/// trimming: prefixes match on whole segments, so `/x//` matches `/x`.
+/// A path without a leading `/` (`*`, or an empty one) is returned as is
+/// and matches only `/`.
+///
+/// ```
+/// assert_eq!(routing::normalize_path("///api/x?y=/z"), "/api/x");
+/// assert_eq!(routing::normalize_path("/"), "/");
+/// assert_eq!(routing::normalize_path("*"), "*");
+/// ```
+pub fn normalize_path(path: &str) -> &str {
+    let path = match path.find('?') {
         Some(i) => &path[..i],
         None => path,
+    };
+    let rest = path.trim_start_matches('/');
+    if rest.len() < path.len() {
+        &path[path.len() - rest.len() - 1..]
+    } else {
+        path
     }
 }

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde::ser::{SerializeMap, SerializeStruct};
+use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
-pub use api::{ProxyMode, ResponseMode};
+pub use api::ResponseMode;
 
 /// Which custom resource a [`Route`] was compiled from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -77,10 +77,6 @@ pub struct Target {
     pub namespace: Arc<str>,
     /// Service port.
     pub port: PortRef,
-    /// `None`: the interceptor's global default (`KEDA_HTTP_DIRECT_POD_ROUTING`);
-    /// `HTTPScaledObject`s always leave it unset.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_mode: Option<ProxyMode>,
 }
 
 /// Per-route timeouts. `None` means "use the interceptor's global default";
@@ -136,9 +132,18 @@ pub struct StaticResponse {
     pub headers: HeaderMap,
 }
 
-/// A static route of an `InterceptorRoute`: its response and when it applies.
+/// A static route of an `InterceptorRoute`: the requests it answers, its
+/// response and when it applies.
+///
+/// As upstream, static routes are consulted only for a request that the
+/// route's own forwarding rules already matched: they never match another
+/// host or outrank another route. The first static route with a matching
+/// rule wins ([`Route::static_route_for`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StaticRoute {
+    /// Matching rules, OR-ed (each: any of its hosts, any of its paths, all
+    /// of its headers).
+    pub rules: Vec<Rule>,
     /// The answer.
     pub response: StaticResponse,
     /// `Always`, or `WhenUnavailable` (only while the target has no ready endpoint;
@@ -273,38 +278,16 @@ impl Serialize for HeaderFilter {
     }
 }
 
-/// What a rule does when it is the best match.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RuleAction {
-    /// Forward to the route's [`Target`].
-    Forward,
-    /// Answer with `route.static_routes[i]`.
-    Static(usize),
-}
-
-impl Serialize for RuleAction {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            RuleAction::Forward => s.serialize_str("forward"),
-            RuleAction::Static(i) => {
-                let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry("staticRoute", i)?;
-                m.end()
-            }
-        }
-    }
-}
-
 /// One matching rule: any of `hosts`, any of `paths`, all of `headers`.
 ///
-/// Paths are normalised prefixes: they start with `/` and have no trailing
-/// `/` (except `/` itself), so `/api/` configured behaves as `/api`.
+/// Paths are normalised prefixes, as upstream trims every leading and
+/// trailing `/`: they start with exactly one `/` and have no trailing `/`
+/// (except `/` itself), so `api`, `/api/` and `//api//` all behave as `/api`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rule {
     pub(crate) hosts: Vec<HostMatch>,
     pub(crate) paths: Vec<Arc<str>>,
     pub(crate) headers: Vec<HeaderFilter>,
-    pub(crate) action: RuleAction,
 }
 
 impl Rule {
@@ -320,13 +303,25 @@ impl Rule {
     pub fn headers(&self) -> &[HeaderFilter] {
         &self.headers
     }
-    /// What the rule does.
-    pub fn action(&self) -> RuleAction {
-        self.action
-    }
     /// Number of header filters that require a value.
     pub fn valued_headers(&self) -> usize {
         self.headers.iter().filter(|h| h.value.is_some()).count()
+    }
+
+    /// Whether a request matches this rule on its own: any host pattern, any
+    /// path prefix (on whole segments), all header filters. `host` is the
+    /// normalised request host (see [`normalize_host`](crate::normalize_host))
+    /// and `path` the request path with one leading `/` (see
+    /// [`normalize_path`](crate::normalize_path)).
+    pub fn matches<H: crate::RequestHeaders + ?Sized>(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &H,
+    ) -> bool {
+        self.hosts.iter().any(|h| h.matches(host))
+            && self.paths.iter().any(|p| path_prefix_matches(p, path))
+            && self.headers.iter().all(|f| f.matches(headers))
     }
 }
 
@@ -391,16 +386,24 @@ impl Route {
     pub fn kind(&self) -> SourceKind {
         self.kind
     }
-    /// Matching rules, forwarding rules first, then the rules of each static route.
+    /// Forwarding rules (empty for an `InterceptorRoute` without rules,
+    /// which routes nothing, as upstream).
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
-    /// The static route a rule answers with, if any.
-    pub fn static_route(&self, action: RuleAction) -> Option<&StaticRoute> {
-        match action {
-            RuleAction::Forward => None,
-            RuleAction::Static(i) => self.static_routes.get(i),
-        }
+    /// The first static route with a rule that matches the request (as
+    /// upstream: first match wins), by index into
+    /// [`static_routes`](Route::static_routes). `host` and `path` are
+    /// normalised as for [`Rule::matches`].
+    pub fn static_route_for<H: crate::RequestHeaders + ?Sized>(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &H,
+    ) -> Option<usize> {
+        self.static_routes
+            .iter()
+            .position(|sr| sr.rules.iter().any(|r| r.matches(host, path, headers)))
     }
 }
 
@@ -425,13 +428,39 @@ impl PartialEq for Route {
 /// action), target, resourceVersion.
 impl Serialize for Route {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Route", 6)?;
+        let mut st = s.serialize_struct("Route", 7)?;
         st.serialize_field("key", &*self.key)?;
         st.serialize_field("kind", &self.kind)?;
         st.serialize_field("rules", &self.rules)?;
+        if self.static_routes.is_empty() {
+            st.skip_field("staticRoutes")?;
+        } else {
+            let statics: Vec<StaticRouteView<'_>> = self
+                .static_routes
+                .iter()
+                .map(|sr| StaticRouteView {
+                    rules: &sr.rules,
+                    response_mode: match sr.mode {
+                        ResponseMode::Always => "Always",
+                        ResponseMode::WhenUnavailable => "WhenUnavailable",
+                    },
+                    status_code: sr.response.status.as_u16(),
+                })
+                .collect();
+            st.serialize_field("staticRoutes", &statics)?;
+        }
         st.serialize_field("target", &self.target)?;
         st.serialize_field("resourceVersion", &self.resource_version.as_deref())?;
         st.serialize_field("generation", &self.generation)?;
         st.end()
     }
+}
+
+/// A static route as `/routing-table` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StaticRouteView<'a> {
+    rules: &'a [Rule],
+    response_mode: &'static str,
+    status_code: u16,
 }

@@ -31,8 +31,8 @@ use api::{HTTPScaledObject, InterceptorRoute};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
-use crate::request::{MAX_HOST_LEN, RequestHeaders, normalize_host_bytes, strip_query};
-use crate::route::{HostMatch, Route, Rule, RuleAction, SourceKind, StaticRoute};
+use crate::request::{MAX_HOST_LEN, RequestHeaders, normalize_host_bytes, normalize_path};
+use crate::route::{HostMatch, Route, Rule, SourceKind, StaticRoute};
 
 type FastHash = foldhash::fast::RandomState;
 type Map<K, V> = imbl::GenericHashMap<K, V, FastHash, imbl::shared_ptr::DefaultSharedPtr>;
@@ -88,8 +88,9 @@ impl Entry {
 
 /// Precedence of two entries filed under the same host and path (smaller
 /// first): more header filters, more filters with values, older
-/// `creationTimestamp`, namespace then name; within one object static routes
-/// before forwarding rules, then declaration order.
+/// `creationTimestamp`, then `namespace/name` in DESCENDING order (as
+/// upstream sorts; ties are common, timestamps have 1 s resolution); within
+/// one object, declaration order.
 fn entry_order(a: &Entry, b: &Entry) -> Ordering {
     let (ra, rb) = (a.rule(), b.rule());
     rb.headers
@@ -97,17 +98,8 @@ fn entry_order(a: &Entry, b: &Entry) -> Ordering {
         .cmp(&ra.headers.len())
         .then_with(|| rb.valued_headers().cmp(&ra.valued_headers()))
         .then_with(|| a.route.created_order.cmp(&b.route.created_order))
-        .then_with(|| a.route.namespace.cmp(&b.route.namespace))
-        .then_with(|| a.route.name.cmp(&b.route.name))
-        .then_with(|| action_rank(ra.action).cmp(&action_rank(rb.action)))
+        .then_with(|| b.route.key.cmp(&a.route.key))
         .then_with(|| a.rule.cmp(&b.rule))
-}
-
-fn action_rank(a: RuleAction) -> (u8, usize) {
-    match a {
-        RuleAction::Static(i) => (0, i),
-        RuleAction::Forward => (1, 0),
-    }
 }
 
 type Entries = Arc<[Entry]>;
@@ -339,13 +331,19 @@ pub struct RouteMatch<'a> {
 /// What the interceptor does with a matched request.
 #[derive(Clone, Copy, Debug)]
 pub enum Action<'a> {
-    /// Forward to `route.target` (with the route's cold-start policy).
+    /// Forward to `route.target` (counted, with the route's cold-start policy).
     Forward,
-    /// Answer with this static route. With
+    /// A static route of the matched route answers: `route.static_routes[index]`.
+    /// Not counted (static traffic must not scale the app). With
     /// [`ResponseMode::WhenUnavailable`](crate::ResponseMode) the interceptor
-    /// answers only while the target has no ready endpoint, and forwards to
-    /// `route.target` otherwise.
-    Static(&'a StaticRoute),
+    /// answers only while the target has no ready endpoint, and otherwise
+    /// forwards to `route.target` (still uncounted, no cold-start wait).
+    Static {
+        /// Index into [`Route::static_routes`].
+        index: usize,
+        /// The static route.
+        route: &'a StaticRoute,
+    },
 }
 
 /// An immutable snapshot of every route, indexed for lookups.
@@ -658,16 +656,28 @@ impl RoutingTable {
         path: &str,
         headers: &H,
     ) -> Option<RouteMatch<'_>> {
-        let path = strip_query(path);
+        let path = normalize_path(path);
         let mut buf = [0u8; MAX_HOST_LEN];
-        let found = normalize_host_bytes(host.as_bytes(), &mut buf)
+        let host = normalize_host_bytes(host.as_bytes(), &mut buf);
+        let found = host
             .and_then(|host| self.lookup_host(host, path, headers))
             .or_else(|| self.any.lookup(path, headers))?;
         let (path_prefix, entry) = found;
         let rule = entry.rule();
-        let action = match rule.action {
-            RuleAction::Forward => Action::Forward,
-            RuleAction::Static(i) => Action::Static(&entry.route.static_routes[i]),
+        let route = &entry.route;
+        let action = if route.static_routes.is_empty() {
+            Action::Forward
+        } else {
+            // Only hosts of ASCII text reach the proxy; a host too long to
+            // normalise matches catch-all host patterns only.
+            let host = host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+            match route.static_route_for(host, path, headers) {
+                Some(index) => Action::Static {
+                    index,
+                    route: &route.static_routes[index],
+                },
+                None => Action::Forward,
+            }
         };
         Some(RouteMatch {
             route: &entry.route,

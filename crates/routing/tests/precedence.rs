@@ -232,19 +232,32 @@ fn object_without_timestamp_is_youngest() {
 }
 
 #[test]
-fn namespace_then_name_break_ties() {
+fn namespace_name_descending_breaks_ties() {
+    // Upstream: ties after headers and creationTimestamp go to namespace/name
+    // in descending order (the key's byte order, as the API lists objects).
     let t = table(vec![
-        hso_at("b", "a", Some(5), &["h"], &[], &[]),
-        hso_at("a", "z", Some(5), &["h"], &[], &[]),
-        hso_at("a", "y", Some(5), &["h"], &[], &[]),
+        hso_at("alpha", "app", Some(5), &["h"], &[], &[]),
+        hso_at("beta", "app", Some(5), &["h"], &[], &[]),
     ]);
-    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("a/y"));
-    // Namespace compares before name, not the joined key: "a/x" < "a-b/x".
+    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("beta/app"));
     let t = table(vec![
-        hso_at("a-b", "x", Some(5), &["h"], &[], &[]),
+        hso_at("default", "aaa", Some(5), &["h"], &[], &[]),
+        hso_at("default", "zzz", Some(5), &["h"], &[], &[]),
+        hso_at("default", "mmm", Some(5), &["h"], &[], &[]),
+    ]);
+    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("default/zzz"));
+    // The joined key decides: "a/x" > "a-b/x" ('/' sorts after '-').
+    let t = table(vec![
         hso_at("a", "x", Some(5), &["h"], &[], &[]),
+        hso_at("a-b", "x", Some(5), &["h"], &[], &[]),
     ]);
     assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("a/x"));
+    // The timestamp still comes first.
+    let t = table(vec![
+        hso_at("alpha", "app", Some(4), &["h"], &[], &[]),
+        hso_at("beta", "app", Some(5), &["h"], &[], &[]),
+    ]);
+    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("alpha/app"));
 }
 
 #[test]
@@ -341,11 +354,151 @@ fn no_match_is_none() {
 }
 
 #[test]
-fn interceptor_route_without_rules_is_catch_all() {
-    let t = table(vec![ir("ns", "ir", None, json!({}))]);
+fn interceptor_route_without_rules_routes_nothing() {
+    // Upstream: no rules, no match (an HTTPScaledObject without hosts is a
+    // catch-all; an InterceptorRoute without rules is not).
+    let t = table(vec![
+        ir("ns", "ir", None, json!({})),
+        ir(
+            "ns",
+            "statics",
+            None,
+            json!({"staticRoutes": [
+            {"rules": [{}], "response": {"body": "x"}, "responseMode": "Always"}]}),
+        ),
+    ]);
+    assert_eq!(route_of(&t, "whatever.org", "/a/b", &[]), None);
+    assert_eq!(route_of(&t, "", "/", &[]), None);
+    // The keys stay in the table, so /queue lists them with zero counts.
+    assert_eq!(t.len(), 2);
+    assert!(t.get("ns", "ir").is_some());
+    // An HTTPScaledObject without hosts still catches everything.
+    let t = table(vec![
+        ir("ns", "ir", None, json!({})),
+        hso("ns", "any", &[], &[], &[]),
+    ]);
     assert_eq!(
         route_of(&t, "whatever.org", "/a/b", &[]).as_deref(),
-        Some("ns/ir")
+        Some("ns/any")
+    );
+}
+
+#[test]
+fn rule_host_port_is_stripped() {
+    let t = table(vec![
+        hso("ns", "hso", &["example.com:8080"], &[], &[]),
+        ir(
+            "ns",
+            "ir",
+            None,
+            json!({"rules": [{"hosts": ["api.example.com:443", "*.w.example.com:80"]}]}),
+        ),
+    ]);
+    for host in ["example.com", "example.com:8080", "example.com:9999"] {
+        assert_eq!(
+            route_of(&t, host, "/", &[]).as_deref(),
+            Some("ns/hso"),
+            "{host}"
+        );
+    }
+    for host in [
+        "api.example.com",
+        "api.example.com:8443",
+        "a.w.example.com:1",
+    ] {
+        assert_eq!(
+            route_of(&t, host, "/", &[]).as_deref(),
+            Some("ns/ir"),
+            "{host}"
+        );
+    }
+    assert_eq!(route_of(&t, "other.example.com", "/", &[]), None);
+}
+
+#[test]
+fn ipv6_hosts() {
+    let t = table(vec![
+        hso("ns", "bare", &["::1"], &[], &[]),
+        hso("ns", "bracketed", &["[fe80::2]:8080"], &[], &[]),
+        ir("ns", "ir", None, json!({"rules": [{"hosts": ["[::3]"]}]})),
+    ]);
+    for (host, want) in [
+        ("[::1]:8080", "ns/bare"),
+        ("[::1]", "ns/bare"),
+        ("::1", "ns/bare"),
+        ("[FE80::2]", "ns/bracketed"),
+        ("[fe80::2]:80", "ns/bracketed"),
+        ("[::3]:1", "ns/ir"),
+    ] {
+        assert_eq!(
+            route_of(&t, host, "/", &[]).as_deref(),
+            Some(want),
+            "{host}"
+        );
+    }
+    assert_eq!(route_of(&t, "[::4]:8080", "/", &[]), None);
+}
+
+#[test]
+fn leading_and_trailing_slashes_are_trimmed() {
+    let t = table(vec![
+        hso("ns", "abc", &["h"], &["//abc/def//"], &[]),
+        hso("ns", "noslash", &["h"], &["api"], &[]),
+        ir(
+            "ns",
+            "ir",
+            None,
+            json!({"rules": [{"hosts": ["i"], "paths": [{"value": "x"}, {"value": "///y/"}]}]}),
+        ),
+    ]);
+    for path in [
+        "/abc/def",
+        "/abc/def/",
+        "//abc/def",
+        "///abc/def//g",
+        "/abc/def?q=1",
+    ] {
+        assert_eq!(
+            route_of(&t, "h", path, &[]).as_deref(),
+            Some("ns/abc"),
+            "{path}"
+        );
+    }
+    // (A request path always starts with '/': hyper gives origin-form paths.)
+    for path in ["/api", "//api", "/api/v1", "///api//v1"] {
+        assert_eq!(
+            route_of(&t, "h", path, &[]).as_deref(),
+            Some("ns/noslash"),
+            "{path}"
+        );
+    }
+    for path in ["/x", "///x", "/x/1", "/y", "//y//"] {
+        assert_eq!(
+            route_of(&t, "i", path, &[]).as_deref(),
+            Some("ns/ir"),
+            "{path}"
+        );
+    }
+    assert_eq!(route_of(&t, "h", "/abc", &[]), None);
+    assert_eq!(route_of(&t, "h", "/apiv2", &[]), None);
+    assert_eq!(route_of(&t, "i", "/xy", &[]), None);
+    // The prefix reported is the normalised one.
+    let m = t.lookup("h", "///abc/def/x", &NoHeaders).unwrap();
+    assert_eq!(m.path_prefix, "/abc/def");
+    assert_eq!(&*m.rule.paths()[0], "/abc/def");
+    // The same through the large (hashed) path index.
+    let mut routes: Vec<_> = (0..20)
+        .map(|i| hso("ns", &format!("p{i}"), &["big"], &[&format!("/p{i}")], &[]))
+        .collect();
+    routes.push(hso("ns", "deep", &["big"], &["//q/r//"], &[]));
+    let t = table(routes);
+    assert_eq!(
+        route_of(&t, "big", "////p7//x", &[]).as_deref(),
+        Some("ns/p7")
+    );
+    assert_eq!(
+        route_of(&t, "big", "//q/r/", &[]).as_deref(),
+        Some("ns/deep")
     );
 }
 
@@ -537,8 +690,19 @@ fn extend_and_reset() {
     ));
 }
 
+fn static_of(t: &RoutingTable, host: &str, path: &str) -> Option<(String, usize)> {
+    t.lookup(host, path, &NoHeaders)
+        .and_then(|m| match m.action {
+            Action::Static { index, route } => {
+                assert!(std::ptr::eq(route, &m.route.static_routes[index]));
+                Some((m.route.key().to_string(), index))
+            }
+            Action::Forward => None,
+        })
+}
+
 #[test]
-fn static_routes_are_candidates_of_their_object() {
+fn static_routes_apply_only_within_their_route() {
     let t = table(vec![
         ir(
             "ns",
@@ -547,40 +711,58 @@ fn static_routes_are_candidates_of_their_object() {
             json!({
                 "rules": [{"hosts": ["app.example.com"]}],
                 "staticRoutes": [
-                    {"rules": [{"hosts": ["app.example.com"], "paths": [{"value": "/healthz"}]}],
-                     "response": {"statusCode": 204}},
-                    {"rules": [{"hosts": ["app.example.com"]}],
-                     "response": {"body": "maintenance"}, "responseMode": "WhenUnavailable"},
+                    // No hosts: upstream would still only see this route's requests.
+                    {"rules": [{"paths": [{"value": "/healthz"}]}],
+                     "response": {"statusCode": 204}, "responseMode": "Always"},
+                    {"rules": [{"paths": [{"value": "/healthz"}]}, {"paths": [{"value": "/readyz"}]}],
+                     "response": {"body": "second"}},
+                    {"rules": [{"headers": [{"name": "x-maint"}]}],
+                     "response": {"body": "maintenance"}},
                 ],
             }),
         ),
-        hso_at("ns", "other", Some(0), &["app.example.com"], &["/api"], &[]),
+        hso_at("ns", "other", Some(0), &["other.example.com"], &[], &[]),
+        hso_at("ns", "api", Some(0), &["app.example.com"], &["/api"], &[]),
     ]);
+    // First static route that matches wins.
     let m = t.lookup("app.example.com", "/healthz", &NoHeaders).unwrap();
-    match m.action {
-        Action::Static(s) => {
-            assert_eq!(s.response.status, http::StatusCode::NO_CONTENT);
-            assert_eq!(s.mode, ResponseMode::Always);
-        }
-        Action::Forward => panic!("expected the static route"),
-    }
-    // At `/` the static route ties with the forwarding rule of the same
-    // object: the static route wins (its mode decides at request time).
+    let Action::Static { index: 0, route } = m.action else {
+        panic!("expected the first static route, got {:?}", m.action)
+    };
+    assert_eq!(route.response.status, http::StatusCode::NO_CONTENT);
+    assert_eq!(route.mode, ResponseMode::Always);
+    assert_eq!(
+        static_of(&t, "app.example.com", "/readyz"),
+        Some(("ns/app".into(), 1))
+    );
+    // The default mode is upstream's WhenUnavailable.
+    let m = t.lookup("app.example.com", "/readyz", &NoHeaders).unwrap();
+    let Action::Static { route, .. } = m.action else {
+        panic!()
+    };
+    assert_eq!(route.mode, ResponseMode::WhenUnavailable);
+    // Header rules of static routes.
+    let m = t
+        .lookup("app.example.com", "/x", &[("X-Maint", "1")])
+        .unwrap();
+    assert!(matches!(m.action, Action::Static { index: 2, .. }));
+    // A request of the route that no static route matches is forwarded.
     let m = t.lookup("app.example.com", "/x", &NoHeaders).unwrap();
-    match m.action {
-        Action::Static(s) => {
-            assert_eq!(s.mode, ResponseMode::WhenUnavailable);
-            assert_eq!(s.response.status, http::StatusCode::OK);
-            assert_eq!(
-                s.response.body,
-                routing::ResponseBody::Inline("maintenance".into())
-            );
-        }
-        Action::Forward => panic!("expected the static route"),
-    }
-    // A longer prefix of another object beats the static catch-all rule.
-    let m = t.lookup("app.example.com", "/api/x", &NoHeaders).unwrap();
+    assert_eq!(&**m.route.key(), "ns/app");
+    assert!(matches!(m.action, Action::Forward));
+    // Static routes never capture another host, even without hosts of their own.
+    let m = t
+        .lookup("other.example.com", "/healthz", &NoHeaders)
+        .unwrap();
     assert_eq!(&**m.route.key(), "ns/other");
+    assert!(matches!(m.action, Action::Forward));
+    assert_eq!(route_of(&t, "unknown.example.com", "/healthz", &[]), None);
+    // ... and never outrank another route of the same host: a longer prefix wins,
+    // and that route's (none) static routes apply.
+    let m = t
+        .lookup("app.example.com", "/api/healthz", &NoHeaders)
+        .unwrap();
+    assert_eq!(&**m.route.key(), "ns/api");
     assert!(matches!(m.action, Action::Forward));
 }
 
@@ -608,9 +790,10 @@ fn many_paths_on_one_host_use_the_large_index_and_shrink_back() {
         route_of(&t, "h", "/zzz", &[("x-root", "")]).as_deref(),
         Some("ns/root")
     );
+    // Leading slashes are trimmed as upstream: `//p1` is `/p1`.
     assert_eq!(
         route_of(&t, "h", "//p1", &[("x-root", "")]).as_deref(),
-        Some("ns/root")
+        Some("ns/r1")
     );
     for i in 2..50 {
         t.remove(SourceKind::HttpScaledObject, "ns", &format!("r{i}"));
@@ -628,7 +811,6 @@ fn route_carries_what_the_data_plane_needs() {
         meta("team", "app", Some(1)),
         json!({
             "target": {"service": "app-svc", "portName": "http"},
-            "proxyMode": "Endpoint",
             "scalingMetric": {"concurrency": {"targetValue": 5}, "requestRate": {"targetValue": 50}},
             "coldStart": {"placeholder": {"response": {
                 "bodyFromConfigMap": {"name": "cm", "key": "page"},
@@ -640,7 +822,6 @@ fn route_carries_what_the_data_plane_needs() {
     assert_eq!(&*r.target.service, "app-svc");
     assert_eq!(&*r.target.namespace, "team");
     assert_eq!(r.target.port, routing::PortRef::Name("http".into()));
-    assert_eq!(r.target.proxy_mode, Some(routing::ProxyMode::Endpoint));
     assert_eq!(r.scaling.concurrency.unwrap().target_value, 5);
     let rate = r.scaling.request_rate.unwrap();
     assert_eq!(rate.target_value, 50);
@@ -670,7 +851,6 @@ fn route_carries_what_the_data_plane_needs() {
     assert_eq!(&*f.service, "fallback");
     assert_eq!(f.port, routing::PortRef::Number(8081));
     assert_eq!(f.wait, Some(std::time::Duration::from_secs(30)));
-    assert_eq!(r.target.proxy_mode, None);
     assert_eq!(r.timeouts, routing::Timeouts::default());
 }
 

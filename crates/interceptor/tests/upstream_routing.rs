@@ -1,0 +1,285 @@
+//! Routing decisions that must equal upstream's (the Go add-on), replayed
+//! through a real interceptor on a routes directory, as a new user runs it:
+//! static routes, rule-less InterceptorRoutes, rule hosts with ports and IPv6
+//! literals, paths without a leading slash, path normalisation, the
+//! namespace/name tie-break, and coldStart with placeholder and fallback.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+
+fn ir(ns: &str, name: &str, svc: &str, spec: &str) -> String {
+    format!(
+        r#"---
+apiVersion: http.keda.sh/v1beta1
+kind: InterceptorRoute
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  target: {{service: {svc}, portName: http}}
+  scalingMetric:
+    concurrency: {{targetValue: 10}}
+{spec}"#
+    )
+}
+
+fn hso_at(ns: &str, name: &str, svc: &str, hosts: &str, created: &str) -> String {
+    format!(
+        r#"---
+apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata: {{name: {name}, namespace: {ns}, creationTimestamp: "{created}"}}
+spec:
+  hosts: {hosts}
+  scaleTargetRef: {{name: {svc}, kind: Deployment, apiVersion: apps/v1, service: {svc}, portName: http}}
+"#
+    )
+}
+
+/// `RequestCount` of a route in `/queue`.
+async fn request_count(icp: &interceptor::Interceptor, key: &str) -> u64 {
+    let q = queue(icp).await;
+    q[key]["RequestCount"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in /queue: {q}"))
+}
+
+#[tokio::test]
+async fn static_routes_answer_only_their_own_route_and_are_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = echo("app").await;
+    let other = echo("other").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &format!(
+            "{}{}",
+            service_yaml("ns", "app", "http", None, app, true),
+            service_yaml("ns", "other", "http", None, other, true)
+        ),
+    );
+    let statics = r#"  rules:
+  - hosts: [app.test]
+  staticRoutes:
+  - rules: [{paths: [{value: /healthz}]}]
+    response: {statusCode: 200, body: static ok}
+    responseMode: Always
+  - rules: [{paths: [{value: /maintenance}]}]
+    response: {statusCode: 503, body: maintenance}
+"#;
+    write(dir.path(), "app.yaml", &ir("ns", "app", "app", statics));
+    write(
+        dir.path(),
+        "other.yaml",
+        &hso_at(
+            "ns",
+            "other",
+            "other",
+            "[other.test]",
+            "2024-01-01T00:00:00Z",
+        ),
+    );
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "app").await;
+    wait_route(&icp, "ns", "other").await;
+
+    // On the route's own host the static route answers (the forwarding rule
+    // does not outrank it), without a cold-start header.
+    let got = get(icp.proxy_addr, "app.test", "/healthz").await;
+    assert_eq!(
+        (got.status, got.text().as_str(), got.server()),
+        (StatusCode::OK, "static ok", "")
+    );
+    assert_eq!(got.cold(), None);
+    // A static route never captures another host: other routes and unknown
+    // hosts are not answered statically.
+    let got = get(icp.proxy_addr, "other.test", "/healthz").await;
+    assert_eq!((got.status, got.server()), (StatusCode::OK, "other"));
+    let got = get(icp.proxy_addr, "unknown.test", "/healthz").await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.text());
+    // WhenUnavailable (the default mode) with a ready target: forwarded.
+    let got = get(icp.proxy_addr, "app.test", "/maintenance").await;
+    assert_eq!((got.status, got.server()), (StatusCode::OK, "app"));
+    // Static traffic does not scale the app: neither answer nor the
+    // WhenUnavailable forward counts in /queue; an ordinary request does.
+    assert_eq!(request_count(&icp, "ns/app").await, 0);
+    let got = get(icp.proxy_addr, "app.test", "/other").await;
+    assert_eq!((got.status, got.server()), (StatusCode::OK, "app"));
+    assert_eq!(request_count(&icp, "ns/app").await, 1);
+
+    // Not ready: WhenUnavailable answers statically.
+    write(
+        dir.path(),
+        "svc.yaml",
+        &format!(
+            "{}{}",
+            service_yaml("ns", "app", "http", None, app, false),
+            service_yaml("ns", "other", "http", None, other, true)
+        ),
+    );
+    wait_unready(&icp, "ns", "app").await;
+    let got = get(icp.proxy_addr, "app.test", "/maintenance/x").await;
+    assert_eq!(
+        (got.status, got.text().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "maintenance")
+    );
+    assert_eq!(request_count(&icp, "ns/app").await, 1);
+    icp.stop().await;
+}
+
+/// Waits until the ready-cache says `ns/svc` has no ready endpoint.
+async fn wait_unready(icp: &interceptor::Interceptor, ns: &str, svc: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while icp.sync.endpoints.load().has_ready(ns, svc) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ns}/{svc} stays ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn interceptor_route_without_rules_routes_nothing_but_has_a_queue_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = echo("app").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "app", "http", None, app, true),
+    );
+    write(dir.path(), "ir.yaml", &ir("ns", "norules", "app", ""));
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "norules").await;
+    let got = get(icp.proxy_addr, "anything.test", "/x").await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.text());
+    let q = queue(&icp).await;
+    assert_eq!(q["ns/norules"]["Concurrency"], 0, "{q}");
+    assert_eq!(q["ns/norules"]["RequestCount"], 0, "{q}");
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn objects_upstream_accepts_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = echo("app").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "app", "http", None, app, true),
+    );
+    let objects = [
+        // A rule host with a port: the port is stripped.
+        hso_at("ns", "port", "app", r#"["port.test:8080"]"#, "2024-01-01T00:00:00Z"),
+        // IPv6 hosts.
+        hso_at("ns", "v6", "app", r#"["::1"]"#, "2024-01-01T00:00:00Z"),
+        // A rule path without a leading slash, and one with extra slashes.
+        ir(
+            "ns",
+            "noslash",
+            "app",
+            "  rules:\n  - hosts: [path.test]\n    paths: [{value: api}, {value: \"//abc/def//\"}]\n",
+        ),
+    ]
+    .join("");
+    write(dir.path(), "routes.yaml", &objects);
+    let icp = start_dir(dir.path(), &[]).await;
+    for name in ["port", "v6", "noslash"] {
+        wait_route(&icp, "ns", name).await;
+    }
+    for host in [
+        "port.test",
+        "port.test:8080",
+        "port.test:9999",
+        "[::1]:8080",
+        "[::1]",
+    ] {
+        let got = get(icp.proxy_addr, host, "/").await;
+        assert_eq!(
+            (got.status, got.server()),
+            (StatusCode::OK, "app"),
+            "{host}"
+        );
+    }
+    for path in ["/api", "/api/x", "///abc/def", "/abc/def//x"] {
+        let got = get(icp.proxy_addr, "path.test", path).await;
+        assert_eq!(
+            (got.status, got.server()),
+            (StatusCode::OK, "app"),
+            "{path}"
+        );
+        // The request target goes to the backend exactly as sent.
+        assert_eq!(got.json()["path"], path);
+    }
+    assert_eq!(
+        get(icp.proxy_addr, "path.test", "/abc").await.status,
+        StatusCode::NOT_FOUND
+    );
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn ties_go_to_namespace_name_descending() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = echo("alpha").await;
+    let beta = echo("beta").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &format!(
+            "{}{}",
+            service_yaml("alpha", "app", "http", None, alpha, true),
+            service_yaml("beta", "app", "http", None, beta, true)
+        ),
+    );
+    let same = "2024-01-01T00:00:00Z";
+    write(
+        dir.path(),
+        "routes.yaml",
+        &format!(
+            "{}{}",
+            hso_at("alpha", "app", "app", "[tie.test]", same),
+            hso_at("beta", "app", "app", "[tie.test]", same)
+        ),
+    );
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "alpha", "app").await;
+    wait_route(&icp, "beta", "app").await;
+    let got = get(icp.proxy_addr, "tie.test", "/").await;
+    assert_eq!((got.status, got.server()), (StatusCode::OK, "beta"));
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn cold_start_with_placeholder_and_fallback_answers_with_the_placeholder() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = echo("app").await;
+    let fallback = echo("fallback").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &format!(
+            "{}{}",
+            service_yaml("ns", "app", "http", None, app, false),
+            service_yaml("ns", "fallback", "http", None, fallback, true)
+        ),
+    );
+    let spec = r#"  rules:
+  - hosts: [cold.test]
+  coldStart:
+    placeholder:
+      response: {body: warming up}
+    fallback:
+      service: {name: fallback, portName: http}
+"#;
+    write(dir.path(), "ir.yaml", &ir("ns", "cold", "app", spec));
+    let icp = start_dir(dir.path(), &[]).await;
+    wait_route(&icp, "ns", "cold").await;
+    let got = get(icp.proxy_addr, "cold.test", "/").await;
+    assert_eq!(
+        (got.status, got.text().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "warming up")
+    );
+    assert_eq!(got.cold(), Some("true"));
+    icp.stop().await;
+}
