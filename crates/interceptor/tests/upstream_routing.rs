@@ -159,8 +159,8 @@ async fn interceptor_route_without_rules_routes_nothing_but_has_a_queue_key() {
     icp.stop().await;
 }
 
-#[tokio::test]
-async fn objects_upstream_accepts_route() {
+/// An interceptor serving `objects` for the Service `ns/app` (echo "app").
+async fn serving(objects: &str, names: &[&str]) -> (interceptor::Interceptor, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let app = echo("app").await;
     write(
@@ -168,48 +168,102 @@ async fn objects_upstream_accepts_route() {
         "svc.yaml",
         &service_yaml("ns", "app", "http", None, app, true),
     );
+    write(dir.path(), "routes.yaml", objects);
+    let icp = start_dir(dir.path(), &[]).await;
+    for name in names {
+        wait_route(&icp, "ns", name).await;
+    }
+    (icp, dir)
+}
+
+async fn assert_app(icp: &interceptor::Interceptor, host: &str, path: &str) -> Got {
+    let got = get(icp.proxy_addr, host, path).await;
+    assert_eq!(
+        (got.status, got.server()),
+        (StatusCode::OK, "app"),
+        "{host} {path}: {}",
+        got.text()
+    );
+    got
+}
+
+#[tokio::test]
+async fn rule_host_with_a_port_matches_the_host_on_any_port() {
+    let (icp, _dir) = serving(
+        &hso_at(
+            "ns",
+            "port",
+            "app",
+            r#"["port.test:8080"]"#,
+            "2024-01-01T00:00:00Z",
+        ),
+        &["port"],
+    )
+    .await;
+    for host in ["port.test", "port.test:8080", "port.test:9999"] {
+        assert_app(&icp, host, "/").await;
+    }
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn ipv6_hosts_route() {
     let objects = [
-        // A rule host with a port: the port is stripped.
-        hso_at("ns", "port", "app", r#"["port.test:8080"]"#, "2024-01-01T00:00:00Z"),
-        // IPv6 hosts.
         hso_at("ns", "v6", "app", r#"["::1"]"#, "2024-01-01T00:00:00Z"),
-        // A rule path without a leading slash, and one with extra slashes.
         ir(
             "ns",
-            "noslash",
+            "v6b",
             "app",
-            "  rules:\n  - hosts: [path.test]\n    paths: [{value: api}, {value: \"//abc/def//\"}]\n",
+            "  rules:\n  - hosts: [\"[::2]:8080\"]\n",
         ),
     ]
     .join("");
-    write(dir.path(), "routes.yaml", &objects);
-    let icp = start_dir(dir.path(), &[]).await;
-    for name in ["port", "v6", "noslash"] {
-        wait_route(&icp, "ns", name).await;
+    let (icp, _dir) = serving(&objects, &["v6", "v6b"]).await;
+    for host in ["[::1]:8080", "[::1]", "[::2]", "[::2]:1"] {
+        assert_app(&icp, host, "/").await;
     }
-    for host in [
-        "port.test",
-        "port.test:8080",
-        "port.test:9999",
-        "[::1]:8080",
-        "[::1]",
-    ] {
-        let got = get(icp.proxy_addr, host, "/").await;
-        assert_eq!(
-            (got.status, got.server()),
-            (StatusCode::OK, "app"),
-            "{host}"
-        );
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn rule_path_without_a_leading_slash() {
+    let (icp, _dir) = serving(
+        &ir(
+            "ns",
+            "noslash",
+            "app",
+            "  rules:\n  - hosts: [path.test]\n    paths: [{value: api}]\n",
+        ),
+        &["noslash"],
+    )
+    .await;
+    for path in ["/api", "/api/x"] {
+        assert_app(&icp, "path.test", path).await;
     }
-    for path in ["/api", "/api/x", "///abc/def", "/abc/def//x"] {
-        let got = get(icp.proxy_addr, "path.test", path).await;
-        assert_eq!(
-            (got.status, got.server()),
-            (StatusCode::OK, "app"),
-            "{path}"
-        );
+    assert_eq!(
+        get(icp.proxy_addr, "path.test", "/apix").await.status,
+        StatusCode::NOT_FOUND
+    );
+    icp.stop().await;
+}
+
+#[tokio::test]
+async fn leading_and_trailing_slashes_are_trimmed_before_matching() {
+    let (icp, _dir) = serving(
+        &ir(
+            "ns",
+            "slashes",
+            "app",
+            "  rules:\n  - hosts: [path.test]\n    paths: [{value: \"//abc/def//\"}]\n",
+        ),
+        &["slashes"],
+    )
+    .await;
+    for path in ["/abc/def", "///abc/def", "/abc/def//x", "//abc/def/?q=1"] {
+        let got = assert_app(&icp, "path.test", path).await;
         // The request target goes to the backend exactly as sent.
-        assert_eq!(got.json()["path"], path);
+        let sent = path.split('?').next().unwrap();
+        assert_eq!(got.json()["path"], sent);
     }
     assert_eq!(
         get(icp.proxy_addr, "path.test", "/abc").await.status,
