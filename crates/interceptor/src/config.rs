@@ -87,12 +87,36 @@ pub struct InterceptorArgs {
     #[arg(long, env = "KEDA_HTTP_ADMIN_PORT", default_value_t = 9090)]
     pub admin_port: u16,
 
-    /// Port of the Prometheus metrics server (/metrics).
-    #[arg(long, env = "KEDA_HTTP_METRICS_PORT", default_value_t = 2223)]
-    pub metrics_port: u16,
+    /// Port of the Prometheus metrics server (/metrics) [default: 2223].
+    /// `KEDA_HTTP_METRICS_PORT` is an older name, used only when neither
+    /// this flag nor `OTEL_PROM_EXPORTER_PORT` is set.
+    #[arg(long, env = "OTEL_PROM_EXPORTER_PORT", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+
+    /// The older name of --metrics-port (see there).
+    #[arg(long, env = "KEDA_HTTP_METRICS_PORT", value_name = "PORT", hide = true)]
+    pub legacy_metrics_port: Option<u16>,
+
+    /// Serve Prometheus metrics on the metrics port (false: no metrics
+    /// listener; the admin port still serves /metrics).
+    #[arg(long, env = "OTEL_PROM_EXPORTER_ENABLED", value_parser = go_bool, default_value = "true", action = clap::ArgAction::Set)]
+    pub metrics_enabled: bool,
 
     #[command(flatten)]
     pub proxy: ProxyArgs,
+}
+
+/// The metrics port when nothing is configured (upstream's default).
+pub const DEFAULT_METRICS_PORT: u16 = 2223;
+
+impl InterceptorArgs {
+    /// The metrics port in force: `--metrics-port` / `OTEL_PROM_EXPORTER_PORT`,
+    /// else the older `KEDA_HTTP_METRICS_PORT`, else 2223.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+            .or(self.legacy_metrics_port)
+            .unwrap_or(DEFAULT_METRICS_PORT)
+    }
 }
 
 /// Parses a boolean the way Go's `strconv.ParseBool` does (`1`, `t`, `true`, ...).
@@ -117,7 +141,7 @@ pub struct ProxyArgs {
     #[arg(long, env = "KEDA_HTTP_READINESS_TIMEOUT", value_parser = duration)]
     pub readiness_timeout: Option<Duration>,
 
-    /// Legacy name of --readiness-timeout.
+    /// Legacy name of --readiness-timeout; when above zero it wins (as upstream).
     #[arg(long, env = "KEDA_CONDITION_WAIT_TIMEOUT", value_parser = duration, hide = true)]
     pub condition_wait_timeout: Option<Duration>,
 
@@ -125,7 +149,7 @@ pub struct ProxyArgs {
     #[arg(long, env = "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", value_parser = duration)]
     pub response_header_timeout: Option<Duration>,
 
-    /// Legacy name of --response-header-timeout.
+    /// Legacy name of --response-header-timeout; when above zero it wins (as upstream).
     #[arg(long, env = "KEDA_RESPONSE_HEADER_TIMEOUT", value_parser = duration, hide = true)]
     pub legacy_response_header_timeout: Option<Duration>,
 
@@ -207,6 +231,54 @@ pub struct ProxyArgs {
     /// pairs, chosen by SNI from their DNS names (wildcards too).
     #[arg(long, env = "KEDA_HTTP_PROXY_TLS_CERT_STORE_PATHS", default_value = "")]
     pub tls_cert_store_paths: String,
+
+    /// Accepted for compatibility and without effect: upstream uses it to
+    /// skip verifying backends' certificates, and this interceptor talks
+    /// plain HTTP/1.1 or h2c to backends (a warning is logged when true).
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_SKIP_VERIFY", value_parser = go_bool, default_value = "false", action = clap::ArgAction::Set)]
+    pub tls_skip_verify: bool,
+
+    /// Lowest TLS version the TLS proxy accepts: `VersionTLS12` (`1.2`) or
+    /// `VersionTLS13` (`1.3`); empty: 1.2.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_PROXY_TLS_MIN_VERSION",
+        value_name = "VERSION",
+        default_value = ""
+    )]
+    pub tls_min_version: String,
+
+    /// Highest TLS version the TLS proxy accepts (values as for the
+    /// minimum); empty: 1.3.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_PROXY_TLS_MAX_VERSION",
+        value_name = "VERSION",
+        default_value = ""
+    )]
+    pub tls_max_version: String,
+
+    /// Comma-separated Go cipher suite names (`TLS_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, ...); empty: all that
+    /// rustls offers. As in Go, a list without TLS 1.3 suites leaves TLS 1.3
+    /// on its defaults.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_PROXY_TLS_CIPHER_SUITES",
+        value_name = "SUITES",
+        default_value = ""
+    )]
+    pub tls_cipher_suites: String,
+
+    /// Comma-separated Go curve names, in order of preference: `X25519`,
+    /// `CurveP256`, `CurveP384` (`CurveP521` is not supported); empty: all three.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES",
+        value_name = "CURVES",
+        default_value = ""
+    )]
+    pub tls_curve_preferences: String,
 }
 
 /// The response-header timeout when nothing is configured (upstream's default).
@@ -221,18 +293,173 @@ impl ProxyArgs {
         }
     }
 
-    /// The readiness timeout in force (new name first, then the legacy one);
-    /// zero means "until the request's deadline".
+    /// The readiness timeout in force (see [`prefer_legacy`]); zero means
+    /// "until the request's deadline".
     pub fn readiness_timeout(&self) -> Duration {
-        self.readiness_timeout
-            .or(self.condition_wait_timeout)
-            .unwrap_or(Duration::ZERO)
+        resolve_legacy(
+            (self.readiness_timeout, "KEDA_HTTP_READINESS_TIMEOUT"),
+            (self.condition_wait_timeout, "KEDA_CONDITION_WAIT_TIMEOUT"),
+            Duration::ZERO,
+        )
     }
 
-    /// The response-header timeout in force; zero disables it.
+    /// The response-header timeout in force (see [`prefer_legacy`]); zero
+    /// disables it.
     pub fn response_header_timeout(&self) -> Duration {
-        self.response_header_timeout
-            .or(self.legacy_response_header_timeout)
-            .unwrap_or(DEFAULT_RESPONSE_HEADER_TIMEOUT)
+        resolve_legacy(
+            (
+                self.response_header_timeout,
+                "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT",
+            ),
+            (
+                self.legacy_response_header_timeout,
+                "KEDA_RESPONSE_HEADER_TIMEOUT",
+            ),
+            DEFAULT_RESPONSE_HEADER_TIMEOUT,
+        )
+    }
+}
+
+/// Upstream's precedence between a timeout's current variable and its
+/// legacy one: the legacy value wins when set and above zero (so a
+/// deployment that still sets it keeps its behaviour), else the current
+/// value, else `default`. Returns the value and whether the legacy one won.
+pub fn prefer_legacy(
+    current: Option<Duration>,
+    legacy: Option<Duration>,
+    default: Duration,
+) -> (Duration, bool) {
+    match legacy {
+        Some(l) if !l.is_zero() => (l, true),
+        _ => (current.unwrap_or(default), false),
+    }
+}
+
+/// [`prefer_legacy`], logging a deprecation warning when the legacy
+/// variable wins.
+fn resolve_legacy(
+    (current, current_var): (Option<Duration>, &str),
+    (legacy, legacy_var): (Option<Duration>, &str),
+    default: Duration,
+) -> Duration {
+    let (value, legacy_won) = prefer_legacy(current, legacy, default);
+    if legacy_won {
+        tracing::warn!(
+            value = ?value,
+            "{legacy_var} is deprecated and overrides {current_var}; set {current_var} instead"
+        );
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: InterceptorArgs,
+    }
+
+    fn parse(argv: &[&str]) -> InterceptorArgs {
+        let argv = std::iter::once("interceptor").chain(argv.iter().copied());
+        Cli::try_parse_from(argv).expect("valid flags").args
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn prefer_legacy_follows_upstreams_precedence() {
+        let d = S(300);
+        // (current, legacy) -> (value, legacy won)
+        for (current, legacy, want) in [
+            (None, None, (d, false)),
+            (Some(S(5)), None, (S(5), false)),
+            (None, Some(S(7)), (S(7), true)),
+            (Some(S(5)), Some(S(7)), (S(7), true)),
+            (Some(S(5)), Some(Duration::ZERO), (S(5), false)),
+            (None, Some(Duration::ZERO), (d, false)),
+            (Some(Duration::ZERO), None, (Duration::ZERO, false)),
+        ] {
+            assert_eq!(
+                prefer_legacy(current, legacy, d),
+                want,
+                "{current:?} {legacy:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn metrics_port_prefers_the_upstream_name_over_the_alias() {
+        assert_eq!(parse(&[]).metrics_port(), 2223);
+        assert!(parse(&[]).metrics_enabled);
+        assert_eq!(
+            parse(&["--legacy-metrics-port", "9000"]).metrics_port(),
+            9000
+        );
+        assert_eq!(
+            parse(&["--metrics-port", "9100", "--legacy-metrics-port", "9000"]).metrics_port(),
+            9100
+        );
+        assert!(!parse(&["--metrics-enabled", "false"]).metrics_enabled);
+    }
+
+    #[test]
+    fn legacy_timeouts_win_over_the_new_names_when_positive() {
+        let a = parse(&[
+            "--readiness-timeout",
+            "5s",
+            "--condition-wait-timeout",
+            "7s",
+            "--response-header-timeout",
+            "10s",
+            "--legacy-response-header-timeout",
+            "20s",
+        ]);
+        assert_eq!(a.proxy.readiness_timeout(), S(7));
+        assert_eq!(a.proxy.response_header_timeout(), S(20));
+
+        // A legacy value of zero is ignored: the new name, else the default.
+        let a = parse(&[
+            "--readiness-timeout",
+            "5s",
+            "--condition-wait-timeout",
+            "0s",
+            "--legacy-response-header-timeout",
+            "0s",
+        ]);
+        assert_eq!(a.proxy.readiness_timeout(), S(5));
+        assert_eq!(
+            a.proxy.response_header_timeout(),
+            DEFAULT_RESPONSE_HEADER_TIMEOUT
+        );
+
+        let a = parse(&[]);
+        assert_eq!(a.proxy.readiness_timeout(), Duration::ZERO);
+        assert_eq!(
+            a.proxy.response_header_timeout(),
+            DEFAULT_RESPONSE_HEADER_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn help_shows_upstreams_variable_names() {
+        let help = Cli::command().render_long_help().to_string();
+        for var in [
+            "OTEL_PROM_EXPORTER_PORT",
+            "OTEL_PROM_EXPORTER_ENABLED",
+            "KEDA_HTTP_PROXY_TLS_SKIP_VERIFY",
+            "KEDA_HTTP_PROXY_TLS_MIN_VERSION",
+            "KEDA_HTTP_PROXY_TLS_MAX_VERSION",
+            "KEDA_HTTP_PROXY_TLS_CIPHER_SUITES",
+            "KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES",
+        ] {
+            assert!(
+                help.contains(&format!("[env: {var}=")),
+                "{var} missing in\n{help}"
+            );
+        }
     }
 }

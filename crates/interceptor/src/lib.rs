@@ -7,7 +7,7 @@
 //! ready endpoint, and leave towards the app's Service (or a ready pod) over
 //! pooled connections ([`proxy`]). The admin port serves `/queue`
 //! (pending-request counts the scaler sums), `/readyz`, `/livez`, `/metrics`
-//! and `/routing-table`; the metrics port serves `/metrics`.
+//! and `/routing-table`; the metrics port (unless turned off) serves `/metrics`.
 //!
 //! ```text
 //! client -> [proxy] lookup (one atomic load) -> count -> cold-start wait
@@ -68,8 +68,8 @@ pub struct Interceptor {
     pub tls_addr: Option<SocketAddr>,
     /// Where the admin server listens.
     pub admin_addr: SocketAddr,
-    /// Where the metrics server listens.
-    pub metrics_addr: SocketAddr,
+    /// Where the metrics server listens (none with `OTEL_PROM_EXPORTER_ENABLED=false`).
+    pub metrics_addr: Option<SocketAddr>,
     /// The sync loop (table, endpoints, metrics).
     pub sync: sync::SyncHandle,
     /// Shared state of the admin server.
@@ -99,14 +99,21 @@ impl Interceptor {
     pub async fn start(args: &InterceptorArgs) -> Result<Interceptor, StartError> {
         let source = args.source.build().await?;
         let routes_dir = matches!(source, sync::Source::Directory(_));
+        if args.proxy.tls_skip_verify {
+            warn!(
+                "KEDA_HTTP_PROXY_TLS_SKIP_VERIFY=true has no effect: upstream uses it for TLS \
+                 to backends, and this interceptor talks plain HTTP/1.1 or h2c to them"
+            );
+        }
         let tls_config = if args.proxy.tls_enabled {
+            let policy = tls::TlsPolicy::from_args(&args.proxy)?;
             let store = tls::CertStore::load(
                 &args.proxy.tls_cert_path,
                 &args.proxy.tls_key_path,
                 &tls::store_paths(&args.proxy.tls_cert_store_paths),
             )?;
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-                store.server_config()?,
+                store.server_config(&policy)?,
             )))
         } else {
             None
@@ -117,7 +124,12 @@ impl Interceptor {
             None => None,
         };
         let admin_listener = bind(SocketAddr::new(args.bind_address, args.admin_port)).await?;
-        let metrics_listener = bind(SocketAddr::new(args.bind_address, args.metrics_port)).await?;
+        let metrics_port = args.metrics_port();
+        let metrics_listener = if args.metrics_enabled {
+            Some(bind(SocketAddr::new(args.bind_address, metrics_port)).await?)
+        } else {
+            None
+        };
         let mut registry = Registry::default();
         let sync = sync::start(source, args.source.sync_config(), &mut registry);
         let proxy_metrics = metrics::ProxyMetrics::new(sync.table.clone(), &mut registry);
@@ -140,7 +152,10 @@ impl Interceptor {
             None => None,
         };
         let admin_addr = local(&admin_listener, args.admin_port)?;
-        let metrics_addr = local(&metrics_listener, args.metrics_port)?;
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(local(l, metrics_port)?),
+            None => None,
+        };
         tokio::spawn(proxy_metrics.clone().follow(cancel.clone()));
         let inflight = Arc::new(body::Inflight::default());
         let proxy_config = proxy::ProxyConfig::from_args(&args.proxy, routes_dir);
@@ -182,13 +197,15 @@ impl Interceptor {
             admin::handle,
             cancel.clone(),
         ));
-        tokio::spawn(server::serve(
-            metrics_listener,
-            admin.clone(),
-            admin::handle,
-            cancel.clone(),
-        ));
-        info!(%proxy_addr, ?tls_addr, %admin_addr, %metrics_addr, "interceptor started");
+        if let Some(l) = metrics_listener {
+            tokio::spawn(server::serve(
+                l,
+                admin.clone(),
+                admin::handle,
+                cancel.clone(),
+            ));
+        }
+        info!(%proxy_addr, ?tls_addr, %admin_addr, ?metrics_addr, "interceptor started");
         Ok(Interceptor {
             proxy_addr,
             tls_addr,

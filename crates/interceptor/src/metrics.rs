@@ -6,6 +6,10 @@
 //! - `interceptor_request_concurrency{route_name,route_namespace}` (read from the
 //!   routes' own counters at scrape time)
 //!
+//! A request that matched no route is counted and timed like upstream's,
+//! with empty `route_name` and `route_namespace` (it has no concurrency
+//! series: no route, nothing to scale).
+//!
 //! Per-route entries ([`RouteStats`]) are rebuilt from the routing table
 //! whenever it changes (a background task), so a request finds its entry
 //! with one atomic load and one integer-keyed hash probe. Each entry holds a
@@ -79,10 +83,22 @@ pub struct RouteStats {
 
 impl RouteStats {
     fn new(route: &Route) -> RouteStats {
+        RouteStats::with_labels(
+            route.namespace().clone(),
+            route.name().clone(),
+            route.counters.clone(),
+        )
+    }
+
+    fn with_labels(
+        namespace: Arc<str>,
+        name: Arc<str>,
+        counters: Arc<RouteCounters>,
+    ) -> RouteStats {
         RouteStats {
-            namespace: route.namespace().clone(),
-            name: route.name().clone(),
-            counters: route.counters.clone(),
+            namespace,
+            name,
+            counters,
             pending: AtomicU64::new(0),
             series: ArcSwap::from_pointee(Vec::new()),
             insert: Mutex::new(()),
@@ -181,6 +197,9 @@ pub struct ProxyMetrics {
 struct Inner {
     table: Arc<sync::SharedTable>,
     routes: ArcSwap<StatsMap>,
+    /// Requests that matched no route (empty route labels); its counters
+    /// are nobody's `/queue` entry.
+    unrouted: Arc<RouteStats>,
     rebuild: Mutex<()>,
 }
 
@@ -194,6 +213,11 @@ impl ProxyMetrics {
             inner: Arc::new(Inner {
                 table,
                 routes: ArcSwap::from_pointee(StatsMap::default()),
+                unrouted: Arc::new(RouteStats::with_labels(
+                    Arc::from(""),
+                    Arc::from(""),
+                    Arc::default(),
+                )),
                 rebuild: Mutex::new(()),
             }),
         };
@@ -222,6 +246,11 @@ impl ProxyMetrics {
         let old = self.inner.routes.load_full();
         let next = build(&table, &old);
         self.inner.routes.store(Arc::new(next));
+    }
+
+    /// The entry of requests that matched no route.
+    pub fn unrouted(&self) -> &Arc<RouteStats> {
+        &self.inner.unrouted
     }
 
     /// The entry of `route` (created if the table moved faster than the
@@ -263,6 +292,8 @@ impl Collector for ProxyMetrics {
         let routes = self.inner.routes.load_full();
         let mut entries: Vec<&Arc<RouteStats>> = routes.values().collect();
         entries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        // Empty labels sort first.
+        let with_unrouted = || std::iter::once(&self.inner.unrouted).chain(entries.iter().copied());
 
         let mut counts = encoder.encode_descriptor(
             "interceptor_request_count",
@@ -270,7 +301,7 @@ impl Collector for ProxyMetrics {
             None,
             MetricType::Counter,
         )?;
-        for r in &entries {
+        for r in with_unrouted() {
             for s in r.series.load().iter() {
                 let code = status_label(s.code);
                 let labels = [
@@ -291,7 +322,7 @@ impl Collector for ProxyMetrics {
             None,
             MetricType::Histogram,
         )?;
-        for r in &entries {
+        for r in with_unrouted() {
             for s in r.series.load().iter() {
                 let code = status_label(s.code);
                 let labels = [

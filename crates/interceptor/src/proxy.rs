@@ -44,6 +44,8 @@ use crate::metrics::{ProxyMetrics, RouteStats};
 /// The cold-start response header.
 pub const COLD_START_HEADER: HeaderName = HeaderName::from_static("x-keda-http-cold-start");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Settings of the proxy, resolved from the flags.
 #[derive(Clone, Debug)]
@@ -108,22 +110,26 @@ pub struct Proxy {
 const AUTHORITY_CACHE_MAX: usize = 65_536;
 
 /// The client end of a connection, with its `X-Forwarded-For` entry
-/// formatted once per connection rather than once per request.
+/// formatted once per connection rather than once per request, and the
+/// scheme of the listener it came in on.
 #[derive(Clone, Debug)]
 pub struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
     /// Its IP as `X-Forwarded-For` lists it.
     forwarded_for: HeaderValue,
+    /// `X-Forwarded-Proto`: `http`, or `https` on the TLS listener.
+    forwarded_proto: HeaderValue,
 }
 
 impl Peer {
-    /// A peer at `addr`.
-    pub fn new(addr: SocketAddr) -> Peer {
+    /// A peer at `addr`, connected over TLS or not.
+    pub fn new(addr: SocketAddr, tls: bool) -> Peer {
         let ip = addr.ip().to_canonical().to_string();
         Peer {
             addr,
             forwarded_for: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("")),
+            forwarded_proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         }
     }
 }
@@ -177,6 +183,9 @@ impl Proxy {
         peer: Peer,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
+        if let Some(problem) = host_problem(&req) {
+            return bad_request(problem);
+        }
         let matched = {
             let table = self.table.load();
             let host = request_host(&req);
@@ -191,7 +200,14 @@ impl Proxy {
                 })
         };
         let Some((route, static_index)) = matched else {
-            let mut guard = RequestGuard::new(None, self.inflight.clone(), req.method(), start);
+            // Counted in the metrics with empty route labels, never in /queue.
+            let mut guard = RequestGuard::with_queue(
+                Some(self.metrics.unrouted().clone()),
+                false,
+                self.inflight.clone(),
+                req.method(),
+                start,
+            );
             if self.config.log_requests {
                 guard.log(req.headers().get(header::HOST), req.uri(), None);
             }
@@ -530,14 +546,13 @@ impl Proxy {
         } else {
             Uri::from(path)
         };
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
+        set_host_and_forwarded_host(&mut parts, &authority);
         strip_hop_by_hop(&mut parts.headers, upgrade);
         append_forwarded_for(&mut parts.headers, &peer);
+        parts
+            .headers
+            .entry(X_FORWARDED_PROTO)
+            .or_insert_with(|| peer.forwarded_proto.clone());
         parts.uri = uri;
         parts.version = if h2c && !upgrade {
             Version::HTTP_2
@@ -756,18 +771,88 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: &Peer) {
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => {
-            let ip = peer.forwarded_for.to_str().unwrap_or("");
-            match HeaderValue::from_str(&format!("{prev}, {ip}")) {
-                Ok(v) => v,
-                Err(_) => return,
-            }
+/// Why an HTTP/1.x request's `Host` header makes it unanswerable, as Go's
+/// net/http judges: HTTP/1.1 requires exactly one (CONNECT excepted);
+/// HTTP/1.0 may omit it (and is routed with an empty host). HTTP/2 names
+/// its host in `:authority`.
+fn host_problem(req: &Request<Incoming>) -> Option<&'static str> {
+    if req.version() != Version::HTTP_11 && req.version() != Version::HTTP_10 {
+        return None;
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("too many Host headers"),
+        (None, _) if req.version() == Version::HTTP_11 && req.method() != http::Method::CONNECT => {
+            Some("missing required Host header")
         }
-        _ => peer.forwarded_for.clone(),
+        _ => None,
+    }
+}
+
+/// A 400 for a request rejected before routing (not counted: Go's server
+/// rejects these before any handler sees them); the connection is closed.
+fn bad_request(problem: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(format!("400 Bad Request: {problem}")));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// Sets `X-Forwarded-Host` (unless the client sent one) to the host the
+/// request was for, as received: the URI's authority (HTTP/2
+/// `:authority`, absolute-form HTTP/1.1), else `Host`. A request without
+/// `Host` gets one: that authority, else (HTTP/1.0 without a host) the
+/// backend's address, as Go's transport would send.
+fn set_host_and_forwarded_host(parts: &mut http::request::Parts, backend: &str) {
+    let from_uri = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let host = parts.headers.get(header::HOST).cloned();
+    let has_host = host.is_some();
+    let forwarded_host = from_uri.clone().or(host);
+    if !has_host {
+        let v = from_uri.or_else(|| HeaderValue::from_str(backend).ok());
+        if let Some(v) = v {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    if let Some(v) = forwarded_host
+        && let http::header::Entry::Vacant(e) = parts.headers.entry(X_FORWARDED_HOST)
+    {
+        e.insert(v);
+    }
+}
+
+/// Sets `X-Forwarded-For` to every line the client sent, joined with
+/// `, ` in order, then the client's address.
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &Peer) {
+    let ip = peer.forwarded_for.as_bytes();
+    let prior = || {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter(|v| !v.is_empty())
     };
-    headers.insert(X_FORWARDED_FOR, value);
+    let len: usize = prior().map(|v| v.len() + 2).sum();
+    if len == 0 {
+        headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
+        return;
+    }
+    let mut joined = Vec::with_capacity(len + ip.len());
+    for v in prior() {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(ip);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -186,6 +186,7 @@ async fn worker(
                             let _ = tx.send(ProxyConn {
                                 io: Box::new(s),
                                 peer,
+                                tls: true,
                                 proxy,
                             });
                         }
@@ -199,6 +200,7 @@ async fn worker(
                 ProxyConn {
                     io: Box::new(stream),
                     peer,
+                    tls: false,
                     proxy: proxy.clone(),
                 },
             ),
@@ -256,6 +258,8 @@ pub async fn serve_proxy(
 struct ProxyConn {
     io: Box<dyn Io>,
     peer: std::net::SocketAddr,
+    /// Came in on the TLS listener.
+    tls: bool,
     proxy: Arc<crate::proxy::Proxy>,
 }
 
@@ -263,8 +267,13 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 fn spawn_conn(graceful: &hyper_util::server::graceful::GracefulShutdown, conn: ProxyConn) {
-    let ProxyConn { io, peer, proxy } = conn;
-    let client = crate::proxy::Peer::new(peer);
+    let ProxyConn {
+        io,
+        peer,
+        tls,
+        proxy,
+    } = conn;
+    let client = crate::proxy::Peer::new(peer, tls);
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
         let client = client.clone();

@@ -115,7 +115,7 @@ async fn readyz_waits_for_the_complete_table_then_serves_it() {
     );
 
     // Metrics on both the admin and the metrics port.
-    for addr in [ic.admin_addr, ic.metrics_addr] {
+    for addr in [ic.admin_addr, ic.metrics_addr.expect("metrics listener")] {
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, 200);
         assert!(body.contains("routing_table_routes 3"), "{body}");

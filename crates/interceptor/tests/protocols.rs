@@ -225,30 +225,6 @@ async fn websocket_over_http2_extended_connect() {
     icp.stop().await;
 }
 
-struct Pki {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
-        Pki { ca }
-    }
-
-    /// A leaf for `names`: (cert PEM, key PEM, cert DER).
-    fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-    }
-}
-
 #[tokio::test]
 async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1() {
     let pki = Pki::new();

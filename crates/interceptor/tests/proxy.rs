@@ -611,7 +611,7 @@ async fn metrics_have_upstream_names_and_labels() {
     )
     .await;
     assert_eq!(got.status, StatusCode::CREATED);
-    for addr in [icp.metrics_addr, icp.admin_addr] {
+    for addr in [icp.metrics_addr.expect("metrics listener"), icp.admin_addr] {
         let text = send(&c, addr, "GET", "metrics", "/metrics", &[], Bytes::new())
             .await
             .text();
