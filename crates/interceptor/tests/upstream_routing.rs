@@ -36,6 +36,25 @@ spec:
     )
 }
 
+/// Writes `svc.yaml`: a Service with one endpoint per `(namespace, name,
+/// backend, ready)`.
+fn write_services(dir: &std::path::Path, services: &[(&str, &str, std::net::SocketAddr, bool)]) {
+    let yaml: String = services
+        .iter()
+        .map(|(ns, svc, addr, ready)| service_yaml(ns, svc, "http", None, *addr, *ready))
+        .collect();
+    write(dir, "svc.yaml", &yaml);
+}
+
+/// An interceptor on `dir` once every `(namespace, name)` is in its table.
+async fn start_with(dir: &std::path::Path, routes: &[(&str, &str)]) -> interceptor::Interceptor {
+    let icp = start_dir(dir, &[]).await;
+    for (ns, name) in routes {
+        wait_route(&icp, ns, name).await;
+    }
+    icp
+}
+
 /// `RequestCount` of a route in `/queue`.
 async fn request_count(icp: &interceptor::Interceptor, key: &str) -> u64 {
     let q = queue(icp).await;
@@ -49,14 +68,9 @@ async fn static_routes_answer_only_their_own_route_and_are_not_counted() {
     let dir = tempfile::tempdir().unwrap();
     let app = echo("app").await;
     let other = echo("other").await;
-    write(
+    write_services(
         dir.path(),
-        "svc.yaml",
-        &format!(
-            "{}{}",
-            service_yaml("ns", "app", "http", None, app, true),
-            service_yaml("ns", "other", "http", None, other, true)
-        ),
+        &[("ns", "app", app, true), ("ns", "other", other, true)],
     );
     let statics = r#"  rules:
   - hosts: [app.test]
@@ -79,9 +93,7 @@ async fn static_routes_answer_only_their_own_route_and_are_not_counted() {
             "2024-01-01T00:00:00Z",
         ),
     );
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "app").await;
-    wait_route(&icp, "ns", "other").await;
+    let icp = start_with(dir.path(), &[("ns", "app"), ("ns", "other")]).await;
 
     // On the route's own host the static route answers (the forwarding rule
     // does not outrank it), without a cold-start header.
@@ -108,14 +120,9 @@ async fn static_routes_answer_only_their_own_route_and_are_not_counted() {
     assert_eq!(request_count(&icp, "ns/app").await, 1);
 
     // Not ready: WhenUnavailable answers statically.
-    write(
+    write_services(
         dir.path(),
-        "svc.yaml",
-        &format!(
-            "{}{}",
-            service_yaml("ns", "app", "http", None, app, false),
-            service_yaml("ns", "other", "http", None, other, true)
-        ),
+        &[("ns", "app", app, false), ("ns", "other", other, true)],
     );
     wait_unready(&icp, "ns", "app").await;
     let got = get(icp.proxy_addr, "app.test", "/maintenance/x").await;
@@ -143,14 +150,9 @@ async fn wait_unready(icp: &interceptor::Interceptor, ns: &str, svc: &str) {
 async fn interceptor_route_without_rules_routes_nothing_but_has_a_queue_key() {
     let dir = tempfile::tempdir().unwrap();
     let app = echo("app").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, app, true),
-    );
+    write_services(dir.path(), &[("ns", "app", app, true)]);
     write(dir.path(), "ir.yaml", &ir("ns", "norules", "app", ""));
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "norules").await;
+    let icp = start_with(dir.path(), &[("ns", "norules")]).await;
     let got = get(icp.proxy_addr, "anything.test", "/x").await;
     assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.text());
     let q = queue(&icp).await;
@@ -163,17 +165,10 @@ async fn interceptor_route_without_rules_routes_nothing_but_has_a_queue_key() {
 async fn serving(objects: &str, names: &[&str]) -> (interceptor::Interceptor, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let app = echo("app").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, app, true),
-    );
+    write_services(dir.path(), &[("ns", "app", app, true)]);
     write(dir.path(), "routes.yaml", objects);
-    let icp = start_dir(dir.path(), &[]).await;
-    for name in names {
-        wait_route(&icp, "ns", name).await;
-    }
-    (icp, dir)
+    let routes: Vec<(&str, &str)> = names.iter().map(|n| ("ns", *n)).collect();
+    (start_with(dir.path(), &routes).await, dir)
 }
 
 async fn assert_app(icp: &interceptor::Interceptor, host: &str, path: &str) -> Got {
@@ -277,14 +272,9 @@ async fn ties_go_to_namespace_name_descending() {
     let dir = tempfile::tempdir().unwrap();
     let alpha = echo("alpha").await;
     let beta = echo("beta").await;
-    write(
+    write_services(
         dir.path(),
-        "svc.yaml",
-        &format!(
-            "{}{}",
-            service_yaml("alpha", "app", "http", None, alpha, true),
-            service_yaml("beta", "app", "http", None, beta, true)
-        ),
+        &[("alpha", "app", alpha, true), ("beta", "app", beta, true)],
     );
     let same = "2024-01-01T00:00:00Z";
     write(
@@ -296,9 +286,7 @@ async fn ties_go_to_namespace_name_descending() {
             hso_at("beta", "app", "app", "[tie.test]", same)
         ),
     );
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "alpha", "app").await;
-    wait_route(&icp, "beta", "app").await;
+    let icp = start_with(dir.path(), &[("alpha", "app"), ("beta", "app")]).await;
     let got = get(icp.proxy_addr, "tie.test", "/").await;
     assert_eq!((got.status, got.server()), (StatusCode::OK, "beta"));
     icp.stop().await;
@@ -309,14 +297,12 @@ async fn cold_start_with_placeholder_and_fallback_answers_with_the_placeholder()
     let dir = tempfile::tempdir().unwrap();
     let app = echo("app").await;
     let fallback = echo("fallback").await;
-    write(
+    write_services(
         dir.path(),
-        "svc.yaml",
-        &format!(
-            "{}{}",
-            service_yaml("ns", "app", "http", None, app, false),
-            service_yaml("ns", "fallback", "http", None, fallback, true)
-        ),
+        &[
+            ("ns", "app", app, false),
+            ("ns", "fallback", fallback, true),
+        ],
     );
     let spec = r#"  rules:
   - hosts: [cold.test]
@@ -327,8 +313,7 @@ async fn cold_start_with_placeholder_and_fallback_answers_with_the_placeholder()
       service: {name: fallback, portName: http}
 "#;
     write(dir.path(), "ir.yaml", &ir("ns", "cold", "app", spec));
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "cold").await;
+    let icp = start_with(dir.path(), &[("ns", "cold")]).await;
     let got = get(icp.proxy_addr, "cold.test", "/").await;
     assert_eq!(
         (got.status, got.text().as_str()),
