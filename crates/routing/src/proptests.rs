@@ -190,7 +190,8 @@ fn obj_strategy() -> impl Strategy<Value = Obj> {
         proptest::collection::vec(rule_strategy(), 0..3),
         proptest::collection::vec(
             (
-                proptest::collection::vec(rule_strategy(), 0..2),
+                // At least one rule, as the API validates.
+                proptest::collection::vec(rule_strategy(), 1..3),
                 any::<bool>(),
             ),
             0..2,
@@ -216,7 +217,7 @@ fn obj_strategy() -> impl Strategy<Value = Obj> {
                     "metadata": meta(ns, name, created, rv),
                     "spec": {
                         "target": {"service": "svc", "port": 80},
-                        "scalingMetric": {"concurrency": {}},
+                        "scalingMetric": {"concurrency": {"targetValue": 100}},
                         "rules": rules,
                         "staticRoutes": statics,
                     },

@@ -560,7 +560,8 @@ fn static_routes_are_candidates_of_their_object() {
     match m.action {
         Action::Static(s) => {
             assert_eq!(s.response.status, http::StatusCode::NO_CONTENT);
-            assert_eq!(s.mode, ResponseMode::Always);
+            // No responseMode: upstream's default.
+            assert_eq!(s.mode, ResponseMode::WhenUnavailable);
         }
         Action::Forward => panic!("expected the static route"),
     }

@@ -56,9 +56,9 @@ impl HostPattern {
                 return Err(format!("host {s:?}: '[' without a closing ']'"));
             };
             if !after.is_empty() {
-                let port = after.strip_prefix(':').ok_or_else(|| {
-                    format!("host {s:?}: only \":port\" may follow \"]\"")
-                })?;
+                let port = after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("host {s:?}: only \":port\" may follow \"]\""))?;
                 check_port(s, port)?;
             }
             return ipv6(s, addr);
