@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 /// A header a request must carry: `name` present, and equal to `value` when set.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub struct HeaderMatch {
-    /// Header name (case-insensitive).
+    /// Header name (case-insensitive, not empty).
+    #[schemars(length(min = 1))]
     pub name: String,
     /// Exact value; absent means any value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,8 +31,10 @@ pub struct ScalingMetric {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConcurrencyMetric {
-    /// Target in-flight requests per replica (default 100).
+    /// Target in-flight requests per replica. Defaults to 100 on an
+    /// `HTTPScaledObject`; required (at least 1) on an `InterceptorRoute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 100))]
     pub target_value: Option<i64>,
 }
 
@@ -39,13 +42,17 @@ pub struct ConcurrencyMetric {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestRateMetric {
-    /// Target requests per second per replica (default 100).
+    /// Target requests per second per replica. Defaults to 100 on an
+    /// `HTTPScaledObject`; required (at least 1) on an `InterceptorRoute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 100))]
     pub target_value: Option<i64>,
     /// Sliding window (Go duration, default `1m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "1m"))]
     pub window: Option<String>,
     /// Bucket size within the window (Go duration, default `1s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "1s"))]
     pub granularity: Option<String>,
 }

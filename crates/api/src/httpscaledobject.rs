@@ -62,6 +62,10 @@ pub struct HTTPScaledObjectSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_cooldown_period: Option<i32>,
     /// The metric that drives scaling: `concurrency` or `requestRate`, not both.
+    ///
+    /// Stricter than upstream's CRD, which accepts both: upstream's operator
+    /// then fails the reconcile ("mutually exclusive") and creates no
+    /// ScaledObject, so such an object is never valid there either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("!(has(self.concurrency) && has(self.requestRate))").message("'concurrency' and 'requestRate' are mutually exclusive"))]
     pub scaling_metric: Option<ScalingMetric>,
@@ -71,12 +75,21 @@ pub struct HTTPScaledObjectSpec {
 }
 
 /// The workload to scale and the Service (and port) to route to.
+///
+/// Stricter than upstream's CRD in three ways, kept because upstream cannot
+/// route an object that breaks them either: `service` must not be empty (there is no Service without a
+/// name), `port` must be 1-65535 (a Service port is; upstream also reads 0
+/// as "no port"), and `portName` must not be empty (upstream reads an empty
+/// name as "no port name", so with no `port` there is nothing to route to).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.portName) != has(self.port)").message("must define either the 'portName' or the 'port'"))]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleTargetRef {
     /// Name of the workload (e.g. a Deployment).
+    // `#[serde(default)]` would put `default: ""` into the CRD, and the API
+    // server would then write `name: ""` into objects that leave it out.
     #[serde(default)]
+    #[schemars(transform = crate::schema::no_default)]
     pub name: String,
     /// Kind of the workload (e.g. `Deployment`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +111,9 @@ pub struct ScaleTargetRef {
 }
 
 /// The Service to route to when the target is still cold after `timeoutSeconds`.
+///
+/// `service`, `port` and `portName` are stricter than upstream's CRD for the
+/// reasons given on [`ScaleTargetRef`].
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.portName) != has(self.port)").message("must define either the 'portName' or the 'port'"))]
 #[serde(rename_all = "camelCase")]
@@ -115,6 +131,7 @@ pub struct ColdStartTimeoutFailoverRef {
     pub port_name: Option<String>,
     /// Seconds to wait for the target before failing over (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 30))]
     pub timeout_seconds: Option<i32>,
 }
 
@@ -153,6 +170,7 @@ pub struct HTTPScaledObjectStatus {
     pub target_service: Option<String>,
     /// Standard conditions; type `Ready` with reason `Reconciled` or `CreateError`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = crate::schema::condition_list)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }

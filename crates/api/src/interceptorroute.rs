@@ -29,11 +29,14 @@ use crate::common::{HeaderMatch, ScalingMetric};
 pub struct InterceptorRouteSpec {
     /// The Service (and port) requests are forwarded to.
     pub target: TargetRef,
-    /// Matching rules, OR-ed. No rules means every request (catch-all).
+    /// Matching rules, OR-ed. No rules means no request is routed here (as
+    /// upstream); the route still exists for scaling and `/queue`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RoutingRule>,
-    /// What drives scaling: at least one of `concurrency` and `requestRate`.
+    /// What drives scaling: at least one of `concurrency` and `requestRate`,
+    /// each with a `targetValue` of at least 1.
     // Required, as upstream: a CRD default of `{}` would fail the CEL rule below.
+    #[schemars(transform = crate::schema::route_scaling_metric)]
     #[x_kube(validation = Rule::new("has(self.concurrency) || has(self.requestRate)").message("at least one of 'concurrency' or 'requestRate' must be set"))]
     pub scaling_metric: ScalingMetric,
     /// Per-route timeouts; absent fields use the global defaults, `0s` disables.
@@ -104,10 +107,11 @@ pub struct InterceptorRouteTimeouts {
     pub response_header: Option<String>,
 }
 
-/// Cold-start behaviour: forward to a fallback, or answer with a placeholder
-/// (exactly one of the two).
+/// Cold-start behaviour: forward to a fallback, answer with a placeholder,
+/// or both (at least one). With both, the placeholder answers while the
+/// target is cold.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
-#[x_kube(validation = Rule::new("has(self.fallback) != has(self.placeholder)").message("exactly one of 'fallback' or 'placeholder' must be set"))]
+#[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder)").message("set 'fallback', 'placeholder' or both"))]
 pub struct ColdStart {
     /// Where to forward once the readiness timeout passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,7 +154,8 @@ pub struct Placeholder {
 }
 
 /// A response the interceptor writes itself.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("!(has(self.body) && has(self.bodyFromConfigMap))").message("set 'body' or 'bodyFromConfigMap', not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct StaticResponse {
     /// HTTP status code (100-599); 200 for a static route and 503 for a
@@ -158,8 +163,9 @@ pub struct StaticResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]
     pub status_code: Option<i32>,
-    /// Response body.
+    /// Response body, at most 32768 characters; exclusive with `bodyFromConfigMap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::schema::STATIC_BODY_MAX))]
     pub body: Option<String>,
     /// Response body taken from a ConfigMap key in the route's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,25 +175,38 @@ pub struct StaticResponse {
     pub headers: BTreeMap<String, String>,
 }
 
-/// A key of a ConfigMap.
+/// A ConfigMap in the route's namespace, and optionally one of its keys.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ConfigMapKeyRef {
     /// ConfigMap name.
+    #[schemars(length(min = 1))]
     pub name: String,
     /// Key within the ConfigMap's data.
-    pub key: String,
+    ///
+    /// Absent (or empty, which upstream reads the same way) means the key
+    /// comes from each request's path: the path without its leading `/`,
+    /// and `index.html` for `/`. A key taken from the path that the
+    /// ConfigMap lacks gives an empty body (so a missing `/favicon.ico`
+    /// degrades quietly), while a missing explicit key is an error (500).
+    /// The `Content-Type`, unless a response header sets it, follows the
+    /// key's file extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A route answered by the interceptor.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(transform = crate::schema::static_route_rules_required)]
 #[serde(rename_all = "camelCase")]
 pub struct StaticRoute {
-    /// Matching rules, OR-ed.
+    /// Matching rules, OR-ed; at least one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1))]
     pub rules: Vec<RoutingRule>,
     /// The answer.
     pub response: StaticResponse,
-    /// `Always`, or `WhenUnavailable` (only while the target has no ready endpoint).
+    /// `WhenUnavailable` (the default: only while the target has no ready
+    /// endpoint) or `Always`.
     #[serde(default)]
     pub response_mode: ResponseMode,
 }
@@ -195,10 +214,11 @@ pub struct StaticRoute {
 /// When a static route answers.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ResponseMode {
-    /// Every matching request.
-    #[default]
+    /// Every matching request; the target is never contacted.
     Always,
-    /// Only while the target has no ready endpoint.
+    /// Only while the target has no ready endpoint; otherwise the request is
+    /// forwarded. The default, as upstream.
+    #[default]
     WhenUnavailable,
 }
 
@@ -207,6 +227,7 @@ pub enum ResponseMode {
 pub struct InterceptorRouteStatus {
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = crate::schema::condition_list)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }

@@ -10,7 +10,8 @@
 //!   [`parse_interceptor_route`]) turns a `serde_json::Value` into a typed
 //!   object, or a [`FieldError`] naming the object and the field.
 //! - [`validate_http_scaled_object`] and [`validate_interceptor_route`]
-//!   return every semantic problem of a typed object, each a [`FieldError`].
+//!   return every semantic problem of a typed object, each a [`FieldError`];
+//!   [`validate_conditions`] does the same for the conditions of a status.
 //! - [`HostPattern::parse`] and [`parse_go_duration`] parse the two small
 //!   languages inside the specs.
 //! - [`crds`] / [`crds_yaml`] produce the CustomResourceDefinitions.
@@ -21,6 +22,7 @@ pub mod httpscaledobject;
 pub mod interceptorroute;
 pub mod parse;
 pub mod scaledobject;
+mod schema;
 pub mod validation;
 
 pub use common::*;
@@ -33,6 +35,6 @@ pub use parse::{
 };
 pub use scaledobject::*;
 pub use validation::{
-    FieldError, HostPattern, object_ref, parse_go_duration, validate_http_scaled_object,
-    validate_interceptor_route,
+    FieldError, HostPattern, object_ref, parse_go_duration, validate_conditions,
+    validate_http_scaled_object, validate_interceptor_route,
 };

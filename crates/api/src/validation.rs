@@ -26,11 +26,12 @@ pub mod syntax;
 use std::collections::HashMap;
 use std::fmt;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 
 pub use duration::parse_go_duration;
 pub use host::HostPattern;
 
+use crate::schema::{CONDITION_MESSAGE_MAX, CONDITION_STATUSES, STATIC_BODY_MAX};
 use crate::{
     ColdStart, HTTPScaledObject, HeaderMatch, InterceptorRoute, RoutingRule, ScalingMetric,
     StaticResponse,
@@ -261,6 +262,17 @@ impl Problems {
                 format!("{code} is out of range 100-599"),
             );
         }
+        if let Some(body) = &response.body {
+            let chars = body.chars().count();
+            if chars > STATIC_BODY_MAX {
+                self.add(
+                    format!("{path}.body"),
+                    format!(
+                        "body is {chars} characters, more than {STATIC_BODY_MAX}; use bodyFromConfigMap"
+                    ),
+                );
+            }
+        }
         if let Some(config_map) = &response.body_from_config_map {
             if response.body.is_some() {
                 self.add(path, "set either body or bodyFromConfigMap, not both");
@@ -270,10 +282,13 @@ impl Problems {
                 syntax::dns1123_subdomain(&config_map.name)
                     .map_err(|e| format!("ConfigMap name {e}")),
             );
-            self.check(
-                format!("{path}.bodyFromConfigMap.key"),
-                syntax::config_map_key(&config_map.key).map_err(|e| format!("key {e}")),
-            );
+            // Absent or empty: the key comes from the request path (upstream).
+            if let Some(key) = config_map.key.as_deref().filter(|k| !k.is_empty()) {
+                self.check(
+                    format!("{path}.bodyFromConfigMap.key"),
+                    syntax::config_map_key(key).map_err(|e| format!("key {e}")),
+                );
+            }
         }
         for (name, value) in &response.headers {
             self.check(format!("{path}.headers[{name}]"), syntax::header_name(name));
@@ -285,9 +300,8 @@ impl Problems {
     }
 
     fn cold_start(&mut self, path: &str, cold_start: &ColdStart) {
-        match (&cold_start.fallback, &cold_start.placeholder) {
-            (None, None) => self.add(path, "set at least one of fallback or placeholder"),
-            _ => {}
+        if cold_start.fallback.is_none() && cold_start.placeholder.is_none() {
+            self.add(path, "set at least one of fallback or placeholder");
         }
         if let Some(fallback) = &cold_start.fallback {
             let service = &fallback.service;
@@ -464,6 +478,25 @@ pub fn validate_interceptor_route(obj: &InterceptorRoute) -> Vec<FieldError> {
             "at least one of concurrency or requestRate must be set",
         );
     }
+    // Unlike on an HTTPScaledObject, upstream has no default target here.
+    let targets = [
+        (
+            "concurrency",
+            metric.concurrency.as_ref().map(|m| m.target_value),
+        ),
+        (
+            "requestRate",
+            metric.request_rate.as_ref().map(|m| m.target_value),
+        ),
+    ];
+    for (name, target) in targets {
+        if let Some(None) = target {
+            p.add(
+                format!("spec.scalingMetric.{name}.targetValue"),
+                "required on an InterceptorRoute (there is no default)",
+            );
+        }
+    }
     p.scaling_metric("spec.scalingMetric", metric);
 
     if let Some(timeouts) = &spec.timeouts {
@@ -484,8 +517,86 @@ pub fn validate_interceptor_route(obj: &InterceptorRoute) -> Vec<FieldError> {
 
     for (i, route) in spec.static_routes.iter().enumerate() {
         let path = format!("spec.staticRoutes[{i}]");
+        if route.rules.is_empty() {
+            p.add(format!("{path}.rules"), "at least one rule is required");
+        }
         p.rules(&format!("{path}.rules"), &route.rules);
         p.static_response(&format!("{path}.response"), &route.response);
+    }
+    p.errors
+}
+
+/// Every problem with the `status.conditions` of an object (either kind);
+/// empty when they are valid.
+///
+/// Kept apart from [`validate_http_scaled_object`] and
+/// [`validate_interceptor_route`] on purpose: the API server ignores the
+/// `status` of a manifest on create and update (it has its own
+/// subresource), so a bad status must not make a manifest invalid. This is
+/// for what the operator writes to that subresource, which the API server
+/// checks against the same rules (those of `metav1.Condition`).
+///
+/// ```
+/// use api::validate_conditions;
+/// use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+///
+/// let meta = ObjectMeta { name: Some("web".into()), namespace: Some("shop".into()), ..Default::default() };
+/// let ready = Condition {
+///     type_: "Ready".into(),
+///     status: "Yes".into(),
+///     reason: "Reconciled".into(),
+///     message: String::new(),
+///     last_transition_time: Time(Default::default()),
+///     observed_generation: None,
+/// };
+/// let errors: Vec<String> = validate_conditions(&meta, &[ready]).iter().map(|e| e.to_string()).collect();
+/// assert_eq!(errors, [r#"shop/web: status.conditions[0].status: "Yes" is not one of True, False, Unknown"#]);
+/// ```
+pub fn validate_conditions(meta: &ObjectMeta, conditions: &[Condition]) -> Vec<FieldError> {
+    let mut p = Problems::new(meta);
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    for (i, condition) in conditions.iter().enumerate() {
+        let path = format!("status.conditions[{i}]");
+        p.check(
+            format!("{path}.type"),
+            syntax::condition_type(&condition.type_),
+        );
+        // The list is keyed by type (`x-kubernetes-list-type: map`).
+        if let Some(first) = first_index.insert(&condition.type_, i) {
+            p.add(
+                format!("{path}.type"),
+                format!(
+                    "duplicate condition type {:?} (also status.conditions[{first}])",
+                    condition.type_
+                ),
+            );
+        }
+        if !CONDITION_STATUSES.contains(&condition.status.as_str()) {
+            p.add(
+                format!("{path}.status"),
+                format!(
+                    "{:?} is not one of {}",
+                    condition.status,
+                    CONDITION_STATUSES.join(", ")
+                ),
+            );
+        }
+        p.check(
+            format!("{path}.reason"),
+            syntax::condition_reason(&condition.reason),
+        );
+        let chars = condition.message.chars().count();
+        if chars > CONDITION_MESSAGE_MAX {
+            p.add(
+                format!("{path}.message"),
+                format!("message is {chars} characters, more than {CONDITION_MESSAGE_MAX}"),
+            );
+        }
+        p.at_least(
+            format!("{path}.observedGeneration"),
+            condition.observed_generation,
+            0,
+        );
     }
     p.errors
 }

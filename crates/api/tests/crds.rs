@@ -311,13 +311,24 @@ fn cel_rules_for_the_exclusive_fields() {
             "at least one of 'concurrency' or 'requestRate' must be set"
         )]
     );
+    // Upstream accepts both (the placeholder answers during a cold start).
     assert_eq!(
         rules_at(&route, &format!("{spec}/coldStart")),
         [(
-            "has(self.fallback) != has(self.placeholder)",
-            "exactly one of 'fallback' or 'placeholder' must be set"
+            "has(self.fallback) || has(self.placeholder)",
+            "set 'fallback', 'placeholder' or both"
         )]
     );
+    let one_body = (
+        "!(has(self.body) && has(self.bodyFromConfigMap))",
+        "set 'body' or 'bodyFromConfigMap', not both",
+    );
+    for response in [
+        format!("{spec}/coldStart/properties/placeholder/properties/response"),
+        format!("{spec}/staticRoutes/items/properties/response"),
+    ] {
+        assert_eq!(rules_at(&route, &response), [one_body], "{response}");
+    }
     // The API server validates defaults against CEL rules, so a field with a
     // rule must not carry a default that breaks it.
     assert!(
@@ -332,4 +343,65 @@ fn cel_rules_for_the_exclusive_fields() {
             .unwrap()
             .contains(&Value::from("scalingMetric"))
     );
+}
+
+/// What the API server writes into objects that leave a field out: the
+/// CRD defaults, which must be upstream's, and nothing else.
+#[test]
+fn defaults_are_upstreams() {
+    fn defaults(schema: &Value, path: &str, out: &mut Vec<(String, Value)>) {
+        if let Some(default) = schema.get("default") {
+            out.push((path.to_string(), default.clone()));
+        }
+        for (name, child) in schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            defaults(child, &format!("{path}.{name}"), out);
+        }
+        if let Some(items) = schema.get("items") {
+            defaults(items, &format!("{path}[]"), out);
+        }
+    }
+    let of = |crd: &str| {
+        let mut out = Vec::new();
+        defaults(&schema_of(&by_name(crd)), "", &mut out);
+        out
+    };
+    let d = |path: &str, value: Value| (path.to_string(), value);
+    assert_eq!(
+        of("httpscaledobjects.http.keda.sh"),
+        [
+            d(
+                ".spec.coldStartTimeoutFailoverRef.timeoutSeconds",
+                30.into()
+            ),
+            d(".spec.scalingMetric.concurrency.targetValue", 100.into()),
+            d(".spec.scalingMetric.requestRate.granularity", "1s".into()),
+            d(".spec.scalingMetric.requestRate.targetValue", 100.into()),
+            d(".spec.scalingMetric.requestRate.window", "1m".into()),
+        ]
+    );
+    // No default targetValue on an InterceptorRoute: it is required there.
+    assert_eq!(
+        of("interceptorroutes.http.keda.sh"),
+        [
+            d(".spec.scalingMetric.requestRate.granularity", "1s".into()),
+            d(".spec.scalingMetric.requestRate.window", "1m".into()),
+            d(
+                ".spec.staticRoutes[].responseMode",
+                "WhenUnavailable".into()
+            ),
+        ]
+    );
+}
+
+/// `nullable` would keep a `null` (and skip the default) where upstream's
+/// CRD, which never sets it, has the API server prune it.
+#[test]
+fn no_field_is_nullable() {
+    let yaml = crds_yaml();
+    assert!(!yaml.contains("nullable"), "{yaml}");
 }

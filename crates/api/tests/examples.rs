@@ -40,7 +40,7 @@ fn example_documents() -> Vec<(String, Value)> {
 
 /// Fields the serializer writes although the input may leave them out,
 /// because the Rust type holds their default rather than an `Option`.
-const WRITTEN_DEFAULTS: &[(&str, &str)] = &[("responseMode", "Always"), ("name", "")];
+const WRITTEN_DEFAULTS: &[(&str, &str)] = &[("responseMode", "WhenUnavailable"), ("name", "")];
 
 /// Differences between `input` and `output`, ignoring fields that only
 /// `output` has when they hold a known default.

@@ -2,8 +2,8 @@
 
 use api::{
     FieldError, HTTPScaledObject, InterceptorRoute, parse_http_scaled_object,
-    parse_interceptor_route, parse_object, parse_object_str, validate_http_scaled_object,
-    validate_interceptor_route,
+    parse_interceptor_route, parse_object, parse_object_str, validate_conditions,
+    validate_http_scaled_object, validate_interceptor_route,
 };
 use serde_json::{Value, json};
 
@@ -149,7 +149,7 @@ fn port_out_of_range_and_port_xor_port_name() {
 
     let obj = route(json!({
         "target": {"service": "storefront"},
-        "scalingMetric": {"requestRate": {}},
+        "scalingMetric": {"requestRate": {"targetValue": 5}},
         "coldStart": {"fallback": {"service": {"name": "static", "port": 80, "portName": "http"}}},
     }));
     assert_eq!(
@@ -167,7 +167,7 @@ fn service_names_must_be_dns_labels() {
     );
     let obj = route(json!({
         "target": {"service": "9lives", "portName": "HTTP"},
-        "scalingMetric": {"concurrency": {}},
+        "scalingMetric": {"concurrency": {"targetValue": 5}},
     }));
     assert_eq!(
         field_paths("shop/storefront", &validate_interceptor_route(&obj)),
@@ -458,5 +458,201 @@ fn text_that_is_not_yaml() {
     assert_eq!(
         err.to_string(),
         "<unknown>: .: expected an object of kind HTTPScaledObject, found an array"
+    );
+}
+
+#[test]
+fn target_values_are_required_on_an_interceptor_route_only() {
+    let obj = route(json!({
+        "target": {"service": "storefront", "port": 8080},
+        "scalingMetric": {"concurrency": {}, "requestRate": {"window": "2m"}},
+    }));
+    let errors = validate_interceptor_route(&obj);
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "shop/storefront: spec.scalingMetric.concurrency.targetValue: required on an InterceptorRoute (there is no default)",
+            "shop/storefront: spec.scalingMetric.requestRate.targetValue: required on an InterceptorRoute (there is no default)",
+        ]
+    );
+    // An HTTPScaledObject defaults it to 100.
+    let obj = httpso(json!({
+        "scaleTargetRef": {"service": "web", "port": 8080},
+        "scalingMetric": {"requestRate": {}},
+    }));
+    assert_eq!(validate_http_scaled_object(&obj), []);
+}
+
+#[test]
+fn a_static_route_needs_at_least_one_rule() {
+    let obj = route(json!({
+        "target": {"service": "storefront", "port": 8080},
+        "scalingMetric": {"concurrency": {"targetValue": 10}},
+        "staticRoutes": [
+            {"rules": [{"paths": [{"value": "/healthz"}]}], "response": {"statusCode": 200}},
+            {"response": {"statusCode": 200}},
+            {"rules": [], "response": {"statusCode": 200}},
+        ],
+    }));
+    let errors = validate_interceptor_route(&obj);
+    assert_eq!(
+        field_paths("shop/storefront", &errors),
+        ["spec.staticRoutes[1].rules", "spec.staticRoutes[2].rules"]
+    );
+    assert_eq!(errors[0].message, "at least one rule is required");
+}
+
+#[test]
+fn header_names_must_not_be_empty() {
+    let obj = httpso(json!({
+        "headers": [{"name": "X-Ok"}, {"name": "", "value": "v"}],
+        "scaleTargetRef": {"service": "web", "port": 8080},
+    }));
+    assert_eq!(
+        fields("shop/web", &validate_http_scaled_object(&obj)),
+        [(
+            "spec.headers[1].name".to_string(),
+            "header name must not be empty".to_string()
+        )]
+    );
+}
+
+#[test]
+fn static_response_body_length_and_source() {
+    let base = |response: Value| {
+        route(json!({
+            "target": {"service": "storefront", "port": 8080},
+            "scalingMetric": {"concurrency": {"targetValue": 10}},
+            "staticRoutes": [{"rules": [{}], "response": response}],
+        }))
+    };
+    // The limit counts characters, as the API server's maxLength does.
+    let at_limit = base(json!({"body": "\u{e9}".repeat(32768)}));
+    assert_eq!(validate_interceptor_route(&at_limit), []);
+    let over = base(json!({"body": "x".repeat(32769)}));
+    assert_eq!(
+        fields("shop/storefront", &validate_interceptor_route(&over)),
+        [(
+            "spec.staticRoutes[0].response.body".to_string(),
+            "body is 32769 characters, more than 32768; use bodyFromConfigMap".to_string()
+        )]
+    );
+    let both = base(json!({"body": "x", "bodyFromConfigMap": {"name": "page"}}));
+    assert_eq!(
+        field_paths("shop/storefront", &validate_interceptor_route(&both)),
+        ["spec.staticRoutes[0].response"]
+    );
+}
+
+#[test]
+fn config_map_key_is_optional_and_the_name_is_not() {
+    let base = |config_map: Value| {
+        route(json!({
+            "target": {"service": "storefront", "port": 8080},
+            "scalingMetric": {"concurrency": {"targetValue": 10}},
+            "coldStart": {"placeholder": {"response": {"bodyFromConfigMap": config_map}}},
+        }))
+    };
+    // Without a key (or with an empty one) the key comes from the request path.
+    for ok in [json!({"name": "page"}), json!({"name": "page", "key": ""})] {
+        assert_eq!(validate_interceptor_route(&base(ok.clone())), [], "{ok}");
+    }
+    let obj = base(json!({"name": "page"}));
+    let response = &obj
+        .spec
+        .cold_start
+        .as_ref()
+        .unwrap()
+        .placeholder
+        .as_ref()
+        .unwrap()
+        .response;
+    assert_eq!(response.body_from_config_map.as_ref().unwrap().key, None);
+    assert_eq!(
+        field_paths(
+            "shop/storefront",
+            &validate_interceptor_route(&base(json!({"name": ""})))
+        ),
+        ["spec.coldStart.placeholder.response.bodyFromConfigMap.name"]
+    );
+    // A ConfigMap reference needs its name.
+    let err = parse_interceptor_route(json!({
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": {"name": "storefront", "namespace": "shop"},
+        "spec": {
+            "target": {"service": "storefront", "port": 8080},
+            "scalingMetric": {"concurrency": {"targetValue": 10}},
+            "coldStart": {"placeholder": {"response": {"bodyFromConfigMap": {"key": "a.html"}}}},
+        },
+    }))
+    .unwrap_err();
+    assert_eq!(
+        err.field,
+        "spec.coldStart.placeholder.response.bodyFromConfigMap"
+    );
+}
+
+#[test]
+fn conditions_follow_the_metav1_condition_rules() {
+    let obj = httpso(json!({"scaleTargetRef": {"service": "web", "port": 8080}}));
+    let condition = |fields: Value| {
+        let mut c = json!({
+            "type": "Ready",
+            "status": "True",
+            "reason": "Reconciled",
+            "message": "",
+            "lastTransitionTime": "2024-01-01T00:00:00Z",
+        });
+        c.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        serde_json::from_value(c).unwrap()
+    };
+    let good = [
+        condition(json!({})),
+        condition(
+            json!({"type": "http.keda.sh/Synced", "status": "Unknown", "reason": "A,b:c", "observedGeneration": 0}),
+        ),
+    ];
+    assert_eq!(validate_conditions(&obj.metadata, &good), []);
+
+    let bad = [
+        condition(json!({"type": "not ready", "status": "true"})),
+        condition(json!({"type": "Ready", "reason": "", "observedGeneration": -1})),
+        condition(json!({"type": "Ready", "reason": "Create-Error", "message": "m".repeat(32769)})),
+    ];
+    assert_eq!(
+        fields("shop/web", &validate_conditions(&obj.metadata, &bad)),
+        [
+            (
+                "status.conditions[0].type".to_string(),
+                r#""not ready" is not a condition type: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, after an optional "example.com/" prefix"#.to_string()
+            ),
+            (
+                "status.conditions[0].status".to_string(),
+                r#""true" is not one of True, False, Unknown"#.to_string()
+            ),
+            (
+                "status.conditions[1].reason".to_string(),
+                "must not be empty".to_string()
+            ),
+            (
+                "status.conditions[1].observedGeneration".to_string(),
+                "-1 must be at least 0".to_string()
+            ),
+            (
+                "status.conditions[2].type".to_string(),
+                r#"duplicate condition type "Ready" (also status.conditions[1])"#.to_string()
+            ),
+            (
+                "status.conditions[2].reason".to_string(),
+                r#""Create-Error" is not a condition reason: a letter, then letters, digits, '_', ',' and ':', not ending with ',' or ':'"#.to_string()
+            ),
+            (
+                "status.conditions[2].message".to_string(),
+                "message is 32769 characters, more than 32768".to_string()
+            ),
+        ]
     );
 }

@@ -523,7 +523,7 @@ impl Cx {
             (Some(b), _) => ResponseBody::Inline(Bytes::from(b.clone())),
             (None, Some(cm)) => ResponseBody::ConfigMap {
                 name: Arc::from(cm.name.as_str()),
-                key: Arc::from(cm.key.as_str()),
+                key: Arc::from(cm.key.as_deref().unwrap_or_default()),
             },
             (None, None) => ResponseBody::Inline(Bytes::new()),
         };

@@ -230,7 +230,7 @@ fn obj_strategy() -> impl Strategy<Value = Obj> {
                     "metadata": meta(ns, name, created, rv),
                     "spec": {
                         "target": {"service": "svc", "port": 80},
-                        "scalingMetric": {"concurrency": {}},
+                        "scalingMetric": {"concurrency": {"targetValue": 100}},
                         "rules": rules,
                         "staticRoutes": statics,
                     },

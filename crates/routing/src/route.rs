@@ -116,7 +116,8 @@ pub enum ResponseBody {
     ConfigMap {
         /// ConfigMap name.
         name: Arc<str>,
-        /// Key within `data`.
+        /// Key within `data`; empty: taken from the request path (as
+        /// upstream: the path without its leading `/`, `index.html` for `/`).
         key: Arc<str>,
     },
 }

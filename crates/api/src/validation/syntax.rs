@@ -1,5 +1,8 @@
 //! Checks of the small syntaxes inside a manifest: Kubernetes names, URL
-//! paths, HTTP header names and values. Each returns a one-line reason.
+//! paths, HTTP header names and values, condition types and reasons. Each
+//! returns a one-line reason.
+
+use crate::schema::{CONDITION_REASON_MAX, CONDITION_TYPE_MAX};
 
 /// A DNS-1035 label, the syntax of a Service name: at most 63 characters,
 /// lower-case letters, digits and `-`, starting with a letter and ending with
@@ -126,6 +129,70 @@ pub fn header_value(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `type` of a `metav1.Condition`: `CamelCase` or
+/// `example.com/CamelCase`, at most 316 characters. The name is letters,
+/// digits, `-`, `_` and `.`, starting and ending with a letter or digit; the
+/// optional prefix is dot-separated lower-case DNS labels.
+pub fn condition_type(s: &str) -> Result<(), String> {
+    if s.chars().count() > CONDITION_TYPE_MAX {
+        return Err(format!(
+            "{s:?} is longer than {CONDITION_TYPE_MAX} characters"
+        ));
+    }
+    let (prefix, name) = match s.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, s),
+    };
+    if let Some(prefix) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !prefix.split('.').all(label_ok) {
+            return Err(format!(
+                "prefix {prefix:?} of {s:?} is not dot-separated lower-case DNS labels"
+            ));
+        }
+    }
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let inner_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !(edge_ok(name.chars().next()) && edge_ok(name.chars().last()) && name.chars().all(inner_ok))
+    {
+        return Err(format!(
+            "{s:?} is not a condition type: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, after an optional \"example.com/\" prefix"
+        ));
+    }
+    Ok(())
+}
+
+/// The `reason` of a `metav1.Condition`: a CamelCase identifier of 1 to 1024
+/// characters; a letter, then letters, digits, `_`, `,` and `:`, not ending
+/// with `,` or `:`.
+pub fn condition_reason(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if s.chars().count() > CONDITION_REASON_MAX {
+        return Err(format!(
+            "{s:?} is longer than {CONDITION_REASON_MAX} characters"
+        ));
+    }
+    let starts_ok = s.starts_with(|c: char| c.is_ascii_alphabetic());
+    let ends_ok = !s.ends_with([',', ':']);
+    let chars_ok = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'));
+    if !(starts_ok && ends_ok && chars_ok) {
+        return Err(format!(
+            "{s:?} is not a condition reason: a letter, then letters, digits, '_', ',' and ':', not ending with ',' or ':'"
+        ));
+    }
+    Ok(())
+}
+
 /// `tchar` of RFC 9110, section 5.6.2.
 fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric()
@@ -180,6 +247,55 @@ mod tests {
         }
         for bad in ["", "a..b", ".a", "a.", "A", "a_b", &"a".repeat(254)] {
             assert!(dns1123_subdomain(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn condition_types_and_reasons() {
+        for ok in [
+            "Ready",
+            "a",
+            "http.keda.sh/Ready",
+            "x-y.z/A_b.c-D",
+            "9",
+            &"R".repeat(316),
+        ] {
+            assert_eq!(condition_type(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-Ready",
+            "Ready.",
+            "Re ady",
+            "/Ready",
+            "Example.com/Ready",
+            "a..b/Ready",
+            "a/b/Ready",
+            "a/",
+            &"R".repeat(317),
+        ] {
+            assert!(condition_type(bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "Reconciled",
+            "a",
+            "Create_Error",
+            "A,b:c_",
+            &"R".repeat(1024),
+        ] {
+            assert_eq!(condition_reason(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "_abc",
+            "abc,",
+            "abc:",
+            "a-b",
+            "a b",
+            &"R".repeat(1025),
+        ] {
+            assert!(condition_reason(bad).is_err(), "{bad}");
         }
     }
 
