@@ -129,7 +129,8 @@ pub struct ColdStartTimeoutFailoverRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub port_name: Option<String>,
-    /// Seconds to wait for the target before failing over (default 30).
+    /// Seconds to wait for the target before failing over (default 30; `0`,
+    /// as upstream, means no override: the readiness timeout decides).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = 30))]
     pub timeout_seconds: Option<i32>,

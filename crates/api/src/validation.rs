@@ -381,7 +381,7 @@ pub fn validate_http_scaled_object(obj: &HTTPScaledObject) -> Vec<FieldError> {
         p.at_least(
             "spec.coldStartTimeoutFailoverRef.timeoutSeconds".into(),
             failover.timeout_seconds.map(i64::from),
-            1,
+            0,
         );
     }
 

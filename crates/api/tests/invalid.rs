@@ -211,7 +211,7 @@ fn every_numeric_and_duration_rule() {
         "pathPrefixes": ["/ok", "/a b", "no-slash-is-fine"],
         "headers": [{"name": "X-A"}, {"name": "X-A", "value": "1"}],
         "scaleTargetRef": {"service": "web", "port": 8080},
-        "coldStartTimeoutFailoverRef": {"service": "static", "portName": "http", "timeoutSeconds": 0},
+        "coldStartTimeoutFailoverRef": {"service": "static", "portName": "http", "timeoutSeconds": -1},
         "replicas": {"min": -1, "max": 0},
         "targetPendingRequests": 0,
         "scaledownPeriod": -5,

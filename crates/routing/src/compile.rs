@@ -109,13 +109,15 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
 
     let fallback = spec.cold_start_timeout_failover_ref.as_ref().map(|f| {
         let field = "spec.coldStartTimeoutFailoverRef";
+        // 0 is no override (upstream): the readiness timeout decides.
         let wait = match f.timeout_seconds {
-            None => DEFAULT_FAILOVER_WAIT,
+            None => Some(DEFAULT_FAILOVER_WAIT),
+            Some(0) => None,
             Some(s) => match u64::try_from(s) {
-                Ok(s) => Duration::from_secs(s),
+                Ok(s) => Some(Duration::from_secs(s)),
                 Err(_) => {
                     cx.error(format!("{field}.timeoutSeconds"), "must not be negative");
-                    DEFAULT_FAILOVER_WAIT
+                    None
                 }
             },
         };
@@ -123,7 +125,7 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
             service: Arc::from(f.service.as_str()),
             namespace: cx.namespace.clone(),
             port: cx.port(field, f.port, f.port_name.as_deref()),
-            wait: Some(wait),
+            wait,
         })
     });
 

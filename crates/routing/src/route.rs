@@ -102,7 +102,7 @@ pub struct Fallback {
     /// Service port.
     pub port: PortRef,
     /// How long to wait for the target before failing over. HTTPSO:
-    /// `timeoutSeconds` (default 30 s). IR: `None`, i.e. once the readiness
+    /// `timeoutSeconds` (default 30 s; `0` is `None`). IR: `None`, i.e. once the readiness
     /// timeout passes.
     pub wait: Option<Duration>,
 }

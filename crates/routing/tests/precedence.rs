@@ -951,3 +951,16 @@ fn request_headers_trait_for_pairs() {
     assert_eq!(v.values(&name).collect::<Vec<_>>(), vec![b"1".as_slice()]);
     assert_eq!(NoHeaders.values(&name).count(), 0);
 }
+
+#[test]
+fn failover_timeout_zero_is_no_override() {
+    let obj = hso_obj(
+        meta("team", "f", None),
+        json!({
+            "scaleTargetRef": {"name": "d", "service": "s", "port": 80},
+            "coldStartTimeoutFailoverRef": {"service": "fallback", "port": 8081, "timeoutSeconds": 0},
+        }),
+    );
+    let r = routing::compile_http_scaled_object(&obj).unwrap();
+    assert_eq!(r.cold_start.fallback.as_ref().unwrap().wait, None);
+}
