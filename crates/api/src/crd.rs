@@ -65,7 +65,7 @@ pub fn crds_yaml() -> String {
     crds()
         .iter()
         .map(|crd| {
-            let body = serde_yaml::to_string(crd)
+            let body = crate::yaml::to_string(crd)
                 .expect("a CustomResourceDefinition always serializes to YAML");
             format!("---\n{body}")
         })

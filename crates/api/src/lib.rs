@@ -15,6 +15,7 @@
 //! - [`HostPattern::parse`] and [`parse_go_duration`] parse the two small
 //!   languages inside the specs.
 //! - [`crds`] / [`crds_yaml`] produce the CustomResourceDefinitions.
+//! - [`yaml`] reads and writes YAML (the one place that does).
 
 pub mod common;
 pub mod crd;
@@ -24,6 +25,7 @@ pub mod parse;
 pub mod scaledobject;
 mod schema;
 pub mod validation;
+pub mod yaml;
 
 pub use common::*;
 pub use crd::{crds, crds_yaml};

@@ -197,7 +197,7 @@ pub fn parse_object_str<K>(text: &str) -> Result<K, FieldError>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned,
 {
-    let value: Value = serde_yaml::from_str(text).map_err(|e| FieldError {
+    let value: Value = crate::yaml::from_str(text).map_err(|e| FieldError {
         object: UNKNOWN_OBJECT.to_string(),
         field: ".".to_string(),
         message: format!("not valid YAML or JSON: {e}"),
@@ -213,15 +213,7 @@ where
 /// assert_eq!(docs, [serde_json::json!({"a": 1}), serde_json::json!({"b": 2})]);
 /// ```
 pub fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
-    let mut documents = Vec::new();
-    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value =
-            Value::deserialize(document).map_err(|e| format!("YAML document {}: {e}", i + 1))?;
-        if !value.is_null() {
-            documents.push(value);
-        }
-    }
-    Ok(documents)
+    crate::yaml::documents(text).map_err(|e| format!("YAML {e}"))
 }
 
 fn json_type(value: &Value) -> &'static str {

@@ -8,7 +8,7 @@ use api::{
 use serde_json::{Value, json};
 
 fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).unwrap()
+    api::yaml::from_str(text).unwrap()
 }
 
 /// `(field, message)` pairs of the validation errors, after checking that

@@ -50,7 +50,7 @@ const DEFAULT_NAMESPACE: &str = "default";
 /// `targetPendingRequests`, else 100 concurrency.
 ///
 /// ```
-/// let obj: api::HTTPScaledObject = serde_yaml::from_str(r#"
+/// let obj: api::HTTPScaledObject = api::yaml::from_str(r#"
 /// apiVersion: http.keda.sh/v1alpha1
 /// kind: HTTPScaledObject
 /// metadata: {name: app, namespace: team}
@@ -163,7 +163,7 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
 /// only for requests the forwarding rules matched.
 ///
 /// ```
-/// let obj: api::InterceptorRoute = serde_yaml::from_str(r#"
+/// let obj: api::InterceptorRoute = api::yaml::from_str(r#"
 /// apiVersion: http.keda.sh/v1beta1
 /// kind: InterceptorRoute
 /// metadata: {name: app, namespace: team}

@@ -355,7 +355,7 @@ pub enum Action<'a> {
 ///
 /// ```
 /// use routing::{NoHeaders, RoutingTable};
-/// let obj: api::HTTPScaledObject = serde_yaml::from_str(r#"
+/// let obj: api::HTTPScaledObject = api::yaml::from_str(r#"
 /// apiVersion: http.keda.sh/v1alpha1
 /// kind: HTTPScaledObject
 /// metadata: {name: app, namespace: team}

@@ -24,7 +24,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use notify::Watcher;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -742,17 +741,10 @@ fn parse_documents(
             "not UTF-8".to_string(),
         )
     })?;
-    for doc in serde_yaml::Deserializer::from_str(text) {
+    let values = api::yaml::documents(text)
+        .map_err(|e| error(e.line.map_or(0, |l| first_line - 1 + l), e.message))?;
+    for v in values {
         *docs += 1;
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| {
-            let line = e.location().map_or(0, |l| first_line - 1 + l.line());
-            error(line, e.to_string())
-        })?;
-        if v.is_null() {
-            continue; // empty document (`---` at the end)
-        }
-        let v: Value =
-            serde_json::to_value(v).map_err(|e| error(0, format!("document {}: {e}", *docs)))?;
         flatten(v, *docs, path, emit)?;
     }
     Ok(())
@@ -905,14 +897,10 @@ pub(crate) async fn run_dir(
 mod tests {
     use super::*;
 
-    /// The whole stream parsed at once by serde_yaml: what the per-document
-    /// reader must reproduce.
+    /// The whole stream parsed at once by the YAML library: what the
+    /// per-document reader must reproduce.
     fn whole(text: &str) -> Vec<Value> {
-        serde_yaml::Deserializer::from_str(text)
-            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-            .filter(|v| !v.is_null())
-            .map(|v| serde_json::to_value(v).unwrap())
-            .collect()
+        api::yaml::documents(text).unwrap()
     }
 
     fn without_rv(mut objects: Vec<Value>) -> Vec<Value> {

@@ -398,12 +398,8 @@ impl TestApi {
         let mut n = 0;
         for p in paths {
             let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let v: Value = serde::Deserialize::deserialize(doc)
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
-                if v.is_null() {
-                    continue;
-                }
+            let docs = api::yaml::documents(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            for v in docs {
                 self.put_object(v)
                     .map_err(|e| format!("{}: {}", p.display(), e.message))?;
                 n += 1;

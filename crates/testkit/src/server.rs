@@ -267,7 +267,9 @@ async fn read_body(req: Request<Incoming>) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::new(Reason::BadRequest, format!("reading body: {e}")))?
         .to_bytes();
     let parsed = if yaml {
-        serde_yaml::from_slice::<Value>(&bytes).map_err(|e| e.to_string())
+        std::str::from_utf8(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|text| api::yaml::from_str::<Value>(text).map_err(|e| e.to_string()))
     } else {
         serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string())
     };
