@@ -1,6 +1,5 @@
 //! Fault injection, switchable while the server runs.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,22 +52,6 @@ pub(crate) struct FaultState {
     failures: Mutex<Vec<Failure>>,
 }
 
-thread_local! {
-    static RNG: Cell<u64> = Cell::new(crate::objects::random_u64() | 1);
-}
-
-/// xorshift64*: fast, good enough to pick which events to drop.
-fn next_random() -> u64 {
-    RNG.with(|r| {
-        let mut x = r.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        r.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
-}
-
 impl FaultState {
     pub(crate) fn list_delay(&self) -> Duration {
         Duration::from_millis(self.list_delay_ms.load(Ordering::Relaxed))
@@ -93,7 +76,7 @@ impl FaultState {
 impl WatchPolicy for FaultState {
     fn deliver(&self) -> bool {
         let ppm = self.drop_ppm.load(Ordering::Relaxed);
-        ppm == 0 || next_random() % 1_000_000 >= ppm
+        ppm == 0 || fastrand::u64(..1_000_000) >= ppm
     }
 
     fn stalled(&self) -> bool {

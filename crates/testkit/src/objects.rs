@@ -1,8 +1,6 @@
 //! The write verbs: create, update, patch, delete, with the metadata a real
 //! API server stamps (resourceVersion, uid, creationTimestamp, generation).
 
-use std::hash::{BuildHasher, Hasher, RandomState};
-
 use listwatch::{Reason, Store};
 use serde_json::{Map, Value};
 
@@ -28,21 +26,9 @@ impl ApiError {
     }
 }
 
-/// A random u64 (RandomState is seeded randomly per process and thread).
-pub(crate) fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
 fn new_uid() -> String {
-    let a = random_u64();
-    let b = random_u64();
+    let a = fastrand::u64(..);
+    let b = fastrand::u64(..);
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
         a >> 32,
@@ -55,13 +41,8 @@ fn new_uid() -> String {
 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut n = random_u64();
     (0..5)
-        .map(|_| {
-            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
-            n /= ALPHABET.len() as u64;
-            c
-        })
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
         .collect()
 }
 
