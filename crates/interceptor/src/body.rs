@@ -16,11 +16,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use routing::RouteCounters;
 use tokio::sync::Notify;
 use tracing::info;
 
 use crate::error::CLIENT_CLOSED_REQUEST;
-use crate::metrics::RouteStats;
 
 /// Requests in flight on this interceptor (all routes), for the drain.
 #[derive(Debug, Default)]
@@ -60,7 +60,8 @@ struct LogInfo {
 /// Counts one request for its whole life; see the module docs.
 #[derive(Debug)]
 pub struct RequestGuard {
-    route: Option<Arc<RouteStats>>,
+    /// The matched route's counters (or the unrouted requests' ones).
+    route: Option<Arc<RouteCounters>>,
     /// Whether the request counts in the route's `/queue` counters (static
     /// answers do not: static traffic must not scale the app).
     queued: bool,
@@ -75,7 +76,7 @@ impl RequestGuard {
     /// Starts counting a request (of `route`, when it matched one) in the
     /// route's `/queue` counters and metrics.
     pub fn new(
-        route: Option<Arc<RouteStats>>,
+        route: Option<Arc<RouteCounters>>,
         inflight: Arc<Inflight>,
         method: &Method,
         start: Instant,
@@ -86,7 +87,7 @@ impl RequestGuard {
     /// Like [`new`](Self::new); with `queued` false the request shows in the
     /// route's metrics but not in its `/queue` counters (a static answer).
     pub fn with_queue(
-        route: Option<Arc<RouteStats>>,
+        route: Option<Arc<RouteCounters>>,
         queued: bool,
         inflight: Arc<Inflight>,
         method: &Method,
@@ -94,8 +95,8 @@ impl RequestGuard {
     ) -> RequestGuard {
         let queued = queued && route.is_some();
         if let Some(r) = route.as_ref().filter(|_| queued) {
-            r.counters.concurrency.fetch_add(1, Ordering::Relaxed);
-            r.counters.request_count.fetch_add(1, Ordering::Relaxed);
+            r.concurrency.fetch_add(1, Ordering::Relaxed);
+            r.request_count.fetch_add(1, Ordering::Relaxed);
         }
         inflight.count.fetch_add(1, Ordering::AcqRel);
         RequestGuard {
@@ -129,7 +130,7 @@ impl Drop for RequestGuard {
         let elapsed = self.start.elapsed();
         if let Some(r) = &self.route {
             if self.queued {
-                r.counters.concurrency.fetch_sub(1, Ordering::Relaxed);
+                r.concurrency.fetch_sub(1, Ordering::Relaxed);
             }
             r.observe(&self.method, self.status, elapsed);
         }

@@ -66,6 +66,12 @@ impl ProxyError {
     }
 }
 
+impl From<sync::ResolveError> for ProxyError {
+    fn from(e: sync::ResolveError) -> Self {
+        ProxyError::Unresolvable(e.to_string())
+    }
+}
+
 /// The one place a failure becomes a status code.
 pub fn status_of(err: &ProxyError) -> StatusCode {
     match err {

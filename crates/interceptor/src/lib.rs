@@ -156,7 +156,6 @@ impl Interceptor {
             Some(l) => Some(local(l, metrics_port)?),
             None => None,
         };
-        tokio::spawn(proxy_metrics.clone().follow(cancel.clone()));
         let inflight = Arc::new(body::Inflight::default());
         let proxy_config = proxy::ProxyConfig::from_args(&args.proxy, routes_dir);
         let new_proxy = || {

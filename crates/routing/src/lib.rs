@@ -72,6 +72,7 @@ pub use route::{
     ResponseBody, ResponseMode, Route, RouteCounters, Rule, Scaling, SourceKind, StaticResponse,
     StaticRoute, Target, Timeouts, path_prefix_matches,
 };
+pub use route::{LATENCY_BUCKETS, RequestSeries};
 pub use table::{Action, RouteMatch, RoutingTable};
 
 #[cfg(test)]

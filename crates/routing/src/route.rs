@@ -2,12 +2,12 @@
 //! the scaler need, precomputed so a request never looks anything else up.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
@@ -192,16 +192,31 @@ pub struct Scaling {
     pub request_rate: Option<RequestRateTarget>,
 }
 
-/// Live counters of a route, shared by every request routed to it and by the
-/// admin `/queue` endpoint. Created when a key first enters a
-/// [`RoutingTable`](crate::RoutingTable) and carried over when an object with
-/// the same namespace/name is re-applied.
+/// Upper bounds (seconds) of the request-duration histogram's buckets
+/// (upstream's); a last `+Inf` bucket is implied.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Live state of a route on this replica, shared by every request routed to
+/// it, the admin `/queue` endpoint and the metrics collector. Created when a
+/// key first enters a [`RoutingTable`](crate::RoutingTable) and carried over
+/// when an object with the same namespace/name is re-applied, so in-flight
+/// requests and the metrics keep counting against the same atomics.
+///
+/// Plain atomics: a request counts itself without a lock or an allocation
+/// (a (method, status) pair the route has never seen before allocates its
+/// series once; see [`observe`](RouteCounters::observe)).
 #[derive(Debug, Default)]
 pub struct RouteCounters {
     /// Requests in flight now (`Concurrency` in `/queue`).
     pub concurrency: AtomicI64,
     /// Requests seen since the key entered the table (`RequestCount`), monotonic.
     pub request_count: AtomicU64,
+    /// Requests held in a cold-start wait for a ready endpoint now.
+    pub pending: AtomicU64,
+    /// Finished requests per (method, status code).
+    requests: SeriesList,
 }
 
 impl RouteCounters {
@@ -211,6 +226,158 @@ impl RouteCounters {
             self.concurrency.load(Ordering::Relaxed),
             self.request_count.load(Ordering::Relaxed),
         )
+    }
+
+    /// Records one finished request: its (method, status) series counts it
+    /// and its duration goes into that series' histogram.
+    ///
+    /// Lock-free once the series exists: a walk of the route's short list of
+    /// series (one atomic load per step) and a few atomic adds. The first
+    /// request with a new (method, status) allocates its series and links it
+    /// at the end of the list; only requests racing to link a series at that
+    /// same moment wait for each other, never a request of an existing series.
+    ///
+    /// ```
+    /// let c = routing::RouteCounters::default();
+    /// c.observe(&http::Method::GET, 200, std::time::Duration::from_millis(3));
+    /// c.observe(&http::Method::GET, 200, std::time::Duration::from_secs(20));
+    /// let s = c.request_series().next().unwrap();
+    /// assert_eq!((s.method(), s.code(), s.count()), (&http::Method::GET, 200, 2));
+    /// assert_eq!(s.bucket_counts()[0], 1); // <= 5 ms; 20 s is above every bound
+    /// ```
+    pub fn observe(&self, method: &Method, code: u16, elapsed: Duration) {
+        self.requests.series(method, code).observe(elapsed);
+    }
+
+    /// The (method, status) series seen so far, oldest first.
+    pub fn request_series(&self) -> impl Iterator<Item = &RequestSeries> + '_ {
+        self.requests.iter()
+    }
+}
+
+/// The finished requests of one route with one method and status code: a
+/// counter and a duration histogram over [`LATENCY_BUCKETS`].
+pub struct RequestSeries {
+    method: Method,
+    code: u16,
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// The next series of the route, linked once and never unlinked.
+    next: OnceLock<Box<RequestSeries>>,
+}
+
+impl RequestSeries {
+    fn new(method: Method, code: u16) -> RequestSeries {
+        RequestSeries {
+            method,
+            code,
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+            buckets: Default::default(),
+            next: OnceLock::new(),
+        }
+    }
+
+    fn is(&self, method: &Method, code: u16) -> bool {
+        self.code == code && self.method == *method
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The response status code.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// Requests counted.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Sum of their durations.
+    pub fn sum(&self) -> Duration {
+        Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Requests per bucket of [`LATENCY_BUCKETS`] (not cumulative: a request
+    /// is in the first bucket whose bound it does not exceed; those above
+    /// every bound are `count() - sum of these`).
+    pub fn bucket_counts(&self) -> [u64; LATENCY_BUCKETS.len()] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+}
+
+impl fmt::Debug for RequestSeries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestSeries")
+            .field("method", &self.method)
+            .field("code", &self.code)
+            .field("count", &self.count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An append-only linked list of series: readers walk it with one atomic
+/// load per node; a writer links a new node with a once-only slot at the
+/// tail, so nodes are never moved or freed while the list lives.
+#[derive(Default)]
+struct SeriesList {
+    head: OnceLock<Box<RequestSeries>>,
+}
+
+impl fmt::Debug for SeriesList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl SeriesList {
+    /// The series of (method, code), linked at the end if new.
+    fn series(&self, method: &Method, code: u16) -> &RequestSeries {
+        let mut slot = &self.head;
+        loop {
+            let s = match slot.get() {
+                Some(s) => s,
+                // Losers of a race to fill this slot wait for the winner
+                // and then compare against its series.
+                None => slot.get_or_init(|| Box::new(RequestSeries::new(method.clone(), code))),
+            };
+            if s.is(method, code) {
+                return s;
+            }
+            slot = &s.next;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RequestSeries> + '_ {
+        std::iter::successors(self.head.get().map(|s| &**s), |s| {
+            s.next.get().map(|n| &**n)
+        })
+    }
+}
+
+impl Drop for SeriesList {
+    fn drop(&mut self) {
+        // Unlink one node at a time: dropping the head would otherwise
+        // recurse once per series.
+        let mut next = self.head.take();
+        while let Some(mut s) = next {
+            next = s.next.take();
+        }
     }
 }
 
@@ -356,7 +523,7 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// Cold-start policy.
     pub cold_start: ColdStart,
-    /// Static routes (IR only), indexed by [`RuleAction::Static`].
+    /// Static routes (IR only), indexed by [`Action::Static`](crate::Action::Static).
     pub static_routes: Vec<StaticRoute>,
     /// What the scaler reports.
     pub scaling: Scaling,
@@ -366,7 +533,8 @@ pub struct Route {
     pub resource_version: Option<Arc<str>>,
     /// `metadata.generation` of the source object.
     pub generation: Option<i64>,
-    /// Live counters, shared across re-applies of the same key.
+    /// Live counters (`/queue`, cold-start waiters, request metrics),
+    /// shared across re-applies of the same key.
     pub counters: Arc<RouteCounters>,
 }
 
@@ -464,4 +632,56 @@ struct StaticRouteView<'a> {
     rules: &'a [Rule],
     response_mode: &'static str,
     status_code: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_created_once_per_method_and_code_under_contention() {
+        let counters = RouteCounters::default();
+        let methods = [
+            Method::GET,
+            Method::POST,
+            Method::from_bytes(b"PURGE").unwrap(),
+        ];
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (counters, methods) = (&counters, &methods);
+                s.spawn(move || {
+                    for i in 0..300u64 {
+                        let method = &methods[((i + t) % 3) as usize];
+                        let code = 200 + (i % 2) as u16;
+                        counters.observe(method, code, Duration::from_millis(i % 20));
+                    }
+                });
+            }
+        });
+        let mut seen: Vec<(String, u16, u64)> = counters
+            .request_series()
+            .map(|s| (s.method().to_string(), s.code(), s.count()))
+            .collect();
+        seen.sort();
+        assert_eq!(seen.len(), 6, "{seen:?}");
+        assert_eq!(seen.iter().map(|s| s.2).sum::<u64>(), 1200);
+        for s in counters.request_series() {
+            let in_buckets: u64 = s.bucket_counts().iter().sum();
+            // 0..20 ms: all within the 25 ms bound.
+            assert_eq!(in_buckets, s.count());
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_and_sum() {
+        let c = RouteCounters::default();
+        for ms in [1, 5, 6, 30, 20_000] {
+            c.observe(&Method::GET, 200, Duration::from_millis(ms));
+        }
+        let s = c.request_series().next().unwrap();
+        assert_eq!(s.count(), 5);
+        assert_eq!(s.sum(), Duration::from_millis(20_042));
+        // <= 5 ms: 1 and 5; <= 10 ms: 6; <= 50 ms: 30; 20 s above every bound.
+        assert_eq!(s.bucket_counts(), [2, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    }
 }

@@ -819,4 +819,55 @@ mod tests {
             self.wildcard_labels
         }
     }
+
+    fn hso(rv: &str, hosts: &[&str]) -> Route {
+        let obj: HTTPScaledObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "http.keda.sh/v1alpha1",
+            "kind": "HTTPScaledObject",
+            "metadata": {"namespace": "ns", "name": "app", "resourceVersion": rv},
+            "spec": {
+                "hosts": hosts,
+                "scaleTargetRef": {"name": "app", "service": "svc", "port": 8080},
+            },
+        }))
+        .unwrap();
+        crate::compile_http_scaled_object(&obj).unwrap()
+    }
+
+    /// Cold-start waiters and request series are per-route state like the
+    /// `/queue` counters: an update keeps them, a key that leaves and comes
+    /// back starts afresh.
+    #[test]
+    fn per_route_state_carries_over_updates() {
+        use std::sync::atomic::Ordering::Relaxed;
+        use std::time::Duration;
+
+        let mut t = RoutingTable::new();
+        t.apply(hso("1", &["a"]));
+        let before = t.get("ns", "app").unwrap().clone();
+        before.counters.pending.fetch_add(2, Relaxed);
+        before
+            .counters
+            .observe(&http::Method::GET, 200, Duration::from_millis(1));
+
+        assert!(t.apply(hso("2", &["a", "b"])));
+        let after = t.get("ns", "app").unwrap();
+        assert!(!Arc::ptr_eq(&before, after));
+        assert_eq!(after.counters.pending.load(Relaxed), 2);
+        after
+            .counters
+            .observe(&http::Method::GET, 200, Duration::from_millis(1));
+        let series: Vec<(u16, u64)> = before
+            .counters
+            .request_series()
+            .map(|s| (s.code(), s.count()))
+            .collect();
+        assert_eq!(series, [(200, 2)]);
+
+        t.remove(SourceKind::HttpScaledObject, "ns", "app");
+        t.apply(hso("3", &["a"]));
+        let fresh = &t.get("ns", "app").unwrap().counters;
+        assert_eq!(fresh.pending.load(Relaxed), 0);
+        assert_eq!(fresh.request_series().count(), 0);
+    }
 }

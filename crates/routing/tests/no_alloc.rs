@@ -1,8 +1,11 @@
-//! The lookup does not allocate, whatever the request looks like.
+//! The lookup, and counting the request against the route it found, do not
+//! allocate, whatever the request looks like.
 
 mod common;
 
 use std::alloc::System;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use common::*;
 use routing::RoutingTable;
@@ -11,7 +14,15 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
+/// The allocation counts are process-wide, and the test harness allocates
+/// when it starts a test's thread: one test, so nothing runs beside the
+/// measurements.
 #[test]
+fn the_request_path_does_not_allocate() {
+    lookup_does_not_allocate();
+    counting_does_not_allocate_once_the_series_exists();
+}
+
 fn lookup_does_not_allocate() {
     let mut routes = vec![
         hso(
@@ -55,4 +66,41 @@ fn lookup_does_not_allocate() {
     let stats = region.change();
     assert_eq!(stats.allocations, 0, "{stats:?}");
     assert_eq!(found, 9);
+}
+
+/// What the interceptor does per request once routed: count it in `/queue`,
+/// take and release a cold-start slot, record its (method, status) series.
+/// Only a route's first request of a (method, status) allocates (its series).
+fn counting_does_not_allocate_once_the_series_exists() {
+    let t = RoutingTable::from_routes([hso("ns", "app", &["a.example.com"], &["/"], &[])]);
+    let methods = [http::Method::GET, http::Method::POST];
+    let count = |method: &http::Method, code: u16| {
+        let m = t
+            .lookup("a.example.com", "/x", &http::HeaderMap::new())
+            .unwrap();
+        let c = &m.route.counters;
+        c.concurrency.fetch_add(1, Relaxed);
+        c.request_count.fetch_add(1, Relaxed);
+        c.pending.fetch_add(1, Relaxed);
+        c.pending.fetch_sub(1, Relaxed);
+        c.concurrency.fetch_sub(1, Relaxed);
+        c.observe(method, code, Duration::from_millis(3));
+    };
+    for m in &methods {
+        count(m, 200);
+        count(m, 503);
+    }
+    let region = Region::new(GLOBAL);
+    for _ in 0..100 {
+        for m in &methods {
+            count(m, 200);
+            count(m, 503);
+        }
+    }
+    let stats = region.change();
+    assert_eq!(stats.allocations, 0, "{stats:?}");
+    let counters = &t.get("ns", "app").unwrap().counters;
+    assert_eq!(counters.request_series().count(), 4);
+    assert_eq!(counters.snapshot(), (0, 404));
+    assert!(counters.request_series().all(|s| s.count() == 101));
 }

@@ -7,6 +7,13 @@
 //! directory) updates it; readers load an immutable snapshot with one atomic
 //! operation. Waiters are woken per Service, so one Service turning ready
 //! does not wake requests held for another.
+//!
+//! Port resolution lives here, in one place: [`ServiceBackends::backend`]
+//! turns (namespace, Service, port reference, addressing) into the
+//! [`Backend`] to dial, its authority and protocol. The authorities are
+//! formatted when a Service or EndpointSlice is applied (`<service>.<namespace>:<port>`
+//! per Service port, `ip:port` per ready endpoint), so a request only
+//! clones an `Arc`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +51,37 @@ impl ServicePortInfo {
     }
 }
 
+/// The protocol a backend port speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (the default).
+    Http1,
+    /// HTTP/2 with prior knowledge (`appProtocol: kubernetes.io/h2c`).
+    H2c,
+}
+
+/// Where to forward a request: the authority to dial and its protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// `<service>.<namespace>:<port>`, or a ready endpoint's `ip:port`.
+    pub authority: Arc<str>,
+    /// What the port speaks.
+    pub protocol: BackendProtocol,
+}
+
+/// How a backend is addressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    /// By the Service's name (`<service>.<namespace>:<port>`, cluster DNS).
+    Service,
+    /// A ready endpoint directly: the `turn`-th modulo their number (round
+    /// robin when `turn` counts requests).
+    Pod {
+        /// Which endpoint, modulo the number of ready ones.
+        turn: usize,
+    },
+}
+
 /// A port resolved for forwarding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedPort {
@@ -74,6 +112,16 @@ pub enum ResolveError {
         /// Service name.
         service: String,
         /// The port name asked for.
+        port: String,
+    },
+    /// Direct-pod addressing found no ready endpoint behind the port.
+    #[error("service {namespace}/{service} has no ready endpoint for port {port}")]
+    NoReadyEndpoint {
+        /// Namespace.
+        namespace: String,
+        /// Service name.
+        service: String,
+        /// The port asked for (number or name).
         port: String,
     },
 }
@@ -134,7 +182,21 @@ struct SliceInfo {
 }
 
 /// An endpoint port name and the ready addresses behind it.
-type PortAddresses = (Arc<str>, Arc<[SocketAddr]>);
+#[derive(Debug)]
+struct ReadyPort {
+    name: Arc<str>,
+    addrs: Arc<[SocketAddr]>,
+    /// `addrs`, formatted as authorities (`ip:port`, `[ip6]:port`).
+    authorities: Box<[Arc<str>]>,
+}
+
+/// A Service's ports and, for each, its authority by name.
+#[derive(Clone, Debug)]
+struct ServicePorts {
+    info: Arc<[ServicePortInfo]>,
+    /// `<service>.<namespace>:<port>` for each of `info`.
+    authorities: Arc<[Arc<str>]>,
+}
 
 /// What is known of one Service, precomputed for the request path.
 #[derive(Debug, Default)]
@@ -143,8 +205,10 @@ pub struct ServiceEntry {
     pub ports: Arc<[ServicePortInfo]>,
     /// Whether the Service object itself is known.
     pub has_service: bool,
+    /// `<service>.<namespace>:<port>` for each of `ports`.
+    service_authorities: Arc<[Arc<str>]>,
     /// Ready endpoint addresses per endpoint port name.
-    ready_by_port: Box<[PortAddresses]>,
+    ready_by_port: Box<[ReadyPort]>,
     /// Count of ready addresses over all slices.
     ready_count: usize,
 }
@@ -157,15 +221,23 @@ impl ServiceEntry {
 
     /// Resolves a route's port against this Service.
     pub fn resolve(&self, port: &PortRef) -> Option<&ServicePortInfo> {
+        self.port_index(port).map(|i| &self.ports[i])
+    }
+
+    fn port_index(&self, port: &PortRef) -> Option<usize> {
         match port {
-            PortRef::Number(n) => self.ports.iter().find(|p| p.port == *n),
-            PortRef::Name(name) => self.ports.iter().find(|p| p.name == **name),
+            PortRef::Number(n) => self.ports.iter().position(|p| p.port == *n),
+            PortRef::Name(name) => self.ports.iter().position(|p| p.name == **name),
         }
     }
 
     /// Ready endpoint addresses for a Service port (by the Service port's
     /// name, which is how EndpointSlice ports are named).
     pub fn ready_addresses(&self, port: &PortRef) -> Option<&Arc<[SocketAddr]>> {
+        self.ready_port(port).map(|p| &p.addrs)
+    }
+
+    fn ready_port(&self, port: &PortRef) -> Option<&ReadyPort> {
         let name: &str = match (port, self.resolve(port)) {
             (_, Some(p)) => &p.name,
             (PortRef::Name(name), None) => name,
@@ -175,12 +247,143 @@ impl ServiceEntry {
         };
         self.ready_by_port
             .iter()
-            .find(|(n, _)| **n == *name)
+            .find(|p| *p.name == *name)
             .or_else(|| {
                 // A single-port slice serves a single-port Service whatever the names.
                 (self.ready_by_port.len() == 1).then(|| &self.ready_by_port[0])
             })
-            .map(|(_, addrs)| addrs)
+    }
+}
+
+/// A port reference looked up in what is known of a Service.
+#[derive(Clone, Copy, Debug)]
+enum PortLookup<'a> {
+    /// The Service object is not known (maybe its EndpointSlices are).
+    NoService,
+    /// A port the Service lists: its entry and the port's index.
+    Listed(&'a ServiceEntry, usize),
+    /// A port number the Service does not list (dialed as given).
+    Unlisted(u16),
+    /// A port name the Service does not have.
+    NoPortNamed(&'a str),
+}
+
+/// What a snapshot knows of one Service, looked up once: whether it has a
+/// ready endpoint, and where to send its requests.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceBackends<'a> {
+    namespace: &'a str,
+    service: &'a str,
+    entry: Option<&'a ServiceEntry>,
+}
+
+impl ServiceBackends<'_> {
+    /// True when the Service has a ready endpoint.
+    pub fn has_ready(&self) -> bool {
+        self.entry.is_some_and(ServiceEntry::has_ready)
+    }
+
+    /// What the Service says of `port`.
+    fn lookup<'p>(&self, port: &'p PortRef) -> PortLookup<'p>
+    where
+        Self: 'p,
+    {
+        let Some(entry) = self.entry.filter(|e| e.has_service) else {
+            return PortLookup::NoService;
+        };
+        match (entry.port_index(port), port) {
+            (Some(i), _) => PortLookup::Listed(entry, i),
+            (None, PortRef::Number(n)) => PortLookup::Unlisted(*n),
+            (None, PortRef::Name(name)) => PortLookup::NoPortNamed(name),
+        }
+    }
+
+    /// `<service>.<namespace>:<port>`, for a port not formatted in advance.
+    fn service_authority(&self, port: u16) -> Arc<str> {
+        Arc::from(format!("{}.{}:{port}", self.service, self.namespace))
+    }
+
+    fn no_service(&self) -> ResolveError {
+        ResolveError::NoService {
+            namespace: self.namespace.to_string(),
+            service: self.service.to_string(),
+        }
+    }
+
+    fn no_port(&self, name: &str) -> ResolveError {
+        ResolveError::NoPort {
+            namespace: self.namespace.to_string(),
+            service: self.service.to_string(),
+            port: name.to_string(),
+        }
+    }
+
+    /// The Service port to dial for `port`; see
+    /// [`EndpointsSnapshot::resolve`].
+    pub fn resolve(&self, port: &PortRef) -> Result<ResolvedPort, ResolveError> {
+        match self.lookup(port) {
+            PortLookup::Listed(e, i) => Ok(ResolvedPort {
+                port: e.ports[i].port,
+                name: e.ports[i].name.clone(),
+                h2c: e.ports[i].is_h2c(),
+            }),
+            PortLookup::Unlisted(port) => Ok(ResolvedPort {
+                port,
+                name: String::new(),
+                h2c: false,
+            }),
+            PortLookup::NoService => Err(self.no_service()),
+            PortLookup::NoPortNamed(name) => Err(self.no_port(name)),
+        }
+    }
+
+    /// The backend for requests to `port` of the Service: its authority and
+    /// protocol. Allocates nothing unless it fails, or unless a port number
+    /// the Service does not list (or of a Service not known) is addressed
+    /// by Service name.
+    ///
+    /// - A port the Service names `appProtocol: kubernetes.io/h2c` is
+    ///   [`BackendProtocol::H2c`]; anything else HTTP/1.1.
+    /// - A port name the Service does not have fails
+    ///   ([`ResolveError::NoPort`]), as does a port name of a Service that is
+    ///   not known with [`Addressing::Service`] ([`ResolveError::NoService`]).
+    /// - A port number is dialed as given even when the Service (or the
+    ///   port) is not known, as upstream does.
+    /// - [`Addressing::Pod`] picks among the ready endpoints of the port
+    ///   ([`ResolveError::NoReadyEndpoint`] when there is none); the
+    ///   EndpointSlices alone suffice.
+    pub fn backend(&self, port: &PortRef, addressing: Addressing) -> Result<Backend, ResolveError> {
+        let lookup = self.lookup(port);
+        let protocol = match lookup {
+            PortLookup::Listed(e, i) if e.ports[i].is_h2c() => BackendProtocol::H2c,
+            _ => BackendProtocol::Http1,
+        };
+        let authority = match (addressing, lookup) {
+            (_, PortLookup::NoPortNamed(name)) => return Err(self.no_port(name)),
+            (Addressing::Pod { turn }, _) => {
+                let ready = self
+                    .entry
+                    .and_then(|e| e.ready_port(port))
+                    .filter(|p| !p.authorities.is_empty())
+                    .ok_or_else(|| ResolveError::NoReadyEndpoint {
+                        namespace: self.namespace.to_string(),
+                        service: self.service.to_string(),
+                        port: port.to_string(),
+                    })?;
+                ready.authorities[turn % ready.authorities.len()].clone()
+            }
+            (Addressing::Service, PortLookup::Listed(e, i)) => e.service_authorities[i].clone(),
+            (Addressing::Service, PortLookup::Unlisted(n)) => self.service_authority(n),
+            // A numbered port needs no Service lookup.
+            (Addressing::Service, PortLookup::NoService) => match port {
+                PortRef::Number(n) => self.service_authority(*n),
+                PortRef::Name(_) => return Err(self.no_service()),
+            },
+        };
+        Ok(Backend {
+            authority,
+            protocol,
+        })
     }
 }
 
@@ -203,41 +406,37 @@ impl EndpointsSnapshot {
         self.get(namespace, service).is_some_and(|e| e.has_ready())
     }
 
-    /// Resolves a route's port to the Service port to dial.
+    /// What is known of `namespace/service` (looked up once), for its
+    /// readiness and [`backend`](ServiceBackends::backend).
+    pub fn service<'a>(&'a self, namespace: &'a str, service: &'a str) -> ServiceBackends<'a> {
+        ServiceBackends {
+            namespace,
+            service,
+            entry: self.get(namespace, service).map(|e| &**e),
+        }
+    }
+
+    /// The backend for `port` of `namespace/service`; see
+    /// [`ServiceBackends::backend`].
+    pub fn backend(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        addressing: Addressing,
+    ) -> Result<Backend, ResolveError> {
+        self.service(namespace, service).backend(port, addressing)
+    }
+
+    /// Resolves a route's port to the Service port to dial (the Service
+    /// must be known; a port number it does not list is dialed as given).
     pub fn resolve(
         &self,
         namespace: &str,
         service: &str,
         port: &PortRef,
     ) -> Result<ResolvedPort, ResolveError> {
-        let entry = self
-            .get(namespace, service)
-            .filter(|e| e.has_service)
-            .ok_or_else(|| ResolveError::NoService {
-                namespace: namespace.to_string(),
-                service: service.to_string(),
-            })?;
-        match entry.resolve(port) {
-            Some(p) => Ok(ResolvedPort {
-                port: p.port,
-                name: p.name.clone(),
-                h2c: p.is_h2c(),
-            }),
-            None => match port {
-                // A numbered port the Service does not list is still dialable
-                // (upstream dials it as given).
-                PortRef::Number(n) => Ok(ResolvedPort {
-                    port: *n,
-                    name: String::new(),
-                    h2c: false,
-                }),
-                PortRef::Name(name) => Err(ResolveError::NoPort {
-                    namespace: namespace.to_string(),
-                    service: service.to_string(),
-                    port: name.to_string(),
-                }),
-            },
-        }
+        self.service(namespace, service).resolve(port)
     }
 
     /// Number of known Services.
@@ -269,7 +468,7 @@ type Key = (Arc<str>, Arc<str>);
 #[derive(Debug, Default)]
 struct ServiceState {
     /// The Service's ports; `None` while only its EndpointSlices are known.
-    ports: Option<Arc<[ServicePortInfo]>>,
+    ports: Option<ServicePorts>,
     /// Its slices: usually one.
     slices: Vec<SliceInfo>,
 }
@@ -319,7 +518,15 @@ impl WriterState {
 
     fn put_service(&mut self, def: ServiceDef) -> Key {
         let key = self.key(&def.namespace, &def.name);
-        self.services.entry(key.clone()).or_default().ports = Some(Arc::from(def.ports));
+        let authorities = def
+            .ports
+            .iter()
+            .map(|p| Arc::from(format!("{}.{}:{}", def.name, def.namespace, p.port)))
+            .collect();
+        self.services.entry(key.clone()).or_default().ports = Some(ServicePorts {
+            info: Arc::from(def.ports),
+            authorities,
+        });
         key
     }
 
@@ -588,18 +795,27 @@ fn build_entry(writer: &WriterState, key: &Key) -> Option<ServiceEntry> {
                 .extend(slice.ready.iter().map(|ip| SocketAddr::new(*ip, *port)));
         }
     }
-    let mut ready_by_port: Vec<PortAddresses> = by_port
+    let mut ready_by_port: Vec<ReadyPort> = by_port
         .into_iter()
         .map(|(name, mut addrs)| {
             addrs.sort();
             addrs.dedup();
-            (name, Arc::from(addrs))
+            ReadyPort {
+                name,
+                authorities: addrs.iter().map(|a| Arc::from(a.to_string())).collect(),
+                addrs: Arc::from(addrs),
+            }
         })
         .collect();
-    ready_by_port.sort_by(|a, b| a.0.cmp(&b.0));
+    ready_by_port.sort_by(|a, b| a.name.cmp(&b.name));
     Some(ServiceEntry {
-        ports: ports.clone().unwrap_or_else(|| Arc::from([])),
+        ports: ports
+            .as_ref()
+            .map_or_else(|| Arc::from([]), |p| p.info.clone()),
         has_service: ports.is_some(),
+        service_authorities: ports
+            .as_ref()
+            .map_or_else(|| Arc::from([]), |p| p.authorities.clone()),
         ready_by_port: ready_by_port.into_boxed_slice(),
         ready_count,
     })
@@ -716,6 +932,125 @@ mod tests {
             .ready_addresses(&PortRef::Name("http".into()))
             .map(|a| a.iter().map(ToString::to_string).collect())
             .unwrap_or_default()
+    }
+
+    fn backend(
+        e: &ReadyEndpoints,
+        service: &str,
+        port: PortRef,
+        addressing: Addressing,
+    ) -> Result<(String, BackendProtocol), String> {
+        e.load()
+            .backend("ns", service, &port, addressing)
+            .map(|b| (b.authority.to_string(), b.protocol))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn backends_by_service_name_and_by_pod() {
+        use BackendProtocol::{H2c, Http1};
+        let e = ReadyEndpoints::default();
+        e.apply([
+            EndpointsChange::PutService(ServiceDef {
+                namespace: "ns".into(),
+                name: "web".into(),
+                ports: vec![
+                    ServicePortInfo {
+                        name: "http".into(),
+                        port: 80,
+                        app_protocol: None,
+                        target_port: None,
+                    },
+                    ServicePortInfo {
+                        name: "grpc".into(),
+                        port: 81,
+                        app_protocol: Some("kubernetes.io/h2c".into()),
+                        target_port: None,
+                    },
+                ],
+            }),
+            EndpointsChange::PutSlice(SliceDef {
+                namespace: "ns".into(),
+                name: "web-1".into(),
+                service: "web".into(),
+                ports: vec![("http".into(), 9000), ("grpc".into(), 9001)],
+                ready: vec!["10.0.0.2".parse().unwrap(), "fd00::1".parse().unwrap()],
+            }),
+            slice("lone-1", "lone", &["10.0.0.9"]),
+        ]);
+        let name = |n: &str| PortRef::Name(n.into());
+        let service = Addressing::Service;
+        let pod = |turn| Addressing::Pod { turn };
+
+        // By Service name: by port name or number; h2c from appProtocol.
+        assert_eq!(
+            backend(&e, "web", name("http"), service),
+            Ok(("web.ns:80".into(), Http1))
+        );
+        assert_eq!(
+            backend(&e, "web", PortRef::Number(81), service),
+            Ok(("web.ns:81".into(), H2c))
+        );
+        // A number the Service does not list, or of an unknown Service, is
+        // dialed as given.
+        assert_eq!(
+            backend(&e, "web", PortRef::Number(8080), service),
+            Ok(("web.ns:8080".into(), Http1))
+        );
+        assert_eq!(
+            backend(&e, "gone", PortRef::Number(80), service),
+            Ok(("gone.ns:80".into(), Http1))
+        );
+        assert_eq!(
+            backend(&e, "web", name("admin"), service),
+            Err("service ns/web has no port named admin".into())
+        );
+        assert_eq!(
+            backend(&e, "gone", name("http"), service),
+            Err("service ns/gone not found".into())
+        );
+        // Known only by its EndpointSlices: a port name cannot be resolved.
+        assert_eq!(
+            backend(&e, "lone", name("http"), service),
+            Err("service ns/lone not found".into())
+        );
+
+        // Directly to ready endpoints, round robin, pre-formatted.
+        assert_eq!(
+            backend(&e, "web", name("grpc"), pod(0)),
+            Ok(("10.0.0.2:9001".into(), H2c))
+        );
+        assert_eq!(
+            backend(&e, "web", name("grpc"), pod(1)),
+            Ok(("[fd00::1]:9001".into(), H2c))
+        );
+        assert_eq!(
+            backend(&e, "web", PortRef::Number(80), pod(2)),
+            Ok(("10.0.0.2:9000".into(), Http1))
+        );
+        assert_eq!(
+            backend(&e, "web", name("admin"), pod(0)),
+            Err("service ns/web has no port named admin".into())
+        );
+        assert_eq!(
+            backend(&e, "lone", name("http"), pod(7)),
+            Ok(("10.0.0.9:9000".into(), Http1))
+        );
+        assert_eq!(
+            backend(&e, "gone", PortRef::Number(80), pod(0)),
+            Err("service ns/gone has no ready endpoint for port 80".into())
+        );
+        e.apply([slice("lone-1", "lone", &[])]);
+        assert_eq!(
+            backend(&e, "lone", name("http"), pod(0)),
+            Err("service ns/lone has no ready endpoint for port http".into())
+        );
+
+        let snap = e.load();
+        let web = snap.service("ns", "web");
+        assert!(web.has_ready());
+        assert!(!snap.service("ns", "lone").has_ready());
+        assert!(!snap.service("ns", "gone").has_ready());
     }
 
     #[test]
