@@ -321,16 +321,21 @@ fn ref_rule_matches(rule: &Rule, host: Option<&str>, path: &str, headers: &[(&st
         && rule.paths().iter().any(|p| ref_path_matches(p, path))
 }
 
-/// The winner as (route key, rule index, path prefix, static route index).
+/// A lookup's outcome: (route key, rule index, path prefix, static route index).
+type Outcome = (String, usize, String, Option<usize>);
+
+/// The winner, as an [`Outcome`].
 fn reference(
     active: &[Arc<Route>],
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> Option<(String, usize, String, Option<usize>)> {
+) -> Option<Outcome> {
     let host = ref_host(host);
     let path = path.split('?').next().unwrap_or("");
-    let mut best: Option<(RefKey, (String, usize, String), &Arc<Route>)> = None;
+    // The best key so far, with its route and (key, rule index, prefix).
+    type Best<'a> = (RefKey, (String, usize, String), &'a Arc<Route>);
+    let mut best: Option<Best<'_>> = None;
     for route in active {
         for (ri, rule) in route.rules().iter().enumerate() {
             if !ref_headers_match(rule, headers) {
@@ -382,12 +387,7 @@ fn active_routes(objects: &BTreeMap<(SourceKind, &str, &str), Arc<Route>>) -> Ve
     by_key.into_values().collect()
 }
 
-fn indexed(
-    t: &RoutingTable,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Option<(String, usize, String, Option<usize>)> {
+fn indexed(t: &RoutingTable, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<Outcome> {
     t.lookup(host, path, headers).map(|m| {
         let ri = m
             .route
