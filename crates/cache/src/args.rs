@@ -2,36 +2,42 @@
 //! process around a [`Cache`]: upstream client, auth, metrics port, signals.
 
 use std::convert::Infallible;
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Response, StatusCode};
-use listwatch::Body;
+use http::StatusCode;
+use process::parse_duration as duration;
+use process::source::{Choice, Given, Names, SourceNames};
 use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
 
 use crate::{Authenticator, Cache, CacheConfig, CacheError, select_resources, server, upstream};
 
-fn duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .ok_or_else(|| format!("{s:?}: a duration needs a unit (ms, s, m, h)"))?;
-    let n: f64 = num.parse().map_err(|_| format!("{s:?}: not a duration"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
+/// The cache's upstream flags and variables, for [`process::source::resolve`].
+const UPSTREAM: SourceNames = SourceNames {
+    dir: None,
+    url: Names {
+        flag: "--upstream-url",
+        env: "KEDA_HTTP_CACHE_UPSTREAM_URL",
+    },
+};
+
+/// How the cache picks its upstream (the long help shows it).
+const UPSTREAM_PRECEDENCE: &str = "\
+Upstream precedence (the first that names one wins):
+  1. --upstream-url or --kubeconfig on the command line (not both)
+  2. $KEDA_HTTP_CACHE_UPSTREAM_URL
+  3. $KUBECONFIG
+  4. ~/.kube/config, if it exists
+  5. the in-cluster service account
+So an exported KUBECONFIG does not get in the way of --upstream-url.";
 
 /// Flags of `http-addon cache`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_long_help = UPSTREAM_PRECEDENCE)]
 pub struct CacheArgs {
     /// Address to listen on.
     #[arg(long, env = "KEDA_HTTP_BIND_ADDRESS", default_value = "0.0.0.0")]
@@ -45,45 +51,28 @@ pub struct CacheArgs {
     #[arg(long, env = "KEDA_HTTP_METRICS_PORT", default_value_t = 2223)]
     pub metrics_port: u16,
 
-    /// Kubeconfig of the upstream API server. Without it (and without
-    /// --upstream-url): $KUBECONFIG, ~/.kube/config, then in-cluster.
-    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    /// Kubeconfig of the upstream API server. Without it and without an
+    /// upstream URL: $KUBECONFIG, ~/.kube/config, then in-cluster (see
+    /// "Upstream precedence" below).
+    #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
 
     /// URL of an upstream that speaks HTTP/2 (another cache: h2c for
-    /// http://, ALPN h2 for https://).
-    #[arg(
-        long,
-        env = "KEDA_HTTP_CACHE_UPSTREAM_URL",
-        value_name = "URL",
-        conflicts_with = "kubeconfig"
-    )]
+    /// http://, ALPN h2 for https://). Also $KEDA_HTTP_CACHE_UPSTREAM_URL,
+    /// which the command line overrides.
+    #[arg(long, value_name = "URL", conflicts_with = "kubeconfig")]
     pub upstream_url: Option<String>,
 
-    /// Bearer token file for --upstream-url.
-    #[arg(
-        long,
-        env = "KEDA_HTTP_CACHE_UPSTREAM_TOKEN_FILE",
-        value_name = "FILE",
-        requires = "upstream_url"
-    )]
+    /// Bearer token file for the upstream URL.
+    #[arg(long, env = "KEDA_HTTP_CACHE_UPSTREAM_TOKEN_FILE", value_name = "FILE")]
     pub upstream_token_file: Option<PathBuf>,
 
-    /// CA certificates (PEM) for an https --upstream-url.
-    #[arg(
-        long,
-        env = "KEDA_HTTP_CACHE_UPSTREAM_CA_FILE",
-        value_name = "FILE",
-        requires = "upstream_url"
-    )]
+    /// CA certificates (PEM) for an https upstream URL.
+    #[arg(long, env = "KEDA_HTTP_CACHE_UPSTREAM_CA_FILE", value_name = "FILE")]
     pub upstream_ca_file: Option<PathBuf>,
 
-    /// Skip TLS verification of --upstream-url (testing only).
-    #[arg(
-        long,
-        env = "KEDA_HTTP_CACHE_UPSTREAM_INSECURE",
-        requires = "upstream_url"
-    )]
+    /// Skip TLS verification of the upstream URL (testing only).
+    #[arg(long, env = "KEDA_HTTP_CACHE_UPSTREAM_INSECURE")]
     pub upstream_insecure: bool,
 
     /// Only mirror this namespace (empty: all namespaces).
@@ -151,7 +140,7 @@ pub struct CacheArgs {
 
 impl CacheArgs {
     fn config(&self) -> Result<CacheConfig, CacheError> {
-        let resources = select_resources(&self.resources).map_err(CacheError::Config)?;
+        let resources = select_resources(&self.resources)?;
         let mut config = CacheConfig {
             listen: SocketAddr::new(self.bind_address, self.port),
             resources,
@@ -169,30 +158,40 @@ impl CacheArgs {
         Ok(config)
     }
 
-    async fn upstream(&self) -> Result<kube::Client, CacheError> {
-        let up = |e: String| CacheError::Upstream(e);
-        if let Some(url) = &self.upstream_url {
-            let uri: http::Uri = url.parse().map_err(|e| up(format!("{url}: {e}")))?;
-            let mut c = sync::client::CacheClientConfig::new(uri);
-            c.token_file = self.upstream_token_file.clone();
-            c.accept_invalid_certs = self.upstream_insecure;
-            if let Some(ca) = &self.upstream_ca_file {
-                c.root_certs_pem =
-                    Some(std::fs::read(ca).map_err(|e| up(format!("{}: {e}", ca.display())))?);
-            }
-            return sync::client::cache_client(c).map_err(|e| up(e.to_string()));
-        }
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| up(format!("{}: {e}", path.display())))?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .map_err(|e| up(format!("{}: {e}", path.display())))?
-            }
-            None => kube::Config::infer().await.map_err(|e| up(e.to_string()))?,
+    /// Chooses the upstream: the command line, then
+    /// `KEDA_HTTP_CACHE_UPSTREAM_URL`, then `KUBECONFIG`, `~/.kube/config`,
+    /// in-cluster ([`process::source::resolve`]); `env` looks up variables.
+    pub fn upstream_source(
+        &self,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Choice, CacheError> {
+        let url_option = if self.upstream_token_file.is_some() {
+            Some("--upstream-token-file")
+        } else if self.upstream_ca_file.is_some() {
+            Some("--upstream-ca-file")
+        } else if self.upstream_insecure {
+            Some("--upstream-insecure")
+        } else {
+            None
         };
-        kube::Client::try_from(config).map_err(|e| up(e.to_string()))
+        let given = Given {
+            dir: None,
+            url: self.upstream_url.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            url_option,
+        };
+        Ok(process::source::resolve(&UPSTREAM, given, env)?)
+    }
+
+    async fn upstream(&self) -> Result<kube::Client, CacheError> {
+        let choice = self.upstream_source(process::source::process_env)?;
+        tracing::info!(upstream = %choice.source, from = %choice.origin, "upstream chosen");
+        let options = process::kube::UrlOptions {
+            token_file: self.upstream_token_file.clone(),
+            ca_file: self.upstream_ca_file.clone(),
+            insecure: self.upstream_insecure,
+        };
+        Ok(process::kube::client(&choice.source, &options).await?)
     }
 
     fn authenticator(&self, upstream: &kube::Client) -> Result<Authenticator, CacheError> {
@@ -200,13 +199,13 @@ impl CacheArgs {
             return Ok(Authenticator::anonymous());
         }
         if self.token_file.is_none() && !self.token_review {
-            return Err(CacheError::Config(
-                "no subscriber authentication: pass --token-file FILE and/or --token-review (or --allow-anonymous for tests)".into(),
-            ));
+            return Err(CacheError::NoAuthentication);
         }
         let auth = match &self.token_file {
-            Some(p) => Authenticator::from_file(p)
-                .map_err(|e| CacheError::Config(format!("--token-file {}: {e}", p.display())))?,
+            Some(p) => Authenticator::from_file(p).map_err(|source| CacheError::TokenFile {
+                path: p.clone(),
+                source,
+            })?,
             None => Authenticator::tokens(Vec::new()),
         };
         Ok(if self.token_review {
@@ -217,113 +216,150 @@ impl CacheArgs {
     }
 }
 
-/// Runs `http-addon cache` until SIGTERM or Ctrl-C.
+/// Runs `http-addon cache` until SIGTERM or SIGINT, then shuts down; a
+/// second signal exits at once.
 pub async fn run(args: CacheArgs) -> Result<(), CacheError> {
+    let mut signals = process::Signals::new();
     let config = args.config()?;
     let upstream = args.upstream().await?;
     let auth = args.authenticator(&upstream)?;
     let mut registry = Registry::default();
     let cache = Cache::start(upstream, config, auth, &mut registry).await?;
     let registry = Arc::new(registry);
-    let mut metrics_task = None;
+    let stop_metrics = CancellationToken::new();
     if args.metrics_port != 0 {
         let addr = SocketAddr::new(args.bind_address, args.metrics_port);
-        let listener = server::bind(addr).map_err(|source| CacheError::Bind { addr, source })?;
-        metrics_task = Some(tokio::spawn(serve_metrics(
+        let listener =
+            process::http::listen(addr).map_err(|source| CacheError::Bind { addr, source })?;
+        let readiness = cache.readiness();
+        tokio::spawn(process::http::serve(
             listener,
-            registry.clone(),
-            cache.readiness(),
-        )));
+            move |req: http::Request<hyper::body::Incoming>| {
+                let registry = registry.clone();
+                let readiness = readiness.clone();
+                async move { Ok::<_, Infallible>(metrics_port(&registry, &readiness, req.uri().path())) }
+            },
+            stop_metrics.clone(),
+        ));
         tracing::info!(%addr, "metrics listening");
     }
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
-    cache.shutdown().await;
+    let signal = signals.recv().await;
+    tracing::info!(signal, "shutting down; a second signal exits at once");
+    stop_metrics.cancel();
+    signals.graceful(cache.shutdown()).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+/// The metrics port: `/metrics` (Prometheus text), `/readyz`, `/livez`.
+fn metrics_port(
+    registry: &Registry,
+    readiness: &upstream::Readiness,
+    path: &str,
+) -> http::Response<listwatch::Body> {
+    if let Some(r) = server::health(readiness, path) {
+        return r;
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// `/metrics` (Prometheus text), `/readyz`, `/livez`.
-async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    registry: Arc<Registry>,
-    readiness: Arc<upstream::Readiness>,
-) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let registry = registry.clone();
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let registry = registry.clone();
-                    let readiness = readiness.clone();
-                    async move {
-                        let path = req.uri().path();
-                        if let Some(r) = server::health(&readiness, path) {
-                            return Ok::<_, Infallible>(r);
-                        }
-                        if path != "/metrics" {
-                            let mut r = Response::new(Body::full(Bytes::from_static(b"not found")));
-                            *r.status_mut() = StatusCode::NOT_FOUND;
-                            return Ok(r);
-                        }
-                        let mut text = String::new();
-                        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-                        let mut r = Response::new(Body::full(Bytes::from(text)));
-                        r.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static(
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            ),
-                        );
-                        Ok(r)
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    let resp = match path {
+        "/metrics" => process::http::metrics_response(registry),
+        _ => process::http::text_response(StatusCode::NOT_FOUND, "not found"),
+    };
+    resp.map(listwatch::Body::full)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::duration;
-    use std::time::Duration;
+    use std::collections::HashMap;
+
+    use clap::Parser;
+    use process::source::{Origin, Source};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CacheArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<CacheArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cache").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    fn choose(argv: &[&str], vars: &[(&str, &str)]) -> Result<Choice, CacheError> {
+        let map: HashMap<&str, &str> = vars.iter().copied().collect();
+        parse(argv)
+            .unwrap()
+            .upstream_source(|k| map.get(k).map(OsString::from))
+    }
 
     #[test]
-    fn durations() {
-        assert_eq!(duration("1s").unwrap(), Duration::from_secs(1));
-        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(duration("5m").unwrap(), Duration::from_secs(300));
-        assert!(duration("5").is_err());
-        assert!(duration("5x").is_err());
+    fn durations_take_go_syntax() {
+        let a = parse(&[
+            "--upstream-watch-timeout",
+            "1m30s",
+            "--token-review-ttl",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(a.upstream_watch_timeout, Duration::from_secs(90));
+        assert_eq!(a.token_review_ttl, Duration::from_secs(90));
+        assert_eq!(a.bookmark_interval, Duration::from_secs(1));
+        assert!(parse(&["--bookmark-interval", "5"]).is_err());
+    }
+
+    #[test]
+    fn an_upstream_flag_wins_over_the_environment() {
+        let env = [
+            ("KUBECONFIG", "/env/kubeconfig"),
+            ("KEDA_HTTP_CACHE_UPSTREAM_URL", "http://env-cache"),
+        ];
+        let c = choose(&["--upstream-url", "http://flag-cache"], &env).unwrap();
+        assert_eq!(c.source, Source::Url("http://flag-cache".into()));
+        assert_eq!(c.origin, Origin::Flag("--upstream-url"));
+        let c = choose(&["--kubeconfig", "/flag/kubeconfig"], &env).unwrap();
+        assert_eq!(
+            c.source,
+            Source::Kubeconfig(vec!["/flag/kubeconfig".into()])
+        );
+        // Both on the command line: still a usage error.
+        let both = ["--upstream-url", "http://u", "--kubeconfig", "/k"];
+        assert!(parse(&both).is_err());
+    }
+
+    #[test]
+    fn then_the_variables_in_order() {
+        let c = choose(
+            &[],
+            &[
+                ("KUBECONFIG", "/env/kubeconfig"),
+                ("KEDA_HTTP_CACHE_UPSTREAM_URL", "http://env-cache"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.origin, Origin::Env("KEDA_HTTP_CACHE_UPSTREAM_URL"));
+        let c = choose(&[], &[("KUBECONFIG", "/env/kubeconfig")]).unwrap();
+        assert_eq!(c.source, Source::Kubeconfig(vec!["/env/kubeconfig".into()]));
+        let home = tempfile::tempdir().unwrap();
+        let c = choose(&[], &[("HOME", home.path().to_str().unwrap())]).unwrap();
+        assert_eq!(c.source, Source::InCluster);
+    }
+
+    #[test]
+    fn url_options_need_an_upstream_url() {
+        let err = choose(&["--upstream-insecure"], &[]).unwrap_err();
+        assert_eq!(
+            std::error::Error::source(&err).unwrap().to_string(),
+            "--upstream-insecure needs --upstream-url (or $KEDA_HTTP_CACHE_UPSTREAM_URL)"
+        );
+        let env = [("KEDA_HTTP_CACHE_UPSTREAM_URL", "http://env-cache")];
+        assert!(choose(&["--upstream-insecure"], &env).is_ok());
+    }
+
+    #[test]
+    fn help_documents_the_precedence() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Upstream precedence"), "{help}");
+        assert!(help.contains("KEDA_HTTP_CACHE_UPSTREAM_URL"), "{help}");
     }
 }

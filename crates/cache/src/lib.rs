@@ -87,13 +87,14 @@ use tokio_util::sync::CancellationToken;
 pub use args::{CacheArgs, run};
 pub use auth::Authenticator;
 pub use metrics::CacheMetrics;
-pub use resources::{ServedResource, interceptor_resources, select_resources};
+pub use resources::{ServedResource, UnknownResource, interceptor_resources, select_resources};
+pub use server::TlsError;
 
 /// Why the cache cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// The listening socket.
-    #[error("listen on {addr}: {source}")]
+    #[error("listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -101,14 +102,33 @@ pub enum CacheError {
         source: std::io::Error,
     },
     /// Certificate or key.
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// Bad configuration (flags, files).
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// An unknown name in `--resources`.
+    #[error("--resources")]
+    Resources(#[from] UnknownResource),
+    /// Nothing to serve.
+    #[error("no resources to serve")]
+    NoResources,
+    /// Neither tokens nor TokenReview, and anonymous access not allowed.
+    #[error(
+        "no subscriber authentication: pass --token-file FILE and/or --token-review (or --allow-anonymous for tests)"
+    )]
+    NoAuthentication,
+    /// The token file cannot be read.
+    #[error("--token-file {}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The read error.
+        source: std::io::Error,
+    },
+    /// The upstream flags and variables name no single source.
+    #[error("upstream")]
+    Source(#[from] process::source::ResolveError),
     /// The upstream client could not be built.
-    #[error("upstream: {0}")]
-    Upstream(String),
+    #[error("upstream")]
+    Upstream(#[from] process::kube::ClientError),
 }
 
 /// Settings of a [`Cache`].
@@ -229,10 +249,10 @@ impl Cache {
         registry: &mut Registry,
     ) -> Result<Cache, CacheError> {
         if config.resources.is_empty() {
-            return Err(CacheError::Config("no resources to serve".into()));
+            return Err(CacheError::NoResources);
         }
         let metrics = CacheMetrics::new(registry);
-        let listener = server::bind(config.listen).map_err(|source| CacheError::Bind {
+        let listener = process::http::listen(config.listen).map_err(|source| CacheError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -307,7 +327,7 @@ impl Cache {
             stores: stores.clone(),
             handler,
             auth,
-            discovery: resources::Discovery::new(config.resources.clone()),
+            discovery: resources::discovery(&config.resources),
             readiness: readiness.clone(),
             metrics: metrics.clone(),
             addr,

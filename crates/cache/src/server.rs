@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,13 +17,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use listwatch::{Body, ListWatch, ListWatchQuery, Reason, Stores, json_response, parse_path};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::CacheError;
 use crate::auth::Authenticator;
 use crate::metrics::CacheMetrics;
-use crate::resources::Discovery;
 use crate::upstream::Readiness;
 
 /// Everything a request needs.
@@ -31,50 +29,67 @@ pub(crate) struct Served {
     pub(crate) stores: Arc<Stores>,
     pub(crate) handler: ListWatch,
     pub(crate) auth: Authenticator,
-    pub(crate) discovery: Discovery,
+    pub(crate) discovery: listwatch::Discovery,
     pub(crate) readiness: Arc<Readiness>,
     pub(crate) metrics: CacheMetrics,
     pub(crate) addr: SocketAddr,
 }
 
-/// Binds with `SO_REUSEADDR`, so a restarted cache gets its port back at once.
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+/// Why the cache's TLS certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file cannot be read or parsed.
+    #[error("certificate {}", path.display())]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("certificate {}: no certificate in the file", .0.display())]
+    NoCertificate(PathBuf),
+    /// The key file cannot be read or parsed.
+    #[error("key {}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate and key do not make a TLS configuration.
+    #[error("TLS configuration")]
+    Config(#[source] rustls::Error),
 }
 
 /// Loads a PEM certificate chain and key into a TLS acceptor offering h2
 /// and http/1.1.
-pub(crate) fn tls_acceptor(
-    cert: &Path,
-    key: &Path,
-) -> Result<tokio_rustls::TlsAcceptor, CacheError> {
+pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let tls = |m: String| CacheError::Tls(m);
+    let cert_err = |source| TlsError::Certificate {
+        path: cert.to_owned(),
+        source,
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| tls(format!("{}: {e}", cert.display())))?
+        .map_err(cert_err)?
         .collect::<Result<_, _>>()
-        .map_err(|e| tls(format!("{}: {e}", cert.display())))?;
+        .map_err(cert_err)?;
     if certs.is_empty() {
-        return Err(tls(format!("{}: no certificate", cert.display())));
+        return Err(TlsError::NoCertificate(cert.to_owned()));
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| tls(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+        path: key.to_owned(),
+        source,
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| tls(e.to_string()))?
+    .map_err(TlsError::Config)?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .map_err(|e| tls(e.to_string()))?;
+    .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -47,8 +47,9 @@ pub struct EchoArgs {
     #[arg(long, env = "ECHO_BIND_ADDRESS", default_value = "127.0.0.1")]
     pub bind_address: IpAddr,
 
-    /// Delay before every answer (a `delay` query parameter overrides it).
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    /// Delay before every answer, a Go duration (a `delay` query parameter
+    /// overrides it).
+    #[arg(long, value_parser = process::parse_duration, default_value = "0s")]
     pub delay: Duration,
 
     /// Answer with a body of this many bytes instead of the JSON description
@@ -71,25 +72,6 @@ impl Default for EchoArgs {
             name: "echo".into(),
         }
     }
-}
-
-/// Parses `100ms`, `2s`, `1m`, or a bare number of milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "ms"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ns" => n / 1e9,
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?}")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The echo server.
@@ -155,7 +137,7 @@ impl Echo {
         let mut status = StatusCode::OK;
         for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
             match k {
-                "delay" => delay = parse_duration(v).unwrap_or(delay),
+                "delay" => delay = process::parse_duration(v).unwrap_or(delay),
                 "size" => size = v.parse().ok().or(size),
                 "status" => {
                     status = v
@@ -282,6 +264,7 @@ fn websocket(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// Runs `http-addon echo` until SIGTERM or SIGINT.
 pub async fn run(args: EchoArgs) -> std::io::Result<()> {
+    let mut signals = process::Signals::new();
     let listener = TcpListener::bind(SocketAddr::new(args.bind_address, args.port)).await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read the address from the first line.
@@ -290,20 +273,7 @@ pub async fn run(args: EchoArgs) -> std::io::Result<()> {
     let server = Echo::new(args).serve(listener);
     tokio::select! {
         _ = server => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate() => {}
+        signal = signals.recv() => tracing::info!(signal, "stopping"),
     }
     Ok(())
-}
-
-async fn terminate() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-            return;
-        }
-    }
-    futures::future::pending::<()>().await;
 }

@@ -1,6 +1,7 @@
 //! `http-addon interceptor` and `http-addon echo` as child processes: a
 //! SIGTERM during load fails no in-flight request, /readyz reports 503
-//! during the shutdown delay, and the process exits once drained.
+//! during the shutdown delay, and the process exits once drained; a second
+//! signal exits at once. The cache stops on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -219,4 +220,89 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
             .await
             .is_err()
     );
+}
+
+/// Sends `signal` to the child.
+fn kill(signal: &str, child: &Proc) {
+    let status = Command::new("kill")
+        .args([signal, &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the child's exit status.
+async fn exit_status(child: &mut Proc, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let child = Command::new(BIN)
+        .args(["interceptor", "--routes-dir"])
+        .arg(dir.path())
+        .args(["--bind-address", "127.0.0.1", "--proxy-port", "0"])
+        .args([
+            "--admin-port",
+            &admin.to_string(),
+            "--metrics-enabled",
+            "false",
+        ])
+        .args(["--shutdown-delay", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Proc(child);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    wait_status(&client, &readyz, 200).await;
+
+    // The first signal starts a 60 s shutdown delay ...
+    kill("-TERM", &child);
+    wait_status(&client, &readyz, 503).await;
+    // ... which a second one cuts short.
+    kill("-INT", &child);
+    let status = exit_status(&mut child, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
+
+#[tokio::test]
+async fn the_cache_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = testkit::TestApi::start().await;
+    let metrics = free_port();
+    let child = Command::new(BIN)
+        .args(["cache", "--bind-address", "127.0.0.1", "--port", "0"])
+        .args(["--metrics-port", &metrics.to_string(), "--allow-anonymous"])
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig_path())
+        .env("HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Proc(child);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    wait_status(&client, &format!("http://127.0.0.1:{metrics}/readyz"), 200).await;
+    let (status, body) = get(&client, &format!("http://127.0.0.1:{metrics}/metrics"), "x")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains("# EOF"),
+        "not Prometheus text"
+    );
+    kill("-TERM", &child);
+    let status = exit_status(&mut child, Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
 }

@@ -6,47 +6,49 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use process::parse_duration as duration;
 
-/// Parses a Go-style duration flag (`500ms`, `1s`, `1m30s`).
-pub fn duration(s: &str) -> Result<Duration, String> {
-    api::parse_go_duration(s)
-}
+/// How the interceptor picks its routing source (the long help shows it).
+pub const SOURCE_PRECEDENCE: &str = "\
+Source precedence (the first that names one wins):
+  1. --routes-dir, --source-url or --kubeconfig on the command line (one of them)
+  2. $KEDA_HTTP_ROUTES_DIR or $KEDA_HTTP_SOURCE_URL (one of them)
+  3. $KUBECONFIG
+  4. ~/.kube/config, if it exists
+  5. the in-cluster service account
+So an exported KUBECONFIG does not get in the way of --source-url, and a
+flag overrides a deployment's variable.";
 
 /// Where the routing table comes from, and how often it is resynced.
+///
+/// The three source flags take no clap `env`: their variables are read by
+/// [`SourceArgs::choose`], below the command line (see [`SOURCE_PRECEDENCE`]).
 #[derive(Args, Debug, Clone)]
 pub struct SourceArgs {
     /// Read routes from this directory of manifests (HTTPScaledObjects,
     /// InterceptorRoutes, Services, EndpointSlices) instead of Kubernetes.
-    #[arg(long, env = "KEDA_HTTP_ROUTES_DIR", value_name = "DIR")]
+    /// Also $KEDA_HTTP_ROUTES_DIR, which the command line overrides.
+    #[arg(long, value_name = "DIR")]
     pub routes_dir: Option<PathBuf>,
 
-    /// Kubeconfig file to reach the API server (or a cache tier). Without it
-    /// (and without --routes-dir or --source-url): $KUBECONFIG, ~/.kube/config,
-    /// then the in-cluster service account.
-    #[arg(
-        long,
-        env = "KUBECONFIG",
-        value_name = "FILE",
-        conflicts_with = "routes_dir"
-    )]
+    /// Kubeconfig file to reach the API server (or a cache tier). Without
+    /// it and without a routes directory or source URL: $KUBECONFIG,
+    /// ~/.kube/config, then the in-cluster service account.
+    #[arg(long, value_name = "FILE", conflicts_with = "routes_dir")]
     pub kubeconfig: Option<PathBuf>,
 
     /// URL of a Kubernetes-compatible list/watch server, e.g. a cache tier
-    /// (`https://keda-http-cache:9443`).
-    #[arg(long, env = "KEDA_HTTP_SOURCE_URL", value_name = "URL", conflicts_with_all = ["routes_dir", "kubeconfig"])]
+    /// (`https://keda-http-cache:9443`). Also $KEDA_HTTP_SOURCE_URL, which
+    /// the command line overrides.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["routes_dir", "kubeconfig"])]
     pub source_url: Option<String>,
 
-    /// File holding the bearer token for --source-url.
-    #[arg(
-        long,
-        env = "KEDA_HTTP_SOURCE_TOKEN_FILE",
-        value_name = "FILE",
-        requires = "source_url"
-    )]
+    /// File holding the bearer token for the source URL.
+    #[arg(long, env = "KEDA_HTTP_SOURCE_TOKEN_FILE", value_name = "FILE")]
     pub source_token_file: Option<PathBuf>,
 
-    /// Skip TLS verification of --source-url (testing only).
-    #[arg(long, env = "KEDA_HTTP_SOURCE_INSECURE", requires = "source_url")]
+    /// Skip TLS verification of the source URL (testing only).
+    #[arg(long, env = "KEDA_HTTP_SOURCE_INSECURE")]
     pub source_insecure: bool,
 
     /// Only watch this namespace (empty: all namespaces).
@@ -71,6 +73,7 @@ pub struct SourceArgs {
 
 /// Flags of `http-addon interceptor`.
 #[derive(Args, Debug, Clone)]
+#[command(after_long_help = SOURCE_PRECEDENCE)]
 pub struct InterceptorArgs {
     #[command(flatten)]
     pub source: SourceArgs,

@@ -190,19 +190,17 @@ impl Interceptor {
                 stop_proxy.clone(),
             )));
         }
-        tokio::spawn(server::serve(
+        let admin_handler = {
+            let admin = admin.clone();
+            move |req| admin::handle(admin.clone(), req)
+        };
+        tokio::spawn(process::http::serve(
             admin_listener,
-            admin.clone(),
-            admin::handle,
+            admin_handler.clone(),
             cancel.clone(),
         ));
         if let Some(l) = metrics_listener {
-            tokio::spawn(server::serve(
-                l,
-                admin.clone(),
-                admin::handle,
-                cancel.clone(),
-            ));
+            tokio::spawn(process::http::serve(l, admin_handler, cancel.clone()));
         }
         info!(%proxy_addr, ?tls_addr, %admin_addr, ?metrics_addr, "interceptor started");
         Ok(Interceptor {
@@ -268,52 +266,10 @@ impl Interceptor {
 /// Runs an interceptor until SIGTERM or SIGINT, then shuts it down
 /// gracefully; a second signal exits at once.
 pub async fn run(args: InterceptorArgs) -> Result<(), StartError> {
-    let mut signals = Signals::new();
+    let mut signals = process::Signals::new();
     let interceptor = Interceptor::start(&args).await?;
-    signals.next().await;
-    info!("signal received; shutting down");
-    tokio::select! {
-        _ = interceptor.shutdown() => Ok(()),
-        _ = signals.next() => {
-            warn!("second signal; exiting now");
-            std::process::exit(1);
-        }
-    }
-}
-
-/// SIGTERM and SIGINT, registered once so that no signal is missed between two waits.
-struct Signals {
-    #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn new() -> Signals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Signals {
-                term: signal(SignalKind::terminate()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        if let Some(term) = &mut self.term {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    Signals::new().next().await;
+    let signal = signals.recv().await;
+    info!(signal, "shutting down; a second signal exits at once");
+    signals.graceful(interceptor.shutdown()).await;
+    Ok(())
 }

@@ -53,6 +53,9 @@
 //!   the history gets `200` with one `ERROR` event (a `410 Expired` Status), as
 //!   kube-apiserver does; kube-rs's watcher then relists.
 //! - errors are `Status` objects ([`status_json`], [`status_response`]).
+//! - discovery documents (`/api`, `/apis`, `/apis/<g>/<v>`, `/version`)
+//!   come from a [`Discovery`] of [`ResourceDef`]s, whose identities come
+//!   from the types' `kube::Resource` impls.
 //!
 //! # Fan-out
 //! Each store has one bounded `tokio::sync::broadcast` ring of `Arc`'d
@@ -69,6 +72,7 @@
 //! cannot keep up is shed rather than kept at the edge of the ring.
 
 mod body;
+mod discovery;
 mod handler;
 mod path;
 mod selector;
@@ -77,6 +81,7 @@ mod store;
 mod tick;
 
 pub use body::Body;
+pub use discovery::{Access, Discovery, ResourceDef, Scope};
 pub use handler::{
     DIGEST_MASK, HandlerConfig, ListWatch, ListWatchQuery, WatchPolicy, content_digest,
     expired_event, expired_watch_response, object_hash,

@@ -56,19 +56,12 @@ pub use registry::{ResourceDef, builtin_resources};
 pub use stats::{CountedBody, Stats, Verb};
 
 use objects::{PatchKind, Target};
-use registry::Registry;
 use server::Shared;
 
 /// kube's `ApiResource` for `http.keda.sh/v1alpha1` HTTPScaledObjects, for
 /// use with `kube::api::DynamicObject`.
 pub fn httpscaledobject_resource() -> kube::core::ApiResource {
-    kube::core::ApiResource {
-        group: "http.keda.sh".into(),
-        version: "v1alpha1".into(),
-        api_version: "http.keda.sh/v1alpha1".into(),
-        kind: "HTTPScaledObject".into(),
-        plural: "httpscaledobjects".into(),
-    }
+    kube::core::ApiResource::erase::<api::HTTPScaledObject>(&())
 }
 
 /// Options for a [`TestApi`]; from [`TestApi::builder`].
@@ -146,7 +139,7 @@ impl TestApiBuilder {
 
     /// Starts serving.
     pub async fn start(self) -> std::io::Result<TestApi> {
-        let mut registry = Registry::with_builtins();
+        let mut registry = registry::with_builtins();
         for d in self.extra {
             registry.register(d);
         }
@@ -384,9 +377,13 @@ impl TestApi {
     /// Loads every `.yaml`, `.yml` and `.json` file in `dir` (multi-document
     /// YAML allowed) with [`put_object`](TestApi::put_object); returns how
     /// many objects were loaded. Errors name the file.
-    pub fn load_dir(&self, dir: &Path) -> Result<usize, String> {
+    pub fn load_dir(&self, dir: &Path) -> Result<usize, LoadError> {
+        let read_dir = |source| LoadError::Read {
+            path: dir.to_owned(),
+            source,
+        };
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .map_err(read_dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.extension()
@@ -397,14 +394,51 @@ impl TestApi {
         paths.sort();
         let mut n = 0;
         for p in paths {
-            let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let docs = api::yaml::documents(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            let text = std::fs::read_to_string(&p).map_err(|source| LoadError::Read {
+                path: p.clone(),
+                source,
+            })?;
+            let docs = api::yaml::documents(&text).map_err(|source| LoadError::Parse {
+                path: p.clone(),
+                source,
+            })?;
             for v in docs {
-                self.put_object(v)
-                    .map_err(|e| format!("{}: {}", p.display(), e.message))?;
+                self.put_object(v).map_err(|source| LoadError::Rejected {
+                    path: p.clone(),
+                    source,
+                })?;
                 n += 1;
             }
         }
         Ok(n)
     }
+}
+
+/// Why [`TestApi::load_dir`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory or a file cannot be read.
+    #[error("{}", path.display())]
+    Read {
+        /// The directory or file.
+        path: PathBuf,
+        /// The read error.
+        source: std::io::Error,
+    },
+    /// A file is not YAML or JSON.
+    #[error("{}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: api::yaml::YamlError,
+    },
+    /// The server refused an object of the file.
+    #[error("{}", path.display())]
+    Rejected {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ApiError,
+    },
 }

@@ -15,19 +15,19 @@ use listwatch::{
 };
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::faults::FaultState;
 use crate::objects::{self, ApiError, PatchKind, Target};
-use crate::registry::{Registry, ResourceDef};
+use crate::registry::ResourceDef;
 use crate::stats::{CountedBody, StatsState, Verb};
 
 /// State shared by the handle, the accept loop and every connection.
 pub(crate) struct Shared {
     pub(crate) stores: Stores,
-    pub(crate) registry: RwLock<Registry>,
+    pub(crate) registry: RwLock<listwatch::Discovery>,
     /// The global resourceVersion counter; held while writing, so writes are
     /// applied in resourceVersion order across all stores.
     pub(crate) rv: Mutex<u64>,
@@ -51,27 +51,15 @@ pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     status_response(e.reason, &e.message)
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // Coming back up on the same port right after going down.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
 impl Shared {
     pub(crate) async fn start(
         addr: SocketAddr,
-        registry: Registry,
+        registry: listwatch::Discovery,
         store_config: StoreConfig,
         mut handler_config: listwatch::HandlerConfig,
         token: Option<String>,
     ) -> std::io::Result<Arc<Shared>> {
-        let listener = bind(addr)?;
+        let listener = process::http::listen(addr)?;
         let addr = listener.local_addr()?;
         let faults = Arc::new(FaultState::default());
         handler_config.policy = Some(faults.clone());
@@ -117,7 +105,7 @@ impl Shared {
         if this.accept.lock().is_some() {
             return Ok(());
         }
-        let listener = bind(this.addr)?;
+        let listener = process::http::listen(this.addr)?;
         let task = tokio::spawn(accept_loop(this.clone(), listener));
         *this.accept.lock() = Some(task);
         Ok(())
@@ -456,37 +444,14 @@ fn delete_collection(
 }
 
 fn discovery(shared: &Shared, path: &str) -> Response<Body> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let reg = shared.registry.read();
-    let v = match segs.as_slice() {
-        ["version"] => Some(json!({
-            "major": "1",
-            "minor": "33",
-            "gitVersion": "v1.33.0-testkit",
-            "gitCommit": "0000000000000000000000000000000000000000",
-            "gitTreeState": "clean",
-            "buildDate": "2025-01-01T00:00:00Z",
-            "goVersion": "go1.24.0",
-            "compiler": "gc",
-            "platform": "linux/amd64",
-        })),
-        ["api"] => Some(json!({
-            "kind": "APIVersions",
-            "versions": ["v1"],
-            "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.to_string()}
-            ],
-        })),
-        ["api", "v1"] => reg.api_resource_list("", "v1"),
-        ["apis"] => Some(reg.api_group_list()),
-        ["apis", group] => reg.api_group(group),
-        ["apis", group, version] => reg.api_resource_list(group, version),
-        ["healthz" | "livez" | "readyz"] => {
-            return Response::new(Body::full(Bytes::from_static(b"ok")));
-        }
-        _ => None,
-    };
-    match v {
+    if matches!(path, "/healthz" | "/livez" | "/readyz") {
+        return Response::new(Body::full(Bytes::from_static(b"ok")));
+    }
+    let doc = shared
+        .registry
+        .read()
+        .document(path, &shared.addr.to_string());
+    match doc {
         Some(v) => object_response(StatusCode::OK, &v),
         None => not_found_resource(),
     }

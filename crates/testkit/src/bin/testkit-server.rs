@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let api = builder.start().await.context("starting the server")?;
     if let Some(dir) = &args.load {
-        let n = api.load_dir(dir).map_err(anyhow::Error::msg)?;
+        let n = api.load_dir(dir)?;
         println!("loaded {n} objects from {}", dir.display());
     }
     let kubeconfig = match &args.kubeconfig {

@@ -1,0 +1,234 @@
+//! An explicit source flag wins over the environment (issue 17): with
+//! `KUBECONFIG` (and other source variables) exported, as on most laptops
+//! and CI runners, `http-addon cache --upstream-url` and `http-addon
+//! interceptor --source-url` start and serve.
+//!
+//! The chain, every program a child process with a poisoned environment:
+//! testkit API -> cache A (`--kubeconfig`) -> cache B (`--upstream-url A`)
+//! -> interceptor (`--source-url B`) -> echo backend.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_http-addon");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Kills the child when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Source variables that must not matter when a source flag is given: a
+/// kubeconfig that does not exist, and the other programs' variables.
+fn poisoned(cmd: &mut Command, dir: &Path) {
+    cmd.env("KUBECONFIG", dir.join("no-such-kubeconfig"))
+        .env("KEDA_HTTP_ROUTES_DIR", dir.join("no-such-dir"))
+        .env("KEDA_HTTP_SOURCE_URL", "http://127.0.0.1:1")
+        .env("KEDA_HTTP_CACHE_UPSTREAM_URL", "http://127.0.0.1:1")
+        .env("RUST_LOG", "info")
+        .env_remove("KEDA_HTTP_LOG_FORMAT");
+}
+
+fn spawn(args: &[&str], dir: &Path, log: &Path) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    poisoned(&mut cmd, dir);
+    Proc(cmd.spawn().unwrap())
+}
+
+/// A cache on 127.0.0.1 reading from `source`; returns it and its
+/// (serving, metrics) ports.
+fn spawn_cache(source: &[&str], dir: &Path, log: &Path) -> (Proc, u16, u16) {
+    let (port, metrics) = (free_port(), free_port());
+    let mut args = vec!["cache", "--bind-address", "127.0.0.1", "--allow-anonymous"];
+    let (port_s, metrics_s) = (port.to_string(), metrics.to_string());
+    args.extend(["--port", &port_s, "--metrics-port", &metrics_s]);
+    args.extend(source);
+    (spawn(&args, dir, log), port, metrics)
+}
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+async fn get(client: &HttpClient, url: &str, host: &str) -> Result<(u16, String), String> {
+    let req = http::Request::builder()
+        .uri(url)
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Waits until `url` answers 200; a process that exits fails the test with its log.
+async fn wait_ok(client: &HttpClient, url: &str, host: &str, proc: &mut Proc, log: &Path) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok((200, _)) = get(client, url, host).await {
+            return;
+        }
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            panic!(
+                "exited ({status}) before {url} answered:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never answered 200:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn log_of(path: &PathBuf) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_source_flags_win_over_kubeconfig_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = |name: &str| dir.path().join(format!("{name}.log"));
+
+    // The API server with one app, and the app's backend.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr: SocketAddr = backend.local_addr().unwrap();
+    tokio::spawn(
+        echo::Echo::new(echo::EchoArgs {
+            name: "app".into(),
+            ..echo::EchoArgs::default()
+        })
+        .serve(backend),
+    );
+    let api = testkit::TestApi::start().await;
+    for obj in [
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "app", "namespace": "ns"},
+            "spec": {"ports": [{"name": "http", "port": 80}]}
+        }),
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "app-1", "namespace": "ns", "labels": {"kubernetes.io/service-name": "app"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": backend_addr.port()}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]
+        }),
+        json!({
+            "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+            "metadata": {"name": "app", "namespace": "ns"},
+            "spec": {"hosts": ["app.test"], "scaleTargetRef": {"name": "app", "service": "app", "port": 80}}
+        }),
+    ] {
+        api.put_object(obj).unwrap();
+    }
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    // Cache A: --kubeconfig beats $KUBECONFIG and $KEDA_HTTP_CACHE_UPSTREAM_URL.
+    let kubeconfig = api.kubeconfig_path().to_str().unwrap().to_owned();
+    let (mut cache_a, port_a, metrics_a) =
+        spawn_cache(&["--kubeconfig", &kubeconfig], dir.path(), &logs("cache-a"));
+    let ready_a = format!("http://127.0.0.1:{metrics_a}/readyz");
+    wait_ok(&client, &ready_a, "x", &mut cache_a, &logs("cache-a")).await;
+
+    // Cache B: --upstream-url beats the same variables.
+    let url_a = format!("http://127.0.0.1:{port_a}");
+    let (mut cache_b, port_b, metrics_b) =
+        spawn_cache(&["--upstream-url", &url_a], dir.path(), &logs("cache-b"));
+    let ready_b = format!("http://127.0.0.1:{metrics_b}/readyz");
+    wait_ok(&client, &ready_b, "x", &mut cache_b, &logs("cache-b")).await;
+    let list = format!("http://127.0.0.1:{port_b}/apis/http.keda.sh/v1alpha1/httpscaledobjects");
+    let (status, body) = get(&client, &list, "x").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["items"][0]["metadata"]["name"], "app", "{list}");
+
+    // The interceptor: --source-url beats $KUBECONFIG, $KEDA_HTTP_SOURCE_URL
+    // and $KEDA_HTTP_ROUTES_DIR.
+    let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
+    let url_b = format!("http://127.0.0.1:{port_b}");
+    let (proxy_s, admin_s, metrics_s) = (proxy.to_string(), admin.to_string(), metrics.to_string());
+    let mut interceptor = spawn(
+        &[
+            "interceptor",
+            "--source-url",
+            &url_b,
+            "--direct-pod-routing",
+            "true",
+            "--bind-address",
+            "127.0.0.1",
+            "--proxy-port",
+            &proxy_s,
+            "--admin-port",
+            &admin_s,
+            "--metrics-port",
+            &metrics_s,
+            "--shutdown-delay",
+            "0s",
+        ],
+        dir.path(),
+        &logs("interceptor"),
+    );
+    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    wait_ok(
+        &client,
+        &readyz,
+        "admin",
+        &mut interceptor,
+        &logs("interceptor"),
+    )
+    .await;
+    let (status, body) = get(
+        &client,
+        &format!("http://127.0.0.1:{proxy}/hello"),
+        "app.test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echoed["server"], "app");
+    assert_eq!(echoed["path"], "/hello");
+
+    // Each says which step chose its source.
+    for (name, flag) in [
+        ("cache-a", "--kubeconfig on the command line"),
+        ("cache-b", "--upstream-url on the command line"),
+        ("interceptor", "--source-url on the command line"),
+    ] {
+        let log = log_of(&logs(name));
+        assert!(log.contains(flag), "{name} log lacks {flag:?}:\n{log}");
+    }
+}

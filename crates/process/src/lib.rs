@@ -1,0 +1,29 @@
+//! The plumbing every `http-addon` program shares, written once: what a
+//! process needs around its library (duration flags, signals, where its
+//! Kubernetes-style data comes from, the listening sockets of its metrics
+//! and health endpoints). Nothing here knows about routing.
+//!
+//! - [`parse_duration`]: the one duration syntax of every flag and variable
+//!   (Go's `time.ParseDuration`: `500ms`, `1m30s`), as upstream's Go programs.
+//! - [`Signals`]: SIGTERM or SIGINT starts a graceful shutdown; a second one
+//!   ends the process at once.
+//! - [`source`]: which source a program reads (a directory, a URL, a
+//!   kubeconfig, in-cluster), chosen from the command line, then the
+//!   environment, in one documented order; with the `kube` feature,
+//!   [`kube::client`] builds the Kubernetes client for it.
+//! - [`http`]: a bound listener with `SO_REUSEADDR`, an accept loop for
+//!   admin, health and metrics endpoints, and the Prometheus text response.
+//!
+//! Data enters as flag values and environment variables (passed in, so
+//! tests need not change the process environment) and leaves as plain
+//! values, a `kube::Client`, or a running server task.
+
+mod duration;
+pub mod http;
+#[cfg(feature = "kube")]
+pub mod kube;
+mod signal;
+pub mod source;
+
+pub use duration::{DurationError, parse_duration};
+pub use signal::Signals;
