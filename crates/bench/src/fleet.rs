@@ -10,7 +10,8 @@
 //! cache's CPU and RSS, memory per replica, and the idle bytes per replica
 //! per second: the whole connection (bookmarks, resyncs, pings) and the
 //! resync alone (probe clients that send exactly the sync loop's
-//! conditional lists over their own HTTP/2 connections). Results: a table
+//! conditional lists, with the same `kubewatch` client, over their own
+//! HTTP/2 connections). Results: a table
 //! on stdout, `fleet.json` and `fleet.svg` under `--out`.
 //!
 //! ```text
@@ -530,10 +531,11 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 /// `If-None-Match: "d<content digest of what it holds>"`) for both routing
 /// resources every `interval`: the resync alone, on its own HTTP/2 connection.
 async fn resync_probe(client: kube::Client, interval: Duration, cancel: CancellationToken) {
-    let paths = [
+    let collections = [
         "/apis/http.keda.sh/v1alpha1/httpscaledobjects",
         "/apis/http.keda.sh/v1beta1/interceptorroutes",
-    ];
+    ]
+    .map(|p| kubewatch::Collection::new(client.clone(), p));
     let mut digests: [Option<u64>; 2] = [None, None];
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -541,41 +543,27 @@ async fn resync_probe(client: kube::Client, interval: Duration, cancel: Cancella
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for (i, p) in paths.iter().enumerate() {
-            let mut req = http::Request::get(format!("{p}?resourceVersion=0"))
-                .header(http::header::ACCEPT, "application/json");
-            if let Some(d) = digests[i] {
-                req = req.header(http::header::IF_NONE_MATCH, format!("\"d{d:012x}\""));
-            }
-            let Ok(req) = req.body(kube::client::Body::empty()) else {
+        for (i, collection) in collections.iter().enumerate() {
+            let params = kubewatch::ListParams {
+                from_cache: true,
+                page_size: None,
+                if_none_match: digests[i].map(kubewatch::IfNoneMatch::Digest),
+            };
+            // A 304 keeps the digest; a failure is retried next tick.
+            let Ok(kubewatch::ListOutcome::Listed(list)) = collection.list(&params).await else {
                 continue;
             };
-            let Ok(resp) = client.send(req).await else {
-                continue;
-            };
-            if resp.status() != http::StatusCode::OK {
-                continue;
-            }
-            let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await else {
-                continue;
-            };
-            let Ok(list) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
-                continue;
-            };
-            let held: Vec<(String, String, String)> = list["items"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|o| {
-                            let m = &o["metadata"];
-                            let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
-                            (s("namespace"), s("name"), s("resourceVersion"))
-                        })
-                        .collect()
+            let held: Vec<(String, String, String)> = list
+                .items
+                .iter()
+                .filter_map(|item| serde_json::from_slice::<Value>(item).ok())
+                .map(|o| {
+                    let m = &o["metadata"];
+                    let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                    (s("namespace"), s("name"), s("resourceVersion"))
                 })
-                .unwrap_or_default();
-            digests[i] = Some(sync::digest::content_digest(
+                .collect();
+            digests[i] = Some(wire::digest::content_digest(
                 held.iter()
                     .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
             ))
@@ -669,7 +657,7 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
     let (_, rss_before) = proc_usage(self_pid).unwrap_or_default();
     let writes = Writes::new(args.writes, n);
     let cancel = CancellationToken::new();
-    let counters = sync::client::IoCounters::new();
+    let counters = kubewatch::client::IoCounters::new();
     let config = SyncConfig {
         resync_interval: resync,
         endpoints: false,
@@ -682,12 +670,12 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
             Mode::Direct => api.client(),
             Mode::Cache => {
                 let c = &caches[i % caches.len()];
-                let mut cfg = sync::client::CacheClientConfig::new(
+                let mut cfg = kubewatch::client::CacheClientConfig::new(
                     format!("http://127.0.0.1:{}", c.port).parse()?,
                 );
                 cfg.token = Some(token.clone());
                 cfg.counters = Some(counters.clone());
-                sync::client::cache_client(cfg)?
+                kubewatch::client::cache_client(cfg)?
             }
         };
         let mut registry = prometheus_client::registry::Registry::default();
@@ -724,7 +712,7 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
 
     // Idle window.
     let probes_cancel = CancellationToken::new();
-    let probe_counters = sync::client::IoCounters::new();
+    let probe_counters = kubewatch::client::IoCounters::new();
     let probes = if mode == Mode::Cache {
         20.min(n).max(1)
     } else {
@@ -732,12 +720,13 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
     };
     for p in 0..probes {
         let c = &caches[p % caches.len()];
-        let mut cfg =
-            sync::client::CacheClientConfig::new(format!("http://127.0.0.1:{}", c.port).parse()?);
+        let mut cfg = kubewatch::client::CacheClientConfig::new(
+            format!("http://127.0.0.1:{}", c.port).parse()?,
+        );
         cfg.token = Some(token.clone());
         cfg.counters = Some(probe_counters.clone());
         tokio::spawn(resync_probe(
-            sync::client::cache_client(cfg)?,
+            kubewatch::client::cache_client(cfg)?,
             resync,
             probes_cancel.clone(),
         ));

@@ -9,7 +9,9 @@
 //!
 //! # How data enters
 //! One upstream mirror per resource (HTTPScaledObjects, InterceptorRoutes,
-//! Services, EndpointSlices by default): a paged list, then a watch with
+//! Services, EndpointSlices by default), read with the [`kubewatch`] client
+//! (the upstream is a `kube::Client`: the API server's, or HTTP/2 to another
+//! cache): a paged list, then a watch with
 //! bookmarks, restarted from the last resourceVersion when it ends or fails,
 //! and a relist on `410 Expired`. Objects keep upstream's resourceVersions,
 //! so a subscriber can move between caches (or survive a cache restart)
@@ -29,13 +31,13 @@
 //! - a full list is encoded once per resourceVersion; lists carry
 //!   `ETag: "<rv>"` and `If-None-Match` with the current one is a `304`
 //!   without a body, and so is a content digest of exactly what the client
-//!   holds (`"d<hex>"`, see `listwatch::content_digest`; `sync` sends it,
+//!   holds (`"d<hex>"`, see [`wire::digest`]; `sync` sends it,
 //!   so a replica that got a change by watch does not download the list
 //!   again). An idle replica's 1 s resync of two resources over HTTP/2
 //!   costs under 200 B/s;
 //! - watches get a BOOKMARK every second (`bookmark_interval`; one clock
 //!   for all watches, not a timer each), annotated with the content digest
-//!   of the watch's view (`listwatch::DIGEST_ANNOTATION`): a `sync` replica
+//!   of the watch's view ([`wire::digest::ANNOTATION`]): a `sync` replica
 //!   whose index has that digest is proven fresh and skips its conditional
 //!   list, so an idle replica costs two bookmarks per second and no
 //!   request; after a write the next bookmark comes within 500 ms, so a
@@ -47,7 +49,7 @@
 //!   token is `401` ([`Authenticator`]: static tokens and/or TokenReview).
 //!   A connection that presented a valid token stays authenticated for
 //!   10 minutes (renewed by each valid token; the response says so in
-//!   `x-keda-http-cache-session`), because HTTP/2 never HPACK-indexes
+//!   [`wire::SESSION_HEADER`]), because HTTP/2 never HPACK-indexes
 //!   `authorization` and a 1 KB token per resync would cost 1 KB/s;
 //! - discovery (`/version`, `/api`, `/api/v1`, `/apis`, `/apis/<g>`,
 //!   `/apis/<g>/<v>`) for the served resources, so kube-rs and kubectl work.

@@ -19,6 +19,7 @@ use hyper_util::server::conn::auto;
 use listwatch::{Body, ListWatch, ListWatchQuery, Reason, Stores, json_response, parse_path};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use wire::SESSION_HEADER;
 
 use crate::auth::Authenticator;
 use crate::metrics::CacheMetrics;
@@ -198,11 +199,6 @@ pub(crate) fn health(readiness: &Readiness, path: &str) -> Option<Response<Body>
     }
 }
 
-/// The response header by which the cache tells a client that this
-/// connection stays authenticated for that many seconds after a request
-/// with a valid token (see [`Session`]).
-pub const SESSION_HEADER: &str = "x-keda-http-cache-session";
-
 /// How long a connection stays authenticated after a valid token.
 const SESSION_TTL: Duration = Duration::from_secs(600);
 
@@ -212,7 +208,7 @@ const SESSION_TTL: Duration = Duration::from_secs(600);
 /// resync budget. Instead a connection that presented a valid token stays
 /// authenticated for [`SESSION_TTL`], renewed by every request that
 /// carries a valid token; responses to those requests carry
-/// [`SESSION_HEADER`] so a client (`sync::client`) knows it may omit the
+/// [`SESSION_HEADER`] so a client (`kubewatch::client`) knows it may omit the
 /// token for a while (it re-sends it every minute). A request with a wrong
 /// token is always rejected; clients that do not know about sessions send
 /// the token every time and see no difference.

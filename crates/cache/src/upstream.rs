@@ -1,6 +1,7 @@
 //! The upstream side: one list + watch per resource on the upstream (the
-//! API server or another cache), mirrored into a `listwatch` [`Store`] with
-//! upstream's own resourceVersions, plus a periodic conditional resync.
+//! API server or another cache, read with [`kubewatch`]), mirrored into a
+//! `listwatch` [`Store`] with upstream's own resourceVersions, plus a
+//! periodic conditional resync.
 //!
 //! ```text
 //! list (paged, consistent)  -> store.replace_all(items, list rv)   # diff emitted as events
@@ -14,15 +15,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
-use http_body_util::BodyExt;
+use kubewatch::{
+    Backoff, Collection, IfNoneMatch, ListOutcome, ListParams, WatchFrame, WatchState,
+};
 use listwatch::Store;
-use serde::Deserialize;
 use serde_json::Value;
-use sync::retry::{Backoff, encode_query_value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use wire::EventType;
 
 use crate::metrics::CacheMetrics;
 use crate::resources::ServedResource;
@@ -70,46 +71,32 @@ impl Readiness {
 }
 
 /// Why a list or watch failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum UpstreamError {
-    /// 410: the resourceVersion or continue token is too old.
-    Expired,
-    /// 404: the upstream does not serve this resource (CRD not installed).
-    NotFound,
-    Other(String),
+    /// What the client met (404 and 410 included).
+    #[error(transparent)]
+    Client(#[from] kubewatch::Error),
+    /// A list without a resourceVersion the store can order by.
+    #[error("list {path}: no numeric metadata.resourceVersion")]
+    ListVersion { path: String },
+    /// An object that is not JSON.
+    #[error("{path}: bad object: {source}")]
+    Object {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A watch event without a resourceVersion the store can order by.
+    #[error("watch {path}: event without a numeric resourceVersion")]
+    EventVersion { path: String },
 }
 
-impl std::fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UpstreamError::Expired => f.write_str("410 Expired"),
-            UpstreamError::NotFound => f.write_str("404 resource not served"),
-            UpstreamError::Other(s) => f.write_str(s),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ListBody {
-    #[serde(default)]
-    metadata: ListMeta,
-    #[serde(default)]
-    items: Vec<Value>,
-}
-
-#[derive(Deserialize, Default)]
-struct ListMeta {
-    #[serde(default, rename = "resourceVersion")]
-    resource_version: Option<String>,
-    #[serde(default, rename = "continue")]
-    continue_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WatchLine {
-    #[serde(rename = "type")]
-    kind: String,
-    object: Value,
+/// How one watch call ended, when it did not fail.
+enum WatchEnd {
+    /// The upstream ended it (its timeout): rewatch from the last rv.
+    Ended,
+    /// 410: the resourceVersion left the upstream's history; relist.
+    Gone,
 }
 
 fn rv_of(v: &Value) -> Option<u64> {
@@ -150,108 +137,52 @@ pub(crate) struct Mirror {
 }
 
 impl Mirror {
-    fn path(&self) -> String {
-        self.resource
-            .collection_path(self.config.namespace.as_deref())
+    fn collection(&self) -> Collection {
+        Collection::new(
+            self.client.clone(),
+            self.resource
+                .collection_path(self.config.namespace.as_deref()),
+        )
+        .with_label_selector(self.config.label_selector.as_deref())
     }
 
     fn name(&self) -> &str {
         &self.resource.resource.gvr.resource
     }
 
-    fn selector_query(&self) -> String {
-        match &self.config.label_selector {
-            Some(s) if !s.is_empty() => format!("&labelSelector={}", encode_query_value(s)),
-            _ => String::new(),
-        }
-    }
-
-    async fn get(
-        &self,
-        uri: String,
-        etag: Option<&str>,
-    ) -> Result<http::Response<kube::client::Body>, UpstreamError> {
-        let mut req = http::Request::get(uri).header(http::header::ACCEPT, "application/json");
-        if let Some(e) = etag {
-            req = req.header(http::header::IF_NONE_MATCH, e);
-        }
-        let req = req
-            .body(kube::client::Body::empty())
-            .map_err(|e| UpstreamError::Other(e.to_string()))?;
-        self.client
-            .send(req)
-            .await
-            .map_err(|e| UpstreamError::Other(e.to_string()))
-    }
-
     /// A complete list (all pages). `rv0` lists from the upstream's cache
     /// (`resourceVersion=0`, may be slightly old; used by resyncs);
     /// otherwise a consistent read. `Ok(None)`: 304 Not Modified.
-    async fn list(&self, rv0: bool, etag: Option<&str>) -> Result<Option<Listed>, UpstreamError> {
-        let path = self.path();
-        let sel = self.selector_query();
-        let mut items = Vec::new();
-        let mut continue_token: Option<String> = None;
-        let mut list_rv: Option<u64> = None;
-        let mut new_etag = None;
-        loop {
-            let uri = match (&continue_token, rv0) {
-                (Some(c), _) => format!(
-                    "{path}?limit={}&continue={}{sel}",
-                    self.config.page_size,
-                    encode_query_value(c)
-                ),
-                (None, true) => format!("{path}?resourceVersion=0{sel}"),
-                (None, false) => format!("{path}?limit={}{sel}", self.config.page_size),
-            };
-            let first = continue_token.is_none();
-            let resp = self.get(uri, if first { etag } else { None }).await?;
-            let status = resp.status();
-            if status == http::StatusCode::NOT_MODIFIED {
-                return Ok(None);
-            }
-            if first {
-                new_etag = resp
-                    .headers()
-                    .get(http::header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-            }
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| UpstreamError::Other(e.to_string()))?
-                .to_bytes();
-            match status.as_u16() {
-                200..=299 => {}
-                404 => return Err(UpstreamError::NotFound),
-                410 => return Err(UpstreamError::Expired),
-                _ => {
-                    return Err(UpstreamError::Other(format!(
-                        "list {path}: HTTP {status}: {}",
-                        String::from_utf8_lossy(&body).trim()
-                    )));
-                }
-            }
-            let page: ListBody = serde_json::from_slice(&body)
-                .map_err(|e| UpstreamError::Other(format!("list {path}: bad JSON: {e}")))?;
-            if list_rv.is_none() {
-                list_rv = page
-                    .metadata
-                    .resource_version
-                    .as_deref()
-                    .and_then(|s| s.parse().ok());
-            }
-            items.extend(page.items);
-            match page.metadata.continue_token.filter(|c| !c.is_empty()) {
-                Some(c) => continue_token = Some(c),
-                None => break,
-            }
-        }
-        let rv = list_rv.ok_or_else(|| {
-            UpstreamError::Other(format!("list {path}: no numeric metadata.resourceVersion"))
-        })?;
+    async fn list(
+        &self,
+        collection: &Collection,
+        rv0: bool,
+        etag: Option<&str>,
+    ) -> Result<Option<Listed>, UpstreamError> {
+        let params = ListParams {
+            from_cache: rv0,
+            page_size: Some(self.config.page_size),
+            if_none_match: etag.map(|e| IfNoneMatch::ETag(e.to_string())),
+        };
+        let list = match collection.list(&params).await? {
+            ListOutcome::Unchanged => return Ok(None),
+            ListOutcome::Listed(list) => list,
+        };
+        let path = || collection.path().to_string();
+        let rv = list
+            .resource_version
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| UpstreamError::ListVersion { path: path() })?;
+        let items = list
+            .items
+            .iter()
+            .map(|item| serde_json::from_slice(item))
+            .collect::<Result<Vec<Value>, _>>()
+            .map_err(|source| UpstreamError::Object {
+                path: path(),
+                source,
+            })?;
         self.metrics
             .upstream_lists
             .get_or_create(&CacheMetrics::label(self.name()))
@@ -259,7 +190,7 @@ impl Mirror {
         Ok(Some(Listed {
             items,
             rv,
-            etag: new_etag,
+            etag: list.etag,
         }))
     }
 
@@ -293,6 +224,7 @@ impl Mirror {
     /// Runs until cancelled.
     pub(crate) async fn run(mut self) {
         let label = CacheMetrics::label(self.name());
+        let collection = self.collection();
         let mut backoff = upstream_backoff();
         let mut synced = false;
         let mut etag: Option<String> = None;
@@ -300,10 +232,10 @@ impl Mirror {
             if self.cancel.is_cancelled() {
                 return;
             }
-            let listed = match self.list(false, None).await {
+            let listed = match self.list(&collection, false, None).await {
                 Ok(Some(l)) => l,
                 Ok(None) => continue,
-                Err(UpstreamError::NotFound) => {
+                Err(UpstreamError::Client(kubewatch::Error::NotFound { .. })) => {
                     if !synced {
                         warn!(
                             resource = self.name(),
@@ -359,11 +291,11 @@ impl Mirror {
                 let cancel = self.cancel.clone();
                 let result = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    r = self.watch(rv, &mut etag, &mut backoff) => r,
+                    r = self.watch(&collection, rv, &mut etag, &mut backoff) => r,
                 };
                 match result {
-                    Ok(()) => {}
-                    Err(UpstreamError::Expired) => {
+                    Ok(WatchEnd::Ended) => {}
+                    Ok(WatchEnd::Gone) => {
                         self.metrics.upstream_restarts.get_or_create(&label).inc();
                         info!(
                             resource = self.name(),
@@ -387,128 +319,96 @@ impl Mirror {
     /// Returns when the stream ends.
     async fn watch(
         &mut self,
+        collection: &Collection,
         rv: u64,
         etag: &mut Option<String>,
         backoff: &mut Backoff,
-    ) -> Result<(), UpstreamError> {
-        let uri = format!(
-            "{}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds={}{}",
-            self.path(),
-            self.config.watch_timeout.as_secs().max(1),
-            self.selector_query()
-        );
-        let resp = self.get(uri, None).await?;
-        match resp.status().as_u16() {
-            200..=299 => {}
-            404 => return Err(UpstreamError::NotFound),
-            410 => return Err(UpstreamError::Expired),
-            s => return Err(UpstreamError::Other(format!("watch: HTTP {s}"))),
-        }
-        let mut body = resp.into_body();
-        let mut buf = BytesMut::new();
-        let stall = self.config.watch_timeout + Duration::from_secs(5);
+    ) -> Result<WatchEnd, UpstreamError> {
+        let mut stream = collection
+            .watch(&rv.to_string(), self.config.watch_timeout)
+            .await?;
         let label = CacheMetrics::label(self.name());
+        let mut frames = Vec::new();
         loop {
-            let frame = tokio::select! {
-                f = tokio::time::timeout(stall, body.frame()) => f,
+            let state = tokio::select! {
+                s = stream.next_batch(&mut frames) => s,
                 Some(()) = self.resync.recv() => {
-                    self.resync(etag).await;
+                    self.resync(collection, etag).await;
                     continue;
                 }
-            };
-            let frame = match frame {
-                Err(_) => return Err(UpstreamError::Other("watch stalled".into())),
-                Ok(None) => return Ok(()),
-                Ok(Some(Err(e))) => return Err(UpstreamError::Other(e.to_string())),
-                Ok(Some(Ok(f))) => f,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
             };
             let arrived = Instant::now();
-            buf.extend_from_slice(&data);
-            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                let line: Bytes = buf.split_to(nl + 1).freeze();
-                let line = &line[..line.len() - 1];
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+            for frame in frames.drain(..) {
+                match frame {
+                    WatchFrame::Event {
+                        event_type, object, ..
+                    } => self.event(collection, event_type, &object, &label, arrived)?,
+                    WatchFrame::Bookmark {
+                        resource_version, ..
+                    } => {
+                        if let Ok(rv) = resource_version.parse() {
+                            self.store.advance(rv);
+                        }
+                    }
+                    WatchFrame::Gone => return Ok(WatchEnd::Gone),
                 }
-                self.event(line, &label, arrived)?;
                 backoff.reset();
             }
-            if buf.remaining() > 64 << 20 {
-                return Err(UpstreamError::Other("watch line over 64 MiB".into()));
+            match state? {
+                WatchState::Open => {}
+                WatchState::Ended => return Ok(WatchEnd::Ended),
             }
         }
     }
 
-    /// Applies one watch line.
+    /// Applies one watch event.
     fn event(
         &self,
-        line: &[u8],
+        collection: &Collection,
+        event_type: EventType,
+        object: &[u8],
         label: &crate::metrics::ResourceLabel,
         arrived: Instant,
     ) -> Result<(), UpstreamError> {
-        let ev: WatchLine = serde_json::from_slice(line)
-            .map_err(|e| UpstreamError::Other(format!("bad watch line: {e}")))?;
+        let object: Value =
+            serde_json::from_slice(object).map_err(|source| UpstreamError::Object {
+                path: collection.path().to_string(),
+                source,
+            })?;
         let current = self.store.resource_version();
-        match ev.kind.as_str() {
-            "ADDED" | "MODIFIED" | "DELETED" => {
-                self.metrics.upstream_events.get_or_create(label).inc();
-                let Some(rv) = rv_of(&ev.object) else {
-                    return Err(UpstreamError::Other(
-                        "watch event without a numeric resourceVersion".into(),
-                    ));
-                };
-                if rv <= current {
-                    return Ok(()); // already have it (a rewatch overlap)
-                }
-                let result = if ev.kind == "DELETED" {
-                    let ns = str_at(&ev.object, "/metadata/namespace").to_owned();
-                    let name = str_at(&ev.object, "/metadata/name").to_owned();
-                    self.store.delete(&ns, &name, rv).map(|gone| {
-                        if gone.is_none() {
-                            self.store.advance(rv);
-                        }
-                    })
-                } else {
-                    self.store.apply(ev.object, rv).map(|_| ())
-                };
-                if let Err(e) = result {
-                    warn!(resource = self.name(), error = %e, "upstream event not applied");
-                }
-                self.metrics
-                    .propagation_seconds
-                    .observe(arrived.elapsed().as_secs_f64());
-            }
-            "BOOKMARK" => {
-                if let Some(rv) = rv_of(&ev.object) {
+        self.metrics.upstream_events.get_or_create(label).inc();
+        let Some(rv) = rv_of(&object) else {
+            return Err(UpstreamError::EventVersion {
+                path: collection.path().to_string(),
+            });
+        };
+        if rv <= current {
+            return Ok(()); // already have it (a rewatch overlap)
+        }
+        let result = if event_type == EventType::Deleted {
+            let ns = str_at(&object, "/metadata/namespace").to_owned();
+            let name = str_at(&object, "/metadata/name").to_owned();
+            self.store.delete(&ns, &name, rv).map(|gone| {
+                if gone.is_none() {
                     self.store.advance(rv);
                 }
-            }
-            "ERROR" => {
-                let code = ev.object.get("code").and_then(Value::as_u64).unwrap_or(0);
-                if code == 410 {
-                    return Err(UpstreamError::Expired);
-                }
-                return Err(UpstreamError::Other(format!(
-                    "watch ERROR {code}: {}",
-                    str_at(&ev.object, "/message")
-                )));
-            }
-            other => debug!(
-                resource = self.name(),
-                kind = other,
-                "unknown watch event type"
-            ),
+            })
+        } else {
+            self.store.apply(object, rv).map(|_| ())
+        };
+        if let Err(e) = result {
+            warn!(resource = self.name(), error = %e, "upstream event not applied");
         }
+        self.metrics
+            .propagation_seconds
+            .observe(arrived.elapsed().as_secs_f64());
         Ok(())
     }
 
     /// A periodic conditional list beside the watch: repairs the store if
     /// the upstream has something the watch did not deliver.
-    async fn resync(&self, etag: &mut Option<String>) {
-        match self.list(true, etag.as_deref()).await {
+    async fn resync(&self, collection: &Collection, etag: &mut Option<String>) {
+        match self.list(collection, true, etag.as_deref()).await {
             Ok(None) => {}
             Ok(Some(listed)) => {
                 let new_etag = listed.etag.clone();

@@ -18,9 +18,6 @@ use crate::store::{
 };
 use crate::tick::TickGroup;
 
-/// Digests are truncated to 48 bits (12 hex digits in a header or annotation).
-pub const DIGEST_MASK: u64 = 0xFFFF_FFFF_FFFF;
-
 /// Lets the embedding server interfere with watches (testkit's fault
 /// injection). The default methods change nothing.
 pub trait WatchPolicy: Send + Sync + 'static {
@@ -44,7 +41,7 @@ pub struct HandlerConfig {
     /// store fixes it).
     pub bookmark_interval: Duration,
     /// Annotate every BOOKMARK with the content digest of the watch's view
-    /// at its resourceVersion ([`crate::DIGEST_ANNOTATION`]), so a client
+    /// at its resourceVersion ([`wire::digest::ANNOTATION`]), so a client
     /// can check freshness without a list.
     pub digest_bookmarks: bool,
     /// With `digest_bookmarks`: after a change, the next BOOKMARK comes at
@@ -197,9 +194,10 @@ impl Filter {
             .fold(0u64, |sum, o| sum.wrapping_add(o.content_hash()))
     }
 
-    /// [`content_digest`] of the objects of `snap` this filter sees.
+    /// The content digest ([`wire::digest`]) of the objects of `snap` this
+    /// filter sees.
     fn digest(&self, snap: &Snapshot) -> u64 {
-        self.digest_sum(snap) & DIGEST_MASK
+        wire::digest::from_sum(self.digest_sum(snap))
     }
 
     /// Moves a digest sum of this filter's view across change `c`.
@@ -307,41 +305,6 @@ fn encode_list<'a>(
     }
     b.put_slice(b"]}");
     b.freeze()
-}
-
-/// A digest of a set of objects' identities and versions: the wrapping sum
-/// over objects of FNV-1a-64 of `namespace/name/resourceVersion`. Order
-/// independent; equal sets have equal digests; truncated to 48 bits. A client sends it as an
-/// `If-None-Match` token `"d<12 lower-case hex digits>"` to ask "answer 304
-/// if what you would list is exactly what I hold" (`sync` computes the same
-/// function over its index).
-///
-/// ```
-/// let a = listwatch::content_digest([("ns", "a", 1), ("ns", "b", 2)]);
-/// let b = listwatch::content_digest([("ns", "b", 2), ("ns", "a", 1)]);
-/// assert_eq!(a, b);
-/// assert_ne!(a, listwatch::content_digest([("ns", "a", 1), ("ns", "b", 3)]));
-/// ```
-pub fn content_digest<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str, u64)>) -> u64 {
-    objects
-        .into_iter()
-        .map(|(ns, name, rv)| object_hash(ns, name, &rv.to_string()))
-        .fold(0u64, u64::wrapping_add)
-        & DIGEST_MASK
-}
-
-/// FNV-1a-64 of `namespace/name/resourceVersion`: one object's share of a
-/// content digest (a wrapping sum of these, masked with [`DIGEST_MASK`]), so
-/// a holder of the objects can keep the digest current per change.
-pub fn object_hash(ns: &str, name: &str, rv: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [ns.as_bytes(), b"/", name.as_bytes(), b"/", rv.as_bytes()] {
-        for b in part {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
 }
 
 fn etag_matches(headers: &HeaderMap, rv: u64) -> bool {
@@ -646,20 +609,15 @@ impl ListWatch {
         with_etag(json_response(StatusCode::OK, body), rv)
     }
 
-    /// Whether `If-None-Match` carries a content digest (`"d<16 hex>"`, see
-    /// [`content_digest`]) equal to that of the objects this request lists:
+    /// Whether `If-None-Match` carries a content digest (`"d<12 hex>"`, see
+    /// [`wire::digest`]) equal to that of the objects this request lists:
     /// the client already holds exactly these objects at these versions, so
     /// a resync after a change it received by watch costs a 304, not a list.
     fn digest_matches(&self, snap: &Snapshot, filter: &Filter, headers: &HeaderMap) -> bool {
         let Some(want) = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.split(',').find_map(|t| {
-                    let t = t.trim().trim_start_matches("W/").trim_matches('"');
-                    u64::from_str_radix(t.strip_prefix('d')?, 16).ok()
-                })
-            })
+            .and_then(wire::digest::from_if_none_match)
         else {
             return false;
         };
@@ -907,7 +865,7 @@ impl WatchTask {
                             continue;
                         }
                         if self.bookmarks {
-                            let digest = track_digest.then_some(digest_sum & DIGEST_MASK);
+                            let digest = track_digest.then_some(wire::digest::from_sum(digest_sum));
                             self.send(rx, self.store.bookmark_line(last_rv, digest)).await?;
                         }
                     }

@@ -1,6 +1,10 @@
 //! Serve the Kubernetes list/watch HTTP protocol from an in-memory,
 //! versioned object store.
 //!
+//! The protocol's shared pieces (the content digest, its annotation, the
+//! `Status` object, event types) come from the `wire` crate, which the
+//! clients (`kubewatch`) read with too; this crate is only the server.
+//!
 //! Two servers are built on this crate: `testkit` (a writable fake API
 //! server for tests) and the `cache` tier (a read-only mirror of an upstream
 //! API server that fans out to thousands of subscribers). To clients such as
@@ -28,9 +32,10 @@
 //!   `fieldSelector` (`metadata.name`, `metadata.namespace`), `limit` +
 //!   `continue` (pages read one consistent snapshot), `ETag: "<rv>"` and
 //!   `If-None-Match` -> `304`; `If-None-Match` may also carry a content
-//!   digest (`"d<hex>"`, [`content_digest`]) of what the client holds, and
-//!   is `304` when the list would contain exactly that. The whole, unfiltered list is encoded once per
-//!   resourceVersion and the same bytes go to every client.
+//!   digest (`"d<hex>"`, [`wire::digest`]) of what the client holds, and
+//!   is `304` when the list would contain exactly that. The whole,
+//!   unfiltered list is encoded once per resourceVersion and the same bytes
+//!   go to every client.
 //! - watches (`watch=1`): from `resourceVersion=N` (changes after N), from `0`
 //!   or unset (synthetic ADDED for current objects first), streaming lists
 //!   (`sendInitialEvents=true`: ADDED for current objects, then a BOOKMARK
@@ -38,13 +43,13 @@
 //!   `timeoutSeconds`, selectors (an object that stops matching is sent as
 //!   DELETED, one that starts matching as ADDED). Bookmarks come from one
 //!   clock per handler through each store's fan-out ring (not a timer per
-//!   watcher) and carry, in the annotation [`DIGEST_ANNOTATION`], the
+//!   watcher) and carry, in the annotation [`wire::digest::ANNOTATION`], the
 //!   content digest of the watch's view at the bookmark's resourceVersion:
 //!   a client that holds the same digest is up to date without a list; one
 //!   that lost an event sees a difference (after a change the clock's next
 //!   tick comes within [`HandlerConfig::burst_bookmark_delay`], so it learns
 //!   it quickly). On a watch of the whole resource each event carries the
-//!   store's digest after it too, as the event field `DIGEST_ANNOTATION`
+//!   store's digest after it too, as the event field of the same name
 //!   (clients that do not know it ignore it), and the watcher skips the
 //!   next tick if it comes within half an interval: while writes keep
 //!   coming, a write costs one message per watcher, not an event and a
@@ -52,7 +57,8 @@
 //!   the bookmark. A resourceVersion older than
 //!   the history gets `200` with one `ERROR` event (a `410 Expired` Status), as
 //!   kube-apiserver does; kube-rs's watcher then relists.
-//! - errors are `Status` objects ([`status_json`], [`status_response`]).
+//! - errors are `Status` objects ([`wire::Status`]; [`status_json`],
+//!   [`status_response`]).
 //! - discovery documents (`/api`, `/apis`, `/apis/<g>/<v>`, `/version`)
 //!   come from a [`Discovery`] of [`ResourceDef`]s, whose identities come
 //!   from the types' `kube::Resource` impls.
@@ -83,13 +89,12 @@ mod tick;
 pub use body::Body;
 pub use discovery::{Access, Discovery, ResourceDef, Scope};
 pub use handler::{
-    DIGEST_MASK, HandlerConfig, ListWatch, ListWatchQuery, WatchPolicy, content_digest,
-    expired_event, expired_watch_response, object_hash,
+    HandlerConfig, ListWatch, ListWatchQuery, WatchPolicy, expired_event, expired_watch_response,
 };
 pub use path::{Gvr, ResourcePath, parse_path, version_priority};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub use status::{Reason, json_response, status_json, status_json_with_code, status_response};
 pub use store::{
-    DIGEST_ANNOTATION, EventType, ReplaceSummary, ResourceType, Snapshot, Store, StoreConfig,
-    StoreError, StoredObject, Stores,
+    EventType, ReplaceSummary, ResourceType, Snapshot, Store, StoreConfig, StoreError,
+    StoredObject, Stores,
 };

@@ -98,8 +98,8 @@ impl Reason {
     }
 }
 
-/// Encodes a failure `Status` object:
-/// `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":..,"reason":..,"code":N}`.
+/// Encodes a failure [`wire::Status`] object:
+/// `{"apiVersion":"v1","code":N,"kind":"Status","message":..,"metadata":{},"reason":..,"status":"Failure"}`.
 ///
 /// ```
 /// let s = listwatch::status_json(listwatch::Reason::NotFound, "pods \"x\" not found");
@@ -112,16 +112,8 @@ pub fn status_json(reason: Reason, message: &str) -> Bytes {
 
 /// Like [`status_json`] with an explicit code (e.g. 409 with reason `Conflict`).
 pub fn status_json_with_code(code: u16, reason: Reason, message: &str) -> Bytes {
-    let v = serde_json::json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason.as_str(),
-        "code": code,
-    });
-    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    let status = wire::Status::failure(code, reason.as_str(), message);
+    Bytes::from(serde_json::to_vec(&status).unwrap_or_default())
 }
 
 /// A complete error response whose body is a `Status` object.

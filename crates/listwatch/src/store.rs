@@ -11,6 +11,8 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
+pub use wire::EventType;
+
 use crate::path::Gvr;
 
 /// What a [`Store`] serves: a resource and the names its objects carry.
@@ -86,27 +88,6 @@ pub enum StoreError {
     Encode(String),
 }
 
-/// The type of a watch event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventType {
-    /// A new object.
-    Added,
-    /// A changed object.
-    Modified,
-    /// A removed object (carrying its last state).
-    Deleted,
-}
-
-impl EventType {
-    fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
-}
-
 /// One stored object: its JSON encoding plus the metadata needed to index
 /// and filter it. Immutable; shared by the store, lists and events.
 #[derive(Debug)]
@@ -116,7 +97,7 @@ pub struct StoredObject {
     resource_version: u64,
     labels: BTreeMap<String, String>,
     json: Bytes,
-    /// This object's share of a [`crate::content_digest`].
+    /// This object's share of a content digest ([`wire::digest::object_hash`]).
     content_hash: u64,
     added_line: OnceLock<Bytes>,
     deleted_line: OnceLock<Bytes>,
@@ -151,7 +132,7 @@ impl StoredObject {
             .unwrap_or_default();
         let json = serde_json::to_vec(v).map_err(|e| StoreError::Encode(e.to_string()))?;
         Ok(StoredObject {
-            content_hash: crate::handler::object_hash(&namespace, &name, &rv.to_string()),
+            content_hash: wire::digest::object_hash(&namespace, &name, &rv.to_string()),
             namespace,
             name,
             resource_version: rv,
@@ -187,8 +168,8 @@ impl StoredObject {
         &self.json
     }
 
-    /// This object's term of a [`crate::content_digest`] (a digest is the
-    /// wrapping sum of these, truncated to 48 bits).
+    /// This object's term of a content digest (a digest is the wrapping
+    /// sum of these, truncated to 48 bits: [`wire::digest::from_sum`]).
     pub(crate) fn content_hash(&self) -> u64 {
         self.content_hash
     }
@@ -233,28 +214,23 @@ pub(crate) struct Change {
     /// `{"type":..,"object":..}\n`
     pub(crate) line: Bytes,
     /// The same line with the content digest of the whole store after this
-    /// change ([`DIGEST_ANNOTATION`] as a field of the event), for watchers
+    /// change ([`wire::digest::ANNOTATION`] as a field of the event), for watchers
     /// that see the whole store; `None` for all but the last change of a
     /// relist (the store's digest between them is not computed).
     pub(crate) digest_line: Option<Bytes>,
 }
 
-/// `line` (`{..}\n`) with `,"<DIGEST_ANNOTATION>":"d<12 hex>"` before its
+/// `line` (`{..}\n`) with `,"<wire::digest::ANNOTATION>":"d<12 hex>"` before its
 /// closing brace. Kubernetes clients ignore unknown fields of a watch
 /// event; ours read it as a BOOKMARK's digest that comes with the event.
 pub(crate) fn digested_line(line: &[u8], digest_sum: u64) -> Bytes {
     let body = line.strip_suffix(b"}\n").unwrap_or(line);
-    let mut b = BytesMut::with_capacity(body.len() + DIGEST_ANNOTATION.len() + 24);
+    let annotation = wire::digest::ANNOTATION;
+    let mut b = BytesMut::with_capacity(body.len() + annotation.len() + 24);
     b.put_slice(body);
     b.put_slice(b",\"");
-    b.put_slice(DIGEST_ANNOTATION.as_bytes());
-    b.put_slice(
-        format!(
-            "\":\"d{:012x}\"}}\n",
-            digest_sum & crate::handler::DIGEST_MASK
-        )
-        .as_bytes(),
-    );
+    b.put_slice(annotation.as_bytes());
+    b.put_slice(format!("\":\"{}\"}}\n", wire::digest::Token(digest_sum)).as_bytes());
     b.freeze()
 }
 
@@ -299,10 +275,10 @@ impl Snapshot {
         self.objects.values()
     }
 
-    /// The [`crate::content_digest`] of all its objects (O(1): the store
-    /// keeps the sum up to date per write).
+    /// The content digest ([`wire::digest`]) of all its objects (O(1): the
+    /// store keeps the sum up to date per write).
     pub fn content_digest(&self) -> u64 {
-        self.digest_sum & crate::handler::DIGEST_MASK
+        wire::digest::from_sum(self.digest_sum)
     }
 }
 
@@ -826,19 +802,13 @@ impl Store {
         {
             return b.clone();
         }
-        let annotation = digest.map(|d| (DIGEST_ANNOTATION, format!("d{d:012x}")));
+        let annotation =
+            digest.map(|d| (wire::digest::ANNOTATION, wire::digest::Token(d).to_string()));
         let b = bookmark_line(&self.inner.resource, rv, annotation);
         *cached = Some((rv, digest, b.clone()));
         b
     }
 }
-
-/// The annotation on a BOOKMARK that carries the [`crate::content_digest`]
-/// (`"d<12 hex digits>"`) of the objects the watch covers (its namespace and
-/// selectors) at the bookmark's resourceVersion. A client that compares it
-/// with what it holds knows it is up to date (or that it missed an event)
-/// without a list. Clients that do not know it ignore it.
-pub const DIGEST_ANNOTATION: &str = "http.keda.sh/content-digest";
 
 /// `{"type":"BOOKMARK","object":{"kind":..,"apiVersion":..,"metadata":{"resourceVersion":".."}}}\n`,
 /// with one annotation when given.
@@ -852,7 +822,7 @@ pub(crate) fn bookmark_line(
         meta["annotations"] = serde_json::json!({ k: v });
     }
     let v = serde_json::json!({
-        "type": "BOOKMARK",
+        "type": wire::WatchType::Bookmark.as_str(),
         "object": {"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": meta},
     });
     let mut out = serde_json::to_vec(&v).unwrap_or_default();

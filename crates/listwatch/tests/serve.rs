@@ -398,10 +398,10 @@ async fn filters_and_errors() {
 }
 
 fn digest_of(e: &Value) -> u64 {
-    let d = e["object"]["metadata"]["annotations"][listwatch::DIGEST_ANNOTATION]
+    let d = e["object"]["metadata"]["annotations"][wire::digest::ANNOTATION]
         .as_str()
         .unwrap_or_else(|| panic!("bookmark without a digest: {e}"));
-    u64::from_str_radix(d.strip_prefix('d').unwrap(), 16).unwrap()
+    wire::digest::parse_token(d).unwrap()
 }
 
 /// The next BOOKMARK at `rv` or later, skipping other lines.
@@ -443,8 +443,7 @@ async fn watchers_registered(srv: &Server, n: usize) {
 
 /// The digest an event carries as a field of the event.
 fn event_digest(e: &Value) -> Option<u64> {
-    let d = e[listwatch::DIGEST_ANNOTATION].as_str()?;
-    u64::from_str_radix(d.strip_prefix('d')?, 16).ok()
+    wire::digest::parse_token(e[wire::digest::ANNOTATION].as_str()?)
 }
 
 #[tokio::test]
@@ -478,13 +477,19 @@ async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
     assert_eq!(summary(&e), ("ADDED".into(), "b".into()));
     assert_eq!(
         event_digest(&e),
-        Some(listwatch::content_digest([("ns", "a", 2), ("ns", "b", 3)]))
+        Some(wire::digest::content_digest([
+            ("ns", "a", "2"),
+            ("ns", "b", "3")
+        ]))
     );
     let e = all.next_change().await;
     assert_eq!(summary(&e), ("MODIFIED".into(), "a".into()));
     assert_eq!(
         event_digest(&e),
-        Some(listwatch::content_digest([("ns", "a", 4), ("ns", "b", 3)]))
+        Some(wire::digest::content_digest([
+            ("ns", "a", "4"),
+            ("ns", "b", "3")
+        ]))
     );
     // A filtered watch gets plain events and a bookmark with its view's digest.
     let e = team_x.next_change().await;
@@ -493,7 +498,7 @@ async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
     let e = bookmark_at(&mut team_x, 4).await;
     assert_eq!(
         digest_of(&e),
-        listwatch::content_digest([("ns", "a", 4)]),
+        wire::digest::content_digest([("ns", "a", "4")]),
         "a filtered watch's digest covers only what it sees"
     );
 
@@ -503,7 +508,7 @@ async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
     assert_eq!(summary(&e), ("DELETED".into(), "b".into()));
     assert_eq!(
         event_digest(&e),
-        Some(listwatch::content_digest([("ns", "a", 4)]))
+        Some(wire::digest::content_digest([("ns", "a", "4")]))
     );
 }
 
@@ -564,6 +569,6 @@ async fn a_watcher_that_lost_an_event_still_gets_the_bookmark_after_it() {
     assert_eq!(e["object"]["metadata"]["resourceVersion"], "3");
     assert_eq!(
         digest_of(&e),
-        listwatch::content_digest([("ns", "a", 2), ("ns", "b", 3)])
+        wire::digest::content_digest([("ns", "a", "2"), ("ns", "b", "3")])
     );
 }

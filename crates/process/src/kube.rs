@@ -41,7 +41,7 @@ pub enum ClientError {
         /// The URL.
         url: String,
         /// What is wrong.
-        source: sync::client::ClientError,
+        source: kubewatch::client::ClientError,
     },
     /// A kubeconfig file cannot be read or used.
     #[error("kubeconfig {}", path.display())]
@@ -83,7 +83,7 @@ fn url_client(u: &str, options: &UrlOptions) -> Result<::kube::Client, ClientErr
         url: u.to_owned(),
         source,
     })?;
-    let mut config = sync::client::CacheClientConfig::new(uri);
+    let mut config = kubewatch::client::CacheClientConfig::new(uri);
     config.token_file = options.token_file.clone();
     config.accept_invalid_certs = options.insecure;
     if let Some(path) = &options.ca_file {
@@ -93,7 +93,7 @@ fn url_client(u: &str, options: &UrlOptions) -> Result<::kube::Client, ClientErr
                 source,
             })?);
     }
-    sync::client::cache_client(config).map_err(|source| ClientError::Http2 {
+    kubewatch::client::cache_client(config).map_err(|source| ClientError::Http2 {
         url: u.to_owned(),
         source,
     })

@@ -1,27 +1,24 @@
-//! Content digests for the resync's conditional list.
+//! Freshness from content digests ([`wire::digest`]), for the resync's
+//! conditional list.
 //!
-//! The resync sends `If-None-Match: "<last ETag>", "d<digest>"`, where the
-//! digest covers exactly the objects (namespace, name, resourceVersion) the
-//! index holds for the kind. A server built on `listwatch` (the cache tier,
-//! testkit) answers 304 when the list it would send has the same digest. So
-//! a replica that received a change by watch pays a 304 for its next resync,
-//! not a full list: with thousands of replicas, a write no longer triggers
-//! thousands of full lists. A lost event still shows as a different digest,
-//! so the resync still repairs it. Servers that ignore the token (the API
-//! server) answer as before.
+//! The resync sends `If-None-Match: "d<digest>"`, where the digest covers
+//! exactly the objects (namespace, name, resourceVersion) the index holds
+//! for the kind ([`crate::RouteIndex::digest`]). A server built on
+//! `listwatch` (the cache tier, testkit) answers 304 when the list it would
+//! send has the same digest. So a replica that received a change by watch
+//! pays a 304 for its next resync, not a full list: with thousands of
+//! replicas, a write no longer triggers thousands of full lists. A lost
+//! event still shows as a different digest, so the resync still repairs
+//! it. Servers that ignore the token (the API server) answer as before.
 //!
 //! The same digest also arrives without any request: a `listwatch` server
 //! annotates each watch BOOKMARK with the digest of the watch's view at the
-//! bookmark's resourceVersion (`listwatch::DIGEST_ANNOTATION`). The owner
+//! bookmark's resourceVersion ([`wire::digest::ANNOTATION`]). The owner
 //! task compares it with the index after applying everything before the
 //! bookmark: equal proves the index fresh, and that interval's conditional
 //! list is skipped; different means an event was lost, and the resync lists
 //! at once. Without such bookmarks (a real API server, a stalled watch) the
 //! resync lists every interval as before.
-//!
-//! The function must equal `listwatch::content_digest` (a test in the cache
-//! crate checks it): the wrapping sum over objects of FNV-1a-64 of
-//! `namespace/name/resourceVersion`, truncated to 48 bits.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,24 +27,6 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::index::ObjectKind;
-
-use listwatch::{DIGEST_MASK, object_hash};
-
-/// The digest of a set of (namespace, name, resourceVersion), 48 bits: the
-/// same value a `listwatch` server computes for its list (see
-/// [`listwatch::content_digest`]), here over string resourceVersions.
-pub fn content_digest<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> u64 {
-    objects
-        .into_iter()
-        .map(|(ns, name, rv)| object_hash(ns, name, rv))
-        .fold(0u64, u64::wrapping_add)
-        & DIGEST_MASK
-}
-
-/// Truncates a running sum of [`object_hash`]es to a digest.
-pub(crate) fn finish(sum: u64) -> u64 {
-    sum & DIGEST_MASK
-}
 
 /// What the index's writer (`Core`) shares with the resync task: the content
 /// digests it holds (for the conditional list), when a digest BOOKMARK last
@@ -145,18 +124,5 @@ impl Digests {
     /// Resolves when a repair was requested for `kind`.
     pub(crate) fn repair_requested(&self, kind: ObjectKind) -> tokio::sync::futures::Notified<'_> {
         self.repair[slot(kind)].notified()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn order_independent_and_version_sensitive() {
-        let a = content_digest([("ns", "a", "1"), ("ns", "b", "2")]);
-        assert_eq!(a, content_digest([("ns", "b", "2"), ("ns", "a", "1")]));
-        assert_ne!(a, content_digest([("ns", "a", "1"), ("ns", "b", "3")]));
-        assert_ne!(a, content_digest([("ns", "a", "1")]));
     }
 }

@@ -140,7 +140,7 @@ pub struct RouteIndex {
     /// Deleted objects with the resourceVersion of their deletion, so a stale
     /// list or a late event cannot bring them back. Pruned by newer lists.
     tombstones: HashMap<ObjectKey, ResourceVersion>,
-    /// Per kind, the running sum of `listwatch::object_hash` over `seen`.
+    /// Per kind, the running sum of [`wire::digest::object_hash`] over `seen`.
     digest_sums: [u64; 2],
 }
 
@@ -178,18 +178,18 @@ impl RouteIndex {
             .map(|(k, s)| (k.namespace.as_str(), k.name.as_str(), s.rv.as_str()))
     }
 
-    /// The content digest of `kind` (see [`crate::digest`]), kept up to date
-    /// on every change: O(1) to read.
+    /// The content digest of `kind` ([`wire::digest`]), kept up to date on
+    /// every change: O(1) to read.
     pub fn digest(&self, kind: ObjectKind) -> u64 {
-        crate::digest::finish(self.digest_sums[crate::digest::slot(kind)])
+        wire::digest::from_sum(self.digest_sums[crate::digest::slot(kind)])
     }
 
     fn insert_seen(&mut self, key: ObjectKey, seen: Seen) {
         let slot = crate::digest::slot(key.kind);
-        let hash = listwatch::object_hash(&key.namespace, &key.name, seen.rv.as_str());
+        let hash = wire::digest::object_hash(&key.namespace, &key.name, seen.rv.as_str());
         self.digest_sums[slot] = self.digest_sums[slot].wrapping_add(hash);
         if let Some(old) = self.seen.insert(key.clone(), seen) {
-            let old_hash = listwatch::object_hash(&key.namespace, &key.name, old.rv.as_str());
+            let old_hash = wire::digest::object_hash(&key.namespace, &key.name, old.rv.as_str());
             self.digest_sums[slot] = self.digest_sums[slot].wrapping_sub(old_hash);
         }
     }
@@ -197,7 +197,7 @@ impl RouteIndex {
     fn remove_seen(&mut self, key: &ObjectKey) {
         if let Some(old) = self.seen.remove(key) {
             let slot = crate::digest::slot(key.kind);
-            let old_hash = listwatch::object_hash(&key.namespace, &key.name, old.rv.as_str());
+            let old_hash = wire::digest::object_hash(&key.namespace, &key.name, old.rv.as_str());
             self.digest_sums[slot] = self.digest_sums[slot].wrapping_sub(old_hash);
         }
     }
@@ -621,9 +621,13 @@ mod tests {
 
     #[test]
     fn kubernetes_clients_accept_events_that_carry_a_digest() {
-        let line = br#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns","resourceVersion":"3"}},"http.keda.sh/content-digest":"d00000000002a"}"#;
+        let line = format!(
+            r#"{{"type":"ADDED","object":{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"a","namespace":"ns","resourceVersion":"3"}}}},"{}":"{}"}}"#,
+            wire::digest::ANNOTATION,
+            wire::digest::Token(42)
+        );
         let ev: kube::core::WatchEvent<kube::core::DynamicObject> =
-            serde_json::from_slice(line).expect("kube-rs parses the event");
+            serde_json::from_str(&line).expect("kube-rs parses the event");
         match ev {
             kube::core::WatchEvent::Added(o) => assert_eq!(o.metadata.name.as_deref(), Some("a")),
             other => panic!("{other:?}"),

@@ -1,73 +1,29 @@
 //! The Kubernetes source: a list-then-watch loop per kind (over
-//! `kube::Client`) feeding the sync loop, and beside each one the resync: a
+//! [`kubewatch`]) feeding the sync loop, and beside each one the resync: a
 //! conditional list every interval, skipped while the watch's digest
 //! BOOKMARKs prove the index fresh. A cache tier is the same thing: it
 //! speaks the same protocol, answers the resync's `If-None-Match` with 304
 //! when nothing changed, and annotates its bookmarks with content digests.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
-use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use kubewatch::{
+    Backoff, Collection, IfNoneMatch, ListOutcome, ListParams, WatchFrame, WatchState,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use wire::EventType;
 
 use crate::endpoints::{EndpointsChange, ReadyEndpoints};
 use crate::index::{JsonObject, ObjectKind, ResourceVersion};
 use crate::metrics::SyncMetrics;
-use crate::retry::{Backoff, encode_query_value};
 use crate::{Core, Input, Proof, SyncConfig};
-
-/// One line of a watch stream, parsed without building a tree for the
-/// object: BOOKMARKs (most lines of an idle watch) cost a few small reads.
-#[derive(Deserialize)]
-struct WatchLine<'a> {
-    #[serde(rename = "type", borrow)]
-    event: Cow<'a, str>,
-    #[serde(borrow)]
-    object: &'a RawValue,
-    /// A `listwatch` server's content digest of the watch's view after
-    /// this event (the same as a digest BOOKMARK right after it).
-    #[serde(rename = "http.keda.sh/content-digest", default, borrow)]
-    digest: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct BookmarkObject<'a> {
-    #[serde(borrow)]
-    metadata: BookmarkMeta<'a>,
-}
-
-#[derive(Deserialize)]
-struct BookmarkMeta<'a> {
-    #[serde(rename = "resourceVersion", borrow)]
-    resource_version: Cow<'a, str>,
-    #[serde(default, borrow)]
-    annotations: Option<BookmarkAnnotations<'a>>,
-}
-
-#[derive(Deserialize)]
-struct BookmarkAnnotations<'a> {
-    #[serde(rename = "http.keda.sh/content-digest", default, borrow)]
-    digest: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct ErrorStatus {
-    #[serde(default)]
-    code: u16,
-    #[serde(default)]
-    message: String,
-}
 
 /// Why one watch call ended.
 enum WatchEnd {
@@ -85,6 +41,12 @@ enum WatchEnd {
 /// kube-rs's default backoff shape: 0.8 s doubling to 30 s, with jitter.
 fn watch_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(800), Duration::from_secs(30)).with_jitter()
+}
+
+/// The collection of `kind` the sync loop reads.
+fn collection(client: &kube::Client, kind: ObjectKind, config: &SyncConfig) -> Collection {
+    Collection::new(client.clone(), list_path(kind, config.namespace.as_deref()))
+        .with_label_selector(config.label_selector.as_deref())
 }
 
 /// Runs the list-then-watch of one routing kind until cancelled: list
@@ -106,14 +68,12 @@ pub(crate) async fn watch_kind(
     cancel: CancellationToken,
     digests: std::sync::Arc<crate::digest::Digests>,
 ) {
-    let path = list_path(kind, config.namespace.as_deref());
+    let collection = collection(&client, kind, &config);
     let label = SyncMetrics::label(kind.resource());
-    let selector = config.label_selector.as_deref();
     let mut rv: Option<String> = None;
     let mut backoff = watch_backoff();
     let w = KindWatch {
-        client: &client,
-        path: &path,
+        collection: &collection,
         kind,
         config: &config,
         core: &core,
@@ -127,7 +87,7 @@ pub(crate) async fn watch_kind(
         let Some(from) = rv.clone() else {
             let listed = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = conditional_list(&client, &path, selector, None, None) => r,
+                r = conditional_list(&collection, None, None) => r,
             };
             let input = match listed {
                 Ok(ListResult::Listed {
@@ -157,7 +117,7 @@ pub(crate) async fn watch_kind(
                 }
                 Ok(ListResult::Unchanged) | Err(_) => {
                     let err = match listed {
-                        Err(e) => e,
+                        Err(e) => e.to_string(),
                         _ => "unexpected 304 to an unconditional list".to_string(),
                     };
                     metrics.sync_errors.get_or_create(&label).inc();
@@ -197,8 +157,7 @@ pub(crate) async fn watch_kind(
 
 /// What one kind's watch calls share.
 struct KindWatch<'a> {
-    client: &'a kube::Client,
-    path: &'a str,
+    collection: &'a Collection,
     kind: ObjectKind,
     config: &'a SyncConfig,
     core: &'a Core,
@@ -209,99 +168,41 @@ struct KindWatch<'a> {
 /// One watch call from `from`; `rv` follows the events and bookmarks.
 async fn watch_once(w: &KindWatch<'_>, from: &str, rv: &mut Option<String>) -> WatchEnd {
     let KindWatch {
-        client,
-        path,
+        collection,
         kind,
         config,
         core,
         cancel,
         digests,
     } = *w;
-    let stall = stall_bound(config.watch_timeout);
-    let mut uri = format!(
-        "{path}?watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds={}",
-        encode_query_value(from),
-        config.watch_timeout.as_secs().max(1)
-    );
-    if let Some(sel) = &config.label_selector {
-        uri.push_str("&labelSelector=");
-        uri.push_str(&encode_query_value(sel));
-    }
-    let req = match http::Request::get(uri)
-        .header(http::header::ACCEPT, "application/json")
-        .body(kube::client::Body::empty())
-    {
-        Ok(r) => r,
-        Err(e) => return WatchEnd::Failed(e.to_string()),
-    };
-    let resp = tokio::select! {
+    let mut stream = tokio::select! {
         _ = cancel.cancelled() => return WatchEnd::Stop,
-        r = tokio::time::timeout(stall, client.send(req)) => match r {
-            Err(_) => return WatchEnd::Failed(format!("no response to the watch within {stall:?}")),
-            Ok(Err(e)) => return WatchEnd::Failed(e.to_string()),
-            Ok(Ok(resp)) => resp,
+        r = collection.watch(from, config.watch_timeout) => match r {
+            Ok(stream) => stream,
+            Err(e) => return WatchEnd::Failed(e.to_string()),
         },
     };
-    let status = resp.status();
-    if !status.is_success() {
-        if status == http::StatusCode::GONE {
-            return WatchEnd::Gone;
-        }
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
-        let text = body
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        return WatchEnd::Failed(format!("watch {path}: HTTP {status}: {}", text.trim()));
-    }
-    let mut body = resp.into_body();
-    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
     let mut inputs = Vec::new();
     let mut lines = 0u64;
-    // The stall timer is re-armed lazily (when it fires early), not per
-    // line: an idle watch costs one timer firing per stall bound.
-    let mut last_activity = Instant::now();
-    let stall_timer = tokio::time::sleep_until(last_activity + stall);
-    tokio::pin!(stall_timer);
     // Registered once for the whole watch, not once per frame.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     loop {
-        let frame = tokio::select! {
+        let state = tokio::select! {
             biased;
             _ = &mut cancelled => return WatchEnd::Stop,
-            f = body.frame() => f,
-            _ = &mut stall_timer => {
-                if last_activity.elapsed() >= stall {
-                    debug!(resource = kind.resource(), "watch silent past the stall bound; rewatching");
-                    return WatchEnd::Rewatch { lines };
-                }
-                stall_timer.as_mut().reset(last_activity + stall);
-                continue;
-            }
+            s = stream.next_batch(&mut frames) => s,
         };
-        let data = match frame {
-            None => return WatchEnd::Rewatch { lines },
-            Some(Err(e)) => return WatchEnd::Failed(e.to_string()),
-            Some(Ok(f)) => match f.into_data() {
-                Ok(d) => d,
-                Err(_) => continue, // trailers
-            },
-        };
-        last_activity = Instant::now();
-        digests.watch_alive(kind, last_activity);
-        buf.extend_from_slice(&data);
+        if matches!(state, Ok(WatchState::Open)) {
+            digests.watch_alive(kind, Instant::now());
+        }
         // Every line of the frame is parsed, then all are applied under
         // one lock and published once, on this task.
+        lines += frames.len() as u64;
         let mut end = None;
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let mut line = buf.split_to(nl + 1).freeze();
-            line.truncate(nl);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            lines += 1;
-            match handle_line(kind, &line, rv) {
+        for frame in frames.drain(..) {
+            match handle_frame(kind, frame, rv) {
                 Ok(Some(input)) => inputs.push(input),
                 Ok(None) => {}
                 Err(e) => {
@@ -316,62 +217,66 @@ async fn watch_once(w: &KindWatch<'_>, from: &str, rv: &mut Option<String>) -> W
         if let Some(end) = end {
             return end;
         }
+        match state {
+            Ok(WatchState::Open) => {}
+            Ok(WatchState::Ended) => return WatchEnd::Rewatch { lines },
+            Err(kubewatch::Error::Stalled { .. }) => {
+                debug!(
+                    resource = kind.resource(),
+                    "watch silent past the stall bound; rewatching"
+                );
+                return WatchEnd::Rewatch { lines };
+            }
+            Err(e) => return WatchEnd::Failed(e.to_string()),
+        }
     }
 }
 
-/// What one watch line means for the index (`None`: nothing to tell).
-fn handle_line(
+/// What one watch frame means for the index (`None`: nothing to tell).
+fn handle_frame(
     kind: ObjectKind,
-    line: &Bytes,
+    frame: WatchFrame,
     rv: &mut Option<String>,
 ) -> Result<Option<Input>, WatchEnd> {
-    let ev: WatchLine<'_> = serde_json::from_slice(line)
-        .map_err(|e| WatchEnd::Failed(format!("bad watch event: {e}")))?;
-    let object = ev.object.get();
-    match &*ev.event {
-        "ADDED" | "MODIFIED" | "DELETED" => {
+    match frame {
+        WatchFrame::Event {
+            event_type,
+            object,
+            digest,
+        } => {
             // The object stays JSON text (a slice of the line, no copy):
             // the index reads its head, and parses it into the typed object
             // only if it is new.
-            let start = object.as_ptr() as usize - line.as_ptr() as usize;
-            let obj = JsonObject::new(line.slice(start..start + object.len()));
+            let obj = JsonObject::new(object);
             if !obj.is_object() {
                 return Err(WatchEnd::Failed(
                     "bad watch object: not a JSON object with string metadata".to_string(),
                 ));
             }
             let event_rv = obj.resource_version();
-            let proof = ev
-                .digest
-                .as_deref()
-                .and_then(parse_digest)
-                .map(|digest| Proof {
-                    digest,
-                    rv: event_rv.and_then(|r| r.parse().ok()),
-                });
+            let proof = digest.map(|digest| Proof {
+                digest,
+                rv: event_rv.and_then(|r| r.parse().ok()),
+            });
             if let Some(r) = event_rv
                 && rv.as_deref() != Some(r)
             {
                 *rv = Some(r.to_string());
             }
-            Ok(Some(if ev.event == "DELETED" {
+            Ok(Some(if event_type == EventType::Deleted {
                 Input::WatchDelete(kind, obj, proof)
             } else {
                 Input::WatchApply(kind, obj, proof)
             }))
         }
-        "BOOKMARK" => {
-            let b: BookmarkObject<'_> = serde_json::from_str(object)
-                .map_err(|e| WatchEnd::Failed(format!("bad bookmark: {e}")))?;
-            let meta = b.metadata;
-            let bookmark_rv = meta.resource_version.parse::<u64>().ok();
-            if rv.as_deref() != Some(&*meta.resource_version) {
-                *rv = Some(meta.resource_version.into_owned());
+        WatchFrame::Bookmark {
+            resource_version,
+            digest,
+        } => {
+            let bookmark_rv = resource_version.parse::<u64>().ok();
+            if rv.as_deref() != Some(resource_version.as_str()) {
+                *rv = Some(resource_version);
             }
-            let digest = meta
-                .annotations
-                .and_then(|a| a.digest)
-                .and_then(|d| parse_digest(&d));
             Ok(digest.map(|digest| Input::Bookmark {
                 kind,
                 proof: Proof {
@@ -380,43 +285,8 @@ fn handle_line(
                 },
             }))
         }
-        "ERROR" => {
-            let st: ErrorStatus = serde_json::from_str(object).unwrap_or(ErrorStatus {
-                code: 0,
-                message: object.to_string(),
-            });
-            if st.code == 410 {
-                Err(WatchEnd::Gone)
-            } else {
-                Err(WatchEnd::Failed(format!(
-                    "watch error {}: {}",
-                    st.code, st.message
-                )))
-            }
-        }
-        other => Err(WatchEnd::Failed(format!(
-            "unknown watch event type {other:?}"
-        ))),
+        WatchFrame::Gone => Err(WatchEnd::Gone),
     }
-}
-
-/// `d<hex>` -> the digest.
-fn parse_digest(d: &str) -> Option<u64> {
-    u64::from_str_radix(d.strip_prefix('d')?, 16).ok()
-}
-
-#[derive(Deserialize)]
-struct ListBody<'a> {
-    #[serde(default)]
-    metadata: ListMeta,
-    #[serde(default, borrow)]
-    items: Vec<&'a RawValue>,
-}
-
-#[derive(Deserialize, Default)]
-struct ListMeta {
-    #[serde(default, rename = "resourceVersion")]
-    resource_version: Option<String>,
 }
 
 /// The URL path of a list of `kind`, cluster-wide or in one namespace.
@@ -444,86 +314,44 @@ pub(crate) enum ListResult {
     NotFound,
 }
 
-/// One list of `path`, from the server's cache (`resourceVersion=0`), with
-/// `If-None-Match` when we hold an ETag.
+/// One list of the collection, from the server's cache
+/// (`resourceVersion=0`), conditional on the content digest of what the
+/// index holds when known (see `crate::digest`), else on the last ETag. The
+/// digest alone suffices (equal content is the question) and keeps the
+/// header short: HPACK never indexes it.
 pub(crate) async fn conditional_list(
-    client: &kube::Client,
-    path: &str,
-    label_selector: Option<&str>,
+    collection: &Collection,
     etag: Option<&str>,
     digest: Option<u64>,
-) -> Result<ListResult, String> {
-    let mut uri = format!("{path}?resourceVersion=0");
-    if let Some(sel) = label_selector {
-        uri.push_str("&labelSelector=");
-        uri.push_str(&encode_query_value(sel));
-    }
-    let mut req = http::Request::get(uri).header(http::header::ACCEPT, "application/json");
-    // The content digest of what the index holds (see `crate::digest`) when
-    // known, else the last ETag. The digest alone suffices (equal content is
-    // the question) and keeps the header short: HPACK never indexes it.
-    let conditions = match (etag, digest) {
-        (_, Some(d)) => Some(format!("\"d{d:012x}\"")),
-        (Some(e), None) => Some(e.to_string()),
+) -> Result<ListResult, kubewatch::Error> {
+    let if_none_match = match (etag, digest) {
+        (_, Some(d)) => Some(IfNoneMatch::Digest(d)),
+        (Some(e), None) => Some(IfNoneMatch::ETag(e.to_string())),
         (None, None) => None,
     };
-    if let Some(c) = conditions {
-        req = req.header(http::header::IF_NONE_MATCH, c);
+    let params = ListParams {
+        from_cache: true,
+        page_size: None,
+        if_none_match,
+    };
+    match collection.list(&params).await {
+        Ok(ListOutcome::Unchanged) => Ok(ListResult::Unchanged),
+        // Each item stays a slice of the body: the index parses only the
+        // ones that differ from what it holds.
+        Ok(ListOutcome::Listed(list)) => Ok(ListResult::Listed {
+            items: list.items.into_iter().map(JsonObject::new).collect(),
+            rv: list.resource_version.map(ResourceVersion::new),
+            etag: list.etag,
+        }),
+        Err(kubewatch::Error::NotFound { .. }) => Ok(ListResult::NotFound),
+        Err(e) => Err(e),
     }
-    let req = req
-        .body(kube::client::Body::empty())
-        .map_err(|e| e.to_string())?;
-    let resp = client.send(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    if status == http::StatusCode::NOT_MODIFIED {
-        return Ok(ListResult::Unchanged);
-    }
-    let etag = resp
-        .headers()
-        .get(http::header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body: Bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if status == http::StatusCode::NOT_FOUND {
-        return Ok(ListResult::NotFound);
-    }
-    if !status.is_success() {
-        let text = String::from_utf8_lossy(&body);
-        return Err(format!("list {path}: HTTP {status}: {}", text.trim()));
-    }
-    let list: ListBody<'_> =
-        serde_json::from_slice(&body).map_err(|e| format!("list {path}: bad JSON: {e}"))?;
-    // Each item stays a slice of the body: the index parses only the ones
-    // that differ from what it holds.
-    let base = body.as_ptr() as usize;
-    let items = list
-        .items
-        .iter()
-        .map(|item| {
-            let start = item.get().as_ptr() as usize - base;
-            JsonObject::new(body.slice(start..start + item.get().len()))
-        })
-        .collect();
-    Ok(ListResult::Listed {
-        items,
-        rv: list
-            .metadata
-            .resource_version
-            .filter(|s| !s.is_empty())
-            .map(ResourceVersion::new),
-        etag,
-    })
 }
 
 /// The resync state of one kind.
 struct KindResync {
     kind: ObjectKind,
-    path: String,
+    collection: Collection,
     resyncs: prometheus_client::metrics::counter::Counter,
     etag: Option<String>,
     /// When this kind is next due.
@@ -557,7 +385,7 @@ pub(crate) async fn resync(
         .iter()
         .map(|&kind| KindResync {
             kind,
-            path: list_path(kind, config.namespace.as_deref()),
+            collection: collection(&client, kind, &config),
             resyncs: metrics
                 .resyncs
                 .get_or_create(&SyncMetrics::label(kind.resource()))
@@ -627,7 +455,7 @@ pub(crate) async fn resync(
             k.deadline = now + interval;
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = conditional_list(&client, &k.path, config.label_selector.as_deref(), k.etag.as_deref(), digests.get(k.kind)) => r,
+                r = conditional_list(&k.collection, k.etag.as_deref(), digests.get(k.kind)) => r,
             };
             if let Some(input) = resync_input(k, result, &metrics) {
                 core.ingest([input]);
@@ -639,7 +467,7 @@ pub(crate) async fn resync(
 /// What one resync list tells the index (`None`: nothing, it failed).
 fn resync_input(
     k: &mut KindResync,
-    result: Result<ListResult, String>,
+    result: Result<ListResult, kubewatch::Error>,
     metrics: &SyncMetrics,
 ) -> Option<Input> {
     let kind = k.kind;
@@ -767,10 +595,4 @@ pub(crate) async fn watch_endpoints(
 enum EpEvent {
     Service(Box<watcher::Event<Service>>),
     Slice(Box<watcher::Event<EndpointSlice>>),
-}
-
-/// How long a watch may stay silent (no event, no bookmark, not even its
-/// end at the server's timeout) before it is given up and restarted.
-pub fn stall_bound(watch_timeout: Duration) -> Duration {
-    watch_timeout + Duration::from_secs(5)
 }

@@ -2,8 +2,9 @@
 //! in-memory routing table equal to the central one.
 //!
 //! Data enters from a [`Source`]: a Kubernetes-compatible API (the API server
-//! or a cache tier, through our own list-then-watch loop over `kube::Client`
-//! plus a periodic conditional list), or a routes directory. Each source
+//! or a cache tier, through our own list-then-watch loop over the
+//! [`kubewatch`] client plus a periodic conditional list), or a routes
+//! directory. Each source
 //! task applies what it reads to one [`RouteIndex`] (apply / delete /
 //! reconcile, under a lock: one writer at a time, no hop to another task;
 //! watch events stay JSON text until they are known to be new, then parse
@@ -34,15 +35,13 @@
 //! # }
 //! ```
 
-pub mod client;
-pub mod digest;
+mod digest;
 pub mod dir_source;
 pub mod endpoints;
 pub mod index;
 mod kube_source;
 pub mod metrics;
 pub mod publish;
-pub mod retry;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -59,7 +58,6 @@ pub use endpoints::{EndpointsSnapshot, ReadyEndpoints, ResolveError, ResolvedPor
 pub use index::{
     JsonObject, ObjectKey, ObjectKind, Outcome, ResourceVersion, RouteIndex, SourceObject,
 };
-pub use kube_source::stall_bound;
 pub use metrics::SyncMetrics;
 pub use publish::SharedTable;
 

@@ -211,7 +211,7 @@ fn interceptor_route_wins_a_name_clash() {
 fn the_running_digest_equals_a_full_recount() {
     let mut index = RouteIndex::new();
     let recount = |index: &RouteIndex| {
-        sync::digest::content_digest(index.versions(ObjectKind::HttpScaledObject))
+        wire::digest::content_digest(index.versions(ObjectKind::HttpScaledObject))
     };
     index.apply(
         ObjectKind::HttpScaledObject,

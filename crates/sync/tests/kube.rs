@@ -311,7 +311,7 @@ async fn a_stalled_watch_is_restarted() {
     // A stalled watch sends nothing, not even a bookmark or its own end: the
     // client must give up on it and open a new one.
     let deadline =
-        Instant::now() + sync::stall_bound(Duration::from_secs(3)) + Duration::from_secs(5);
+        Instant::now() + kubewatch::stall_bound(Duration::from_secs(3)) + Duration::from_secs(5);
     while api.stats().total_requests(testkit::Verb::Watch) <= watches_before {
         assert!(
             Instant::now() < deadline,

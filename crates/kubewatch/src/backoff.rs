@@ -1,14 +1,22 @@
-//! Pieces every client of a Kubernetes-compatible API here needs (the sync
-//! loop's watches, the cache's upstream mirrors): capped exponential
-//! backoff and query-string encoding.
+//! The one retry policy of every list/watch client here: capped exponential
+//! backoff. Each caller keeps its own delays (the sync loop kube-rs's 0.8 s
+//! to 30 s with jitter, the cache's upstream mirrors 100 ms to 5 s).
 
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_util::sync::CancellationToken;
 
 /// Capped exponential backoff, optionally with +-25 % jitter (so clients
 /// that failed together do not retry together).
+///
+/// ```
+/// # use std::time::Duration;
+/// let mut b = kubewatch::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+/// assert_eq!(b.next_delay(), Duration::from_millis(100));
+/// assert_eq!(b.next_delay(), Duration::from_millis(200));
+/// b.reset(); // after a success
+/// assert_eq!(b.next_delay(), Duration::from_millis(100));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Backoff {
     first: Duration,
@@ -63,32 +71,9 @@ impl Backoff {
     }
 }
 
-/// Everything but RFC 3986's unreserved characters is encoded.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// `s` encoded for a query-string value (`app=web,tier!=db` ->
-/// `app%3Dweb%2Ctier%21%3Ddb`).
-pub fn encode_query_value(s: &str) -> String {
-    utf8_percent_encode(s, QUERY_VALUE).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_values_keep_only_unreserved_characters() {
-        assert_eq!(
-            encode_query_value("app=web,tier!=db"),
-            "app%3Dweb%2Ctier%21%3Ddb"
-        );
-        assert_eq!(encode_query_value("a-b_c.d~e9"), "a-b_c.d~e9");
-        assert_eq!(encode_query_value("é"), "%C3%A9");
-    }
 
     #[test]
     fn backoff_doubles_to_its_cap_and_resets() {

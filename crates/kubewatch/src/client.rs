@@ -1,5 +1,6 @@
-//! A `kube::Client` over one multiplexed HTTP/2 connection, for cache
-//! sources (`--source-url`).
+//! The HTTP/2 transport: a `kube::Client` over one multiplexed HTTP/2
+//! connection, for reading from a cache (an interceptor's `--source-url`, a
+//! cache's `--upstream-url`) or any server that speaks HTTP/2.
 //!
 //! Why not kube's own client: over HTTP/1.1 every 1 s conditional resync
 //! costs a full request line plus headers (and, in a cluster, a ~1 KB
@@ -15,22 +16,22 @@
 //!   `authorization` (nor `:path`, `if-none-match`, `etag`), so a ~1 KB
 //!   service account token would cost 1 KB on every request. When the
 //!   server is a cache it answers a request carrying a valid token with
-//!   `x-keda-http-cache-session: <seconds>`: the connection stays
-//!   authenticated that long. This client then omits the token on that
-//!   connection and sends it again at half the granted time, at most every
-//!   300 s (or at once after a 401).
-//!   Any other server never sends the header and gets the token on every
-//!   request. A token file is re-read every minute (projected service
-//!   account tokens rotate).
+//!   `x-keda-http-cache-session: <seconds>` ([`wire::SESSION_HEADER`]):
+//!   the connection stays authenticated that long. This client then omits
+//!   the token on that connection and sends it again at half the granted
+//!   time, at most every 300 s (or at once after a 401). Any other server
+//!   never sends the header and gets the token on every request. A token
+//!   file is re-read every minute (projected service account tokens
+//!   rotate).
 //! - The connection is made on first use and remade after it closes;
 //!   HTTP/2 keep-alive pings detect a dead peer.
 //!
 //! ```no_run
-//! # fn demo() -> Result<(), sync::client::ClientError> {
-//! let config = sync::client::CacheClientConfig::new("http://127.0.0.1:9443".parse().unwrap());
-//! let client = sync::client::cache_client(config)?;
-//! let source = sync::Source::Kubernetes(client);
-//! # let _ = source; Ok(()) }
+//! # fn demo() -> Result<(), kubewatch::client::ClientError> {
+//! let config = kubewatch::client::CacheClientConfig::new("http://127.0.0.1:9443".parse().unwrap());
+//! let client = kubewatch::client::cache_client(config)?;
+//! let routes = kubewatch::Collection::new(client, "/apis/http.keda.sh/v1alpha1/httpscaledobjects");
+//! # let _ = routes; Ok(()) }
 //! ```
 
 use std::future::Future;
@@ -49,6 +50,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use wire::SESSION_HEADER;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type RequestBody = kube::client::Body;
@@ -161,8 +163,6 @@ struct Shared {
     conn: tokio::sync::Mutex<Option<(SendRequest<RequestBody>, Arc<Session>)>>,
 }
 
-/// The response header by which a cache grants a connection-level session.
-const SESSION_HEADER: &str = "x-keda-http-cache-session";
 /// The token is re-sent at least this often on a session (a 1 KB token
 /// every 300 s is 3.4 B/s).
 const SESSION_REFRESH: Duration = Duration::from_secs(300);
