@@ -277,6 +277,7 @@ impl Cache {
             page_size: config.upstream_page_size,
         };
         let mut resync_ticks = Vec::new();
+        let health = kubewatch::SourceHealth::new("upstream", metrics.source_up.clone());
         for r in &config.resources {
             // Created at 0: history starts at the first upstream list.
             let store = Store::new(r.resource.clone(), config.store.clone(), 0);
@@ -290,6 +291,7 @@ impl Cache {
                 config: upstream_config.clone(),
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
+                health: health.clone(),
                 cancel: cancel.clone(),
                 resync: rx,
             };

@@ -43,6 +43,8 @@ pub struct CacheMetrics {
     pub propagation_seconds: Histogram,
     /// 1 once every resource's initial list is complete.
     pub ready: Gauge,
+    /// `routing_source_up`: 1 while the upstream answers, 0 during an outage.
+    pub source_up: Gauge,
 }
 
 /// Label of [`CacheMetrics::requests`].
@@ -70,7 +72,14 @@ impl CacheMetrics {
                 0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
             ]),
             ready: Gauge::default(),
+            source_up: Gauge::default(),
         };
+        // The same name as the interceptor's, so one alert covers every program.
+        registry.register(
+            "routing_source_up",
+            "1 while the upstream is reachable, 0 during an outage",
+            m.source_up.clone(),
+        );
         let r = registry.sub_registry_with_prefix("keda_http_cache");
         r.register(
             "connections",

@@ -130,6 +130,8 @@ pub(crate) struct Mirror {
     pub(crate) config: UpstreamConfig,
     pub(crate) metrics: CacheMetrics,
     pub(crate) readiness: Arc<Readiness>,
+    /// Reachability of the upstream, shared by every mirror.
+    pub(crate) health: kubewatch::SourceHealth,
     pub(crate) cancel: CancellationToken,
     /// Ticks telling this mirror to resync (the cache spreads one list per
     /// interval over its resources).
@@ -252,13 +254,15 @@ impl Mirror {
                 }
                 Err(e) => {
                     self.metrics.upstream_restarts.get_or_create(&label).inc();
-                    warn!(resource = self.name(), error = %e, "upstream list failed; retrying");
+                    self.health
+                        .failure(self.name(), &e, self.store.resource_version());
                     if !backoff.wait(&self.cancel).await {
                         return;
                     }
                     continue;
                 }
             };
+            self.health.success(self.name(), true);
             let list_rv = listed.rv;
             etag = listed.etag.clone().or(etag);
             if !self.apply_list(listed, false) && self.store.resource_version() > list_rv {
@@ -305,7 +309,8 @@ impl Mirror {
                     }
                     Err(e) => {
                         self.metrics.upstream_restarts.get_or_create(&label).inc();
-                        warn!(resource = self.name(), error = %e, "upstream watch failed; retrying");
+                        self.health
+                            .failure(self.name(), &e, self.store.resource_version());
                         if !backoff.wait(&self.cancel).await {
                             return;
                         }
@@ -409,8 +414,9 @@ impl Mirror {
     /// the upstream has something the watch did not deliver.
     async fn resync(&self, collection: &Collection, etag: &mut Option<String>) {
         match self.list(collection, true, etag.as_deref()).await {
-            Ok(None) => {}
+            Ok(None) => self.health.success(self.name(), false),
             Ok(Some(listed)) => {
+                self.health.success(self.name(), true);
                 let new_etag = listed.etag.clone();
                 // A list from the upstream's cache may be older than what
                 // the watch already delivered: then it proves nothing.
@@ -418,7 +424,9 @@ impl Mirror {
                     *etag = new_etag;
                 }
             }
-            Err(e) => debug!(resource = self.name(), error = %e, "upstream resync failed"),
+            Err(e) => self
+                .health
+                .failure(self.name(), &e, self.store.resource_version()),
         }
     }
 }

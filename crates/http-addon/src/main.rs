@@ -91,7 +91,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Logs to stderr; `RUST_LOG` filters (default `info`), `KEDA_HTTP_LOG_FORMAT=json` for JSON lines.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // kube's client and watcher log every failed request themselves; our
+        // loops report an outage once (kubewatch::SourceHealth) instead.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,kube_client=off,kube_runtime=off")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

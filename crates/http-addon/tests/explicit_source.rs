@@ -7,9 +7,12 @@
 //! testkit API -> cache A (`--kubeconfig`) -> cache B (`--upstream-url A`)
 //! -> interceptor (`--source-url B`) -> echo backend.
 
+mod common;
+
+use common::{BIN, Proc, free_port};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,26 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_http-addon");
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Kills the child when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Source variables that must not matter when a source flag is given: a
 /// kubeconfig that does not exist, and the other programs' variables.

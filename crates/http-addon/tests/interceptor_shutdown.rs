@@ -3,9 +3,12 @@
 //! during the shutdown delay, and the process exits once drained; a second
 //! signal exits at once. The cache stops on SIGTERM.
 
+mod common;
+
+use common::{BIN, Proc, free_port};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,26 +16,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-
-const BIN: &str = env!("CARGO_BIN_EXE_http-addon");
-
-/// Kills the child when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts `http-addon echo --port 0` and reads its address from stdout.
 fn start_echo() -> (Proc, SocketAddr) {

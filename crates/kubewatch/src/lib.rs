@@ -48,9 +48,11 @@ mod backoff;
 pub mod client;
 mod collection;
 mod error;
+mod health;
 mod watch;
 
 pub use backoff::Backoff;
 pub use collection::{Collection, IfNoneMatch, List, ListOutcome, ListParams};
 pub use error::Error;
+pub use health::{REMINDER_EVERY, SourceHealth};
 pub use watch::{MAX_LINE, WatchFrame, WatchState, WatchStream, stall_bound};

@@ -94,6 +94,7 @@ pub(crate) async fn watch_kind(
                     items, rv: list_rv, ..
                 }) => {
                     backoff.reset();
+                    core.health.success(kind.resource(), true);
                     rv = Some(list_rv.as_ref().map_or("0", |r| r.as_str()).to_string());
                     Input::WatchListed {
                         kind,
@@ -122,7 +123,8 @@ pub(crate) async fn watch_kind(
                     };
                     metrics.sync_errors.get_or_create(&label).inc();
                     metrics.watch_restarts.get_or_create(&label).inc();
-                    warn!(resource = kind.resource(), error = %err, "list failed; retrying with backoff");
+                    core.health
+                        .failure(kind.resource(), &err, core.table_version());
                     if !backoff.wait(&cancel).await {
                         return;
                     }
@@ -137,6 +139,7 @@ pub(crate) async fn watch_kind(
             WatchEnd::Rewatch { lines } => {
                 if lines > 0 {
                     backoff.reset();
+                    core.health.success(kind.resource(), false);
                 }
             }
             WatchEnd::Gone => {
@@ -146,7 +149,8 @@ pub(crate) async fn watch_kind(
             WatchEnd::Failed(err) => {
                 metrics.sync_errors.get_or_create(&label).inc();
                 metrics.watch_restarts.get_or_create(&label).inc();
-                warn!(resource = kind.resource(), error = %err, "watch failed; retrying with backoff");
+                core.health
+                    .failure(kind.resource(), &err, core.table_version());
                 if !backoff.wait(&cancel).await {
                     return;
                 }
@@ -457,6 +461,12 @@ pub(crate) async fn resync(
                 _ = cancel.cancelled() => return,
                 r = conditional_list(&k.collection, k.etag.as_deref(), digests.get(k.kind)) => r,
             };
+            match &result {
+                Ok(_) => core.health.success(k.kind.resource(), true),
+                Err(err) => core
+                    .health
+                    .failure(k.kind.resource(), err, core.table_version()),
+            }
             if let Some(input) = resync_input(k, result, &metrics) {
                 core.ingest([input]);
             }
@@ -509,6 +519,7 @@ pub(crate) async fn watch_endpoints(
     config: SyncConfig,
     endpoints: std::sync::Arc<ReadyEndpoints>,
     metrics: SyncMetrics,
+    health: kubewatch::SourceHealth,
     cancel: CancellationToken,
 ) {
     let (svc_api, slice_api): (Api<Service>, Api<EndpointSlice>) = match &config.namespace {
@@ -537,6 +548,15 @@ pub(crate) async fn watch_endpoints(
             b = merged.next() => match b { Some(b) => b, None => return },
         };
         let mut changes = Vec::new();
+        // `Init` opens a relist before any request is made: it proves nothing.
+        let answered = |item: &Result<EpEvent, watcher::Error>| match item {
+            Ok(EpEvent::Service(ev)) => !matches!(**ev, watcher::Event::Init),
+            Ok(EpEvent::Slice(ev)) => !matches!(**ev, watcher::Event::Init),
+            Err(_) => false,
+        };
+        if batch.iter().any(answered) {
+            health.success("endpoints", false);
+        }
         for item in batch {
             match item {
                 Err(err) => {
@@ -544,7 +564,9 @@ pub(crate) async fn watch_endpoints(
                         .sync_errors
                         .get_or_create(&SyncMetrics::label("endpoints"))
                         .inc();
-                    warn!(error = %err, "endpoints watch failed; retrying with backoff");
+                    // The table's version is not known here; the endpoints
+                    // fail together with the routes' watches anyway.
+                    health.failure("endpoints", &err, 0);
                 }
                 Ok(EpEvent::Service(ev)) => match *ev {
                     watcher::Event::Init => svc_buf = Some(Vec::new()),

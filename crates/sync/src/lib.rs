@@ -70,6 +70,16 @@ pub enum Source {
     Directory(PathBuf),
 }
 
+impl Source {
+    /// What the source is, for logs.
+    fn describe(&self) -> String {
+        match self {
+            Source::Kubernetes(_) => "Kubernetes API".to_string(),
+            Source::Directory(p) => format!("routes directory {}", p.display()),
+        }
+    }
+}
+
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -201,6 +211,7 @@ pub fn start(
             listed_rv: [0; 2],
         }),
         table: table.clone(),
+        health: kubewatch::SourceHealth::new(source.describe(), metrics.source_up.clone()),
     });
     match &source {
         Source::Kubernetes(client) => {
@@ -229,6 +240,7 @@ pub fn start(
                     config.clone(),
                     endpoints.clone(),
                     metrics.clone(),
+                    core.health.clone(),
                     cancel.clone(),
                 ));
             } else {
@@ -264,9 +276,16 @@ pub fn start(
 pub(crate) struct Core {
     owner: parking_lot::Mutex<Owner>,
     table: Arc<SharedTable>,
+    /// Reachability of the source, shared by every loop reading it.
+    pub(crate) health: kubewatch::SourceHealth,
 }
 
 impl Core {
+    /// Version of the table being served (for outage logs).
+    pub(crate) fn table_version(&self) -> u64 {
+        self.table.load().version()
+    }
+
     /// Applies `inputs` in order, then publishes once (a burst read in one
     /// frame, or queued together, becomes one table version).
     pub(crate) fn ingest(&self, inputs: impl IntoIterator<Item = Input>) {

@@ -20,6 +20,8 @@ pub struct ResourceLabel {
 pub struct SyncMetrics {
     /// Version of the published routing table.
     pub table_version: Gauge,
+    /// 1 while the source answers (or has not failed yet), 0 during an outage.
+    pub source_up: Gauge,
     /// Number of routes in the published routing table.
     pub table_routes: Gauge,
     /// Unix time of the last successful full sync (initial list, relist or resync).
@@ -44,6 +46,11 @@ impl SyncMetrics {
             "routing_table_version",
             "Version of the published routing table",
             m.table_version.clone(),
+        );
+        registry.register(
+            "routing_source_up",
+            "1 while the routing table's source is reachable, 0 during an outage",
+            m.source_up.clone(),
         );
         registry.register(
             "routing_table_routes",
