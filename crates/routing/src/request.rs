@@ -89,6 +89,10 @@ impl HeaderFilter {
 /// (`host:8080`, `[::1]:8080`, IPv6 brackets), one trailing dot, and lower-cases
 /// into `buf` when needed. `None` when the host is longer than [`MAX_HOST_LEN`].
 ///
+/// Hand-written rather than built on `url`/`http` parsing on purpose: it runs
+/// once per request on the lookup path, which must not allocate
+/// (`tests/no_alloc.rs`), and in one vectorisable pass.
+///
 /// ```
 /// let mut buf = [0u8; routing::MAX_HOST_LEN];
 /// assert_eq!(routing::normalize_host("Example.COM.:8080", &mut buf), Some("example.com"));
