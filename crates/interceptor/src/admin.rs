@@ -58,7 +58,7 @@ pub async fn handle(
                 )
             }
         }
-        "/metrics" => metrics_response(&state.registry),
+        "/metrics" => process::http::metrics_response(&state.registry).map(Full::new),
         "/queue" => json_response(&queue(&state.table.load())),
         "/routing-table" => json_response(&routing_table_json(&state.table.load())),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -98,22 +98,6 @@ pub fn routing_table_json(table: &routing::RoutingTable) -> serde_json::Value {
         .map(|r| serde_json::to_value(&**r).unwrap_or_default())
         .collect();
     json!({ "version": table.version(), "routes": routes })
-}
-
-/// Encodes `registry` in the Prometheus text format.
-pub fn metrics_response(registry: &Registry) -> Response<Full<Bytes>> {
-    let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, registry) {
-        Ok(()) => Response::builder()
-            .status(StatusCode::OK)
-            .header(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Full::new(Bytes::from(out)))
-            .unwrap_or_default(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
-    }
 }
 
 fn json_response(v: &impl Serialize) -> Response<Full<Bytes>> {
