@@ -1,0 +1,121 @@
+//! The directory source as a task: scans on start, on file notifications
+//! (debounced) and every resync interval, and hands the changes to the index
+//! writer and the ready-cache.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::Watcher;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{DirChange, RoutesDir, SETTLE};
+use crate::endpoints::ReadyEndpoints;
+use crate::metrics::SyncMetrics;
+use crate::{Input, SyncConfig};
+
+/// Services and EndpointSlices handed to the ready-cache at a time.
+const ENDPOINTS_BATCH: usize = 256;
+
+/// Runs the directory source until cancelled: scans on start, on every file
+/// notification (debounced) and every resync interval.
+pub(crate) async fn run_dir(
+    root: PathBuf,
+    config: SyncConfig,
+    tx: mpsc::Sender<Input>,
+    endpoints: Arc<ReadyEndpoints>,
+    metrics: SyncMetrics,
+    cancel: CancellationToken,
+) {
+    let (notify_tx, mut notify_rx) = mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Our own rescan reads every file: those access events must not
+        // trigger another rescan, or the loop never rests.
+        if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            let _ = notify_tx.try_send(());
+        }
+    })
+    .and_then(|mut w| {
+        w.watch(&root, notify::RecursiveMode::Recursive)?;
+        Ok(w)
+    });
+    let _watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(dir = %root.display(), error = %e, "file notifications unavailable; relying on the periodic rescan");
+            None
+        }
+    };
+    let label = SyncMetrics::label("files");
+    let mut dir = RoutesDir::new(root.clone()).settle(SETTLE);
+    let mut ticker = tokio::time::interval(config.resync_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut scanning = std::mem::take(&mut dir);
+        // Reading and parsing files blocks: off the async workers. Route
+        // objects stream to the owner task (which publishes nothing until
+        // `DirScanned`); the ready-cache takes the changes in small batches,
+        // so that a large scan never holds them all at once.
+        let (tx_scan, endpoints_scan) = (tx.clone(), endpoints.clone());
+        let scanned = tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::new();
+            let result = scanning.scan(|change| match change {
+                DirChange::Apply(kind, obj) => {
+                    let _ = tx_scan.blocking_send(Input::DirApply(kind, obj));
+                }
+                DirChange::Delete(key) => {
+                    let _ = tx_scan.blocking_send(Input::DirDelete(key));
+                }
+                DirChange::Endpoints(change) => {
+                    batch.push(change);
+                    if batch.len() == ENDPOINTS_BATCH {
+                        endpoints_scan.apply(batch.drain(..));
+                    }
+                }
+            });
+            if !batch.is_empty() {
+                endpoints_scan.apply(batch);
+            }
+            (scanning, result)
+        })
+        .await;
+        let (scanned_dir, result) = match scanned {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "routes directory scan panicked");
+                return;
+            }
+        };
+        dir = scanned_dir;
+        match result {
+            Ok((_, new_errors)) => {
+                for err in &new_errors {
+                    metrics.sync_errors.get_or_create(&label).inc();
+                    warn!(error = %err, "manifest file skipped; its last good content is kept");
+                }
+                endpoints.mark_synced();
+                if tx.send(Input::DirScanned).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                metrics.sync_errors.get_or_create(&label).inc();
+                warn!(error = %err, "routes directory unreadable; serving the last good table");
+            }
+        }
+        let unsettled = dir.has_unsettled();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+            // A file still being written: look again once it has settled.
+            _ = tokio::time::sleep(SETTLE), if unsettled => {}
+            Some(()) = notify_rx.recv() => {
+                // Let a burst of writes (an editor's save, a `cp -r`) settle.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                while notify_rx.try_recv().is_ok() {}
+            }
+        }
+    }
+}
