@@ -13,6 +13,23 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// A cache on free ports reading from `source`, logging to `log`; returns it
+/// and its (serving, metrics) ports.
+fn spawn_cache(source: &[&str], log: &Path) -> (Proc, u16, u16) {
+    let (port, metrics) = (free_port(), free_port());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["cache", "--bind-address", "127.0.0.1", "--allow-anonymous"])
+        .args(["--port", &port.to_string()])
+        .args(["--metrics-port", &metrics.to_string()])
+        .args(source)
+        .env_remove("RUST_LOG")
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    (Proc(cmd.spawn().unwrap()), port, metrics)
+}
+
 /// An interceptor on free ports, logging to `log`; returns it and its
 /// (admin, metrics) ports.
 fn spawn_interceptor(source: &[&str], log: &Path) -> (Proc, u16, u16) {
@@ -120,6 +137,42 @@ async fn an_api_down_for_10_s_is_one_warning_and_one_recovery() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     // Still serving its last good table meanwhile.
     assert!(matches!(get(&client, &readyz, "admin").await, Ok((200, _))));
+    api.faults().come_up().await.unwrap();
+    wait_source_up(&client, metrics, 1.0, &log).await;
+
+    let (warnings, recoveries) = warnings_and_recoveries(&log);
+    assert!(
+        (1..=3).contains(&warnings.len()),
+        "{} WARN/ERROR lines for a 10 s outage:\n{}",
+        warnings.len(),
+        warnings.join("\n")
+    );
+    assert_eq!(recoveries, 1, "{}", std::fs::read_to_string(&log).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_reports_its_upstream_outage_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("cache.log");
+    let api = testkit::TestApi::start().await;
+    let kubeconfig = api.kubeconfig_path().to_str().unwrap().to_owned();
+    let (_proc, port, metrics) = spawn_cache(&["--kubeconfig", &kubeconfig], &log);
+    let client = client();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !matches!(get(&client, &readyz, "cache").await, Ok((200, _))) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cache never ready:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(source_up(&client, metrics).await, Some(1.0));
+
+    api.faults().go_down().await;
+    wait_source_up(&client, metrics, 0.0, &log).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     api.faults().come_up().await.unwrap();
     wait_source_up(&client, metrics, 1.0, &log).await;
 
