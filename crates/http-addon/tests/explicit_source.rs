@@ -9,17 +9,12 @@
 
 mod common;
 
-use common::{BIN, Proc, free_port};
+use common::{BIN, HttpClient, Proc, client, free_port, get};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -54,25 +49,6 @@ fn spawn_cache(source: &[&str], dir: &Path, log: &Path) -> (Proc, u16, u16) {
     args.extend(["--port", &port_s, "--metrics-port", &metrics_s]);
     args.extend(source);
     (spawn(&args, dir, log), port, metrics)
-}
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-async fn get(client: &HttpClient, url: &str, host: &str) -> Result<(u16, String), String> {
-    let req = http::Request::builder()
-        .uri(url)
-        .header("host", host)
-        .body(Empty::new())
-        .unwrap();
-    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Waits until `url` answers 200; a process that exits fails the test with its log.
@@ -138,7 +114,7 @@ async fn explicit_source_flags_win_over_kubeconfig_in_the_environment() {
     ] {
         api.put_object(obj).unwrap();
     }
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = client();
 
     // Cache A: --kubeconfig beats $KUBECONFIG and $KEDA_HTTP_CACHE_UPSTREAM_URL.
     let kubeconfig = api.kubeconfig_path().to_str().unwrap().to_owned();
@@ -155,6 +131,7 @@ async fn explicit_source_flags_win_over_kubeconfig_in_the_environment() {
     wait_ok(&client, &ready_b, "x", &mut cache_b, &logs("cache-b")).await;
     let list = format!("http://127.0.0.1:{port_b}/apis/http.keda.sh/v1alpha1/httpscaledobjects");
     let (status, body) = get(&client, &list, "x").await.unwrap();
+    let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 200, "{body}");
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(list["items"][0]["metadata"]["name"], "app", "{list}");
@@ -201,6 +178,7 @@ async fn explicit_source_flags_win_over_kubeconfig_in_the_environment() {
     )
     .await
     .unwrap();
+    let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 200, "{body}");
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echoed["server"], "app");

@@ -5,17 +5,11 @@
 
 mod common;
 
-use common::{BIN, Proc, free_port};
+use common::{BIN, HttpClient, Proc, client, free_port, get};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 /// Starts `http-addon echo --port 0` and reads its address from stdout.
 fn start_echo() -> (Proc, SocketAddr) {
@@ -36,25 +30,6 @@ fn start_echo() -> (Proc, SocketAddr) {
         .parse()
         .unwrap();
     (Proc(child), addr)
-}
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-async fn get(client: &HttpClient, url: &str, host: &str) -> Result<(u16, Bytes), String> {
-    let req = http::Request::builder()
-        .uri(url)
-        .header("host", host)
-        .body(Empty::new())
-        .unwrap();
-    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, body))
 }
 
 async fn wait_status(client: &HttpClient, url: &str, want: u16) {
@@ -122,7 +97,7 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
         .unwrap();
     let pid = child.id();
     let mut child = Proc(child);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = client();
     let readyz = format!("http://127.0.0.1:{admin}/readyz");
     wait_status(&client, &readyz, 200).await;
     let app = format!("http://127.0.0.1:{proxy}");
@@ -246,7 +221,7 @@ async fn a_second_signal_exits_at_once() {
         .spawn()
         .unwrap();
     let mut child = Proc(child);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = client();
     let readyz = format!("http://127.0.0.1:{admin}/readyz");
     wait_status(&client, &readyz, 200).await;
 
@@ -275,7 +250,7 @@ async fn the_cache_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut child = Proc(child);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = client();
     wait_status(&client, &format!("http://127.0.0.1:{metrics}/readyz"), 200).await;
     let (status, body) = get(&client, &format!("http://127.0.0.1:{metrics}/metrics"), "x")
         .await
