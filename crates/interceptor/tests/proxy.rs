@@ -11,21 +11,7 @@ use http::StatusCode;
 
 #[tokio::test]
 async fn forwards_keeping_host_and_appending_forwarded_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = echo("app").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "app", "app", &["app.test"], &[], &[]),
-    );
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "app").await;
-    wait_ready(&icp, "ns", "app").await;
+    let (icp, _dir) = serve_app("app.test", &[]).await;
 
     let got = send(
         &client(),
@@ -550,21 +536,7 @@ async fn static_routes_and_max_pending() {
 
 #[tokio::test]
 async fn client_that_goes_away_is_uncounted() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = echo("app").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "app", "app", &["app.test"], &[], &[]),
-    );
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "app").await;
-    wait_ready(&icp, "ns", "app").await;
+    let (icp, _dir) = serve_app("app.test", &[]).await;
     let addr = icp.proxy_addr;
     let slow = tokio::spawn(async move { get(addr, "app.test", "/?delay=30s").await });
     wait_concurrency(&icp, "ns/app", 1).await;
@@ -578,21 +550,7 @@ async fn client_that_goes_away_is_uncounted() {
 
 #[tokio::test]
 async fn metrics_have_upstream_names_and_labels() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = echo("app").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "app", "app", &["app.test"], &[], &[]),
-    );
-    let icp = start_dir(dir.path(), &["--log-requests", "true"]).await;
-    wait_route(&icp, "ns", "app").await;
-    wait_ready(&icp, "ns", "app").await;
+    let (icp, _dir) = serve_app("app.test", &["--log-requests", "true"]).await;
     for _ in 0..3 {
         assert_eq!(
             get(icp.proxy_addr, "app.test", "/").await.status,

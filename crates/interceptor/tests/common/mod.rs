@@ -431,3 +431,25 @@ pub async fn raw_request(addr: SocketAddr, request: &str) -> RawResponse {
         .await
         .expect("raw response in time")
 }
+
+/// A routes directory with one ready echo backend ("app") behind the Service
+/// `ns/app` and an HTTPScaledObject `ns/app` for `host`, and an interceptor
+/// (with `extra` flags) serving it once the route and the endpoint are in.
+pub async fn serve_app(host: &str, extra: &[&str]) -> (Interceptor, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo("app").await;
+    write(
+        dir.path(),
+        "svc.yaml",
+        &service_yaml("ns", "app", "http", None, backend, true),
+    );
+    write(
+        dir.path(),
+        "route.yaml",
+        &httpso_yaml("ns", "app", "app", &[host], &[], &[]),
+    );
+    let icp = start_dir(dir.path(), extra).await;
+    wait_route(&icp, "ns", "app").await;
+    wait_ready(&icp, "ns", "app").await;
+    (icp, dir)
+}
