@@ -355,20 +355,34 @@ fn resolve_legacy(
     value
 }
 
+/// The interceptor's flags as a command line, for the tests of every module
+/// that reads them.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser};
+pub(crate) mod test_cli {
+    use super::InterceptorArgs;
+    use clap::Parser;
 
     #[derive(Parser)]
-    struct Cli {
+    pub(crate) struct Cli {
         #[command(flatten)]
-        args: InterceptorArgs,
+        pub(crate) args: InterceptorArgs,
     }
 
+    /// `http-addon interceptor <argv>`, parsed.
+    pub(crate) fn try_parse(argv: &[&str]) -> Result<InterceptorArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("interceptor").chain(argv.iter().copied()))
+            .map(|c| c.args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_cli::{Cli, try_parse};
+    use super::*;
+    use clap::CommandFactory;
+
     fn parse(argv: &[&str]) -> InterceptorArgs {
-        let argv = std::iter::once("interceptor").chain(argv.iter().copied());
-        Cli::try_parse_from(argv).expect("valid flags").args
+        try_parse(argv).expect("valid flags")
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
-use routing::{LATENCY_BUCKETS, Route, RouteCounters, RoutingTable};
+use routing::{LATENCY_BUCKETS, RequestSeries, Route, RouteCounters, RoutingTable};
 
 /// The proxy's metrics: a collector over the published routing table. Cheap
 /// to clone.
@@ -95,7 +95,16 @@ fn encode(
         name: "",
         counters: unrouted,
     };
-    let with_unrouted = || std::iter::once(&unrouted).chain(rows.iter());
+    // Every (route, method, code) series, read once so both families list
+    // the same ones.
+    let series: Vec<(String, &Row<'_>, &RequestSeries)> = std::iter::once(&unrouted)
+        .chain(rows.iter())
+        .flat_map(|r| {
+            r.counters
+                .request_series()
+                .map(move |s| (status_label(s.code()), r, s))
+        })
+        .collect();
 
     let mut counts = encoder.encode_descriptor(
         "interceptor_request_count",
@@ -103,19 +112,10 @@ fn encode(
         None,
         MetricType::Counter,
     )?;
-    for r in with_unrouted() {
-        for s in r.counters.request_series() {
-            let code = status_label(s.code());
-            let labels = [
-                ("code", code.as_str()),
-                ("method", s.method().as_str()),
-                ("route_name", r.name),
-                ("route_namespace", r.namespace),
-            ];
-            counts
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&s.count(), None)?;
-        }
+    for (code, r, s) in &series {
+        counts
+            .encode_family(&series_labels(code, r, s))?
+            .encode_counter::<NoLabelSet, _, u64>(&s.count(), None)?;
     }
 
     let mut durations = encoder.encode_descriptor(
@@ -124,31 +124,23 @@ fn encode(
         None,
         MetricType::Histogram,
     )?;
-    for r in with_unrouted() {
-        for s in r.counters.request_series() {
-            let code = status_label(s.code());
-            let labels = [
-                ("code", code.as_str()),
-                ("method", s.method().as_str()),
-                ("route_name", r.name),
-                ("route_namespace", r.namespace),
-            ];
-            // The encoder accumulates: pass per-bucket counts. The count
-            // is read after the buckets (a request adds to it first), so
-            // the buckets never exceed it.
-            let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-                .iter()
-                .copied()
-                .zip(s.bucket_counts())
-                .collect();
-            let count = s.count();
-            let below: u64 = buckets.iter().map(|(_, c)| c).sum();
-            buckets.push((f64::INFINITY, count.saturating_sub(below)));
-            let sum = s.sum().as_nanos() as f64 / 1e9;
-            durations
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-        }
+    for (code, r, s) in &series {
+        let labels = series_labels(code, r, s);
+        // The encoder accumulates: pass per-bucket counts. The count
+        // is read after the buckets (a request adds to it first), so
+        // the buckets never exceed it.
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .zip(s.bucket_counts())
+            .collect();
+        let count = s.count();
+        let below: u64 = buckets.iter().map(|(_, c)| c).sum();
+        buckets.push((f64::INFINITY, count.saturating_sub(below)));
+        let sum = s.sum().as_nanos() as f64 / 1e9;
+        durations
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
     }
 
     let mut concurrency = encoder.encode_descriptor(
@@ -163,6 +155,20 @@ fn encode(
         concurrency.encode_family(&labels)?.encode_gauge(&v)?;
     }
     Ok(())
+}
+
+/// The labels of one request series, upstream's names.
+fn series_labels<'a>(
+    code: &'a str,
+    r: &Row<'a>,
+    s: &'a RequestSeries,
+) -> [(&'static str, &'a str); 4] {
+    [
+        ("code", code),
+        ("method", s.method().as_str()),
+        ("route_name", r.name),
+        ("route_namespace", r.namespace),
+    ]
 }
 
 fn status_label(code: u16) -> String {

@@ -92,22 +92,11 @@ impl SourceArgs {
 mod tests {
     use std::collections::HashMap;
 
-    use clap::Parser;
     use process::source::Origin;
 
     use super::*;
-    use crate::InterceptorArgs;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: InterceptorArgs,
-    }
-
-    fn parse(argv: &[&str]) -> Result<InterceptorArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("interceptor").chain(argv.iter().copied()))
-            .map(|c| c.args)
-    }
+    use crate::config::test_cli::{Cli, try_parse as parse};
 
     /// The choice for `argv` in an environment of exactly `vars`.
     fn choose(argv: &[&str], vars: &[(&str, &str)]) -> Result<Choice, SourceError> {

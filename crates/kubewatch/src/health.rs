@@ -109,9 +109,10 @@ impl SourceHealth {
         }
     }
 
-    /// A list or watch of `resource` succeeded. `repaired` says whether the
-    /// list that ended the outage changed the table (events were missed).
-    pub fn success(&self, resource: &str, repaired: bool) {
+    /// A list or watch of `resource` succeeded. `relisted` says whether the
+    /// success was a list (the state was re-read whole, so anything missed
+    /// during the outage is repaired by it) rather than watch events.
+    pub fn success(&self, resource: &str, relisted: bool) {
         if self.up() == 1 {
             return;
         }
@@ -123,7 +124,7 @@ impl SourceHealth {
                 resource,
                 outage = ?round(outage.since.elapsed()),
                 retries = outage.failures,
-                repaired,
+                relisted,
                 "source reachable again"
             );
         }

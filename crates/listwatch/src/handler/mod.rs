@@ -290,12 +290,8 @@ impl ListWatch {
         q: &ListWatchQuery,
         headers: &HeaderMap,
     ) -> Response<Body> {
-        let filter = match Filter::new(namespace, q) {
-            Ok(f) => f,
-            Err(e) => return status_response(Reason::BadRequest, &e),
-        };
-        let rv = match q.parsed_rv() {
-            Ok(rv) => rv,
+        let (filter, rv) = match filter_and_rv(namespace, q) {
+            Ok(x) => x,
             Err(e) => return status_response(Reason::BadRequest, &e),
         };
         let exact = q.resource_version_match.as_deref() == Some("Exact");
@@ -453,12 +449,8 @@ impl ListWatch {
         namespace: Option<&str>,
         q: &ListWatchQuery,
     ) -> Response<Body> {
-        let filter = match Filter::new(namespace, q) {
-            Ok(f) => f,
-            Err(e) => return status_response(Reason::BadRequest, &e),
-        };
-        let rv = match q.parsed_rv() {
-            Ok(rv) => rv,
+        let (filter, rv) = match filter_and_rv(namespace, q) {
+            Ok(x) => x,
             Err(e) => return status_response(Reason::BadRequest, &e),
         };
         let initial_events_end = q.send_initial_events == Some(true);
@@ -497,6 +489,14 @@ impl ListWatch {
 
 /// How often a watcher blocked on a slow client checks how far behind it is.
 const LAG_CHECK: Duration = Duration::from_millis(50);
+
+/// The request's filter and resourceVersion, or why they are bad (400).
+fn filter_and_rv(
+    namespace: Option<&str>,
+    q: &ListWatchQuery,
+) -> Result<(Filter, Option<u64>), String> {
+    Ok((Filter::new(namespace, q)?, q.parsed_rv()?))
+}
 
 #[cfg(test)]
 mod tests {
