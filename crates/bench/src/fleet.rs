@@ -548,6 +548,7 @@ async fn resync_probe(client: kube::Client, interval: Duration, cancel: Cancella
                 from_cache: true,
                 page_size: None,
                 if_none_match: digests[i].map(kubewatch::IfNoneMatch::Digest),
+                metadata_only: false,
             };
             // A 304 keeps the digest; a failure is retried next tick.
             let Ok(kubewatch::ListOutcome::Listed(list)) = collection.list(&params).await else {

@@ -165,6 +165,7 @@ impl Mirror {
             from_cache: rv0,
             page_size: Some(self.config.page_size),
             if_none_match: etag.map(|e| IfNoneMatch::ETag(e.to_string())),
+            metadata_only: false,
         };
         let list = match collection.list(&params).await? {
             ListOutcome::Unchanged => return Ok(None),

@@ -44,6 +44,10 @@ pub struct ListParams {
     pub page_size: Option<usize>,
     /// Answer [`ListOutcome::Unchanged`] (`304`) when this still holds.
     pub if_none_match: Option<IfNoneMatch>,
+    /// Ask for each object reduced to its metadata
+    /// ([`wire::METADATA_LIST_ACCEPT`]); a server that cannot do that sends
+    /// full objects ([`List::metadata_only`] says which came).
+    pub metadata_only: bool,
 }
 
 /// The condition of a conditional list (`If-None-Match`).
@@ -84,6 +88,9 @@ pub struct List {
     pub resource_version: Option<String>,
     /// The first page's `ETag`, for a later [`IfNoneMatch::ETag`].
     pub etag: Option<String>,
+    /// The items are `PartialObjectMetadata` (only their `metadata`), not
+    /// full objects.
+    pub metadata_only: bool,
 }
 
 /// Everything but RFC 3986's unreserved characters is encoded.
@@ -132,12 +139,43 @@ impl Collection {
         format!("{}?{}", self.path, params.join("&"))
     }
 
+    /// The path of one object of the collection: `namespace` is ignored
+    /// when the collection is already one namespace's.
+    fn object_path(&self, namespace: &str, name: &str) -> String {
+        let (prefix, plural) = self.path.rsplit_once('/').unwrap_or(("", &self.path));
+        let name = encode_query_value(name);
+        if prefix.rsplit('/').nth(1) == Some("namespaces") {
+            format!("{}/{name}", self.path)
+        } else if namespace.is_empty() {
+            format!("{prefix}/{plural}/{name}")
+        } else {
+            let namespace = encode_query_value(namespace);
+            format!("{prefix}/namespaces/{namespace}/{plural}/{name}")
+        }
+    }
+
+    /// One object of the collection as JSON text, `None` when it does not
+    /// exist (404).
+    pub async fn get_object(&self, namespace: &str, name: &str) -> Result<Option<Bytes>, Error> {
+        let resp = self
+            .get(self.object_path(namespace, name), None, "application/json")
+            .await?;
+        let status = resp.status();
+        let body = self.read_body(resp).await?;
+        match status {
+            s if s.is_success() => Ok(Some(body)),
+            http::StatusCode::NOT_FOUND => Ok(None),
+            s => Err(self.status_error(s, &body)),
+        }
+    }
+
     async fn get(
         &self,
         uri: String,
         if_none_match: Option<&IfNoneMatch>,
+        accept: &'static str,
     ) -> Result<http::Response<kube::client::Body>, Error> {
-        let mut req = http::Request::get(uri).header(http::header::ACCEPT, "application/json");
+        let mut req = http::Request::get(uri).header(http::header::ACCEPT, accept);
         if let Some(c) = if_none_match {
             req = req.header(http::header::IF_NONE_MATCH, c.header_value());
         }
@@ -202,6 +240,7 @@ impl Collection {
         let mut items = Vec::new();
         let mut resource_version: Option<String> = None;
         let mut etag = None;
+        let mut metadata_only = false;
         let mut continue_token: Option<String> = None;
         loop {
             let first = continue_token.is_none();
@@ -220,7 +259,12 @@ impl Collection {
             } else {
                 None
             };
-            let resp = self.get(uri, condition).await?;
+            let accept = if params.metadata_only {
+                wire::METADATA_LIST_ACCEPT
+            } else {
+                "application/json"
+            };
+            let resp = self.get(uri, condition, accept).await?;
             let status = resp.status();
             if status == http::StatusCode::NOT_MODIFIED {
                 return Ok(ListOutcome::Unchanged);
@@ -244,6 +288,9 @@ impl Collection {
             if resource_version.is_none() {
                 resource_version = page.metadata.resource_version.filter(|r| !r.is_empty());
             }
+            if first {
+                metadata_only = page.kind.as_deref() == Some(wire::METADATA_LIST_KIND);
+            }
             // Each item stays a slice of the body: the caller parses only
             // what it needs.
             let base = body.as_ptr() as usize;
@@ -260,6 +307,7 @@ impl Collection {
             items,
             resource_version,
             etag,
+            metadata_only,
         }))
     }
 
@@ -280,7 +328,7 @@ impl Collection {
             "allowWatchBookmarks=true".to_string(),
             format!("timeoutSeconds={}", timeout.as_secs().max(1)),
         ]);
-        let resp = tokio::time::timeout(stall, self.get(uri, None))
+        let resp = tokio::time::timeout(stall, self.get(uri, None, "application/json"))
             .await
             .map_err(|_| Error::NoResponse {
                 path: self.path.clone(),

@@ -305,3 +305,43 @@ async fn a_silent_watch_is_reported_stalled_after_its_bound() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_metadata_list_holds_only_metadata_and_single_objects_are_fetched_by_name() {
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "x")).unwrap();
+    api.put_object(httpso("b", "y")).unwrap();
+    let c = Collection::new(api.client(), PATH);
+    let meta = listed(
+        &c,
+        &ListParams {
+            metadata_only: true,
+            ..from_cache()
+        },
+    )
+    .await;
+    assert!(meta.metadata_only);
+    assert_eq!(names(&meta), ["a", "b"]);
+    for item in &meta.items {
+        let o: Value = serde_json::from_slice(item).unwrap();
+        assert_eq!(o["kind"], "PartialObjectMetadata");
+        assert_eq!(o["apiVersion"], "meta.k8s.io/v1");
+        assert!(o.get("spec").is_none(), "{o}");
+        assert!(o["metadata"]["resourceVersion"].is_string());
+    }
+    // The same digest as the full list: names and versions are all it needs.
+    let full = listed(&c, &from_cache()).await;
+    assert!(!full.metadata_only);
+    assert_eq!(digest_of(&meta), digest_of(&full));
+
+    let a = c.get_object("apps", "a").await.unwrap().expect("a exists");
+    let a: Value = serde_json::from_slice(&a).unwrap();
+    assert_eq!(a["spec"]["hosts"][0], "a.example.com");
+    assert!(c.get_object("apps", "nope").await.unwrap().is_none());
+    // From a namespaced collection too.
+    let ns = Collection::new(
+        api.client(),
+        "/apis/http.keda.sh/v1alpha1/namespaces/apps/httpscaledobjects",
+    );
+    assert!(ns.get_object("ignored", "b").await.unwrap().is_some());
+}

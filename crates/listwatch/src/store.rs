@@ -101,6 +101,7 @@ pub struct StoredObject {
     content_hash: u64,
     added_line: OnceLock<Bytes>,
     deleted_line: OnceLock<Bytes>,
+    metadata_json: OnceLock<Bytes>,
 }
 
 impl StoredObject {
@@ -140,6 +141,7 @@ impl StoredObject {
             json: Bytes::from(json),
             added_line: OnceLock::new(),
             deleted_line: OnceLock::new(),
+            metadata_json: OnceLock::new(),
         })
     }
 
@@ -185,11 +187,39 @@ impl StoredObject {
             .clone()
     }
 
+    /// The object reduced to its metadata (kind `PartialObjectMetadata`),
+    /// for a metadata-only list; encoded once.
+    pub fn metadata_json(&self) -> &Bytes {
+        self.metadata_json
+            .get_or_init(|| metadata_object(&self.json))
+    }
+
     pub(crate) fn deleted_line(&self) -> Bytes {
         self.deleted_line
             .get_or_init(|| event_line(EventType::Deleted, &self.json))
             .clone()
     }
+}
+
+/// `json` as a `PartialObjectMetadata`: the object's `metadata`, as the
+/// API server serves it in a metadata-only list.
+fn metadata_object(json: &[u8]) -> Bytes {
+    #[derive(serde::Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow)]
+        metadata: Option<&'a serde_json::value::RawValue>,
+    }
+    let meta = serde_json::from_slice::<Meta<'_>>(json)
+        .ok()
+        .and_then(|m| m.metadata)
+        .map_or("{}", |m| m.get());
+    let mut b = BytesMut::with_capacity(meta.len() + 72);
+    b.put_slice(
+        b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":",
+    );
+    b.put_slice(meta.as_bytes());
+    b.put_u8(b'}');
+    b.freeze()
 }
 
 fn event_line(t: EventType, json: &[u8]) -> Bytes {

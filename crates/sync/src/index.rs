@@ -60,6 +60,14 @@ impl ObjectKind {
         }
     }
 
+    /// Position in [`ObjectKind::ALL`] (per-kind arrays are indexed by it).
+    pub(crate) fn slot(self) -> usize {
+        match self {
+            ObjectKind::HttpScaledObject => 0,
+            ObjectKind::InterceptorRoute => 1,
+        }
+    }
+
     fn routing_kind(self) -> routing::SourceKind {
         match self {
             ObjectKind::HttpScaledObject => routing::SourceKind::HttpScaledObject,
@@ -181,11 +189,11 @@ impl RouteIndex {
     /// The content digest of `kind` ([`wire::digest`]), kept up to date on
     /// every change: O(1) to read.
     pub fn digest(&self, kind: ObjectKind) -> u64 {
-        wire::digest::from_sum(self.digest_sums[crate::digest::slot(kind)])
+        wire::digest::from_sum(self.digest_sums[kind.slot()])
     }
 
     fn insert_seen(&mut self, key: ObjectKey, seen: Seen) {
-        let slot = crate::digest::slot(key.kind);
+        let slot = key.kind.slot();
         let hash = wire::digest::object_hash(&key.namespace, &key.name, seen.rv.as_str());
         self.digest_sums[slot] = self.digest_sums[slot].wrapping_add(hash);
         if let Some(old) = self.seen.insert(key.clone(), seen) {
@@ -196,7 +204,7 @@ impl RouteIndex {
 
     fn remove_seen(&mut self, key: &ObjectKey) {
         if let Some(old) = self.seen.remove(key) {
-            let slot = crate::digest::slot(key.kind);
+            let slot = key.kind.slot();
             let old_hash = wire::digest::object_hash(&key.namespace, &key.name, old.rv.as_str());
             self.digest_sums[slot] = self.digest_sums[slot].wrapping_sub(old_hash);
         }
@@ -278,6 +286,41 @@ impl RouteIndex {
         }
     }
 
+    /// Whether a listing at `list_rv` holding `key` at `rv` would change
+    /// the index: it holds another version, not newer than the listing, or
+    /// nothing (and no deletion newer than the listing).
+    fn differs(&self, key: &ObjectKey, rv: &ResourceVersion, list_rv: &ResourceVersion) -> bool {
+        match self.seen.get(key) {
+            Some(seen) => seen.rv != *rv && !seen.rv.newer_than(list_rv),
+            None => self
+                .tombstones
+                .get(key)
+                .is_none_or(|deleted_at| !deleted_at.newer_than(list_rv)),
+        }
+    }
+
+    /// The positions of the `items` of a listing of `kind` at `list_rv`
+    /// that [`reconcile`](Self::reconcile) would apply: what a
+    /// metadata-only listing must fetch in full before it is applied.
+    pub fn stale<'a, O: SourceObject + 'a>(
+        &self,
+        kind: ObjectKind,
+        items: impl IntoIterator<Item = &'a O>,
+        list_rv: Option<&ResourceVersion>,
+    ) -> Vec<usize> {
+        let none = ResourceVersion::default();
+        let list_rv = list_rv.unwrap_or(&none);
+        items
+            .into_iter()
+            .enumerate()
+            .filter(|(_, item)| {
+                item.identify(kind)
+                    .is_ok_and(|(key, rv)| self.differs(&key, &rv, list_rv))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Reconciles `kind` with a complete list taken at `list_rv`: applies what
     /// differs and deletes what the list lacks, except where the index already
     /// holds something newer than the list (a watch event got there first).
@@ -299,14 +342,7 @@ impl RouteIndex {
                 }
             };
             listed.insert(key.clone(), ());
-            let differs = match self.seen.get(&key) {
-                Some(seen) => seen.rv != rv && !seen.rv.newer_than(&list_rv),
-                None => self
-                    .tombstones
-                    .get(&key)
-                    .is_none_or(|deleted_at| !deleted_at.newer_than(&list_rv)),
-            };
-            if !differs {
+            if !self.differs(&key, &rv, &list_rv) {
                 continue;
             }
             // The list is at least as new as what we hold: take it, even if
@@ -471,9 +507,7 @@ impl SourceObject for JsonObject {
     }
 
     fn compile(self, kind: ObjectKind) -> Result<routing::Route, Vec<FieldError>> {
-        let fits = self
-            .head()
-            .is_some_and(|h| h.fits[crate::digest::slot(kind)]);
+        let fits = self.head().is_some_and(|h| h.fits[kind.slot()]);
         match kind {
             ObjectKind::HttpScaledObject => {
                 routing::compile_http_scaled_object(&parse_json(&self.json, fits)?)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use listwatch::Gvr;
 use serde_json::{Value, json};
 use sync::{Source, SyncConfig, SyncHandle};
-use testkit::{FailOn, TestApi};
+use testkit::{FailOn, TestApi, Verb};
 
 fn httpso(name: &str, host: &str, service: &str) -> Value {
     json!({
@@ -414,4 +414,88 @@ async fn without_digest_bookmarks_the_resync_lists_every_interval() {
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a"), Duration::from_secs(5)).await;
     assert!(handle.metrics.total_repairs() >= 1);
+}
+
+/// A testkit that looks to a client like kube-apiserver: no digests on
+/// the watch, no 304 to a list.
+async fn plain_api() -> TestApi {
+    TestApi::builder()
+        .digest_bookmarks(false)
+        .conditional_lists(false)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn against_a_plain_api_server_the_resync_lists_metadata_and_fetches_only_what_differs() {
+    let api = plain_api().await;
+    for i in 0..100 {
+        let name = format!("app{i}");
+        api.put_object(httpso(&name, &format!("{name}.com"), "svc-1"))
+            .unwrap();
+    }
+    let resync = Duration::from_millis(300);
+    let handle = start(&api, resync);
+    ready(&handle).await;
+    assert_eq!(handle.table.load().len(), 100);
+    api.reset_stats();
+    // Idle resyncs: metadata lists only, nothing fetched.
+    tokio::time::sleep(3 * resync).await;
+    let idle = api.stats();
+    assert!(idle.requests(Verb::List, "httpscaledobjects") >= 3);
+    assert_eq!(idle.requests(Verb::Get, "httpscaledobjects"), 0);
+    // A change and a delete whose events are lost: the resync fetches the
+    // changed object alone, and the metadata list alone shows the delete.
+    api.faults().set_drop_watch_events(1.0);
+    api.put_object(httpso("app7", "app7.com", "svc-2")).unwrap();
+    api.delete_object(&httpso_gvr(), "apps", "app8").unwrap();
+    routes_to(&handle, "app7.com", Some("svc-2"), 4 * resync).await;
+    routes_to(&handle, "app8.com", None, 4 * resync).await;
+    let after = api.stats();
+    assert_eq!(
+        after.requests(Verb::Get, "httpscaledobjects"),
+        1,
+        "only the changed object is fetched"
+    );
+    assert!(handle.metrics.total_repairs() >= 2);
+    // The lists were metadata: each far smaller than the full objects.
+    let lists = after.requests(Verb::List, "httpscaledobjects");
+    let per_list = after.response_bytes(Verb::List, "httpscaledobjects") / lists;
+    let full: u64 = api
+        .store(&httpso_gvr())
+        .unwrap()
+        .snapshot()
+        .iter()
+        .map(|o| o.json().len() as u64)
+        .sum();
+    assert!(
+        per_list < full * 3 / 4,
+        "a metadata list of {per_list} B per list, the objects {full} B"
+    );
+}
+
+#[tokio::test]
+async fn against_a_plain_api_server_many_differences_take_one_full_list() {
+    let api = plain_api().await;
+    for i in 0..60 {
+        let name = format!("app{i}");
+        api.put_object(httpso(&name, &format!("{name}.com"), "svc-1"))
+            .unwrap();
+    }
+    let resync = Duration::from_millis(300);
+    let handle = start(&api, resync);
+    ready(&handle).await;
+    api.faults().set_drop_watch_events(1.0);
+    // More than the resync fetches one by one.
+    for i in 0..40 {
+        let name = format!("app{i}");
+        api.put_object(httpso(&name, &format!("{name}.com"), "svc-2"))
+            .unwrap();
+    }
+    for i in 0..40 {
+        routes_to(&handle, &format!("app{i}.com"), Some("svc-2"), 4 * resync).await;
+    }
+    assert_eq!(api.stats().requests(Verb::Get, "httpscaledobjects"), 0);
+    assert!(handle.metrics.total_repairs() >= 40);
 }

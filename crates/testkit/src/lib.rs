@@ -131,6 +131,15 @@ impl TestApiBuilder {
         self
     }
 
+    /// Whether a list's `If-None-Match` can be answered `304` (default on,
+    /// as `listwatch` serves them; off behaves like kube-apiserver, which
+    /// sends every list whole). With `digest_bookmarks(false)` too, the
+    /// server looks to a client exactly like a plain API server.
+    pub fn conditional_lists(mut self, on: bool) -> Self {
+        self.handler.conditional_lists = on;
+        self
+    }
+
     /// Registers a resource for discovery in addition to the built-ins.
     pub fn register(mut self, def: ResourceDef) -> Self {
         self.extra.push(def);

@@ -34,7 +34,9 @@ mod list;
 mod status;
 mod watch;
 
-pub use list::{ListBody, ListMeta};
+pub use list::{
+    ListBody, ListMeta, METADATA_LIST_ACCEPT, METADATA_LIST_KIND, accepts_metadata_list,
+};
 pub use status::Status;
 pub use watch::{Bookmark, EventType, WatchLine, WatchType};
 

@@ -16,6 +16,9 @@ use serde_json::value::RawValue;
 /// ```
 #[derive(Debug, Deserialize)]
 pub struct ListBody<'a> {
+    /// The list's `kind` (`<Kind>List`, or [`METADATA_LIST_KIND`]).
+    #[serde(default, borrow)]
+    pub kind: Option<std::borrow::Cow<'a, str>>,
     /// The list's metadata.
     #[serde(default)]
     pub metadata: ListMeta,
@@ -33,4 +36,55 @@ pub struct ListMeta {
     /// The token of the next page (absent or empty on the last page).
     #[serde(default, rename = "continue")]
     pub continue_token: Option<String>,
+}
+
+/// The `Accept` value of a metadata-only list, as kube's clients send it:
+/// each object reduced to its `metadata` (kind `PartialObjectMetadata`),
+/// falling back to full objects from a server that cannot do that.
+pub const METADATA_LIST_ACCEPT: &str =
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+
+/// The `kind` of a metadata-only list.
+pub const METADATA_LIST_KIND: &str = "PartialObjectMetadataList";
+
+/// Whether an `Accept` header asks for a metadata-only list: one of its
+/// media ranges is JSON with `as=PartialObjectMetadataList;g=meta.k8s.io`
+/// and `v=v1` (or `v1beta1`). The first range the server can serve wins,
+/// so a range for full JSON before it means full objects.
+///
+/// ```
+/// assert!(wire::accepts_metadata_list(wire::METADATA_LIST_ACCEPT));
+/// assert!(!wire::accepts_metadata_list("application/json"));
+/// assert!(!wire::accepts_metadata_list("application/json, application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"));
+/// assert!(!wire::accepts_metadata_list("application/json;as=Table;g=meta.k8s.io;v=v1"));
+/// ```
+pub fn accepts_metadata_list(accept: &str) -> bool {
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        if !(media.eq_ignore_ascii_case("application/json") || media == "*/*") {
+            continue;
+        }
+        let (mut as_kind, mut group, mut version) = (None, None, None);
+        for p in parts {
+            match p.split_once('=') {
+                Some(("as", v)) => as_kind = Some(v.trim_matches('"')),
+                Some(("g", v)) => group = Some(v.trim_matches('"')),
+                Some(("v", v)) => version = Some(v.trim_matches('"')),
+                _ => {}
+            }
+        }
+        match as_kind {
+            // Plain JSON (or a parameter we do not know) comes first: full objects.
+            None => return false,
+            Some(METADATA_LIST_KIND)
+                if group == Some("meta.k8s.io") && matches!(version, Some("v1" | "v1beta1")) =>
+            {
+                return true;
+            }
+            // Another transformation (e.g. `as=Table`): not ours, try the next.
+            Some(_) => continue,
+        }
+    }
+    false
 }

@@ -64,6 +64,11 @@ pub struct HandlerConfig {
     /// connection; past this the watcher stops reading the ring and, once
     /// the ring overtakes it, is closed.
     pub watch_buffer: usize,
+    /// Answer a list's `If-None-Match` with `304 Not Modified` when it
+    /// holds (an ETag equal to the list's resourceVersion, or the content
+    /// digest of the list). Off behaves like kube-apiserver, which sends
+    /// every list whole.
+    pub conditional_lists: bool,
     /// Optional interference with watches.
     pub policy: Option<Arc<dyn WatchPolicy>>,
 }
@@ -81,6 +86,7 @@ impl Default for HandlerConfig {
             burst_bookmark_delay: Some(Duration::from_millis(500)),
             too_large_wait: Duration::from_secs(3),
             watch_buffer: 64,
+            conditional_lists: true,
             policy: None,
         }
     }
@@ -94,27 +100,66 @@ impl std::fmt::Debug for HandlerConfig {
             .field("burst_bookmark_delay", &self.burst_bookmark_delay)
             .field("too_large_wait", &self.too_large_wait)
             .field("watch_buffer", &self.watch_buffer)
+            .field("conditional_lists", &self.conditional_lists)
             .field("policy", &self.policy.is_some())
             .finish()
     }
 }
 
-/// Encodes a `<Kind>List` from already-encoded items.
+/// The form of a list's items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ItemForm {
+    /// The objects as stored.
+    Full,
+    /// Each object reduced to its metadata (`PartialObjectMetadataList`).
+    Metadata,
+}
+
+impl ItemForm {
+    fn of(headers: &HeaderMap) -> ItemForm {
+        let metadata = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(wire::accepts_metadata_list);
+        if metadata {
+            ItemForm::Metadata
+        } else {
+            ItemForm::Full
+        }
+    }
+
+    fn item(self, o: &StoredObject) -> &Bytes {
+        match self {
+            ItemForm::Full => o.json(),
+            ItemForm::Metadata => o.metadata_json(),
+        }
+    }
+}
+
+/// Encodes a `<Kind>List` (or a `PartialObjectMetadataList`) from
+/// already-encoded items.
 fn encode_list<'a>(
     store: &Store,
+    form: ItemForm,
     rv: u64,
     items: impl Iterator<Item = &'a Arc<StoredObject>>,
     continue_token: Option<&str>,
     remaining: Option<usize>,
 ) -> Bytes {
     let res = store.resource();
-    let items: Vec<&Arc<StoredObject>> = items.collect();
-    let size: usize = items.iter().map(|o| o.json().len() + 1).sum();
+    let items: Vec<&Bytes> = items.map(|o| form.item(o)).collect();
+    let size: usize = items.iter().map(|o| o.len() + 1).sum();
     let mut b = BytesMut::with_capacity(size + 256);
-    let head = serde_json::json!({
-        "apiVersion": res.api_version(),
-        "kind": format!("{}List", res.kind),
-    });
+    let head = match form {
+        ItemForm::Full => serde_json::json!({
+            "apiVersion": res.api_version(),
+            "kind": format!("{}List", res.kind),
+        }),
+        ItemForm::Metadata => serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": wire::METADATA_LIST_KIND,
+        }),
+    };
     // Head without its closing brace, so metadata and items follow.
     let head = serde_json::to_vec(&head).unwrap_or_default();
     b.put_slice(&head[..head.len() - 1]);
@@ -135,7 +180,7 @@ fn encode_list<'a>(
         if i > 0 {
             b.put_u8(b',');
         }
-        b.put_slice(o.json());
+        b.put_slice(o);
     }
     b.put_slice(b"]}");
     b.freeze()
@@ -362,6 +407,7 @@ impl ListWatch {
         };
         let rv = snap.resource_version;
         if q.continue_token.is_none()
+            && self.config.conditional_lists
             && (etag_matches(headers, rv) || self.digest_matches(&snap, &filter, headers))
         {
             let mut resp = Response::new(Body::empty());
@@ -369,7 +415,9 @@ impl ListWatch {
             return with_etag(resp, rv);
         }
 
-        let whole = filter.is_trivial()
+        let form = ItemForm::of(headers);
+        let whole = form == ItemForm::Full
+            && filter.is_trivial()
             && after.is_none()
             && q.limit.is_none_or(|l| l >= snap.len())
             && rv == store.resource_version();
@@ -398,6 +446,7 @@ impl ListWatch {
                     .then_some(more);
             encode_list(
                 store,
+                form,
                 rv,
                 page.iter().map(|(_, o)| *o),
                 token.as_deref(),
@@ -430,7 +479,14 @@ impl ListWatch {
         {
             return b.clone();
         }
-        let b = encode_list(store, snap.resource_version, snap.iter(), None, None);
+        let b = encode_list(
+            store,
+            ItemForm::Full,
+            snap.resource_version,
+            snap.iter(),
+            None,
+            None,
+        );
         if cache
             .as_ref()
             .is_none_or(|(r, _)| *r < snap.resource_version)

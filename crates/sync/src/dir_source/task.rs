@@ -1,6 +1,7 @@
 //! The directory source as a task: scans on start, on file notifications
 //! (debounced) and every resync interval, and hands the changes to the index
-//! writer and the ready-cache.
+//! writer (one batch per scan: a scan is published whole, never half of it)
+//! and the ready-cache.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{DirChange, RoutesDir, SETTLE};
+use crate::SyncConfig;
 use crate::endpoints::ReadyEndpoints;
+use crate::index::ObjectKind;
 use crate::metrics::SyncMetrics;
-use crate::{Input, SyncConfig};
+use crate::writer::{Batch, Event, Writer};
 
 /// Services and EndpointSlices handed to the ready-cache at a time.
 const ENDPOINTS_BATCH: usize = 256;
@@ -24,7 +27,7 @@ const ENDPOINTS_BATCH: usize = 256;
 pub(crate) async fn run_dir(
     root: PathBuf,
     config: SyncConfig,
-    tx: mpsc::Sender<Input>,
+    writer: Arc<Writer>,
     endpoints: Arc<ReadyEndpoints>,
     metrics: SyncMetrics,
     cancel: CancellationToken,
@@ -52,32 +55,72 @@ pub(crate) async fn run_dir(
     let mut dir = RoutesDir::new(root.clone()).settle(SETTLE);
     let mut ticker = tokio::time::interval(config.resync_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first scan that succeeds is the directory's complete listing.
+    let mut listed = false;
     loop {
         let mut scanning = std::mem::take(&mut dir);
-        // Reading and parsing files blocks: off the async workers. Route
-        // objects stream to the owner task (which publishes nothing until
-        // `DirScanned`); the ready-cache takes the changes in small batches,
-        // so that a large scan never holds them all at once.
-        let (tx_scan, endpoints_scan) = (tx.clone(), endpoints.clone());
+        // Reading and parsing files blocks: off the async workers. The
+        // scan's route objects go to the writer in one batch (opened at the
+        // first change, published when the scan ends); the ready-cache
+        // takes its changes in small batches, so that a large scan never
+        // holds them all at once.
+        let (writer_scan, endpoints_scan) = (writer.clone(), endpoints.clone());
+        let (metrics_scan, label_scan) = (metrics.clone(), label.clone());
         let scanned = tokio::task::spawn_blocking(move || {
-            let mut batch = Vec::new();
+            let first = !listed;
+            let open = || {
+                let mut batch = writer_scan.batch();
+                if first {
+                    for kind in ObjectKind::ALL {
+                        batch.apply(Event::Init(kind));
+                    }
+                }
+                batch
+            };
+            let mut batch: Option<Batch<'_>> = None;
+            let mut endpoint_changes = Vec::new();
             let result = scanning.scan(|change| match change {
                 DirChange::Apply(kind, obj) => {
-                    let _ = tx_scan.blocking_send(Input::DirApply(kind, obj));
+                    let b = batch.get_or_insert_with(open);
+                    b.apply(if first {
+                        Event::InitApply(kind, obj.into())
+                    } else {
+                        Event::Apply(kind, obj.into())
+                    });
                 }
                 DirChange::Delete(key) => {
-                    let _ = tx_scan.blocking_send(Input::DirDelete(key));
+                    batch
+                        .get_or_insert_with(open)
+                        .apply(Event::Delete(key, None));
                 }
                 DirChange::Endpoints(change) => {
-                    batch.push(change);
-                    if batch.len() == ENDPOINTS_BATCH {
-                        endpoints_scan.apply(batch.drain(..));
+                    endpoint_changes.push(change);
+                    if endpoint_changes.len() == ENDPOINTS_BATCH {
+                        endpoints_scan.apply(endpoint_changes.drain(..));
                     }
                 }
             });
-            if !batch.is_empty() {
-                endpoints_scan.apply(batch);
+            if !endpoint_changes.is_empty() {
+                endpoints_scan.apply(endpoint_changes);
             }
+            if let Ok((_, new_errors)) = &result {
+                // Reported, and the ready-cache marked, before the table
+                // is published: whoever sees the new table sees them too.
+                for err in new_errors {
+                    metrics_scan.sync_errors.get_or_create(&label_scan).inc();
+                    warn!(error = %err, "manifest file skipped; its last good content is kept");
+                }
+                endpoints_scan.mark_synced();
+                let b = batch.get_or_insert_with(open);
+                for kind in ObjectKind::ALL {
+                    b.apply(if first {
+                        Event::InitDone(kind, None)
+                    } else {
+                        Event::Current
+                    });
+                }
+            }
+            drop(batch);
             (scanning, result)
         })
         .await;
@@ -90,16 +133,7 @@ pub(crate) async fn run_dir(
         };
         dir = scanned_dir;
         match result {
-            Ok((_, new_errors)) => {
-                for err in &new_errors {
-                    metrics.sync_errors.get_or_create(&label).inc();
-                    warn!(error = %err, "manifest file skipped; its last good content is kept");
-                }
-                endpoints.mark_synced();
-                if tx.send(Input::DirScanned).await.is_err() {
-                    return;
-                }
-            }
+            Ok(_) => listed = true,
             Err(err) => {
                 metrics.sync_errors.get_or_create(&label).inc();
                 warn!(error = %err, "routes directory unreadable; serving the last good table");
