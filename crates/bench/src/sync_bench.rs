@@ -22,6 +22,14 @@ pub struct SyncArgs {
     /// How long to measure the idle replica's control-plane cost.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     idle: Duration,
+    /// Serve the table as kube-apiserver would: no digests on the watch,
+    /// no 304 to a list (every resync gets a list).
+    #[arg(long)]
+    plain_api: bool,
+    /// Resync with full lists instead of metadata-only ones (the sync loop's
+    /// behaviour before metadata resyncs; compare side by side).
+    #[arg(long)]
+    full_resync: bool,
     /// Write the results as JSON here.
     #[arg(long, default_value = "bench-results/sync.json")]
     out: std::path::PathBuf,
@@ -59,23 +67,67 @@ pub fn run(args: SyncArgs) -> anyhow::Result<()> {
         .block_on(run_async(args))
 }
 
+/// A request to the replica's thread: its CPU time so far.
+type CpuProbe = tokio::sync::oneshot::Sender<Duration>;
+
+/// The replica's sync loop on a thread of its own (a current-thread
+/// runtime), so its CPU time is measured apart from the in-process API
+/// server's.
+fn start_replica(
+    url: String,
+    config: sync::SyncConfig,
+) -> anyhow::Result<(sync::SyncHandle, tokio::sync::mpsc::Sender<CpuProbe>)> {
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("replica".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("replica runtime");
+            rt.block_on(async move {
+                // Built here, so the client's connection tasks run on this
+                // thread too.
+                let client = kube::Client::try_from(kube::Config::new(
+                    url.parse().expect("testkit's URL"),
+                ))
+                .expect("kube client");
+                let mut registry = prometheus_client::registry::Registry::default();
+                let handle = sync::start(sync::Source::Kubernetes(client), config, &mut registry);
+                let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<CpuProbe>(1);
+                let _ = handle_tx.send((handle, probe_tx));
+                while let Some(reply) = probe_rx.recv().await {
+                    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+                    let _ = reply.send(Duration::new(t.tv_sec as u64, t.tv_nsec as u32));
+                }
+            });
+        })?;
+    Ok(handle_rx.recv()?)
+}
+
+async fn replica_cpu(probe: &tokio::sync::mpsc::Sender<CpuProbe>) -> anyhow::Result<Duration> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    probe.send(tx).await?;
+    Ok(rx.await?)
+}
+
 async fn run_async(args: SyncArgs) -> anyhow::Result<()> {
-    let api = testkit::TestApi::start().await;
+    let api = testkit::TestApi::builder()
+        .digest_bookmarks(!args.plain_api)
+        .conditional_lists(!args.plain_api)
+        .start()
+        .await?;
     for i in 0..args.objects {
         api.put_object(httpso(i, 0))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
-    let mut registry = prometheus_client::registry::Registry::default();
     let config = sync::SyncConfig {
         resync_interval: args.resync,
         endpoints: false,
+        metadata_resync: !args.full_resync,
         ..sync::SyncConfig::default()
     };
-    let handle = sync::start(
-        sync::Source::Kubernetes(api.client()),
-        config,
-        &mut registry,
-    );
+    let (handle, probe) = start_replica(api.url(), config)?;
     tokio::time::timeout(Duration::from_secs(30), handle.table.wait_ready()).await?;
     eprintln!("replica ready with {} routes", handle.table.load().len());
 
@@ -108,9 +160,15 @@ async fn run_async(args: SyncArgs) -> anyhow::Result<()> {
     // Idle cost: no writes, just the replica's watches and resyncs.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     api.reset_stats();
+    let cpu0 = replica_cpu(&probe).await?;
+    let process0 = process_cpu();
     tokio::time::sleep(args.idle).await;
+    let cpu1 = replica_cpu(&probe).await?;
+    let process1 = process_cpu();
     let stats = api.stats();
     let secs = args.idle.as_secs_f64();
+    let replica_ms_per_s = (cpu1 - cpu0).as_secs_f64() * 1e3 / secs;
+    let api_ms_per_s = ((process1 - process0).as_secs_f64() - (cpu1 - cpu0).as_secs_f64()) * 1e3 / secs;
     let requests: u64 = stats.requests.values().sum();
     let bytes: u64 = stats.response_bytes.values().sum();
     let lists: u64 = stats
@@ -139,6 +197,12 @@ async fn run_async(args: SyncArgs) -> anyhow::Result<()> {
         bytes as f64 / secs,
         stats.open_watches
     );
+    let list_bytes: u64 = stats.total_response_bytes(testkit::Verb::List);
+    let per_list = if lists > 0 { list_bytes / lists } else { 0 };
+    println!(
+        "  per list {} B; CPU ms/s: replica {:.2}, API server (in-process) {:.2}",
+        per_list, replica_ms_per_s, api_ms_per_s
+    );
     println!(
         "  repairs during the run: {}",
         handle.metrics.total_repairs()
@@ -158,9 +222,20 @@ async fn run_async(args: SyncArgs) -> anyhow::Result<()> {
             "lists_per_second": lists as f64 / secs,
             "response_bytes_per_second": bytes as f64 / secs,
             "open_watches": stats.open_watches,
+            "bytes_per_list": per_list,
+            "replica_cpu_ms_per_second": replica_ms_per_s,
+            "api_cpu_ms_per_second": api_ms_per_s,
         },
+        "plain_api": args.plain_api,
+        "full_resync": args.full_resync,
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&result)?)?;
     eprintln!("results written to {}", args.out.display());
     Ok(())
+}
+
+/// CPU time (user + system) of this whole process so far.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
