@@ -88,10 +88,9 @@ fn start_replica(
             rt.block_on(async move {
                 // Built here, so the client's connection tasks run on this
                 // thread too.
-                let client = kube::Client::try_from(kube::Config::new(
-                    url.parse().expect("testkit's URL"),
-                ))
-                .expect("kube client");
+                let client =
+                    kube::Client::try_from(kube::Config::new(url.parse().expect("testkit's URL")))
+                        .expect("kube client");
                 let mut registry = prometheus_client::registry::Registry::default();
                 let handle = sync::start(sync::Source::Kubernetes(client), config, &mut registry);
                 let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<CpuProbe>(1);
@@ -168,7 +167,8 @@ async fn run_async(args: SyncArgs) -> anyhow::Result<()> {
     let stats = api.stats();
     let secs = args.idle.as_secs_f64();
     let replica_ms_per_s = (cpu1 - cpu0).as_secs_f64() * 1e3 / secs;
-    let api_ms_per_s = ((process1 - process0).as_secs_f64() - (cpu1 - cpu0).as_secs_f64()) * 1e3 / secs;
+    let api_ms_per_s =
+        ((process1 - process0).as_secs_f64() - (cpu1 - cpu0).as_secs_f64()) * 1e3 / secs;
     let requests: u64 = stats.requests.values().sum();
     let bytes: u64 = stats.response_bytes.values().sum();
     let lists: u64 = stats

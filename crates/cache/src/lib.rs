@@ -69,8 +69,8 @@
 
 mod args;
 mod auth;
-pub mod metrics;
-pub mod resources;
+mod metrics;
+mod resources;
 mod server;
 mod upstream;
 

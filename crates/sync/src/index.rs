@@ -27,37 +27,28 @@ impl ObjectKind {
     /// Both kinds, in a fixed order.
     pub const ALL: [ObjectKind; 2] = [ObjectKind::HttpScaledObject, ObjectKind::InterceptorRoute];
 
+    fn ident(self) -> &'static Ident {
+        &IDENTS[self.slot()]
+    }
+
     /// The plural resource name (`httpscaledobjects`).
     pub fn resource(self) -> &'static str {
-        match self {
-            ObjectKind::HttpScaledObject => "httpscaledobjects",
-            ObjectKind::InterceptorRoute => "interceptorroutes",
-        }
+        &self.ident().plural
     }
 
     /// The `Kind`.
     pub fn kind(self) -> &'static str {
-        match self {
-            ObjectKind::HttpScaledObject => "HTTPScaledObject",
-            ObjectKind::InterceptorRoute => "InterceptorRoute",
-        }
+        &self.ident().kind
     }
 
     /// The `apiVersion`.
     pub fn api_version(self) -> &'static str {
-        match self {
-            ObjectKind::HttpScaledObject => "http.keda.sh/v1alpha1",
-            ObjectKind::InterceptorRoute => "http.keda.sh/v1beta1",
-        }
+        &self.ident().api_version
     }
 
     /// The kind for a `Kind` string, if it makes routes.
     pub fn from_kind(kind: &str) -> Option<ObjectKind> {
-        match kind {
-            "HTTPScaledObject" => Some(ObjectKind::HttpScaledObject),
-            "InterceptorRoute" => Some(ObjectKind::InterceptorRoute),
-            _ => None,
-        }
+        ObjectKind::ALL.into_iter().find(|k| k.kind() == kind)
     }
 
     /// Position in [`ObjectKind::ALL`] (per-kind arrays are indexed by it).
@@ -75,6 +66,33 @@ impl ObjectKind {
         }
     }
 }
+
+/// The identity of a routing kind, read once from its `kube::Resource`
+/// impl (the one place the CRDs are named: `api`).
+#[derive(Debug)]
+struct Ident {
+    kind: String,
+    plural: String,
+    api_version: String,
+}
+
+impl Ident {
+    fn of<K: kube::Resource<DynamicType = ()>>() -> Ident {
+        Ident {
+            kind: K::kind(&()).into_owned(),
+            plural: K::plural(&()).into_owned(),
+            api_version: K::api_version(&()).into_owned(),
+        }
+    }
+}
+
+/// In [`ObjectKind::ALL`] order.
+static IDENTS: std::sync::LazyLock<[Ident; 2]> = std::sync::LazyLock::new(|| {
+    [
+        Ident::of::<HTTPScaledObject>(),
+        Ident::of::<InterceptorRoute>(),
+    ]
+});
 
 /// `kind`, namespace and name of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

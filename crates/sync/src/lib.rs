@@ -38,10 +38,10 @@
 
 pub mod dir_source;
 pub mod endpoints;
-pub mod index;
+mod index;
 mod kube_source;
 pub mod metrics;
-pub mod publish;
+mod publish;
 mod writer;
 
 use std::path::PathBuf;
@@ -53,7 +53,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use endpoints::{EndpointsSnapshot, ReadyEndpoints, ResolveError, ResolvedPort};
 pub use index::{
-    JsonObject, ObjectKey, ObjectKind, Outcome, ResourceVersion, RouteIndex, SourceObject,
+    JsonObject, ObjectKey, ObjectKind, Outcome, Reconciled, ResourceVersion, RouteIndex,
+    SourceObject,
 };
 pub use metrics::SyncMetrics;
 pub use publish::SharedTable;
