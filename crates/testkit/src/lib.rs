@@ -37,6 +37,7 @@
 //! ```
 
 mod faults;
+mod gc;
 mod objects;
 mod registry;
 mod server;
@@ -364,6 +365,7 @@ impl TestApi {
                 &name,
                 obj,
                 PatchKind::Apply,
+                None,
                 Target::Main,
                 rv,
             )

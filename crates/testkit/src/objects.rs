@@ -301,6 +301,8 @@ fn replace(
                     "uid",
                     "creationTimestamp",
                     "generation",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
                 ] {
                     match old_meta.and_then(|m| m.get(k)) {
                         Some(v) => meta.insert(k.into(), v.clone()),
@@ -338,9 +340,31 @@ fn replace(
     }
     let next = *rv + 1;
     stamp(def, &mut result, next);
-    store.apply(result.clone(), next).map_err(store_error)?;
+    if is_terminating(&result) && finalizers(&result).is_empty() {
+        // The last finalizer of an object being deleted is gone: delete it.
+        let (ns, name) = (
+            meta_str(&result, "namespace").unwrap_or("").to_owned(),
+            meta_str(&result, "name").unwrap_or("").to_owned(),
+        );
+        store.delete(&ns, &name, next).map_err(store_error)?;
+    } else {
+        store.apply(result.clone(), next).map_err(store_error)?;
+    }
     *rv = next;
     Ok(result)
+}
+
+/// The object's `metadata.finalizers`.
+pub(crate) fn finalizers(obj: &Value) -> Vec<&str> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a delete was asked for (`metadata.deletionTimestamp` is set).
+pub(crate) fn is_terminating(obj: &Value) -> bool {
+    meta_str(obj, "deletionTimestamp").is_some()
 }
 
 fn check_rv(def: &ResourceDef, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
@@ -402,6 +426,7 @@ pub(crate) fn patch(
     name: &str,
     patch: Value,
     kind: PatchKind,
+    manager: Option<&str>,
     target: Target,
     rv: &mut u64,
 ) -> Result<Value, ApiError> {
@@ -417,22 +442,116 @@ pub(crate) fn patch(
             if meta_str(&obj, "name").is_none() && obj.is_object() {
                 meta_mut(&mut obj).insert("name".into(), Value::String(name.to_owned()));
             }
+            if let Some(manager) = manager
+                && obj.is_object()
+            {
+                let applied = obj.clone();
+                apply_ownership(&mut obj, &applied, manager);
+            }
             return create(store, def, namespace, obj, rv);
         }
         return Err(not_found(def, name));
     };
     let old = old.to_value();
     check_rv(def, name, &old, &patch)?;
+    let mut new = old.clone();
     if kind == PatchKind::Apply {
         check_type(def, &patch)?;
+        if let Some(manager) = manager {
+            apply_ownership(&mut new, &patch, manager);
+        }
     }
-    let mut new = old.clone();
     merge_patch(&mut new, &patch);
     check_type(def, &new)?;
     replace(store, def, &old, new, target, rv)
 }
 
-/// DELETE: removes the object and returns its last state.
+/// The field manager of server-side apply, simplified: `managedFields`
+/// records, per manager, the fields its last apply set (in the `FieldsV1`
+/// shape: `{"f:spec": {"f:replicas": {}}}`; lists are atomic). A field the
+/// manager applied before and leaves out now is removed; fields of other
+/// managers are left alone. Conflicts are not detected (every apply acts as
+/// `force=true`, as the operator's do).
+fn apply_ownership(obj: &mut Value, applied: &Value, manager: &str) {
+    let mut fields = field_set(applied);
+    if let Some(meta) = fields.get_mut("f:metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "name",
+            "namespace",
+            "resourceVersion",
+            "uid",
+            "managedFields",
+        ] {
+            meta.remove(&format!("f:{k}"));
+        }
+    }
+    if let Some(o) = fields.as_object_mut() {
+        o.remove("f:apiVersion");
+        o.remove("f:kind");
+    }
+    let entries = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let previous = entries
+        .iter()
+        .find(|e| e["manager"] == manager && e["operation"] == "Apply")
+        .map(|e| e["fieldsV1"].clone());
+    if let Some(previous) = previous {
+        remove_missing(obj, &previous, &fields);
+    }
+    let mut entries: Vec<Value> = entries
+        .into_iter()
+        .filter(|e| !(e["manager"] == manager && e["operation"] == "Apply"))
+        .collect();
+    entries.push(serde_json::json!({
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": applied.get("apiVersion").cloned().unwrap_or(Value::Null),
+        "time": now_rfc3339(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields,
+    }));
+    meta_mut(obj).insert("managedFields".into(), Value::Array(entries));
+}
+
+/// The fields `v` sets, in the `FieldsV1` shape.
+fn field_set(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (format!("f:{k}"), field_set(v)))
+                .collect(),
+        ),
+        _ => Value::Object(Map::new()),
+    }
+}
+
+/// Removes from `obj` what `before` has and `now` lacks.
+fn remove_missing(obj: &mut Value, before: &Value, now: &Value) {
+    let (Some(before), Some(target)) = (before.as_object(), obj.as_object_mut()) else {
+        return;
+    };
+    for (k, sub) in before {
+        let Some(field) = k.strip_prefix("f:") else {
+            continue;
+        };
+        match now.get(k) {
+            None => {
+                target.remove(field);
+            }
+            Some(now_sub) => {
+                if let Some(child) = target.get_mut(field) {
+                    remove_missing(child, sub, now_sub);
+                }
+            }
+        }
+    }
+}
+
+/// DELETE: removes the object and returns its last state; an object with
+/// finalizers is only marked (`deletionTimestamp`) until they are removed.
 pub(crate) fn delete(
     store: &Store,
     def: &ResourceDef,
@@ -441,8 +560,25 @@ pub(crate) fn delete(
     rv: &mut u64,
 ) -> Result<Value, ApiError> {
     let ns = scope(def, namespace);
-    if store.get(ns, name).is_none() {
+    let Some(old) = store.get(ns, name) else {
         return Err(not_found(def, name));
+    };
+    let old = old.to_value();
+    if !finalizers(&old).is_empty() {
+        // Finalizers pending: the object stays, marked for deletion, until
+        // the last one is removed (by an update or patch).
+        if is_terminating(&old) {
+            return Ok(old);
+        }
+        let mut marked = old.clone();
+        let meta = meta_mut(&mut marked);
+        meta.insert("deletionTimestamp".into(), Value::String(now_rfc3339()));
+        meta.insert("deletionGracePeriodSeconds".into(), Value::from(0));
+        let next = *rv + 1;
+        stamp(def, &mut marked, next);
+        store.apply(marked.clone(), next).map_err(store_error)?;
+        *rv = next;
+        return Ok(marked);
     }
     let next = *rv + 1;
     let gone = store.delete(ns, name, next).map_err(store_error)?;

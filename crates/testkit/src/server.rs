@@ -44,6 +44,9 @@ pub(crate) struct Shared {
     pub(crate) reviews: std::sync::atomic::AtomicU64,
     /// Bumped to drop every open connection.
     down: watch::Sender<u64>,
+    /// Some object was written with owner references: garbage collection
+    /// runs after every write from then on.
+    owners_seen: std::sync::atomic::AtomicBool,
 }
 
 /// Maps an [`ApiError`] to its `Status` response: the one place errors become HTTP.
@@ -77,6 +80,7 @@ impl Shared {
             review_tokens: Mutex::new(None),
             reviews: std::sync::atomic::AtomicU64::new(0),
             down: watch::channel(0).0,
+            owners_seen: std::sync::atomic::AtomicBool::new(false),
         });
         let task = tokio::spawn(accept_loop(shared.clone(), listener));
         *shared.accept.lock() = Some(task);
@@ -118,10 +122,24 @@ impl Shared {
         self.down.send_modify(|g| *g += 1);
     }
 
-    /// Writes under the global counter.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut u64) -> T) -> T {
+    /// Writes under the global counter; then collects the garbage of
+    /// owner references, once any object has an owner.
+    pub(crate) fn write(
+        &self,
+        f: impl FnOnce(&mut u64) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
         let mut rv = self.rv.lock();
-        f(&mut rv)
+        let out = f(&mut rv);
+        if let Ok(obj) = &out
+            && crate::gc::has_owners(obj)
+        {
+            self.owners_seen
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if self.owners_seen.load(std::sync::atomic::Ordering::Relaxed) {
+            crate::gc::collect(self, &mut rv);
+        }
+        out
     }
 
     pub(crate) fn def(&self, gvr: &listwatch::Gvr) -> Option<ResourceDef> {
@@ -285,6 +303,17 @@ fn patch_kind(req: &Request<Incoming>) -> Result<PatchKind, ApiError> {
     }
 }
 
+/// The `fieldManager` query parameter.
+fn field_manager(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let v = kv.strip_prefix("fieldManager=")?;
+        percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .ok()
+            .map(|v| v.into_owned())
+    })
+}
+
 fn object_response(status: StatusCode, v: &Value) -> Response<Body> {
     json_response(
         status,
@@ -384,7 +413,20 @@ async fn resource_request(
         (Verb::Patch, Some(name), Some((v, Some(kind)))) => {
             let created = store.get(scope_ns.unwrap_or(""), name).is_none();
             shared
-                .write(|rv| objects::patch(&store, &def, &ns, name, v, kind, target, rv))
+                .write(|rv| {
+                    let manager = field_manager(uri_query.as_deref());
+                    objects::patch(
+                        &store,
+                        &def,
+                        &ns,
+                        name,
+                        v,
+                        kind,
+                        manager.as_deref(),
+                        target,
+                        rv,
+                    )
+                })
                 .map(|o| {
                     let code = if created {
                         StatusCode::CREATED
