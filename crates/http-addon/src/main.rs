@@ -50,6 +50,17 @@ enum Command {
     /// --source-url), over HTTP/1.1 and HTTP/2, with bearer-token auth.
     Cache(cache::CacheArgs),
 
+    /// Run the operator: HTTPScaledObject -> KEDA ScaledObject.
+    ///
+    /// For each HTTPScaledObject it applies the KEDA ScaledObject (same name
+    /// and namespace, owned by it) that points KEDA at the external scaler,
+    /// keeps it as the HTTPScaledObject says (a hand edit of a field it owns
+    /// is put back), and reports targetWorkload, targetService and a Ready
+    /// condition in the status; InterceptorRoutes get a Ready condition.
+    /// Honours the skip-scaledobject-creation and orphan-scaledobject
+    /// annotations. With --leader-elect only one replica writes.
+    Operator(operator::OperatorArgs),
+
     /// Run an echo backend for tests, demos and benchmarks.
     ///
     /// Answers every request with JSON describing it (method, path, headers),
@@ -71,6 +82,11 @@ fn main() -> anyhow::Result<()> {
         Command::Cache(args) => {
             init_logging();
             runtime()?.block_on(cache::run(args))?;
+            Ok(())
+        }
+        Command::Operator(args) => {
+            init_logging();
+            runtime()?.block_on(operator::run(args))?;
             Ok(())
         }
         Command::Echo(args) => {

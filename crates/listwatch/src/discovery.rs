@@ -178,6 +178,11 @@ impl Discovery {
         self.defs.insert(def.gvr().clone(), def);
     }
 
+    /// Forgets a resource (as if its CRD were deleted); returns it.
+    pub fn unregister(&mut self, gvr: &Gvr) -> Option<ResourceDef> {
+        self.defs.remove(gvr)
+    }
+
     /// The resource with this key.
     pub fn get(&self, gvr: &Gvr) -> Option<&ResourceDef> {
         self.defs.get(gvr)

@@ -290,7 +290,17 @@ impl TestApi {
 
     /// Registers a resource for discovery (storage needs no registration).
     pub fn register(&self, def: ResourceDef) {
+        self.shared.absent.write().remove(def.gvr());
         self.shared.registry.write().register(def);
+    }
+
+    /// Removes a resource, as if its CustomResourceDefinition were not
+    /// installed: its paths answer 404, writes included (a write to any
+    /// other unknown resource registers it), until it is
+    /// [`register`](TestApi::register)ed again.
+    pub fn uninstall(&self, gvr: &Gvr) -> Option<ResourceDef> {
+        self.shared.absent.write().insert(gvr.clone());
+        self.shared.registry.write().unregister(gvr)
     }
 
     /// The store behind a resource, if it has been used.

@@ -499,6 +499,11 @@ fn apply_ownership(obj: &mut Value, applied: &Value, manager: &str) {
         .find(|e| e["manager"] == manager && e["operation"] == "Apply")
         .map(|e| e["fieldsV1"].clone());
     if let Some(previous) = previous {
+        if previous == fields {
+            // The same fields again: the entry (and its time) stays, so an
+            // apply that changes nothing writes nothing.
+            return;
+        }
         remove_missing(obj, &previous, &fields);
     }
     let mut entries: Vec<Value> = entries

@@ -5,9 +5,14 @@
 use api::{HTTPScaledObject, InterceptorRoute, ScaledObject};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Pod, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventsEvent;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 pub use listwatch::ResourceDef;
 use listwatch::{Access, Discovery};
 
@@ -35,6 +40,19 @@ pub fn builtin_resources() -> Vec<ResourceDef> {
         ResourceDef::of::<EventsEvent>().short_names(&["ev"]),
         ResourceDef::of::<Deployment>()
             .short_names(&["deploy"])
+            .with_status(),
+        // What an install creates besides workloads (`deploy/`), so its
+        // rendered manifests can be applied here as on a cluster.
+        ResourceDef::of::<ServiceAccount>().short_names(&["sa"]),
+        ResourceDef::of::<ClusterRole>(),
+        ResourceDef::of::<ClusterRoleBinding>(),
+        ResourceDef::of::<Role>(),
+        ResourceDef::of::<RoleBinding>(),
+        ResourceDef::of::<PodDisruptionBudget>()
+            .short_names(&["pdb"])
+            .with_status(),
+        ResourceDef::of::<CustomResourceDefinition>()
+            .short_names(&["crd", "crds"])
             .with_status(),
     ]
 }
@@ -104,12 +122,27 @@ mod tests {
             "coordination.k8s.io/v1/leases",
             "events.k8s.io/v1/events",
             "apps/v1/deployments",
+            "v1/serviceaccounts",
+            "rbac.authorization.k8s.io/v1/clusterroles",
+            "rbac.authorization.k8s.io/v1/clusterrolebindings",
+            "rbac.authorization.k8s.io/v1/roles",
+            "rbac.authorization.k8s.io/v1/rolebindings",
+            "policy/v1/poddisruptionbudgets",
+            "apiextensions.k8s.io/v1/customresourcedefinitions",
         ] {
             assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
         }
         let r = with_builtins();
         let ns = r.get(&Gvr::new("", "v1", "namespaces")).unwrap();
         assert!(!ns.resource.namespaced);
+        for cluster_scoped in ["clusterroles", "clusterrolebindings"] {
+            let gvr = Gvr::new("rbac.authorization.k8s.io", "v1", cluster_scoped);
+            assert!(!r.get(&gvr).unwrap().resource.namespaced, "{gvr}");
+        }
+        let crd = Gvr::new("apiextensions.k8s.io", "v1", "customresourcedefinitions");
+        assert!(!r.get(&crd).unwrap().resource.namespaced);
+        let pdb = Gvr::new("policy", "v1", "poddisruptionbudgets");
+        assert!(r.get(&pdb).unwrap().resource.namespaced);
         assert_eq!(
             r.by_kind("http.keda.sh/v1beta1", "InterceptorRoute")
                 .unwrap()

@@ -28,6 +28,8 @@ use crate::stats::{CountedBody, StatsState, Verb};
 pub(crate) struct Shared {
     pub(crate) stores: Stores,
     pub(crate) registry: RwLock<listwatch::Discovery>,
+    /// Resources uninstalled on purpose: never registered by a write.
+    pub(crate) absent: RwLock<std::collections::HashSet<listwatch::Gvr>>,
     /// The global resourceVersion counter; held while writing, so writes are
     /// applied in resourceVersion order across all stores.
     pub(crate) rv: Mutex<u64>,
@@ -69,6 +71,7 @@ impl Shared {
         let shared = Arc::new(Shared {
             stores: Stores::new(),
             registry: RwLock::new(registry),
+            absent: RwLock::default(),
             rv: Mutex::new(1),
             handler: ListWatch::new(handler_config),
             store_config,
@@ -367,6 +370,7 @@ async fn resource_request(
     // Storage is generic: a write to an unknown resource registers it,
     // taking the kind from the body and the scope from the path.
     if def.is_none()
+        && !shared.absent.read().contains(&rp.gvr)
         && let Some((v, _)) = &body
         && target == Target::Main
         && let Some(kind) = v.get("kind").and_then(Value::as_str)
