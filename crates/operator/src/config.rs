@@ -38,12 +38,12 @@ then $KEDA_HTTP_OPERATOR_API_URL, $KUBECONFIG, ~/.kube/config, in-cluster.";
 #[command(after_long_help = ENV_HELP)]
 pub struct OperatorArgs {
     /// Address of /metrics (`:8080` binds every interface; `0` turns it off).
-    #[arg(long, default_value = ":8080", value_parser = bind_address)]
-    pub metrics_bind_address: Option<SocketAddr>,
+    #[arg(long, default_value = ":8080")]
+    pub metrics_bind_address: BindAddress,
 
     /// Address of the /healthz and /readyz probes (`0` turns it off).
-    #[arg(long, default_value = ":8081", value_parser = bind_address)]
-    pub health_probe_bind_address: Option<SocketAddr>,
+    #[arg(long, default_value = ":8081")]
+    pub health_probe_bind_address: BindAddress,
 
     /// Elect a leader through the Lease `http-add-on.keda.sh`, so that of
     /// several replicas only one writes; the manifests turn it on.
@@ -63,7 +63,19 @@ pub struct OperatorArgs {
     pub api_token_file: Option<PathBuf>,
 }
 
-/// `:8080`, `0.0.0.0:8080`, `[::]:8080`; `0` or empty: off.
+/// A listen address in Go's form: `:8080`, `0.0.0.0:8080`, `[::]:8080`;
+/// `0` or empty turns the server off (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindAddress(pub Option<SocketAddr>);
+
+impl std::str::FromStr for BindAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        bind_address(s).map(BindAddress)
+    }
+}
+
 fn bind_address(s: &str) -> Result<Option<SocketAddr>, String> {
     match s {
         "" | "0" => Ok(None),

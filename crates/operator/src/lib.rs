@@ -97,7 +97,7 @@ pub async fn run_with(
     let registry = Arc::new(registry);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut servers = tokio::task::JoinSet::new();
-    if let Some(addr) = args.metrics_bind_address {
+    if let Some(addr) = args.metrics_bind_address.0 {
         let listener =
             process::http::listen(addr).map_err(|source| OperatorError::Listen { addr, source })?;
         let registry = registry.clone();
@@ -118,7 +118,7 @@ pub async fn run_with(
             cancel.clone(),
         ));
     }
-    if let Some(addr) = args.health_probe_bind_address {
+    if let Some(addr) = args.health_probe_bind_address.0 {
         let listener =
             process::http::listen(addr).map_err(|source| OperatorError::Listen { addr, source })?;
         let ready = ready.clone();

@@ -205,11 +205,17 @@ pub(crate) async fn run(
         .owns_with(sos, so, config.clone())
         .graceful_shutdown_on(cancel.clone().cancelled_owned())
         .run(reconcile_hso, retry, ctx.clone())
-        .for_each(|r| report(r, "httpscaledobject", &queue_errors));
+        .for_each(|r| {
+            report(r, "httpscaledobject", &queue_errors);
+            futures::future::ready(())
+        });
     let ir_controller = Controller::new_with(irs, config, ir)
         .graceful_shutdown_on(cancel.cancelled_owned())
         .run(reconcile_ir, retry, ctx)
-        .for_each(|r| report(r, "interceptorroute", &queue_errors));
+        .for_each(|r| {
+            report(r, "interceptorroute", &queue_errors);
+            futures::future::ready(())
+        });
     tokio::join!(hso_controller, ir_controller);
 }
 
@@ -221,7 +227,7 @@ type RunResult = Result<
 /// Logs what a controller's loop reports. Reconcile errors were logged
 /// where they happened; a watch that keeps failing (a resource not served,
 /// e.g. KEDA's CRD missing) is logged once at WARN, then at DEBUG.
-async fn report(result: RunResult, controller: &str, queue_errors: &AtomicBool) {
+fn report(result: RunResult, controller: &str, queue_errors: &AtomicBool) {
     match result {
         Ok((obj, _)) => debug!(controller, object = %obj, "reconciled"),
         Err(kube::runtime::controller::Error::QueueError(e)) => {

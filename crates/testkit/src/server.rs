@@ -169,8 +169,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 let shared = svc_shared.clone();
                 async move { Ok::<_, Infallible>(route(shared, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
+            // HTTP/1.1, and HTTP/2 with prior knowledge (h2c), as the cache
+            // serves: clients built for a cache URL speak HTTP/2.
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");
