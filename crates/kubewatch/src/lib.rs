@@ -55,4 +55,4 @@ pub use backoff::Backoff;
 pub use collection::{Collection, IfNoneMatch, List, ListOutcome, ListParams};
 pub use error::Error;
 pub use health::{REMINDER_EVERY, SourceHealth};
-pub use watch::{MAX_LINE, WatchFrame, WatchState, WatchStream, stall_bound};
+pub use watch::{MAX_LINE, WatchFrame, WatchState, WatchStream, parse_watch_body, stall_bound};

@@ -97,13 +97,9 @@ pub enum WatchState {
 /// # }
 /// ```
 pub struct WatchStream {
-    path: String,
     /// `None` once the stream is over.
     body: Option<kube::client::Body>,
-    /// Received bytes not yet framed into lines.
-    buf: BytesMut,
-    /// `buf[..scanned]` holds no newline.
-    scanned: usize,
+    framer: Framer,
     stall: Duration,
     last_data: Instant,
     stall_timer: Pin<Box<Sleep>>,
@@ -114,9 +110,9 @@ pub struct WatchStream {
 impl std::fmt::Debug for WatchStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchStream")
-            .field("path", &self.path)
+            .field("path", &self.framer.path)
             .field("open", &self.body.is_some())
-            .field("buffered", &self.buf.len())
+            .field("buffered", &self.framer.buf.len())
             .finish()
     }
 }
@@ -125,10 +121,8 @@ impl WatchStream {
     pub(crate) fn new(path: String, body: kube::client::Body, stall: Duration) -> Self {
         let now = Instant::now();
         WatchStream {
-            path,
             body: Some(body),
-            buf: BytesMut::new(),
-            scanned: 0,
+            framer: Framer::new(path),
             stall,
             last_data: now,
             stall_timer: Box::pin(tokio::time::sleep_until(now + stall)),
@@ -140,10 +134,8 @@ impl WatchStream {
     pub(crate) fn gone(path: String) -> Self {
         let now = Instant::now();
         WatchStream {
-            path,
             body: None,
-            buf: BytesMut::new(),
-            scanned: 0,
+            framer: Framer::new(path),
             stall: Duration::ZERO,
             last_data: now,
             stall_timer: Box::pin(tokio::time::sleep_until(now)),
@@ -175,7 +167,7 @@ impl WatchStream {
                     let silent = self.last_data.elapsed();
                     if silent >= self.stall {
                         self.body = None;
-                        return Err(Error::Stalled { path: self.path.clone(), silent });
+                        return Err(Error::Stalled { path: self.framer.path.clone(), silent });
                     }
                     let at = self.last_data + self.stall;
                     self.stall_timer.as_mut().reset(at);
@@ -190,7 +182,7 @@ impl WatchStream {
                 Some(Err(source)) => {
                     self.body = None;
                     return Err(Error::Body {
-                        path: self.path.clone(),
+                        path: self.framer.path.clone(),
                         source,
                     });
                 }
@@ -200,12 +192,31 @@ impl WatchStream {
                 },
             };
             self.last_data = Instant::now();
-            self.buf.extend_from_slice(&data);
-            let state = self.frame_lines(frames);
+            self.framer.buf.extend_from_slice(&data);
+            let state = self.framer.frame_lines(frames);
             if !matches!(state, Ok(WatchState::Open)) {
                 self.body = None;
             }
             return state;
+        }
+    }
+}
+
+/// Splits the received bytes into lines and decodes each into a frame.
+struct Framer {
+    path: String,
+    /// Received bytes not yet framed into lines.
+    buf: BytesMut,
+    /// `buf[..scanned]` holds no newline.
+    scanned: usize,
+}
+
+impl Framer {
+    fn new(path: String) -> Self {
+        Framer {
+            path,
+            buf: BytesMut::new(),
+            scanned: 0,
         }
     }
 
@@ -283,6 +294,17 @@ impl WatchStream {
             }
         }))
     }
+}
+
+/// The frames a watch stream whose body is exactly `body` yields, and how
+/// it ends (`Open`: a line was left unfinished): the parser the client runs
+/// on every line, without a connection (for fuzzing and tests).
+pub fn parse_watch_body(body: &[u8]) -> (Vec<WatchFrame>, Result<WatchState, Error>) {
+    let mut framer = Framer::new("(bytes)".to_string());
+    framer.buf.extend_from_slice(body);
+    let mut frames = Vec::new();
+    let state = framer.frame_lines(&mut frames);
+    (frames, state)
 }
 
 #[cfg(test)]

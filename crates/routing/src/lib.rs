@@ -77,3 +77,5 @@ pub use table::{Action, RouteMatch, RoutingTable};
 
 #[cfg(test)]
 mod proptests;
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
