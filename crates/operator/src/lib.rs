@@ -97,55 +97,28 @@ pub async fn run_with(
     let registry = Arc::new(registry);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut servers = tokio::task::JoinSet::new();
-    if let Some(addr) = args.metrics_bind_address.0 {
+    let mut serve = |addr: Option<std::net::SocketAddr>,
+                     handler: fn(&Ports, &str) -> Response|
+     -> Result<(), OperatorError> {
+        let Some(addr) = addr else { return Ok(()) };
         let listener =
             process::http::listen(addr).map_err(|source| OperatorError::Listen { addr, source })?;
-        let registry = registry.clone();
+        let ports = Ports {
+            registry: registry.clone(),
+            ready: ready.clone(),
+        };
         servers.spawn(process::http::serve(
             listener,
-            move |req: http::Request<hyper_body::Incoming>| {
-                let registry = registry.clone();
-                async move {
-                    Ok::<_, Infallible>(
-                        match req.uri().path() {
-                            "/metrics" => process::http::metrics_response(&registry),
-                            _ => process::http::text_response(StatusCode::NOT_FOUND, "not found\n"),
-                        }
-                        .map(Full::new),
-                    )
-                }
+            move |req: http::Request<hyper::body::Incoming>| {
+                let resp = handler(&ports, req.uri().path()).map(Full::new);
+                async move { Ok::<_, Infallible>(resp) }
             },
             cancel.clone(),
         ));
-    }
-    if let Some(addr) = args.health_probe_bind_address.0 {
-        let listener =
-            process::http::listen(addr).map_err(|source| OperatorError::Listen { addr, source })?;
-        let ready = ready.clone();
-        servers.spawn(process::http::serve(
-            listener,
-            move |req: http::Request<hyper_body::Incoming>| {
-                let ready = ready.clone();
-                async move {
-                    Ok::<_, Infallible>(
-                        match req.uri().path() {
-                            "/healthz" => process::http::text_response(StatusCode::OK, "ok\n"),
-                            "/readyz" if ready.load(std::sync::atomic::Ordering::Relaxed) => {
-                                process::http::text_response(StatusCode::OK, "ok\n")
-                            }
-                            "/readyz" => process::http::text_response(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "starting\n",
-                            ),
-                            _ => process::http::text_response(StatusCode::NOT_FOUND, "not found\n"),
-                        }
-                        .map(Full::new),
-                    )
-                }
-            },
-            cancel.clone(),
-        ));
-    }
+        Ok(())
+    };
+    serve(args.metrics_bind_address.0, metrics_port)?;
+    serve(args.health_probe_bind_address.0, health_port)?;
     // Ready as soon as the process serves: a standby is healthy too.
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let result = if args.leader_elect {
@@ -184,4 +157,30 @@ pub async fn run_with(
     result
 }
 
-use hyper::body as hyper_body;
+type Response = http::Response<bytes::Bytes>;
+
+/// What the metrics and health ports read.
+#[derive(Clone)]
+struct Ports {
+    registry: Arc<Registry>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// `/metrics` (controller-runtime's names).
+fn metrics_port(ports: &Ports, path: &str) -> Response {
+    match path {
+        "/metrics" => process::http::metrics_response(&ports.registry),
+        _ => process::http::text_response(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `/healthz` (the process serves) and `/readyz` (it is set up).
+fn health_port(ports: &Ports, path: &str) -> Response {
+    let ready = ports.ready.load(std::sync::atomic::Ordering::Relaxed);
+    match path {
+        "/healthz" => process::http::text_response(StatusCode::OK, "ok\n"),
+        "/readyz" if ready => process::http::text_response(StatusCode::OK, "ok\n"),
+        "/readyz" => process::http::text_response(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+        _ => process::http::text_response(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}

@@ -416,28 +416,33 @@ async fn without_digest_bookmarks_the_resync_lists_every_interval() {
     assert!(handle.metrics.total_repairs() >= 1);
 }
 
-/// A testkit that looks to a client like kube-apiserver: no digests on
-/// the watch, no 304 to a list.
-async fn plain_api() -> TestApi {
-    TestApi::builder()
+const PLAIN_RESYNC: Duration = Duration::from_millis(300);
+
+/// A testkit that looks to a client like kube-apiserver (no digests on the
+/// watch, no 304 to a list) holding `objects` HTTPScaledObjects
+/// `app<i>` -> `svc-1`, and a ready replica resyncing every
+/// [`PLAIN_RESYNC`].
+async fn plain_api(objects: usize) -> (TestApi, SyncHandle) {
+    let api = TestApi::builder()
         .digest_bookmarks(false)
         .conditional_lists(false)
         .start()
         .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn against_a_plain_api_server_the_resync_lists_metadata_and_fetches_only_what_differs() {
-    let api = plain_api().await;
-    for i in 0..100 {
+        .unwrap();
+    for i in 0..objects {
         let name = format!("app{i}");
         api.put_object(httpso(&name, &format!("{name}.com"), "svc-1"))
             .unwrap();
     }
-    let resync = Duration::from_millis(300);
-    let handle = start(&api, resync);
+    let handle = start(&api, PLAIN_RESYNC);
     ready(&handle).await;
+    (api, handle)
+}
+
+#[tokio::test]
+async fn against_a_plain_api_server_the_resync_lists_metadata_and_fetches_only_what_differs() {
+    let (api, handle) = plain_api(100).await;
+    let resync = PLAIN_RESYNC;
     assert_eq!(handle.table.load().len(), 100);
     api.reset_stats();
     // Idle resyncs: metadata lists only, nothing fetched.
@@ -477,15 +482,8 @@ async fn against_a_plain_api_server_the_resync_lists_metadata_and_fetches_only_w
 
 #[tokio::test]
 async fn against_a_plain_api_server_many_differences_take_one_full_list() {
-    let api = plain_api().await;
-    for i in 0..60 {
-        let name = format!("app{i}");
-        api.put_object(httpso(&name, &format!("{name}.com"), "svc-1"))
-            .unwrap();
-    }
-    let resync = Duration::from_millis(300);
-    let handle = start(&api, resync);
-    ready(&handle).await;
+    let (api, handle) = plain_api(60).await;
+    let resync = PLAIN_RESYNC;
     api.faults().set_drop_watch_events(1.0);
     // More than the resync fetches one by one.
     for i in 0..40 {

@@ -51,6 +51,18 @@ impl KubeSource {
         .with_label_selector(self.config.label_selector.as_deref())
     }
 
+    /// A list or watch of `kind` failed: counted, and reported once per
+    /// outage ([`kubewatch::SourceHealth`]).
+    fn watch_failed(&self, kind: ObjectKind, err: &str) {
+        self.count_error(kind);
+        self.metrics
+            .watch_restarts
+            .get_or_create(&SyncMetrics::label(kind.resource()))
+            .inc();
+        self.health
+            .failure(kind.resource(), &err, self.writer.table_version());
+    }
+
     fn count_error(&self, kind: ObjectKind) {
         self.metrics
             .sync_errors
@@ -135,13 +147,7 @@ pub(crate) async fn watch_kind(src: Arc<KubeSource>, kind: ObjectKind) {
                         Err(e) => e.to_string(),
                         _ => "unexpected 304 to an unconditional list".to_string(),
                     };
-                    src.count_error(kind);
-                    src.metrics
-                        .watch_restarts
-                        .get_or_create(&SyncMetrics::label(kind.resource()))
-                        .inc();
-                    src.health
-                        .failure(kind.resource(), &err, src.writer.table_version());
+                    src.watch_failed(kind, &err);
                 }
             }
             if !backoff.wait(cancel).await {
@@ -162,13 +168,7 @@ pub(crate) async fn watch_kind(src: Arc<KubeSource>, kind: ObjectKind) {
                 rv = None;
             }
             WatchEnd::Failed(err) => {
-                src.count_error(kind);
-                src.metrics
-                    .watch_restarts
-                    .get_or_create(&SyncMetrics::label(kind.resource()))
-                    .inc();
-                src.health
-                    .failure(kind.resource(), &err, src.writer.table_version());
+                src.watch_failed(kind, &err);
                 if !backoff.wait(cancel).await {
                     return;
                 }
