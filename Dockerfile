@@ -18,7 +18,7 @@ COPY . .
 ENV CARGO_INCREMENTAL=0 \
     CC_x86_64_unknown_linux_musl=musl-gcc
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p http-addon \
- && cp target/x86_64-unknown-linux-musl/release/http-addon /http-addon
+ && strip -o /http-addon target/x86_64-unknown-linux-musl/release/http-addon
 
 FROM scratch
 # Only for https source/upstream URLs verified against public CAs (the cluster's
