@@ -76,6 +76,8 @@ pub struct Fleet {
     keep_unreachable: Duration,
     ids: HashMap<Arc<str>, u32>,
     keys: Vec<Arc<str>>,
+    /// When each key was first reported (its rate window starts there).
+    first_seen: Vec<Duration>,
     /// Summed concurrency per key id.
     concurrency: Vec<i64>,
     rates: HashMap<u32, RateWindow>,
@@ -89,19 +91,21 @@ impl Fleet {
             keep_unreachable,
             ids: HashMap::new(),
             keys: Vec::new(),
+            first_seen: Vec::new(),
             concurrency: Vec::new(),
             rates: HashMap::new(),
             pods: HashMap::new(),
         }
     }
 
-    fn id(&mut self, key: &str) -> u32 {
+    fn id(&mut self, key: &str, now: Duration) -> u32 {
         if let Some(id) = self.ids.get(key) {
             return *id;
         }
         let id = self.keys.len() as u32;
         let key: Arc<str> = Arc::from(key);
         self.keys.push(key.clone());
+        self.first_seen.push(now);
         self.ids.insert(key, id);
         self.concurrency.push(0);
         id
@@ -169,12 +173,11 @@ impl Fleet {
         }
         for (id, delta) in deltas {
             let shape = window_of(&self.keys[id as usize]);
-            let w = self
-                .rates
-                .entry(id)
-                .or_insert_with(|| RateWindow::new(shape.0, shape.1));
+            let origin = self.first_seen[id as usize];
+            let new = || RateWindow::new(shape.0, shape.1).with_origin(origin);
+            let w = self.rates.entry(id).or_insert_with(new);
             if w.shape() != shape {
-                *w = RateWindow::new(shape.0, shape.1);
+                *w = new();
             }
             w.record(now, delta);
         }
@@ -192,7 +195,7 @@ impl Fleet {
         let ids: Vec<(u32, i64, u64)> = report
             .changed
             .iter()
-            .map(|(k, c, n)| (self.id(k), *c, *n))
+            .map(|(k, c, n)| (self.id(k, now), *c, *n))
             .collect();
         let removed: Vec<u32> = report
             .removed
@@ -360,8 +363,8 @@ mod tests {
             vec![(addr(1), full(&[("a/x", 0, 110)]))],
             &|_| DEFAULT,
         );
-        // 10 requests over buckets 1..=1 (the window started at bucket 1).
-        assert_eq!(f.counts(s(1)).get("a/x").rate, 10.0);
+        // 10 requests over buckets 0..=1 (watched since the first poll).
+        assert_eq!(f.counts(s(1)).get("a/x").rate, 5.0);
         // The counter went down: the pod restarted, 4 new requests.
         f.apply(
             s(2),
@@ -369,7 +372,7 @@ mod tests {
             vec![(addr(1), full(&[("a/x", 0, 4)]))],
             &|_| DEFAULT,
         );
-        assert_eq!(f.counts(s(2)).get("a/x").rate, 7.0);
+        assert_eq!(f.counts(s(2)).get("a/x").rate, 14.0 / 3.0);
         // Compact form: a new instance counts its whole value even when
         // it is higher than before.
         let compact = |instance, n| {
@@ -382,8 +385,8 @@ mod tests {
         };
         f.apply(s(3), &pods, vec![(addr(1), compact(1, 6))], &|_| DEFAULT);
         f.apply(s(4), &pods, vec![(addr(1), compact(2, 8))], &|_| DEFAULT);
-        // buckets 1..=4: 10 + 4 + 2 (6 - 4) + 8
-        assert_eq!(f.counts(s(4)).get("a/x").rate, 24.0 / 4.0);
+        // buckets 0..=4: 10 + 4 + 2 (6 - 4) + 8
+        assert_eq!(f.counts(s(4)).get("a/x").rate, 24.0 / 5.0);
     }
 
     #[test]
@@ -419,6 +422,6 @@ mod tests {
         );
         let c = f.counts(s(2));
         assert_eq!(c.total_concurrency, 0);
-        assert_eq!(c.get("a/x").rate, 0.5); // 1 request over buckets 1..=2
+        assert_eq!(c.get("a/x").rate, 1.0 / 3.0); // 1 request over buckets 0..=2
     }
 }

@@ -29,6 +29,8 @@ pub struct RateWindow {
     /// current run, and of the newest written.
     first: u64,
     last: Option<u64>,
+    /// Where the first run starts when it is before the first record.
+    origin: Option<u64>,
     /// Sum of `buckets`.
     total: u64,
 }
@@ -46,8 +48,16 @@ impl RateWindow {
             buckets: vec![0; n],
             first: 0,
             last: None,
+            origin: None,
             total: 0,
         }
+    }
+
+    /// The same window, counting the time since `origin` (when nothing was
+    /// seen: the scaler was already watching) as covered by its first run.
+    pub fn with_origin(mut self, origin: Duration) -> RateWindow {
+        self.origin = Some(self.index(origin));
+        self
     }
 
     /// The window and granularity this was built with.
@@ -66,7 +76,7 @@ impl RateWindow {
         let n = self.buckets.len() as u64;
         match self.last {
             None => {
-                self.first = idx;
+                self.first = self.origin.map_or(idx, |o| o.min(idx));
                 self.last = Some(idx);
             }
             Some(last) if idx > last => {
@@ -124,10 +134,14 @@ mod tests {
     #[test]
     fn a_partial_window_divides_by_the_time_covered() {
         let mut w = RateWindow::new(ms(60_000), ms(1000));
-        w.record(ms(0), 0);
         w.record(ms(1000), 10);
         w.record(ms(2000), 10);
-        // 20 requests over 3 buckets (0, 1, 2).
+        // 20 requests over 2 buckets (1, 2).
+        assert_eq!(w.rate(ms(2000)), 10.0);
+        // Watched since 0: over 3 buckets.
+        let mut w = RateWindow::new(ms(60_000), ms(1000)).with_origin(ms(0));
+        w.record(ms(1000), 10);
+        w.record(ms(2000), 10);
         assert!((w.rate(ms(2000)) - 20.0 / 3.0).abs() < 1e-9);
     }
 
