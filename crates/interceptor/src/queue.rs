@@ -335,9 +335,11 @@ mod tests {
     fn another_instance_or_a_forgotten_epoch_gets_everything() {
         let h = QueueHistory::with_instance(1);
         let t = table(&["a", "b"]);
-        let q = parse_compact(&h.compact(&t, None)).unwrap();
+        let first = h.compact(&t, None);
+        let q = parse_compact(&first).unwrap();
         // Another process's token (a restart): full.
-        let other = parse_compact(&h.compact(&t, Some(&format!("2.{}", q.epoch)))).unwrap();
+        let other = h.compact(&t, Some(&format!("2.{}", q.epoch)));
+        let other = parse_compact(&other).unwrap();
         assert!(other.full);
         assert_eq!(other.changed.len(), 2);
         // An epoch no longer kept: full.
