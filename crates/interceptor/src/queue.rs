@@ -108,12 +108,25 @@ impl QueueHistory {
     /// The compact answer for a client that last saw `since` (the raw
     /// `since` query value; anything unparsable means "nothing").
     pub fn compact(&self, table: &routing::RoutingTable, since: Option<&str>) -> String {
-        let now: Snapshot = table
-            .routes()
-            .map(|r| {
+        self.compact_counts(
+            table.routes().map(|r| {
                 let (c, n) = r.counters.snapshot();
-                (r.key().clone(), (c.max(0), n))
-            })
+                (r.key().clone(), c, n)
+            }),
+            since,
+        )
+    }
+
+    /// [`compact`](Self::compact) over `(key, Concurrency, RequestCount)`
+    /// triples instead of a table (simulated interceptors in benchmarks).
+    pub fn compact_counts(
+        &self,
+        counts: impl IntoIterator<Item = (Arc<str>, i64, u64)>,
+        since: Option<&str>,
+    ) -> String {
+        let now: Snapshot = counts
+            .into_iter()
+            .map(|(k, c, n)| (k, (c.max(0), n)))
             .collect();
         let since = since.and_then(parse_since);
         let (epoch, base) = {

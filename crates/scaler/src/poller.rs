@@ -222,6 +222,11 @@ impl Poller {
         self.health = Some(reporter);
     }
 
+    /// Bytes of `/queue` answers read so far (bodies only).
+    pub fn response_bytes(&self) -> u64 {
+        self.metrics.response_bytes.get()
+    }
+
     /// The ready interceptor pods, from the EndpointSlices of the admin Service.
     pub fn listed(&self) -> Vec<SocketAddr> {
         let snap = self.endpoints.load();
