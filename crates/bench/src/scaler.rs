@@ -88,6 +88,9 @@ struct Round {
     cpu_ms: f64,
     body_bytes: u64,
     wire_bytes: u64,
+    /// CPU of the simulated fleet (the child) in the round: all 1,000
+    /// interceptors' /queue answers, on this machine's cores.
+    fleet_cpu_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -96,6 +99,7 @@ struct FormResult {
     rounds: Vec<Round>,
     median_wall_ms: f64,
     median_cpu_ms: f64,
+    median_fleet_cpu_ms: f64,
     median_wire_bytes: u64,
     idle_round: Round,
     idle_wire_bytes_per_pod: f64,
@@ -129,6 +133,11 @@ impl Child {
 
     fn bytes(&mut self) -> anyhow::Result<u64> {
         Ok(self.command("bytes")?.parse()?)
+    }
+
+    /// The fleet simulator's CPU time.
+    fn cpu(&mut self) -> anyhow::Result<Duration> {
+        Ok(Duration::from_nanos(self.command("cpu")?.parse()?))
     }
 }
 
@@ -199,15 +208,18 @@ async fn measure(args: ScalerBenchArgs) -> anyhow::Result<()> {
         let mut now = Duration::ZERO;
         let mut round = async |poller: &mut scaler::Poller, child: &mut Child| -> anyhow::Result<Round> {
             now += Duration::from_millis(500);
-            let (b0, w0, c0, t0) = (poller.response_bytes(), child.bytes()?, cpu_now(), Instant::now());
+            let (f0, b0, w0) = (child.cpu()?, poller.response_bytes(), child.bytes()?);
+            let (c0, t0) = (cpu_now(), Instant::now());
             let summary = poller.poll_once(now).await;
             let (t1, c1) = (t0.elapsed(), cpu_now());
+            let fleet_cpu_ms = (child.cpu()? - f0).as_secs_f64() * 1e3;
             anyhow::ensure!(summary.answered == args.pods, "every pod answered: {summary:?}");
             Ok(Round {
                 wall_ms: t1.as_secs_f64() * 1e3,
                 cpu_ms: (c1 - c0).as_secs_f64() * 1e3,
                 body_bytes: poller.response_bytes() - b0,
                 wire_bytes: child.bytes()? - w0,
+                fleet_cpu_ms,
             })
         };
         let warm = round(&mut poller, &mut child).await?;
@@ -217,8 +229,8 @@ async fn measure(args: ScalerBenchArgs) -> anyhow::Result<()> {
             child.command("step")?;
             let r = round(&mut poller, &mut child).await?;
             progress(&format!(
-                "{form}: {:.1} ms wall, {:.1} ms CPU, {} bytes",
-                r.wall_ms, r.cpu_ms, r.wire_bytes
+                "{form}: {:.1} ms wall, {:.1} ms CPU, {} bytes (fleet simulator CPU {:.0} ms)",
+                r.wall_ms, r.cpu_ms, r.wire_bytes, r.fleet_cpu_ms
             ));
             rounds.push(r);
         }
@@ -232,6 +244,7 @@ async fn measure(args: ScalerBenchArgs) -> anyhow::Result<()> {
             form,
             median_wall_ms: median(rounds.iter().map(|r| r.wall_ms).collect()),
             median_cpu_ms: median(rounds.iter().map(|r| r.cpu_ms).collect()),
+            median_fleet_cpu_ms: median(rounds.iter().map(|r| r.fleet_cpu_ms).collect()),
             median_wire_bytes: median(rounds.iter().map(|r| r.wire_bytes as f64).collect()) as u64,
             idle_wire_bytes_per_pod: idle.wire_bytes as f64 / args.pods as f64,
             idle_round: idle,
@@ -246,17 +259,19 @@ async fn measure(args: ScalerBenchArgs) -> anyhow::Result<()> {
         forms,
     };
     println!(
-        "| /queue form | wall per round | scaler CPU per round | bytes per round | idle round: bytes per pod |"
+        "| /queue form | wall per round | scaler CPU per round | bytes per round | idle round: bytes per pod | idle round: scaler CPU | fleet simulator CPU per round |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for f in &result.forms {
         println!(
-            "| {} | {:.1} ms | {:.1} ms | {:.2} MB | {:.0} B |",
+            "| {} | {:.1} ms | {:.1} ms | {:.2} MB | {:.0} B | {:.1} ms | {:.0} ms |",
             f.form,
             f.median_wall_ms,
             f.median_cpu_ms,
             f.median_wire_bytes as f64 / 1e6,
-            f.idle_wire_bytes_per_pod
+            f.idle_wire_bytes_per_pod,
+            f.idle_round.cpu_ms,
+            f.median_fleet_cpu_ms
         );
     }
     if let Some(dir) = args.out.parent() {
@@ -379,6 +394,7 @@ async fn serve_pods(args: ScalerBenchArgs) -> anyhow::Result<()> {
             let reply = match line.trim() {
                 "port" => port.to_string(),
                 "bytes" => WIRE_BYTES.load(Ordering::Relaxed).to_string(),
+                "cpu" => cpu_now().as_nanos().to_string(),
                 "step" => {
                     let active = args.routes * args.active_pct / 100;
                     for pod in &pods {

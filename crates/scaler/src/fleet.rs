@@ -16,7 +16,7 @@
 //! The sums are kept incrementally: a round costs O(what changed), so an
 //! idle pod in the compact form costs nothing here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,8 +65,9 @@ pub type WindowOf<'a> = &'a dyn Fn(&str) -> (Duration, Duration);
 #[derive(Debug)]
 struct Pod {
     instance: Option<u64>,
-    /// key id -> (Concurrency, RequestCount).
-    counts: HashMap<u32, (i64, u64)>,
+    /// (Concurrency, RequestCount) by key id: dense, since every pod
+    /// reports (nearly) every route.
+    counts: Vec<Option<(i64, u64)>>,
     last_answer: Duration,
 }
 
@@ -120,8 +121,10 @@ impl Fleet {
         let Some(pod) = self.pods.remove(addr) else {
             return false;
         };
-        for (id, (c, _)) in pod.counts {
-            self.concurrency[id as usize] -= c;
+        for (id, entry) in pod.counts.into_iter().enumerate() {
+            if let Some((c, _)) = entry {
+                self.concurrency[id] -= c;
+            }
         }
         true
     }
@@ -139,10 +142,11 @@ impl Fleet {
             listed: listed.len(),
             ..RoundSummary::default()
         };
+        let listed_set: HashSet<&SocketAddr> = listed.iter().collect();
         let gone: Vec<SocketAddr> = self
             .pods
             .keys()
-            .filter(|a| !listed.contains(a))
+            .filter(|a| !listed_set.contains(a))
             .copied()
             .collect();
         for a in gone {
@@ -150,7 +154,7 @@ impl Fleet {
                 summary.dropped += 1;
             }
         }
-        let mut deltas: HashMap<u32, u64> = HashMap::new();
+        let mut deltas: Vec<u64> = Vec::new();
         for (addr, fetched) in results {
             match fetched {
                 Fetched::Report(report) => {
@@ -171,7 +175,11 @@ impl Fleet {
                 }
             }
         }
-        for (id, delta) in deltas {
+        for (id, delta) in deltas.into_iter().enumerate() {
+            if delta == 0 {
+                continue;
+            }
+            let id = id as u32;
             let shape = window_of(&self.keys[id as usize]);
             let origin = self.first_seen[id as usize];
             let new = || RateWindow::new(shape.0, shape.1).with_origin(origin);
@@ -190,7 +198,7 @@ impl Fleet {
         now: Duration,
         addr: SocketAddr,
         report: PodReport,
-        deltas: &mut HashMap<u32, u64>,
+        deltas: &mut Vec<u64>,
     ) {
         let ids: Vec<(u32, i64, u64)> = report
             .changed
@@ -205,31 +213,41 @@ impl Fleet {
         let known = self.pods.contains_key(&addr);
         let pod = self.pods.entry(addr).or_insert_with(|| Pod {
             instance: report.instance,
-            counts: HashMap::new(),
+            counts: Vec::new(),
             last_answer: now,
         });
+        let keys = self.keys.len();
+        if pod.counts.len() < keys {
+            pod.counts.resize(keys, None);
+        }
+        if deltas.len() < keys {
+            deltas.resize(keys, 0);
+        }
         pod.last_answer = now;
         // A new process behind the same address: its counters began at zero.
         let restarted = known && pod.instance.is_some() && pod.instance != report.instance;
         pod.instance = report.instance;
         let concurrency = &mut self.concurrency;
         if report.full {
-            let listed: std::collections::HashSet<u32> = ids.iter().map(|e| e.0).collect();
-            pod.counts.retain(|id, (c, _)| {
-                let keep = listed.contains(id);
-                if !keep {
-                    concurrency[*id as usize] -= *c;
+            let mut listed = vec![false; keys];
+            for (id, _, _) in &ids {
+                listed[*id as usize] = true;
+            }
+            for (id, entry) in pod.counts.iter_mut().enumerate() {
+                if !listed[id]
+                    && let Some((c, _)) = entry.take()
+                {
+                    concurrency[id] -= c;
                 }
-                keep
-            });
+            }
         }
         for id in removed {
-            if let Some((c, _)) = pod.counts.remove(&id) {
+            if let Some((c, _)) = pod.counts[id as usize].take() {
                 concurrency[id as usize] -= c;
             }
         }
         for (id, c, n) in ids {
-            let old = pod.counts.insert(id, (c, n));
+            let old = pod.counts[id as usize].replace((c, n));
             concurrency[id as usize] += c - old.map_or(0, |o| o.0);
             let delta = match old {
                 // First sight of this pod, or of this route on it: no
@@ -241,9 +259,7 @@ impl Fleet {
                 Some((_, before)) if n < before => n, // counter reset
                 Some((_, before)) => n - before,
             };
-            if delta > 0 {
-                *deltas.entry(id).or_default() += delta;
-            }
+            deltas[id as usize] += delta;
         }
     }
 

@@ -241,7 +241,8 @@ impl Poller {
     pub async fn poll_once(&mut self, now: Duration) -> RoundSummary {
         let started = Instant::now();
         let listed = self.listed();
-        self.since.retain(|a, _| listed.contains(a));
+        let listed_set: std::collections::HashSet<&SocketAddr> = listed.iter().collect();
+        self.since.retain(|a, _| listed_set.contains(a));
         let mut tasks = tokio::task::JoinSet::new();
         for addr in &listed {
             let client = self.client.clone();
