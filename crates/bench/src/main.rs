@@ -10,7 +10,8 @@
 
 mod fleet;
 mod proxy;
-#[path = "scaler.rs"] mod scaler_bench;
+#[path = "scaler.rs"]
+mod scaler_bench;
 mod sync_bench;
 
 use clap::{Parser, Subcommand};
@@ -39,7 +40,8 @@ enum Command {
     Fleet(fleet::FleetArgs),
     /// One replica's sync loop: write-to-applied latency and idle control-plane cost.
     Sync(sync_bench::SyncArgs),
-    #[command(about = "The scaler's poll round against N simulated interceptors: plain vs compact /queue")] Scaler(scaler_bench::ScalerBenchArgs),
+    /// The scaler's poll round against N simulated interceptors: plain vs compact /queue.
+    Scaler(scaler_bench::ScalerBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {

@@ -169,10 +169,7 @@ async fn measure(args: ScalerBenchArgs) -> anyhow::Result<()> {
         stdout: BufReader::new(proc.stdout.take().unwrap()),
         proc,
     };
-    let port: u16 = child
-        .command("port")?
-        .parse()
-        .context("the fleet's port")?;
+    let port: u16 = child.command("port")?.parse().context("the fleet's port")?;
     progress(&format!(
         "{} pods x {} routes on 127.1.x.y:{port}",
         args.pods, args.routes
@@ -206,22 +203,26 @@ async fn measure(args: ScalerBenchArgs) -> anyhow::Result<()> {
             scaler::Poller::new(config, endpoints.clone(), table.clone(), &mut registry);
         anyhow::ensure!(poller.listed().len() == args.pods, "pods listed");
         let mut now = Duration::ZERO;
-        let mut round = async |poller: &mut scaler::Poller, child: &mut Child| -> anyhow::Result<Round> {
-            now += Duration::from_millis(500);
-            let (f0, b0, w0) = (child.cpu()?, poller.response_bytes(), child.bytes()?);
-            let (c0, t0) = (cpu_now(), Instant::now());
-            let summary = poller.poll_once(now).await;
-            let (t1, c1) = (t0.elapsed(), cpu_now());
-            let fleet_cpu_ms = (child.cpu()? - f0).as_secs_f64() * 1e3;
-            anyhow::ensure!(summary.answered == args.pods, "every pod answered: {summary:?}");
-            Ok(Round {
-                wall_ms: t1.as_secs_f64() * 1e3,
-                cpu_ms: (c1 - c0).as_secs_f64() * 1e3,
-                body_bytes: poller.response_bytes() - b0,
-                wire_bytes: child.bytes()? - w0,
-                fleet_cpu_ms,
-            })
-        };
+        let mut round =
+            async |poller: &mut scaler::Poller, child: &mut Child| -> anyhow::Result<Round> {
+                now += Duration::from_millis(500);
+                let (f0, b0, w0) = (child.cpu()?, poller.response_bytes(), child.bytes()?);
+                let (c0, t0) = (cpu_now(), Instant::now());
+                let summary = poller.poll_once(now).await;
+                let (t1, c1) = (t0.elapsed(), cpu_now());
+                let fleet_cpu_ms = (child.cpu()? - f0).as_secs_f64() * 1e3;
+                anyhow::ensure!(
+                    summary.answered == args.pods,
+                    "every pod answered: {summary:?}"
+                );
+                Ok(Round {
+                    wall_ms: t1.as_secs_f64() * 1e3,
+                    cpu_ms: (c1 - c0).as_secs_f64() * 1e3,
+                    body_bytes: poller.response_bytes() - b0,
+                    wire_bytes: child.bytes()? - w0,
+                    fleet_cpu_ms,
+                })
+            };
         let warm = round(&mut poller, &mut child).await?;
         progress(&format!("{form}: warm-up round {:.0} ms", warm.wall_ms));
         let mut rounds = Vec::new();
@@ -367,17 +368,19 @@ async fn serve_pods(args: ScalerBenchArgs) -> anyhow::Result<()> {
                 let _ = stream.set_nodelay(true);
                 let (pod, keys) = (pod.clone(), keys.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let body = answer(&pod, &keys, &req);
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .header("content-type", body.0)
-                                    .body(Full::new(Bytes::from(body.1)))
-                                    .unwrap(),
-                            )
-                        }
-                    });
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let body = answer(&pod, &keys, &req);
+                            async move {
+                                Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .header("content-type", body.0)
+                                        .body(Full::new(Bytes::from(body.1)))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
                     let io = hyper_util::rt::TokioIo::new(Counted(stream));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, svc)
@@ -418,7 +421,11 @@ async fn serve_pods(args: ScalerBenchArgs) -> anyhow::Result<()> {
 }
 
 /// (content type, body) of one pod's `/queue`.
-fn answer(pod: &Pod, keys: &[Arc<str>], req: &http::Request<hyper::body::Incoming>) -> (&'static str, String) {
+fn answer(
+    pod: &Pod,
+    keys: &[Arc<str>],
+    req: &http::Request<hyper::body::Incoming>,
+) -> (&'static str, String) {
     let counts = pod.counts.lock().clone();
     let compact = req
         .headers()
@@ -446,6 +453,9 @@ fn answer(pod: &Pod, keys: &[Arc<str>], req: &http::Request<hyper::body::Incomin
                 )
             })
             .collect();
-        ("application/json", serde_json::Value::Object(map).to_string())
+        (
+            "application/json",
+            serde_json::Value::Object(map).to_string(),
+        )
     }
 }

@@ -9,7 +9,10 @@ use common::BIN;
 
 #[test]
 fn help_names_every_flag_and_variable() {
-    let out = Command::new(BIN).args(["scaler", "--help"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["scaler", "--help"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for name in [

@@ -53,7 +53,10 @@ async fn observe(client: &mut ExternalScalerClient<Channel>) -> Option<(bool, i6
 
 fn app_slice(ready: Option<u16>) -> serde_json::Value {
     let (endpoints, port) = match ready {
-        Some(port) => (json!([{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]), port),
+        Some(port) => (
+            json!([{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]),
+            port,
+        ),
         None => (json!([]), 8080),
     };
     json!({

@@ -32,9 +32,21 @@ async fn compact(icp: &interceptor::Interceptor, since: Option<&str>) -> (String
 async fn plain_json_by_default_compact_deltas_on_request() {
     let (icp, _dir) = serve_app("app.test", &[]).await;
     // Plain: upstream's shape, byte for byte.
-    let plain = send(&client(), icp.admin_addr, "GET", "admin", "/queue", &[], Bytes::new()).await;
+    let plain = send(
+        &client(),
+        icp.admin_addr,
+        "GET",
+        "admin",
+        "/queue",
+        &[],
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(plain.headers["content-type"], "application/json");
-    assert_eq!(plain.text(), r#"{"ns/app":{"Concurrency":0,"RequestCount":0}}"#);
+    assert_eq!(
+        plain.text(),
+        r#"{"ns/app":{"Concurrency":0,"RequestCount":0}}"#
+    );
 
     let (ct, first) = compact(&icp, None).await;
     assert_eq!(ct, COMPACT_CONTENT_TYPE);
@@ -48,7 +60,10 @@ async fn plain_json_by_default_compact_deltas_on_request() {
     assert!(idle.len() < 40, "{idle}");
 
     // A request later: only the changed route, with its new count.
-    assert_eq!(common::get(icp.proxy_addr, "app.test", "/x").await.status, 200);
+    assert_eq!(
+        common::get(icp.proxy_addr, "app.test", "/x").await.status,
+        200
+    );
     let (_, delta) = compact(&icp, Some(&q.since())).await;
     let d = parse_compact(&delta).unwrap();
     assert!(!d.full);

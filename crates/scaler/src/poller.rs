@@ -78,12 +78,9 @@ impl PollerMetrics {
     /// Registers the metrics under `scaler_pinger_` in `registry`.
     pub fn new(registry: &mut Registry) -> PollerMetrics {
         let m = PollerMetrics {
-            fetch_duration: Histogram::new(
-                [
-                    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                ]
-                .into_iter(),
-            ),
+            fetch_duration: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+            ]),
             fetch_errors: Family::default(),
             endpoints: Gauge::default(),
             unreachable: Gauge::default(),
@@ -332,12 +329,12 @@ impl Poller {
         if self.serving == Some(serving) {
             return;
         }
-        if self.serving.is_some() || !serving {
-            if serving {
-                info!("a poll round succeeded again: serving");
-            } else if self.serving.is_some() {
+        match (self.serving, serving) {
+            (Some(false), true) => info!("a poll round succeeded again: SERVING"),
+            (Some(true), false) => {
                 warn!("no interceptor answered /queue for 2 rounds: NOT_SERVING");
             }
+            _ => {}
         }
         self.serving = Some(serving);
         if let Some(h) = &self.health {

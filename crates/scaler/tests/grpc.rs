@@ -22,9 +22,9 @@ use testkit::TestApi;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 const ADMIN_NS: &str = "keda";
 const ADMIN_SVC: &str = "keda-add-ons-http-interceptor-admin";
@@ -258,7 +258,11 @@ impl Setup {
             .metric_specs)
     }
 
-    async fn values(&mut self, r: ScaledObjectRef, metric: &str) -> Result<Vec<MetricValue>, tonic::Status> {
+    async fn values(
+        &mut self,
+        r: ScaledObjectRef,
+        metric: &str,
+    ) -> Result<Vec<MetricValue>, tonic::Status> {
         Ok(self
             .client
             .get_metrics(GetMetricsRequest {
@@ -391,7 +395,10 @@ async fn each_metadata_kind_reports_its_names_targets_and_values() {
     );
     assert_eq!(s.values(api.clone(), "http_other_rate").await.unwrap(), []);
     // Both keys: the InterceptorRoute wins, as upstream.
-    let both = so("both", &[("interceptorRoute", "api"), ("httpScaledObject", "web")]);
+    let both = so(
+        "both",
+        &[("interceptorRoute", "api"), ("httpScaledObject", "web")],
+    );
     assert_eq!(s.values(both, "").await.unwrap().len(), 2);
 
     // The interceptor fleet's own ScaledObject: every in-flight request.
@@ -404,11 +411,19 @@ async fn each_metadata_kind_reports_its_names_targets_and_values() {
     };
     assert_eq!(
         s.specs(fleet.clone()).await.unwrap(),
-        [spec("http-keda_002Fkeda-add-ons-http-interceptor", 200, 0.0)]
+        [spec(
+            "http-keda_002Fkeda-add-ons-http-interceptor",
+            200,
+            0.0
+        )]
     );
     assert_eq!(
         s.values(fleet, "").await.unwrap(),
-        [value("http-keda_002Fkeda-add-ons-http-interceptor", 10, 0.0)]
+        [value(
+            "http-keda_002Fkeda-add-ons-http-interceptor",
+            10,
+            0.0
+        )]
     );
 
     // Errors name the key or the object.
@@ -417,22 +432,38 @@ async fn each_metadata_kind_reports_its_names_targets_and_values() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("InterceptorRoute apps/nope"), "{err:?}");
+    assert!(
+        err.message().contains("InterceptorRoute apps/nope"),
+        "{err:?}"
+    );
     let err = s
         .values(so("x", &[("httpScaledObject", "gone")]), "")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("HTTPScaledObject apps/gone"), "{err:?}");
-    let err = s.client.is_active(so("x", &[("host", "a")])).await.unwrap_err();
+    assert!(
+        err.message().contains("HTTPScaledObject apps/gone"),
+        "{err:?}"
+    );
+    let err = s
+        .client
+        .is_active(so("x", &[("host", "a")]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("keys given: host, scalerAddress"), "{err:?}");
+    assert!(
+        err.message().contains("keys given: host, scalerAddress"),
+        "{err:?}"
+    );
     let err = s
         .specs(so("x", &[("interceptorTargetPendingRequests", "many")]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("interceptorTargetPendingRequests"), "{err:?}");
+    assert!(
+        err.message().contains("interceptorTargetPendingRequests"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -482,7 +513,12 @@ async fn streams_send_every_interval_and_end_cleanly_on_shutdown() {
     .await;
     s.tick(0).await;
     let api = so("api-so", &[("interceptorRoute", "api")]);
-    let mut active = s.client.stream_is_active(api.clone()).await.unwrap().into_inner();
+    let mut active = s
+        .client
+        .stream_is_active(api.clone())
+        .await
+        .unwrap()
+        .into_inner();
     let mut specs = s.client.stream_metric_spec(api).await.unwrap().into_inner();
     // Unchanged answers keep coming, every interval (as upstream).
     for _ in 0..3 {
@@ -529,8 +565,20 @@ async fn streams_send_every_interval_and_end_cleanly_on_shutdown() {
         .await
         .expect("shutdown finished")
         .unwrap();
-    assert!(client.is_active(so("x", &[("interceptorRoute", "api")])).await.is_err());
-    assert!(health.check(HealthCheckRequest { service: "readiness".into() }).await.is_err());
+    assert!(
+        client
+            .is_active(so("x", &[("interceptorRoute", "api")]))
+            .await
+            .is_err()
+    );
+    assert!(
+        health
+            .check(HealthCheckRequest {
+                service: "readiness".into()
+            })
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -672,7 +720,11 @@ async fn health_is_not_serving_until_a_round_succeeds_and_after_two_failed_round
         p.hung.store(true, Ordering::Relaxed);
     }
     s.tick(500).await;
-    assert_eq!(status("readiness").await, ServingStatus::Serving, "one failed round");
+    assert_eq!(
+        status("readiness").await,
+        ServingStatus::Serving,
+        "one failed round"
+    );
     s.tick(1000).await;
     for name in ["", "liveness", "readiness"] {
         assert_eq!(status(name).await, ServingStatus::NotServing, "{name:?}");

@@ -9,10 +9,30 @@ use prost_types::field_descriptor_proto::{Label, Type};
 /// KEDA's service: (method, request, response, server streaming).
 const METHODS: &[(&str, &str, &str, bool)] = &[
     ("IsActive", "ScaledObjectRef", "IsActiveResponse", false),
-    ("StreamIsActive", "ScaledObjectRef", "IsActiveResponse", true),
-    ("GetMetricSpec", "ScaledObjectRef", "GetMetricSpecResponse", false),
-    ("GetMetrics", "GetMetricsRequest", "GetMetricsResponse", false),
-    ("StreamMetricSpec", "ScaledObjectRef", "GetMetricSpecResponse", true),
+    (
+        "StreamIsActive",
+        "ScaledObjectRef",
+        "IsActiveResponse",
+        true,
+    ),
+    (
+        "GetMetricSpec",
+        "ScaledObjectRef",
+        "GetMetricSpecResponse",
+        false,
+    ),
+    (
+        "GetMetrics",
+        "GetMetricsRequest",
+        "GetMetricsResponse",
+        false,
+    ),
+    (
+        "StreamMetricSpec",
+        "ScaledObjectRef",
+        "GetMetricSpecResponse",
+        true,
+    ),
 ];
 
 /// KEDA's messages: (message, [(field, number, type, repeated, message type)]).
@@ -24,7 +44,13 @@ const MESSAGES: &[(&str, &[(&str, i32, Type, bool, &str)])] = &[
             ("name", 1, Type::String, false, ""),
             ("namespace", 2, Type::String, false, ""),
             // map<string, string>: a repeated entry message.
-            ("scalerMetadata", 3, Type::Message, true, "ScalerMetadataEntry"),
+            (
+                "scalerMetadata",
+                3,
+                Type::Message,
+                true,
+                "ScalerMetadataEntry",
+            ),
         ],
     ),
     ("IsActiveResponse", &[("result", 1, Type::Bool, false, "")]),
@@ -43,7 +69,13 @@ const MESSAGES: &[(&str, &[(&str, i32, Type, bool, &str)])] = &[
     (
         "GetMetricsRequest",
         &[
-            ("scaledObjectRef", 1, Type::Message, false, "ScaledObjectRef"),
+            (
+                "scaledObjectRef",
+                1,
+                Type::Message,
+                false,
+                "ScaledObjectRef",
+            ),
             ("metricName", 2, Type::String, false, ""),
         ],
     ),
@@ -102,11 +134,7 @@ fn the_proto_matches_kedas_published_definition() {
     let want_names: Vec<&str> = MESSAGES.iter().map(|m| m.0).collect();
     assert_eq!(names, want_names);
     for (msg, fields) in MESSAGES {
-        let m = file
-            .message_type
-            .iter()
-            .find(|m| m.name() == *msg)
-            .unwrap();
+        let m = file.message_type.iter().find(|m| m.name() == *msg).unwrap();
         let got: Vec<(String, i32, Type, bool, String)> = m
             .field
             .iter()
