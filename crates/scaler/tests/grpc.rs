@@ -297,6 +297,18 @@ async fn next(stream: &mut tonic::Streaming<IsActiveResponse>) -> IsActiveRespon
         .unwrap()
 }
 
+/// The Prometheus text of the metrics server.
+async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    c.read_to_string(&mut buf).await.unwrap();
+    buf
+}
+
 fn so(name: &str, metadata: &[(&str, &str)]) -> ScaledObjectRef {
     let mut scaler_metadata: HashMap<String, String> = metadata
         .iter()
@@ -646,6 +658,23 @@ async fn a_hung_pod_keeps_its_share_for_a_while_and_a_vanished_pod_leaves() {
     let round = s.tick(1000).await;
     assert_eq!((round.answered, round.unreachable), (2, 1));
     assert_eq!(s.values(web.clone(), "").await.unwrap()[0].metric_value, 5);
+    // The metrics say which pod failed.
+    let metrics = scrape(s.scaler.metrics_addr.unwrap()).await;
+    let hung = format!(
+        "scaler_pinger_fetch_errors_total{{pod=\"{}\"}} 1",
+        s.pods[2].addr
+    );
+    for line in [
+        hung.as_str(),
+        "scaler_pinger_unreachable_pods 1",
+        "scaler_pinger_endpoints 3",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("scaler_pinger_fetch_duration_seconds_count 2"),
+        "{metrics}"
+    );
     let round = s.tick(7000).await;
     assert_eq!((round.answered, round.dropped), (2, 1));
     assert_eq!(s.values(web.clone(), "").await.unwrap()[0].metric_value, 2);
@@ -732,4 +761,70 @@ async fn health_is_not_serving_until_a_round_succeeds_and_after_two_failed_round
     s.pods[0].hung.store(false, Ordering::Relaxed);
     s.tick(1500).await;
     assert_eq!(status("readiness").await, ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn runs_without_a_cluster_on_a_routes_directory() {
+    let pods = fake_pods().await;
+    for p in &pods {
+        p.set("apps/web", 1, 0);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let manifests: Vec<String> = [
+        admin_service(),
+        admin_slice(&pods.iter().collect::<Vec<_>>()),
+        httpso("web", json!({"concurrency": {"targetValue": 10}})),
+    ]
+    .iter()
+    .map(|v| serde_json::to_string(v).unwrap())
+    .collect();
+    // JSON is YAML: one document per manifest.
+    std::fs::write(dir.path().join("all.yaml"), manifests.join("\n---\n")).unwrap();
+    let dir_arg = dir.path().display().to_string();
+    let args = ScalerArgs::try_parse_from([
+        "scaler",
+        "--routes-dir",
+        &dir_arg,
+        "--bind-address",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--metrics-enabled",
+        "false",
+        "--target-admin-namespace",
+        ADMIN_NS,
+        "--target-admin-service",
+        ADMIN_SVC,
+        "--target-admin-deployment",
+        "interceptor",
+        "--target-admin-port",
+        "9090",
+    ])
+    .unwrap();
+    let mut scaler = Scaler::start(&args, Ticking::Manual).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), scaler.sync.table.wait_ready())
+        .await
+        .expect("table from the directory");
+    let poller = scaler.poller.as_mut().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while poller.listed().len() != 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the three pods from the directory's EndpointSlice");
+    poller.poll_once(Duration::ZERO).await;
+    let mut client = ExternalScalerClient::connect(format!("http://{}", scaler.grpc_addr))
+        .await
+        .unwrap();
+    let values = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(so("web-so", &[("httpScaledObject", "web")])),
+            metric_name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .metric_values;
+    assert_eq!(values, [value("http-apps_002Fweb", 3, 0.0)]);
 }
