@@ -10,6 +10,8 @@
 
 mod fleet;
 mod proxy;
+#[path = "scaler.rs"]
+mod scaler_bench;
 mod sync_bench;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,8 @@ enum Command {
     Fleet(fleet::FleetArgs),
     /// One replica's sync loop: write-to-applied latency and idle control-plane cost.
     Sync(sync_bench::SyncArgs),
+    /// The scaler's poll round against N simulated interceptors: plain vs compact /queue.
+    Scaler(scaler_bench::ScalerBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         Command::Proxy(args) => proxy::run(args),
         Command::Fleet(args) => fleet::run(args),
         Command::Sync(args) => sync_bench::run(args),
+        Command::Scaler(args) => scaler_bench::run(args),
     }
 }

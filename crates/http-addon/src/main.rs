@@ -41,6 +41,21 @@ enum Command {
     /// watch event is repaired within that bound.
     Interceptor(interceptor::InterceptorArgs),
 
+    /// Run the external scaler: KEDA's gRPC externalscaler for the fleet.
+    ///
+    /// Every --queue-tick-duration it polls GET /queue on each ready
+    /// interceptor pod (the EndpointSlices of the interceptor admin Service
+    /// --target-admin-service in --target-admin-namespace, port
+    /// --target-admin-port), in parallel with a timeout per pod, sums the
+    /// in-flight requests per route and computes request rates from the
+    /// counters. KEDA points a ScaledObject trigger of type `external-push`
+    /// at it (`scalerAddress: <service>.<namespace>:<port>`) with metadata
+    /// `httpScaledObject: <name>`, `interceptorRoute: <name>`, or
+    /// `interceptorTargetPendingRequests: <n>` (the interceptors' own
+    /// ScaledObject). Targets come from the HTTPScaledObjects and
+    /// InterceptorRoutes, read from the same sources as the interceptor.
+    Scaler(scaler::ScalerArgs),
+
     /// Run a cache: a read-only Kubernetes list/watch mirror for the fleet.
     ///
     /// It holds one watch per resource (HTTPScaledObjects, InterceptorRoutes,
@@ -77,6 +92,11 @@ fn main() -> anyhow::Result<()> {
         Command::Interceptor(args) => {
             init_logging();
             runtime()?.block_on(interceptor::run(args))?;
+            Ok(())
+        }
+        Command::Scaler(args) => {
+            init_logging();
+            runtime()?.block_on(scaler::run(args))?;
             Ok(())
         }
         Command::Cache(args) => {

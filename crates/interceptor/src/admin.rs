@@ -1,5 +1,6 @@
 //! The admin server: `/queue`, `/readyz`, `/livez`, `/metrics`,
-//! `/routing-table`.
+//! `/routing-table`. `/queue` is upstream's JSON, or the compact delta form
+//! ([`crate::queue`]) for a client that asks for it in `Accept`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// Set when shutdown begins: `/readyz` turns 503.
     pub draining: Arc<AtomicBool>,
+    /// The snapshots behind the compact `/queue` form.
+    pub queue_history: Arc<crate::queue::QueueHistory>,
 }
 
 impl AdminState {
@@ -59,6 +62,18 @@ pub async fn handle(
             }
         }
         "/metrics" => process::http::metrics_response(&state.registry).map(Full::new),
+        "/queue" if wants_compact(&req) => {
+            let since = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("since=")));
+            let body = state.queue_history.compact(&state.table.load(), since);
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, crate::queue::COMPACT_CONTENT_TYPE)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap_or_default()
+        }
         "/queue" => json_response(&queue(&state.table.load())),
         "/routing-table" => json_response(&routing_table_json(&state.table.load())),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -68,27 +83,16 @@ pub async fn handle(
 
 /// Pending-request counts per route, in upstream's `/queue` shape.
 pub fn queue(table: &routing::RoutingTable) -> serde_json::Map<String, serde_json::Value> {
-    #[derive(Serialize)]
-    struct Counts {
-        #[serde(rename = "Concurrency")]
-        concurrency: i64,
-        #[serde(rename = "RequestCount")]
-        request_count: u64,
-    }
-    table
-        .routes()
-        .map(|r| {
-            let (concurrency, request_count) = r.counters.snapshot();
-            (
-                r.key().to_string(),
-                serde_json::to_value(Counts {
-                    concurrency: concurrency.max(0),
-                    request_count,
-                })
-                .unwrap_or_default(),
-            )
-        })
-        .collect()
+    crate::queue::plain(table)
+}
+
+/// True when the client listed the compact form in `Accept`.
+fn wants_compact(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(crate::queue::COMPACT_CONTENT_TYPE))
 }
 
 /// The table as JSON: its version and every route.

@@ -22,6 +22,7 @@ pub mod error;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod queue;
 pub mod server;
 pub mod source;
 pub mod tls;
@@ -138,6 +139,7 @@ impl Interceptor {
             endpoints: sync.endpoints.clone(),
             registry: Arc::new(registry),
             draining: Arc::new(AtomicBool::new(false)),
+            queue_history: Arc::default(),
         });
         let cancel = CancellationToken::new();
         let local = |l: &TcpListener, port: u16| {

@@ -1,0 +1,443 @@
+//! The fleet's counts: what every interceptor pod last reported, summed
+//! per route, with request rates from the per-pod `RequestCount` deltas.
+//! Pure state, no I/O: a poll round's results go in with the time they
+//! were taken ([`Fleet::apply`]) and a [`Counts`] snapshot comes out.
+//!
+//! - Concurrency per route: the sum over pods of their last report. A pod
+//!   that stops answering keeps its last report for `keep_unreachable`,
+//!   then drops out; a pod no longer listed (not ready, deleted) drops out
+//!   at once.
+//! - Rate per route: `RequestCount` increases seen after the scaler's
+//!   first poll of that pod and route (as upstream), in a
+//!   [`RateWindow`](crate::rate::RateWindow) with the route's window and
+//!   granularity. A counter that went down (the pod restarted), or a new
+//!   process instance in the compact form, counts its whole value.
+//!
+//! The sums are kept incrementally: a round costs O(what changed), so an
+//! idle pod in the compact form costs nothing here.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::rate::RateWindow;
+use crate::{Counts, KeyCounts};
+
+/// What one pod's `/queue` answer said.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodReport {
+    /// The process instance (compact form only).
+    pub instance: Option<u64>,
+    /// Every route (plain JSON, or a full compact answer), or only changes.
+    pub full: bool,
+    /// (route key, Concurrency, RequestCount).
+    pub changed: Vec<(String, i64, u64)>,
+    /// Routes gone (delta answers).
+    pub removed: Vec<String>,
+}
+
+/// The result of one pod's fetch in a round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetched {
+    /// It answered.
+    Report(PodReport),
+    /// It did not (timeout, refused, bad answer).
+    Failed,
+}
+
+/// How a round went, for metrics and health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundSummary {
+    /// Pods listed as ready.
+    pub listed: usize,
+    /// Pods that answered.
+    pub answered: usize,
+    /// Pods listed that did not answer but still count (kept).
+    pub unreachable: usize,
+    /// Pods dropped this round (vanished, or unreachable too long).
+    pub dropped: usize,
+}
+
+/// The route window settings for a key: (window, granularity).
+pub type WindowOf<'a> = &'a dyn Fn(&str) -> (Duration, Duration);
+
+#[derive(Debug)]
+struct Pod {
+    instance: Option<u64>,
+    /// (Concurrency, RequestCount) by key id: dense, since every pod
+    /// reports (nearly) every route.
+    counts: Vec<Option<(i64, u64)>>,
+    last_answer: Duration,
+}
+
+/// The fleet's state; see the [module docs](self).
+#[derive(Debug)]
+pub struct Fleet {
+    keep_unreachable: Duration,
+    ids: HashMap<Arc<str>, u32>,
+    keys: Vec<Arc<str>>,
+    /// When each key was first reported (its rate window starts there).
+    first_seen: Vec<Duration>,
+    /// Summed concurrency per key id.
+    concurrency: Vec<i64>,
+    rates: HashMap<u32, RateWindow>,
+    pods: HashMap<SocketAddr, Pod>,
+}
+
+impl Fleet {
+    /// An empty fleet; an unreachable pod counts for `keep_unreachable`.
+    pub fn new(keep_unreachable: Duration) -> Fleet {
+        Fleet {
+            keep_unreachable,
+            ids: HashMap::new(),
+            keys: Vec::new(),
+            first_seen: Vec::new(),
+            concurrency: Vec::new(),
+            rates: HashMap::new(),
+            pods: HashMap::new(),
+        }
+    }
+
+    fn id(&mut self, key: &str, now: Duration) -> u32 {
+        if let Some(id) = self.ids.get(key) {
+            return *id;
+        }
+        let id = self.keys.len() as u32;
+        let key: Arc<str> = Arc::from(key);
+        self.keys.push(key.clone());
+        self.first_seen.push(now);
+        self.ids.insert(key, id);
+        self.concurrency.push(0);
+        id
+    }
+
+    /// Pods the fleet counts now.
+    pub fn pods(&self) -> usize {
+        self.pods.len()
+    }
+
+    fn drop_pod(&mut self, addr: &SocketAddr) -> bool {
+        let Some(pod) = self.pods.remove(addr) else {
+            return false;
+        };
+        for (id, entry) in pod.counts.into_iter().enumerate() {
+            if let Some((c, _)) = entry {
+                self.concurrency[id] -= c;
+            }
+        }
+        true
+    }
+
+    /// Applies a round taken at `now`: `listed` are the ready pods, `results`
+    /// what each of them answered.
+    pub fn apply(
+        &mut self,
+        now: Duration,
+        listed: &[SocketAddr],
+        results: Vec<(SocketAddr, Fetched)>,
+        window_of: WindowOf<'_>,
+    ) -> RoundSummary {
+        let mut summary = RoundSummary {
+            listed: listed.len(),
+            ..RoundSummary::default()
+        };
+        let listed_set: HashSet<&SocketAddr> = listed.iter().collect();
+        let gone: Vec<SocketAddr> = self
+            .pods
+            .keys()
+            .filter(|a| !listed_set.contains(a))
+            .copied()
+            .collect();
+        for a in gone {
+            if self.drop_pod(&a) {
+                summary.dropped += 1;
+            }
+        }
+        let mut deltas: Vec<u64> = Vec::new();
+        for (addr, fetched) in results {
+            match fetched {
+                Fetched::Report(report) => {
+                    summary.answered += 1;
+                    self.apply_report(now, addr, report, &mut deltas);
+                }
+                Fetched::Failed => {
+                    let expired = self
+                        .pods
+                        .get(&addr)
+                        .is_some_and(|p| now.saturating_sub(p.last_answer) > self.keep_unreachable);
+                    if expired {
+                        self.drop_pod(&addr);
+                        summary.dropped += 1;
+                    } else if self.pods.contains_key(&addr) {
+                        summary.unreachable += 1;
+                    }
+                }
+            }
+        }
+        for (id, delta) in deltas.into_iter().enumerate() {
+            if delta == 0 {
+                continue;
+            }
+            let id = id as u32;
+            let shape = window_of(&self.keys[id as usize]);
+            let origin = self.first_seen[id as usize];
+            let new = || RateWindow::new(shape.0, shape.1).with_origin(origin);
+            let w = self.rates.entry(id).or_insert_with(new);
+            if w.shape() != shape {
+                *w = new();
+            }
+            w.record(now, delta);
+        }
+        self.rates.retain(|_, w| !w.is_idle(now));
+        summary
+    }
+
+    fn apply_report(
+        &mut self,
+        now: Duration,
+        addr: SocketAddr,
+        report: PodReport,
+        deltas: &mut Vec<u64>,
+    ) {
+        let ids: Vec<(u32, i64, u64)> = report
+            .changed
+            .iter()
+            .map(|(k, c, n)| (self.id(k, now), *c, *n))
+            .collect();
+        let removed: Vec<u32> = report
+            .removed
+            .iter()
+            .filter_map(|k| self.ids.get(k.as_str()).copied())
+            .collect();
+        let known = self.pods.contains_key(&addr);
+        let pod = self.pods.entry(addr).or_insert_with(|| Pod {
+            instance: report.instance,
+            counts: Vec::new(),
+            last_answer: now,
+        });
+        let keys = self.keys.len();
+        if pod.counts.len() < keys {
+            pod.counts.resize(keys, None);
+        }
+        if deltas.len() < keys {
+            deltas.resize(keys, 0);
+        }
+        pod.last_answer = now;
+        // A new process behind the same address: its counters began at zero.
+        let restarted = known && pod.instance.is_some() && pod.instance != report.instance;
+        pod.instance = report.instance;
+        let concurrency = &mut self.concurrency;
+        if report.full {
+            let mut listed = vec![false; keys];
+            for (id, _, _) in &ids {
+                listed[*id as usize] = true;
+            }
+            for (id, entry) in pod.counts.iter_mut().enumerate() {
+                if !listed[id]
+                    && let Some((c, _)) = entry.take()
+                {
+                    concurrency[id] -= c;
+                }
+            }
+        }
+        for id in removed {
+            if let Some((c, _)) = pod.counts[id as usize].take() {
+                concurrency[id as usize] -= c;
+            }
+        }
+        for (id, c, n) in ids {
+            let old = pod.counts[id as usize].replace((c, n));
+            concurrency[id as usize] += c - old.map_or(0, |o| o.0);
+            let delta = match old {
+                // First sight of this pod, or of this route on it: no
+                // history to compare with (as upstream).
+                _ if !known => 0,
+                None if restarted => n,
+                None => 0,
+                Some(_) if restarted => n,
+                Some((_, before)) if n < before => n, // counter reset
+                Some((_, before)) => n - before,
+            };
+            deltas[id as usize] += delta;
+        }
+    }
+
+    /// The counts at `now`: every route some pod reports, and every route
+    /// with a rate.
+    pub fn counts(&self, now: Duration) -> Counts {
+        let mut by_key: HashMap<Arc<str>, KeyCounts> = HashMap::new();
+        let mut total = 0;
+        for (id, c) in self.concurrency.iter().enumerate() {
+            total += c;
+            if *c != 0 {
+                by_key.entry(self.keys[id].clone()).or_default().concurrency = *c;
+            }
+        }
+        for (id, w) in &self.rates {
+            let rate = w.rate(now);
+            if rate > 0.0 {
+                by_key
+                    .entry(self.keys[*id as usize].clone())
+                    .or_default()
+                    .rate = rate;
+            }
+        }
+        Counts {
+            by_key,
+            total_concurrency: total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(1));
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, n], 9090))
+    }
+
+    fn full(entries: &[(&str, i64, u64)]) -> Fetched {
+        Fetched::Report(PodReport {
+            instance: None,
+            full: true,
+            changed: entries
+                .iter()
+                .map(|(k, c, n)| (k.to_string(), *c, *n))
+                .collect(),
+            removed: vec![],
+        })
+    }
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn sums_pods_and_drops_vanished_ones() {
+        let mut f = Fleet::new(s(5));
+        let pods = [addr(1), addr(2)];
+        f.apply(
+            s(0),
+            &pods,
+            vec![
+                (addr(1), full(&[("a/x", 2, 10), ("a/y", 0, 0)])),
+                (addr(2), full(&[("a/x", 3, 7)])),
+            ],
+            &|_| DEFAULT,
+        );
+        let c = f.counts(s(0));
+        assert_eq!(c.get("a/x").concurrency, 5);
+        assert_eq!(c.total_concurrency, 5);
+        // Pod 2 vanishes from the EndpointSlice: its share goes at once.
+        let sum = f.apply(
+            s(1),
+            &pods[..1],
+            vec![(addr(1), full(&[("a/x", 2, 10)]))],
+            &|_| DEFAULT,
+        );
+        assert_eq!(sum.dropped, 1);
+        assert_eq!(f.counts(s(1)).get("a/x").concurrency, 2);
+    }
+
+    #[test]
+    fn an_unreachable_pod_keeps_its_share_for_a_bounded_time() {
+        let mut f = Fleet::new(s(3));
+        let pods = [addr(1)];
+        f.apply(
+            s(0),
+            &pods,
+            vec![(addr(1), full(&[("a/x", 4, 1)]))],
+            &|_| DEFAULT,
+        );
+        let sum = f.apply(s(2), &pods, vec![(addr(1), Fetched::Failed)], &|_| DEFAULT);
+        assert_eq!((sum.unreachable, sum.dropped), (1, 0));
+        assert_eq!(f.counts(s(2)).get("a/x").concurrency, 4);
+        let sum = f.apply(s(4), &pods, vec![(addr(1), Fetched::Failed)], &|_| DEFAULT);
+        assert_eq!((sum.unreachable, sum.dropped), (0, 1));
+        assert_eq!(f.counts(s(4)).get("a/x").concurrency, 0);
+    }
+
+    #[test]
+    fn rates_from_deltas_with_resets_and_restarts() {
+        let mut f = Fleet::new(s(5));
+        let pods = [addr(1)];
+        // First poll: 100 requests already counted are history, not rate.
+        f.apply(
+            s(0),
+            &pods,
+            vec![(addr(1), full(&[("a/x", 0, 100)]))],
+            &|_| DEFAULT,
+        );
+        assert_eq!(f.counts(s(0)).get("a/x").rate, 0.0);
+        f.apply(
+            s(1),
+            &pods,
+            vec![(addr(1), full(&[("a/x", 0, 110)]))],
+            &|_| DEFAULT,
+        );
+        // 10 requests over buckets 0..=1 (watched since the first poll).
+        assert_eq!(f.counts(s(1)).get("a/x").rate, 5.0);
+        // The counter went down: the pod restarted, 4 new requests.
+        f.apply(
+            s(2),
+            &pods,
+            vec![(addr(1), full(&[("a/x", 0, 4)]))],
+            &|_| DEFAULT,
+        );
+        assert_eq!(f.counts(s(2)).get("a/x").rate, 14.0 / 3.0);
+        // Compact form: a new instance counts its whole value even when
+        // it is higher than before.
+        let compact = |instance, n| {
+            Fetched::Report(PodReport {
+                instance: Some(instance),
+                full: true,
+                changed: vec![("a/x".into(), 0, n)],
+                removed: vec![],
+            })
+        };
+        f.apply(s(3), &pods, vec![(addr(1), compact(1, 6))], &|_| DEFAULT);
+        f.apply(s(4), &pods, vec![(addr(1), compact(2, 8))], &|_| DEFAULT);
+        // buckets 0..=4: 10 + 4 + 2 (6 - 4) + 8
+        assert_eq!(f.counts(s(4)).get("a/x").rate, 24.0 / 5.0);
+    }
+
+    #[test]
+    fn deltas_apply_only_what_changed() {
+        let mut f = Fleet::new(s(5));
+        let pods = [addr(1)];
+        let rep = |full, changed: &[(&str, i64, u64)], removed: &[&str]| {
+            Fetched::Report(PodReport {
+                instance: Some(7),
+                full,
+                changed: changed
+                    .iter()
+                    .map(|(k, c, n)| (k.to_string(), *c, *n))
+                    .collect(),
+                removed: removed.iter().map(|k| k.to_string()).collect(),
+            })
+        };
+        f.apply(
+            s(0),
+            &pods,
+            vec![(addr(1), rep(true, &[("a/x", 1, 1), ("a/y", 2, 2)], &[]))],
+            &|_| DEFAULT,
+        );
+        f.apply(s(1), &pods, vec![(addr(1), rep(false, &[], &[]))], &|_| {
+            DEFAULT
+        });
+        assert_eq!(f.counts(s(1)).total_concurrency, 3);
+        f.apply(
+            s(2),
+            &pods,
+            vec![(addr(1), rep(false, &[("a/x", 0, 2)], &["a/y"]))],
+            &|_| DEFAULT,
+        );
+        let c = f.counts(s(2));
+        assert_eq!(c.total_concurrency, 0);
+        assert_eq!(c.get("a/x").rate, 1.0 / 3.0); // 1 request over buckets 0..=2
+    }
+}
