@@ -4,42 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-use listwatch::Gvr;
 use serde_json::{Value, json};
 use sync::{Source, SyncConfig, SyncHandle};
+use testkit::fixtures::{Hso, Ir};
 use testkit::{FailOn, TestApi};
 
 fn httpso(name: &str, host: &str, service: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "hosts": [host],
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": 8080}
-        }
-    })
+    Hso::new("apps", name)
+        .host(host)
+        .service(service, 8080)
+        .json()
 }
 
 fn interceptor_route(name: &str, host: &str, service: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1beta1",
-        "kind": "InterceptorRoute",
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "target": {"service": service, "port": 80},
-            "rules": [{"hosts": [host]}],
-            "scalingMetric": {"concurrency": {"targetValue": 10}}
-        }
-    })
-}
-
-fn httpso_gvr() -> Gvr {
-    Gvr::new("http.keda.sh", "v1alpha1", "httpscaledobjects")
-}
-
-fn ir_gvr() -> Gvr {
-    Gvr::new("http.keda.sh", "v1beta1", "interceptorroutes")
+    Ir::new("apps", name).host(host).service(service, 80).json()
 }
 
 fn service_of(table: &routing::RoutingTable, host: &str) -> Option<String> {
@@ -117,7 +95,7 @@ async fn created_changed_and_deleted_objects_show_in_the_table() {
     routes_to(&handle, "a.com", Some("svc-a"), within).await;
     api.put_object(httpso("a", "a.com", "svc-a2")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a2"), within).await;
-    api.delete_object(&httpso_gvr(), "apps", "a").unwrap();
+    api.delete_object(&Hso::gvr(), "apps", "a").unwrap();
     routes_to(&handle, "a.com", None, within).await;
 
     api.put_object(interceptor_route("r", "r.com", "svc-r"))
@@ -126,7 +104,7 @@ async fn created_changed_and_deleted_objects_show_in_the_table() {
     api.put_object(interceptor_route("r", "r.com", "svc-r2"))
         .unwrap();
     routes_to(&handle, "r.com", Some("svc-r2"), within).await;
-    api.delete_object(&ir_gvr(), "apps", "r").unwrap();
+    api.delete_object(&Ir::gvr(), "apps", "r").unwrap();
     routes_to(&handle, "r.com", None, within).await;
     // Nothing was lost by the watch, so the resync repaired nothing.
     assert_eq!(handle.metrics.total_repairs(), 0);
@@ -141,7 +119,7 @@ async fn a_lost_watch_event_is_repaired_by_the_resync() {
     api.faults().set_drop_watch_events(1.0);
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a"), 2 * resync).await;
-    api.delete_object(&httpso_gvr(), "apps", "a").unwrap();
+    api.delete_object(&Hso::gvr(), "apps", "a").unwrap();
     routes_to(&handle, "a.com", None, 2 * resync).await;
     assert!(
         handle.metrics.total_repairs() >= 2,
@@ -180,12 +158,12 @@ async fn after_410_gone_a_relist_removes_what_was_deleted_meanwhile() {
     // other writes happen to push it out of the kept history.
     api.faults().fail_all(FailOn::Watch, 500);
     api.faults().close_watches();
-    api.delete_object(&httpso_gvr(), "apps", "gone").unwrap();
+    api.delete_object(&Hso::gvr(), "apps", "gone").unwrap();
     for i in 0..5 {
         api.put_object(httpso(&format!("x{i}"), &format!("x{i}.com"), "svc-x"))
             .unwrap();
     }
-    let store = api.store(&httpso_gvr()).unwrap();
+    let store = api.store(&Hso::gvr()).unwrap();
     assert!(
         store.oldest_resource_version() > 0,
         "the delete left the history"

@@ -37,6 +37,7 @@
 //! ```
 
 mod faults;
+pub mod fixtures;
 mod objects;
 mod registry;
 mod server;

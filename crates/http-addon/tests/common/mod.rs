@@ -1,7 +1,8 @@
 //! What the tests that run `http-addon` as child processes share.
 #![allow(dead_code)] // each test file uses a different part
 
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -20,6 +21,20 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Spawns `cmd` without stdin or stdout, its stderr written to `log` (or
+/// dropped).
+pub fn spawn(cmd: &mut Command, log: Option<&Path>) -> Proc {
+    let stderr = match log {
+        Some(log) => Stdio::from(std::fs::File::create(log).unwrap()),
+        None => Stdio::null(),
+    };
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    Proc(child.spawn().unwrap())
 }
 
 /// A port nothing listens on right now.

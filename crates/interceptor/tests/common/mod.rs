@@ -25,23 +25,21 @@ struct Cli {
 }
 
 /// Interceptor flags for tests: loopback, ephemeral ports, fast resync,
-/// plus `extra`.
+/// plus `source` and `extra` (which may replace any of those defaults).
 pub fn args(source: &[&str], extra: &[&str]) -> InterceptorArgs {
-    let mut argv = vec![
-        "interceptor",
-        "--bind-address",
-        "127.0.0.1",
-        "--proxy-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--resync-interval",
-        "200ms",
-        "--shutdown-delay",
-        "0s",
+    let defaults = [
+        ("--bind-address", "127.0.0.1"),
+        ("--proxy-port", "0"),
+        ("--admin-port", "0"),
+        ("--metrics-port", "0"),
+        ("--resync-interval", "200ms"),
+        ("--shutdown-delay", "0s"),
     ];
+    let given = |flag: &str| source.contains(&flag) || extra.contains(&flag);
+    let mut argv = vec!["interceptor"];
+    for (flag, value) in defaults.into_iter().filter(|(flag, _)| !given(flag)) {
+        argv.extend([flag, value]);
+    }
     argv.extend_from_slice(source);
     argv.extend_from_slice(extra);
     Cli::try_parse_from(argv).expect("valid flags").args

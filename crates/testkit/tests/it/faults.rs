@@ -66,14 +66,20 @@ fn rv_of(o: &kube::api::DynamicObject) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn dropped_events_are_not_seen() {
+/// A server with bookmarks every 50 ms, and its HTTPScaledObjects.
+async fn bookmarking_api() -> (TestApi, kube::Api<kube::api::DynamicObject>) {
     let api = TestApi::builder()
         .bookmark_interval(Duration::from_millis(50))
         .start()
         .await
         .unwrap();
     let hsos = hso_api(&api);
+    (api, hsos)
+}
+
+#[tokio::test]
+async fn dropped_events_are_not_seen() {
+    let (api, hsos) = bookmarking_api().await;
     let list = hsos.list(&ListParams::default()).await.unwrap();
     let rv = list.metadata.resource_version.unwrap();
     let mut stream = hsos
@@ -118,12 +124,7 @@ async fn dropped_events_are_not_seen() {
 
 #[tokio::test]
 async fn stalled_watch_sends_nothing() {
-    let api = TestApi::builder()
-        .bookmark_interval(Duration::from_millis(50))
-        .start()
-        .await
-        .unwrap();
-    let hsos = hso_api(&api);
+    let (api, hsos) = bookmarking_api().await;
     let mut stream = hsos
         .watch(&WatchParams::default(), "0")
         .await
