@@ -8,6 +8,7 @@ mod common;
 use common::{BIN, HttpClient, Proc, client, free_port, get, spawn};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -32,6 +33,16 @@ fn start_echo() -> (Proc, SocketAddr) {
         .parse()
         .unwrap();
     (Proc(child), addr)
+}
+
+/// `http-addon interceptor` on 127.0.0.1 reading the routes directory `dir`.
+fn spawn_interceptor(dir: &Path, flags: &[&str]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["interceptor", "--routes-dir"])
+        .arg(dir)
+        .args(["--bind-address", "127.0.0.1"])
+        .args(flags);
+    spawn(&mut cmd, None)
 }
 
 async fn wait_status(client: &HttpClient, url: &str, want: u16) {
@@ -69,16 +80,21 @@ async fn sigterm_drains_in_flight_requests() {
     let yaml: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
     std::fs::write(dir.path().join("app.yaml"), yaml.join("\n---\n")).unwrap();
     let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
-    let mut child = spawn(
-        Command::new(BIN)
-            .args(["interceptor", "--routes-dir"])
-            .arg(dir.path())
-            .args(["--bind-address", "127.0.0.1"])
-            .args(["--proxy-port", &proxy.to_string()])
-            .args(["--admin-port", &admin.to_string()])
-            .args(["--metrics-port", &metrics.to_string()])
-            .args(["--shutdown-delay", "1s", "--drain-timeout", "20s"]),
-        None,
+    let (proxy_s, admin_s, metrics_s) = (proxy.to_string(), admin.to_string(), metrics.to_string());
+    let mut child = spawn_interceptor(
+        dir.path(),
+        &[
+            "--proxy-port",
+            &proxy_s,
+            "--admin-port",
+            &admin_s,
+            "--metrics-port",
+            &metrics_s,
+            "--shutdown-delay",
+            "1s",
+            "--drain-timeout",
+            "20s",
+        ],
     );
     let client = client();
     let readyz = format!("http://127.0.0.1:{admin}/readyz");
@@ -174,15 +190,10 @@ async fn exit_status(child: &mut Proc, within: Duration) -> std::process::ExitSt
 async fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
-    let mut child = spawn(
-        Command::new(BIN)
-            .args(["interceptor", "--routes-dir"])
-            .arg(dir.path())
-            .args(["--bind-address", "127.0.0.1", "--proxy-port", "0"])
-            .args(["--admin-port", &admin.to_string()])
-            .args(["--metrics-enabled", "false", "--shutdown-delay", "60s"]),
-        None,
-    );
+    let admin_s = admin.to_string();
+    let ports = ["--proxy-port", "0", "--admin-port", &admin_s];
+    let delay = ["--metrics-enabled", "false", "--shutdown-delay", "60s"];
+    let mut child = spawn_interceptor(dir.path(), &[&ports[..], &delay[..]].concat());
     let client = client();
     let readyz = format!("http://127.0.0.1:{admin}/readyz");
     wait_status(&client, &readyz, 200).await;

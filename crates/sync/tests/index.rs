@@ -85,27 +85,19 @@ fn reconcile_repairs_missed_changes() {
     apply(&mut index, "a", "a.com", "10", "svc-a");
     apply(&mut index, "gone", "gone.com", "11", "svc-g");
     // The list (at rv 30) has a changed `a`, a new `b`, and lacks `gone`.
-    let r = reconcile(
-        &mut index,
+    let list = || {
         vec![
             httpso("a", "a.com", "25", "svc-a2"),
             httpso("b", "b.com", "26", "svc-b"),
-        ],
-        "30",
-    );
+        ]
+    };
+    let r = reconcile(&mut index, list(), "30");
     assert_eq!(r.changes, 3);
     assert_eq!(target_of(&index, "a.com").as_deref(), Some("svc-a2"));
     assert_eq!(target_of(&index, "b.com").as_deref(), Some("svc-b"));
     assert_eq!(target_of(&index, "gone.com"), None);
     // The same list again changes nothing.
-    let r = reconcile(
-        &mut index,
-        vec![
-            httpso("a", "a.com", "25", "svc-a2"),
-            httpso("b", "b.com", "26", "svc-b"),
-        ],
-        "30",
-    );
+    let r = reconcile(&mut index, list(), "30");
     assert_eq!(r.changes, 0);
 }
 

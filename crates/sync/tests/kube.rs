@@ -2,7 +2,11 @@
 //! real sockets, with injected faults. No fixed sleeps where a change can be
 //! awaited; every wait is bounded so a failing test fails instead of hanging.
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::{count, service_of};
 
 use serde_json::{Value, json};
 use sync::{Source, SyncConfig, SyncHandle};
@@ -18,12 +22,6 @@ fn httpso(name: &str, host: &str, service: &str) -> Value {
 
 fn interceptor_route(name: &str, host: &str, service: &str) -> Value {
     Ir::new("apps", name).host(host).service(service, 80).json()
-}
-
-fn service_of(table: &routing::RoutingTable, host: &str) -> Option<String> {
-    table
-        .lookup(host, "/", &routing::NoHeaders)
-        .map(|m| m.route.target.service.to_string())
 }
 
 fn start(api: &TestApi, resync: Duration) -> SyncHandle {
@@ -64,6 +62,12 @@ async fn routes_to(
         )
     });
     start.elapsed()
+}
+
+/// Asserts that the resync or a digest bookmark repaired at least `n` routes.
+fn assert_repaired(handle: &SyncHandle, n: u64) {
+    let repairs = handle.metrics.total_repairs();
+    assert!(repairs >= n, "repairs counted: {repairs}");
 }
 
 #[tokio::test]
@@ -121,11 +125,7 @@ async fn a_lost_watch_event_is_repaired_by_the_resync() {
     routes_to(&handle, "a.com", Some("svc-a"), 2 * resync).await;
     api.delete_object(&Hso::gvr(), "apps", "a").unwrap();
     routes_to(&handle, "a.com", None, 2 * resync).await;
-    assert!(
-        handle.metrics.total_repairs() >= 2,
-        "repairs counted: {}",
-        handle.metrics.total_repairs()
-    );
+    assert_repaired(&handle, 2);
 }
 
 #[tokio::test]
@@ -138,7 +138,7 @@ async fn a_stalled_watch_is_covered_by_the_resync() {
     api.put_object(interceptor_route("r", "r.com", "svc-r"))
         .unwrap();
     routes_to(&handle, "r.com", Some("svc-r"), 2 * resync).await;
-    assert!(handle.metrics.total_repairs() >= 1);
+    assert_repaired(&handle, 1);
 }
 
 #[tokio::test]
@@ -223,13 +223,7 @@ async fn an_invalid_object_is_skipped_and_reported() {
         Some("svc-good")
     );
     assert_eq!(service_of(&handle.table.load(), "bad.com"), None);
-    let invalid = handle
-        .metrics
-        .invalid_objects
-        .get_or_create(&sync::metrics::ResourceLabel {
-            resource: "httpscaledobjects".into(),
-        })
-        .get();
+    let invalid = count(&handle.metrics.invalid_objects, &Hso::gvr().resource);
     assert!(invalid >= 1);
     // The watch goes on: a later valid change still arrives.
     api.put_object(httpso("later", "later.com", "svc-later"))
@@ -317,11 +311,7 @@ async fn a_digest_bookmark_mismatch_repairs_without_waiting_for_the_resync() {
     api.put_object(interceptor_route("r", "r.com", "svc-r"))
         .unwrap();
     routes_to(&handle, "r.com", Some("svc-r"), Duration::from_secs(5)).await;
-    assert!(
-        handle.metrics.total_repairs() >= 2,
-        "repairs counted: {}",
-        handle.metrics.total_repairs()
-    );
+    assert_repaired(&handle, 2);
 }
 
 #[tokio::test]
@@ -336,16 +326,9 @@ async fn matching_digest_bookmarks_stand_for_the_resync_lists() {
     ready(&handle).await;
     let lists_before = lists(&api);
     let resyncs = |h: &SyncHandle| {
-        ["httpscaledobjects", "interceptorroutes"]
+        [Hso::gvr(), Ir::gvr()]
             .iter()
-            .map(|r| {
-                h.metrics
-                    .resyncs
-                    .get_or_create(&sync::metrics::ResourceLabel {
-                        resource: (*r).into(),
-                    })
-                    .get()
-            })
+            .map(|gvr| count(&h.metrics.resyncs, &gvr.resource))
             .sum::<u64>()
     };
     let resyncs_before = resyncs(&handle);
@@ -391,5 +374,5 @@ async fn without_digest_bookmarks_the_resync_lists_every_interval() {
     api.faults().set_drop_watch_events(1.0);
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a"), Duration::from_secs(5)).await;
-    assert!(handle.metrics.total_repairs() >= 1);
+    assert_repaired(&handle, 1);
 }

@@ -18,6 +18,8 @@
 //! # let _ = (svc, slice);
 //! ```
 
+use std::marker::PhantomData;
+
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use listwatch::{Gvr, ResourceDef};
@@ -106,21 +108,37 @@ impl<K: Body> Fixture<K> {
 /// target is a `Deployment` named like the object, reached through a Service
 /// named like the object on port 8080 unless [`service`](Fixture::service)
 /// says otherwise.
-pub type Hso = Fixture<HsoBody>;
+pub type Hso = Fixture<RouteBody<api::HTTPScaledObject>>;
 
-/// The spec of an [`Hso`].
-#[derive(Debug, Clone, Default)]
-pub struct HsoBody {
+/// An `InterceptorRoute` with one rule (hosts and path prefixes added to it),
+/// a concurrency target of 10, and a Service named like the object on port
+/// 80 unless [`service`](Fixture::service) says otherwise.
+pub type Ir = Fixture<RouteBody<api::InterceptorRoute>>;
+
+/// The spec of an [`Hso`] or an [`Ir`]: what requests match, where they go.
+#[derive(Debug, Clone)]
+pub struct RouteBody<K> {
     hosts: Vec<String>,
-    path_prefixes: Vec<String>,
+    paths: Vec<String>,
     service: Option<(String, i32)>,
     extra: Map<String, Value>,
+    kind: PhantomData<K>,
 }
 
-impl Hso {
+impl<K> Fixture<RouteBody<K>>
+where
+    RouteBody<K>: Body,
+{
     /// `namespace/name`.
     pub fn new(namespace: &str, name: &str) -> Self {
-        Fixture::with(namespace, name, HsoBody::default())
+        let body = RouteBody {
+            hosts: Vec::new(),
+            paths: Vec::new(),
+            service: None,
+            extra: Map::new(),
+            kind: PhantomData,
+        };
+        Fixture::with(namespace, name, body)
     }
 
     /// Adds a host.
@@ -129,68 +147,7 @@ impl Hso {
         self
     }
 
-    /// Adds a path prefix (`spec.pathPrefixes`).
-    pub fn path_prefix(mut self, prefix: &str) -> Self {
-        self.body.path_prefixes.push(prefix.to_string());
-        self
-    }
-
-    /// The Service and port requests go to.
-    pub fn service(mut self, service: &str, port: i32) -> Self {
-        self.body.service = Some((service.to_string(), port));
-        self
-    }
-
-    /// Sets any other spec field (`replicas`, `timeouts`, ...).
-    pub fn spec(mut self, field: &str, value: Value) -> Self {
-        self.body.extra.insert(field.to_string(), value);
-        self
-    }
-}
-
-impl Body for HsoBody {
-    type Resource = api::HTTPScaledObject;
-
-    fn fields(&self, name: &str) -> Map<String, Value> {
-        let (service, port) = self.service.clone().unwrap_or((name.to_string(), 8080));
-        let mut spec = json!({
-            "hosts": self.hosts,
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": port},
-        });
-        if !self.path_prefixes.is_empty() {
-            spec["pathPrefixes"] = json!(self.path_prefixes);
-        }
-        with_spec(spec, &self.extra)
-    }
-}
-
-/// An `InterceptorRoute` with one rule (hosts and path prefixes added to it),
-/// a concurrency target of 10, and a Service named like the object on port
-/// 80 unless [`service`](Fixture::service) says otherwise.
-pub type Ir = Fixture<IrBody>;
-
-/// The spec of an [`Ir`].
-#[derive(Debug, Clone, Default)]
-pub struct IrBody {
-    hosts: Vec<String>,
-    paths: Vec<String>,
-    service: Option<(String, i32)>,
-    extra: Map<String, Value>,
-}
-
-impl Ir {
-    /// `namespace/name`.
-    pub fn new(namespace: &str, name: &str) -> Self {
-        Fixture::with(namespace, name, IrBody::default())
-    }
-
-    /// Adds a host to the rule.
-    pub fn host(mut self, host: &str) -> Self {
-        self.body.hosts.push(host.to_string());
-        self
-    }
-
-    /// Adds a path prefix to the rule.
+    /// Adds a path prefix.
     pub fn path_prefix(mut self, prefix: &str) -> Self {
         self.body.paths.push(prefix.to_string());
         self
@@ -202,14 +159,30 @@ impl Ir {
         self
     }
 
-    /// Sets any other spec field (`rules`, `coldStart`, ...).
+    /// Sets any other spec field (`replicas`, `timeouts`, `coldStart`, ...).
     pub fn spec(mut self, field: &str, value: Value) -> Self {
         self.body.extra.insert(field.to_string(), value);
         self
     }
 }
 
-impl Body for IrBody {
+impl Body for RouteBody<api::HTTPScaledObject> {
+    type Resource = api::HTTPScaledObject;
+
+    fn fields(&self, name: &str) -> Map<String, Value> {
+        let (service, port) = self.service.clone().unwrap_or((name.to_string(), 8080));
+        let mut spec = json!({
+            "hosts": self.hosts,
+            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": port},
+        });
+        if !self.paths.is_empty() {
+            spec["pathPrefixes"] = json!(self.paths);
+        }
+        with_spec(spec, &self.extra)
+    }
+}
+
+impl Body for RouteBody<api::InterceptorRoute> {
     type Resource = api::InterceptorRoute;
 
     fn fields(&self, name: &str) -> Map<String, Value> {
