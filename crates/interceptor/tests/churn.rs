@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use http::StatusCode;
 use testkit::fixtures::{Hso, Slice, Svc};
@@ -84,7 +83,7 @@ async fn no_failed_request_while_the_table_changes_100_times_a_second() {
                 let mut failures = Vec::new();
                 for i in 0..250 {
                     let path = format!("/w{w}/{i}");
-                    let got = send(&c, proxy, "GET", "stable.test", &path, &[], Bytes::new()).await;
+                    let got = get_on(&c, proxy, "stable.test", &path).await;
                     if got.status != StatusCode::OK || got.server() != "app" {
                         failures.push(format!("{path}: {} {}", got.status, got.text()));
                     }

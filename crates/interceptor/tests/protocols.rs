@@ -98,16 +98,7 @@ async fn send_grpc_style(proxy: std::net::SocketAddr) -> serde_json::Value {
 async fn websocket_round_trip_is_counted_for_its_lifetime() {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("ws").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "ws", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "ws", "ws", &["ws.test"], &[], &[]),
-    );
+    write_app(dir.path(), "ws", &["ws.test"], backend, true);
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "ws").await;
     wait_ready(&icp, "ns", "ws").await;
@@ -148,16 +139,7 @@ async fn websocket_round_trip_is_counted_for_its_lifetime() {
 async fn websocket_over_http2_extended_connect() {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("ws2").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "ws2", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "ws2", "ws2", &["ws2.test"], &[], &[]),
-    );
+    write_app(dir.path(), "ws2", &["ws2.test"], backend, true);
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "ws2").await;
     wait_ready(&icp, "ns", "ws2").await;
@@ -238,16 +220,7 @@ async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1() {
 
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("tls").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "tls", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "tls", "tls", &[], &[], &[]),
-    );
+    write_app(dir.path(), "tls", &[], backend, true);
     let store = certs.path().to_str().unwrap();
     let icp = start_dir(
         dir.path(),

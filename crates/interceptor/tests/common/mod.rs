@@ -170,6 +170,22 @@ fn quoted(items: &[&str]) -> String {
         .join(", ")
 }
 
+/// Writes the routes of one app `ns/name` to `dir`: `svc.yaml` (its Service,
+/// port `http`, and one endpoint at `backend`, ready or not) and
+/// `route.yaml` (an HTTPScaledObject for `hosts`).
+pub fn write_app(dir: &Path, name: &str, hosts: &[&str], backend: SocketAddr, ready: bool) {
+    write(
+        dir,
+        "svc.yaml",
+        &service_yaml("ns", name, "http", None, backend, ready),
+    );
+    write(
+        dir,
+        "route.yaml",
+        &httpso_yaml("ns", name, name, hosts, &[], &[]),
+    );
+}
+
 /// Writes `content` to `dir/name` atomically (write + rename), so the
 /// directory watcher never reads half a file.
 pub fn write(dir: &Path, name: &str, content: &str) {
@@ -257,21 +273,22 @@ pub async fn send(
 
 /// GET `host path` through the proxy.
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Got {
-    send(&client(), addr, "GET", host, path, &[], Bytes::new()).await
+    get_on(&client(), addr, host, path).await
+}
+
+/// A GET of `path` with `Host: host` on `client`'s connections.
+pub async fn get_on(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Got {
+    send(client, addr, "GET", host, path, &[], Bytes::new()).await
 }
 
 /// `/queue` of the admin server.
 pub async fn queue(icp: &Interceptor) -> serde_json::Value {
-    let got = send(
-        &client(),
-        icp.admin_addr,
-        "GET",
-        "admin",
-        "/queue",
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let got = get(icp.admin_addr, "admin", "/queue").await;
     assert_eq!(got.status, StatusCode::OK);
     got.json()
 }
@@ -436,16 +453,7 @@ pub async fn raw_request(addr: SocketAddr, request: &str) -> RawResponse {
 pub async fn serve_app(host: &str, extra: &[&str]) -> (Interceptor, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("app").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "app", "app", &[host], &[], &[]),
-    );
+    write_app(dir.path(), "app", &[host], backend, true);
     let icp = start_dir(dir.path(), extra).await;
     wait_route(&icp, "ns", "app").await;
     wait_ready(&icp, "ns", "app").await;
