@@ -65,20 +65,18 @@ async fn wait_status(client: &HttpClient, url: &str, want: u16) {
 async fn sigterm_drains_in_flight_requests() {
     let (_echo, echo_addr) = start_echo();
     let dir = tempfile::tempdir().unwrap();
-    // JSON documents are YAML documents.
-    let objects = [
+    let yaml = [
         Hso::new("ns", "app")
             .host("app.test")
             .service("app", 80)
-            .json(),
-        Svc::new("ns", "app").port("http", 80).json(),
+            .yaml_document(),
+        Svc::new("ns", "app").port("http", 80).yaml_document(),
         Slice::new("ns", "app-1", "app")
             .port("http", echo_addr.port())
             .ready("127.0.0.1")
-            .json(),
+            .yaml_document(),
     ];
-    let yaml: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
-    std::fs::write(dir.path().join("app.yaml"), yaml.join("\n---\n")).unwrap();
+    std::fs::write(dir.path().join("app.yaml"), yaml.concat()).unwrap();
     let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
     let (proxy_s, admin_s, metrics_s) = (proxy.to_string(), admin.to_string(), metrics.to_string());
     let mut child = spawn_interceptor(

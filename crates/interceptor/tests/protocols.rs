@@ -10,6 +10,7 @@ use futures::{SinkExt, StreamExt};
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use testkit::fixtures::Hso;
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -29,8 +30,10 @@ async fn h2c_clients_and_an_h2c_backend() {
         &service_yaml("ns", "grpc", "grpc", Some("kubernetes.io/h2c"), grpc, true),
     );
     let routes = httpso_yaml("ns", "plain", "plain", &["plain.test"], &[], &[])
-        + &httpso_yaml("ns", "grpc", "grpc", &["grpc.test"], &[], &[])
-            .replace("portName: http", "portName: grpc");
+        + &Hso::new("ns", "grpc")
+            .host("grpc.test")
+            .service_port_name("grpc", "grpc")
+            .yaml_document();
     write(dir.path(), "routes.yaml", &routes);
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "plain").await;

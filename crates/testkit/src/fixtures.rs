@@ -32,6 +32,7 @@ pub struct Fixture<K> {
     namespace: String,
     name: String,
     resource_version: Option<String>,
+    created: Option<String>,
     labels: Map<String, Value>,
     body: K,
 }
@@ -50,6 +51,7 @@ impl<K: Body> Fixture<K> {
             namespace: namespace.to_string(),
             name: name.to_string(),
             resource_version: None,
+            created: None,
             labels: Map::new(),
             body,
         }
@@ -58,6 +60,12 @@ impl<K: Body> Fixture<K> {
     /// Sets `metadata.resourceVersion`.
     pub fn resource_version(mut self, rv: &str) -> Self {
         self.resource_version = Some(rv.to_string());
+        self
+    }
+
+    /// Sets `metadata.creationTimestamp` (RFC 3339).
+    pub fn created(mut self, timestamp: &str) -> Self {
+        self.created = Some(timestamp.to_string());
         self
     }
 
@@ -72,6 +80,9 @@ impl<K: Body> Fixture<K> {
         let mut metadata = json!({"name": self.name, "namespace": self.namespace});
         if let Some(rv) = &self.resource_version {
             metadata["resourceVersion"] = json!(rv);
+        }
+        if let Some(ts) = &self.created {
+            metadata["creationTimestamp"] = json!(ts);
         }
         if !self.labels.is_empty() {
             metadata["labels"] = Value::Object(self.labels.clone());
@@ -88,6 +99,12 @@ impl<K: Body> Fixture<K> {
         obj.insert("metadata".into(), metadata);
         obj.extend(self.body.fields(&self.name));
         Value::Object(obj)
+    }
+
+    /// The object as one document of a YAML stream (JSON is YAML), for a
+    /// routes directory file: `---`, the JSON, a newline.
+    pub fn yaml_document(&self) -> String {
+        format!("---\n{}\n", self.json())
     }
 
     /// The object parsed into `T` (a typed object or a `DynamicObject`).
@@ -120,7 +137,7 @@ pub type Ir = Fixture<RouteBody<api::InterceptorRoute>>;
 pub struct RouteBody<K> {
     hosts: Vec<String>,
     paths: Vec<String>,
-    service: Option<(String, i32)>,
+    service: Option<(String, Value)>,
     extra: Map<String, Value>,
     kind: PhantomData<K>,
 }
@@ -155,7 +172,13 @@ where
 
     /// The Service and port requests go to.
     pub fn service(mut self, service: &str, port: i32) -> Self {
-        self.body.service = Some((service.to_string(), port));
+        self.body.service = Some((service.to_string(), json!({"port": port})));
+        self
+    }
+
+    /// The Service and port, by name (`portName`), requests go to.
+    pub fn service_port_name(mut self, service: &str, port_name: &str) -> Self {
+        self.body.service = Some((service.to_string(), json!({"portName": port_name})));
         self
     }
 
@@ -166,15 +189,31 @@ where
     }
 }
 
+impl<K> RouteBody<K> {
+    /// Adds `service` and `port` or `portName` to `target`: the Service named
+    /// like the object on `default_port` unless set.
+    fn target(&self, target: &mut Value, name: &str, default_port: i32) {
+        let (service, port) = self
+            .service
+            .clone()
+            .unwrap_or_else(|| (name.to_string(), json!({"port": default_port})));
+        target["service"] = json!(service);
+        if let Value::Object(port) = port {
+            target.as_object_mut().expect("an object").extend(port);
+        }
+    }
+}
+
 impl Body for RouteBody<api::HTTPScaledObject> {
     type Resource = api::HTTPScaledObject;
 
     fn fields(&self, name: &str) -> Map<String, Value> {
-        let (service, port) = self.service.clone().unwrap_or((name.to_string(), 8080));
-        let mut spec = json!({
-            "hosts": self.hosts,
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": port},
-        });
+        let mut target = json!({"name": name, "kind": "Deployment", "apiVersion": "apps/v1"});
+        self.target(&mut target, name, 8080);
+        let mut spec = json!({"scaleTargetRef": target});
+        if !self.hosts.is_empty() {
+            spec["hosts"] = json!(self.hosts);
+        }
         if !self.paths.is_empty() {
             spec["pathPrefixes"] = json!(self.paths);
         }
@@ -186,14 +225,18 @@ impl Body for RouteBody<api::InterceptorRoute> {
     type Resource = api::InterceptorRoute;
 
     fn fields(&self, name: &str) -> Map<String, Value> {
-        let (service, port) = self.service.clone().unwrap_or((name.to_string(), 80));
-        let mut rule = json!({"hosts": self.hosts});
+        let mut target = json!({});
+        self.target(&mut target, name, 80);
+        let mut rule = json!({});
+        if !self.hosts.is_empty() {
+            rule["hosts"] = json!(self.hosts);
+        }
         if !self.paths.is_empty() {
             let paths: Vec<Value> = self.paths.iter().map(|p| json!({"value": p})).collect();
             rule["paths"] = json!(paths);
         }
         let spec = json!({
-            "target": {"service": service, "port": port},
+            "target": target,
             "rules": [rule],
             "scalingMetric": {"concurrency": {"targetValue": 10}},
         });

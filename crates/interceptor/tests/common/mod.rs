@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use interceptor::{Interceptor, InterceptorArgs};
+use testkit::fixtures::Hso;
 
 /// Bound on every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -132,42 +133,19 @@ pub fn httpso_yaml(
     paths: &[&str],
     headers: &[(&str, &str)],
 ) -> String {
-    let hosts = if hosts.is_empty() {
-        String::new()
-    } else {
-        format!("  hosts: [{}]\n", quoted(hosts))
-    };
-    let paths = if paths.is_empty() {
-        String::new()
-    } else {
-        format!("  pathPrefixes: [{}]\n", quoted(paths))
-    };
-    let headers = if headers.is_empty() {
-        String::new()
-    } else {
-        let h: Vec<String> = headers
-            .iter()
-            .map(|(n, v)| format!("{{name: \"{n}\", value: \"{v}\"}}"))
-            .collect();
-        format!("  headers: [{}]\n", h.join(", "))
-    };
-    format!(
-        r#"---
-apiVersion: http.keda.sh/v1alpha1
-kind: HTTPScaledObject
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-{hosts}{paths}{headers}  scaleTargetRef: {{name: {svc}, kind: Deployment, apiVersion: apps/v1, service: {svc}, portName: http}}
-"#
-    )
-}
-
-fn quoted(items: &[&str]) -> String {
-    items
+    let hso = hosts.iter().fold(Hso::new(ns, name), |o, h| o.host(h));
+    let mut hso = paths
         .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .fold(hso, |o, p| o.path_prefix(p))
+        .service_port_name(svc, "http");
+    if !headers.is_empty() {
+        let headers: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
+            .collect();
+        hso = hso.spec("headers", serde_json::json!(headers));
+    }
+    hso.yaml_document()
 }
 
 /// Writes the routes of one app `ns/name` to `dir`: `svc.yaml` (its Service,
