@@ -34,6 +34,13 @@ fn start(api: &TestApi, resync: Duration) -> SyncHandle {
     sync::start(Source::Kubernetes(api.client()), config, &mut registry)
 }
 
+/// [`start`], once the sync loop is ready.
+async fn start_ready(api: &TestApi, resync: Duration) -> SyncHandle {
+    let handle = start(api, resync);
+    ready(&handle).await;
+    handle
+}
+
 async fn ready(handle: &SyncHandle) {
     tokio::time::timeout(Duration::from_secs(10), handle.table.wait_ready())
         .await
@@ -91,8 +98,7 @@ async fn not_ready_until_the_delayed_initial_list_completes() {
 #[tokio::test]
 async fn created_changed_and_deleted_objects_show_in_the_table() {
     let api = TestApi::start().await;
-    let handle = start(&api, Duration::from_secs(1));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(1)).await;
     let within = Duration::from_secs(5);
 
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
@@ -118,8 +124,7 @@ async fn created_changed_and_deleted_objects_show_in_the_table() {
 async fn a_lost_watch_event_is_repaired_by_the_resync() {
     let api = TestApi::start().await;
     let resync = Duration::from_millis(500);
-    let handle = start(&api, resync);
-    ready(&handle).await;
+    let handle = start_ready(&api, resync).await;
     api.faults().set_drop_watch_events(1.0);
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a"), 2 * resync).await;
@@ -132,8 +137,7 @@ async fn a_lost_watch_event_is_repaired_by_the_resync() {
 async fn a_stalled_watch_is_covered_by_the_resync() {
     let api = TestApi::start().await;
     let resync = Duration::from_millis(500);
-    let handle = start(&api, resync);
-    ready(&handle).await;
+    let handle = start_ready(&api, resync).await;
     api.faults().set_stall_watches(true);
     api.put_object(interceptor_route("r", "r.com", "svc-r"))
         .unwrap();
@@ -148,8 +152,7 @@ async fn after_410_gone_a_relist_removes_what_was_deleted_meanwhile() {
     api.put_object(httpso("keep", "keep.com", "svc-k")).unwrap();
     api.put_object(httpso("gone", "gone.com", "svc-g")).unwrap();
     // A resync far away, so only the watcher's relist can notice the delete.
-    let handle = start(&api, Duration::from_secs(3600));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(3600)).await;
     assert_eq!(
         service_of(&handle.table.load(), "gone.com").as_deref(),
         Some("svc-g")
@@ -184,8 +187,7 @@ async fn api_down_keeps_the_last_table_and_reconverges_after() {
     let api = TestApi::start().await;
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     let resync = Duration::from_millis(500);
-    let handle = start(&api, resync);
-    ready(&handle).await;
+    let handle = start_ready(&api, resync).await;
     api.faults().go_down().await;
     // Changes land in the central store while this replica cannot reach it.
     api.put_object(httpso("a", "a.com", "svc-a2")).unwrap();
@@ -216,8 +218,7 @@ async fn an_invalid_object_is_skipped_and_reported() {
     let mut bad = httpso("bad", "bad.com", "svc-bad");
     bad["spec"]["hosts"] = json!(["a*b.com"]);
     api.put_object(bad).unwrap();
-    let handle = start(&api, Duration::from_secs(1));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(1)).await;
     assert_eq!(
         service_of(&handle.table.load(), "good.com").as_deref(),
         Some("svc-good")
@@ -248,8 +249,7 @@ async fn a_thousand_objects_sync_completely() {
         ))
         .unwrap();
     }
-    let handle = start(&api, Duration::from_secs(1));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(1)).await;
     let table = handle.table.load();
     assert_eq!(table.len(), 1000);
     assert!(
@@ -303,8 +303,7 @@ async fn a_digest_bookmark_mismatch_repairs_without_waiting_for_the_resync() {
     let api = TestApi::start().await;
     // No periodic resync within the test: only a bookmark whose digest
     // differs from the index can bring the lost event in.
-    let handle = start(&api, Duration::from_secs(3600));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(3600)).await;
     api.faults().set_drop_watch_events(1.0);
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a"), Duration::from_secs(5)).await;
@@ -322,8 +321,7 @@ async fn matching_digest_bookmarks_stand_for_the_resync_lists() {
         .await
         .unwrap();
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
-    let handle = start(&api, Duration::from_millis(100));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_millis(100)).await;
     let lists_before = lists(&api);
     let resyncs = |h: &SyncHandle| {
         [Hso::gvr(), Ir::gvr()]
@@ -357,8 +355,7 @@ async fn without_digest_bookmarks_the_resync_lists_every_interval() {
         .start()
         .await
         .unwrap();
-    let handle = start(&api, Duration::from_millis(100));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_millis(100)).await;
     let before = lists(&api);
     let deadline = Instant::now() + Duration::from_secs(10);
     // Two kinds, one conditional list each per interval.
