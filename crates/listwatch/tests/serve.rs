@@ -152,16 +152,13 @@ async fn replace_all_emits_the_difference() {
         .unwrap();
     srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
     let mut w = WatchConn::open(srv.addr, "/api/v1/configmaps?watch=1&resourceVersion=3").await;
-    let summary_of = srv
-        .store
-        .replace_all(
-            vec![
-                cm("a", json!({}), json!({"v": "2"})),
-                cm("c", json!({}), json!({})),
-            ],
-            10,
-        )
-        .unwrap();
+    let relist = || {
+        vec![
+            cm("a", json!({}), json!({"v": "2"})),
+            cm("c", json!({}), json!({})),
+        ]
+    };
+    let summary_of = srv.store.replace_all(relist(), 10).unwrap();
     assert_eq!(
         (summary_of.added, summary_of.modified, summary_of.deleted),
         (1, 1, 1)
@@ -181,16 +178,7 @@ async fn replace_all_emits_the_difference() {
         ]
     );
     // An identical relist changes nothing.
-    let again = srv
-        .store
-        .replace_all(
-            vec![
-                cm("a", json!({}), json!({"v": "2"})),
-                cm("c", json!({}), json!({})),
-            ],
-            10,
-        )
-        .unwrap();
+    let again = srv.store.replace_all(relist(), 10).unwrap();
     assert_eq!((again.added, again.modified, again.deleted), (0, 0, 0));
 }
 
