@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{BIN, HttpClient, Proc, client, free_port, get};
+use common::{BIN, HttpClient, InterceptorPorts, Proc, client, free_port, get};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,31 +127,14 @@ async fn explicit_source_flags_win_over_kubeconfig_in_the_environment() {
 
     // The interceptor: --source-url beats $KUBECONFIG, $KEDA_HTTP_SOURCE_URL
     // and $KEDA_HTTP_ROUTES_DIR.
-    let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
+    let ports = InterceptorPorts::free();
     let url_b = format!("http://127.0.0.1:{port_b}");
-    let (proxy_s, admin_s, metrics_s) = (proxy.to_string(), admin.to_string(), metrics.to_string());
-    let mut interceptor = spawn(
-        &[
-            "interceptor",
-            "--source-url",
-            &url_b,
-            "--direct-pod-routing",
-            "true",
-            "--bind-address",
-            "127.0.0.1",
-            "--proxy-port",
-            &proxy_s,
-            "--admin-port",
-            &admin_s,
-            "--metrics-port",
-            &metrics_s,
-            "--shutdown-delay",
-            "0s",
-        ],
-        dir.path(),
-        &logs("interceptor"),
-    );
-    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    let mut args = vec!["interceptor", "--source-url", &url_b];
+    args.extend(["--direct-pod-routing", "true", "--shutdown-delay", "0s"]);
+    let flags = ports.flags();
+    args.extend(flags.iter().map(String::as_str));
+    let mut interceptor = spawn(&args, dir.path(), &logs("interceptor"));
+    let readyz = format!("http://127.0.0.1:{}/readyz", ports.admin);
     wait_ok(
         &client,
         &readyz,
@@ -162,7 +145,7 @@ async fn explicit_source_flags_win_over_kubeconfig_in_the_environment() {
     .await;
     let (status, body) = get(
         &client,
-        &format!("http://127.0.0.1:{proxy}/hello"),
+        &format!("http://127.0.0.1:{}/hello", ports.proxy),
         "app.test",
     )
     .await

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{BIN, HttpClient, Proc, client, free_port, get, spawn};
+use common::{BIN, HttpClient, InterceptorPorts, Proc, client, free_port, get, spawn};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,12 +35,11 @@ fn start_echo() -> (Proc, SocketAddr) {
     (Proc(child), addr)
 }
 
-/// `http-addon interceptor` on 127.0.0.1 reading the routes directory `dir`.
+/// `http-addon interceptor` reading the routes directory `dir`, with `flags`.
 fn spawn_interceptor(dir: &Path, flags: &[&str]) -> Proc {
     let mut cmd = Command::new(BIN);
     cmd.args(["interceptor", "--routes-dir"])
         .arg(dir)
-        .args(["--bind-address", "127.0.0.1"])
         .args(flags);
     spawn(&mut cmd, None)
 }
@@ -77,23 +76,12 @@ async fn sigterm_drains_in_flight_requests() {
             .yaml_document(),
     ];
     std::fs::write(dir.path().join("app.yaml"), yaml.concat()).unwrap();
-    let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
-    let (proxy_s, admin_s, metrics_s) = (proxy.to_string(), admin.to_string(), metrics.to_string());
-    let mut child = spawn_interceptor(
-        dir.path(),
-        &[
-            "--proxy-port",
-            &proxy_s,
-            "--admin-port",
-            &admin_s,
-            "--metrics-port",
-            &metrics_s,
-            "--shutdown-delay",
-            "1s",
-            "--drain-timeout",
-            "20s",
-        ],
-    );
+    let ports = InterceptorPorts::free();
+    let (proxy, admin) = (ports.proxy, ports.admin);
+    let mut flags = ports.flags();
+    flags.extend(["--shutdown-delay", "1s", "--drain-timeout", "20s"].map(String::from));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut child = spawn_interceptor(dir.path(), &flags);
     let client = client();
     let readyz = format!("http://127.0.0.1:{admin}/readyz");
     wait_status(&client, &readyz, 200).await;
@@ -189,7 +177,14 @@ async fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
     let admin_s = admin.to_string();
-    let ports = ["--proxy-port", "0", "--admin-port", &admin_s];
+    let ports = [
+        "--bind-address",
+        "127.0.0.1",
+        "--proxy-port",
+        "0",
+        "--admin-port",
+        &admin_s,
+    ];
     let delay = ["--metrics-enabled", "false", "--shutdown-delay", "60s"];
     let mut child = spawn_interceptor(dir.path(), &[&ports[..], &delay[..]].concat());
     let client = client();

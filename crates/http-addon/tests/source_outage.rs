@@ -36,13 +36,14 @@ fn spawn_cache(source: &[&str], log: &Path) -> (Proc, u16, u16) {
 /// An interceptor on free ports, logging to `log`; returns it and its
 /// (admin, metrics) ports.
 fn spawn_interceptor(source: &[&str], log: &Path) -> (Proc, u16, u16) {
-    let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
+    let ports = InterceptorPorts::free();
     let mut cmd = Command::new(BIN);
-    cmd.args(["interceptor", "--bind-address", "127.0.0.1"])
-        .args(["--proxy-port", &proxy.to_string()])
-        .args(["--admin-port", &admin.to_string()])
-        .args(["--metrics-port", &metrics.to_string()]);
-    (spawn_logged(&mut cmd, source, log), admin, metrics)
+    cmd.arg("interceptor").args(ports.flags());
+    (
+        spawn_logged(&mut cmd, source, log),
+        ports.admin,
+        ports.metrics,
+    )
 }
 
 async fn source_up(client: &HttpClient, metrics_port: u16) -> Option<f64> {

@@ -46,6 +46,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Free ports for an interceptor's proxy, admin and metrics servers.
+pub struct InterceptorPorts {
+    pub proxy: u16,
+    pub admin: u16,
+    pub metrics: u16,
+}
+
+impl InterceptorPorts {
+    /// Three ports nothing listens on right now.
+    pub fn free() -> Self {
+        InterceptorPorts {
+            proxy: free_port(),
+            admin: free_port(),
+            metrics: free_port(),
+        }
+    }
+
+    /// The flags that bind the three servers on 127.0.0.1.
+    pub fn flags(&self) -> Vec<String> {
+        let mut flags = vec!["--bind-address".to_string(), "127.0.0.1".to_string()];
+        for (flag, port) in [
+            ("--proxy-port", self.proxy),
+            ("--admin-port", self.admin),
+            ("--metrics-port", self.metrics),
+        ] {
+            flags.extend([flag.to_string(), port.to_string()]);
+        }
+        flags
+    }
+}
+
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// A plain HTTP/1.1 client.
