@@ -168,6 +168,13 @@ impl Problems {
         }
     }
 
+    /// Checks each `spec.timeouts.<name>` that is set as a Go duration.
+    fn timeouts(&mut self, fields: &[(&str, &Option<String>)]) {
+        for (name, value) in fields {
+            self.duration(format!("spec.timeouts.{name}"), value.as_ref());
+        }
+    }
+
     fn duration(&mut self, field: String, value: Option<&String>) {
         if let Some(value) = value {
             self.check(field, parse_go_duration(value).map(drop));
@@ -429,14 +436,10 @@ pub fn validate_http_scaled_object(obj: &HTTPScaledObject) -> Vec<FieldError> {
     }
 
     if let Some(timeouts) = &spec.timeouts {
-        p.duration(
-            "spec.timeouts.conditionWait".into(),
-            timeouts.condition_wait.as_ref(),
-        );
-        p.duration(
-            "spec.timeouts.responseHeader".into(),
-            timeouts.response_header.as_ref(),
-        );
+        p.timeouts(&[
+            ("conditionWait", &timeouts.condition_wait),
+            ("responseHeader", &timeouts.response_header),
+        ]);
     }
     p.errors
 }
@@ -500,15 +503,11 @@ pub fn validate_interceptor_route(obj: &InterceptorRoute) -> Vec<FieldError> {
     p.scaling_metric("spec.scalingMetric", metric);
 
     if let Some(timeouts) = &spec.timeouts {
-        p.duration(
-            "spec.timeouts.readiness".into(),
-            timeouts.readiness.as_ref(),
-        );
-        p.duration("spec.timeouts.request".into(), timeouts.request.as_ref());
-        p.duration(
-            "spec.timeouts.responseHeader".into(),
-            timeouts.response_header.as_ref(),
-        );
+        p.timeouts(&[
+            ("readiness", &timeouts.readiness),
+            ("request", &timeouts.request),
+            ("responseHeader", &timeouts.response_header),
+        ]);
     }
 
     if let Some(cold_start) = &spec.cold_start {

@@ -27,24 +27,27 @@ fn field_paths(object: &str, errors: &[FieldError]) -> Vec<String> {
     fields(object, errors).into_iter().map(|(f, _)| f).collect()
 }
 
-fn httpso(spec: Value) -> HTTPScaledObject {
-    parse_http_scaled_object(json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": "web", "namespace": "shop"},
+/// An object of kind `K` named `name` in `shop` (identity from its
+/// `kube::Resource` impl).
+fn object<K>(name: &str, spec: Value) -> K
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    api::parse_object(json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": name, "namespace": "shop"},
         "spec": spec,
     }))
     .unwrap()
 }
 
+fn httpso(spec: Value) -> HTTPScaledObject {
+    object("web", spec)
+}
+
 fn route(spec: Value) -> InterceptorRoute {
-    parse_interceptor_route(json!({
-        "apiVersion": "http.keda.sh/v1beta1",
-        "kind": "InterceptorRoute",
-        "metadata": {"name": "storefront", "namespace": "shop"},
-        "spec": spec,
-    }))
-    .unwrap()
+    object("storefront", spec)
 }
 
 #[test]

@@ -29,9 +29,12 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use api::{HTTPScaledObject, InterceptorRoute};
+use kube::Resource;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sync::{SharedTable, SyncConfig, SyncHandle};
+use testkit::fixtures::{Hso, Ir};
 use testkit::{TestApi, Verb};
 use tokio_util::sync::CancellationToken;
 
@@ -226,31 +229,32 @@ fn progress(msg: &str) {
 }
 
 fn httpso(name: &str, ns: &str, host: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "hosts": [host],
-            "pathPrefixes": ["/"],
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": format!("{name}-svc"), "port": 8080},
-            "replicas": {"min": 0, "max": 10},
-            "scalingMetric": {"concurrency": {"targetValue": 100}}
-        }
-    })
+    Hso::new(ns, name)
+        .host(host)
+        .path_prefix("/")
+        .service(&format!("{name}-svc"), 8080)
+        .spec("replicas", json!({"min": 0, "max": 10}))
+        .spec(
+            "scalingMetric",
+            json!({"concurrency": {"targetValue": 100}}),
+        )
+        .json()
 }
 
 fn interceptor_route(name: &str, host: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1beta1",
-        "kind": "InterceptorRoute",
-        "metadata": {"name": name, "namespace": "routes"},
-        "spec": {
-            "target": {"service": format!("{name}-svc"), "port": 80},
-            "rules": [{"hosts": [host], "paths": [{"value": "/api"}]}],
-            "scalingMetric": {"concurrency": {"targetValue": 10}}
-        }
-    })
+    Ir::new("routes", name)
+        .host(host)
+        .path_prefix("/api")
+        .service(&format!("{name}-svc"), 80)
+        .json()
+}
+
+/// The plurals of the two routing resources, from the api types.
+fn routing_resources() -> [String; 2] {
+    [
+        HTTPScaledObject::plural(&()).into_owned(),
+        InterceptorRoute::plural(&()).into_owned(),
+    ]
 }
 
 /// The writes of one configuration and when each replica applied them.
@@ -425,7 +429,7 @@ fn start_cache(
         .args(["--metrics-port", &metrics_port.to_string()])
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["--resources", "httpscaledobjects,interceptorroutes"])
+        .args(["--resources", &routing_resources().join(",")])
         .arg("--token-file")
         .arg(token_file)
         .args(["--drop-watch-events", &drop_events.to_string()])
@@ -532,8 +536,8 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 /// resources every `interval`: the resync alone, on its own HTTP/2 connection.
 async fn resync_probe(client: kube::Client, interval: Duration, cancel: CancellationToken) {
     let collections = [
-        "/apis/http.keda.sh/v1alpha1/httpscaledobjects",
-        "/apis/http.keda.sh/v1beta1/interceptorroutes",
+        HTTPScaledObject::url_path(&(), None),
+        InterceptorRoute::url_path(&(), None),
     ]
     .map(|p| kubewatch::Collection::new(client.clone(), p));
     let mut digests: [Option<u64>; 2] = [None, None];
@@ -876,7 +880,7 @@ async fn run_one(args: &FleetArgs, bin: &Path, mode: Mode, n: usize) -> anyhow::
     let mut restarts = 0;
     for r in &replicas {
         repairs += r.metrics.total_repairs();
-        for res in ["httpscaledobjects", "interceptorroutes"] {
+        for res in &routing_resources() {
             restarts += r.metrics.watch_restarts.get_or_create(&label(res)).get();
         }
     }

@@ -224,6 +224,18 @@ impl Mirror {
         }
     }
 
+    /// Counts and reports a failed list or watch, then backs off; false
+    /// once cancelled.
+    async fn failed(&self, e: &UpstreamError, backoff: &mut Backoff) -> bool {
+        self.metrics
+            .upstream_restarts
+            .get_or_create(&CacheMetrics::label(self.name()))
+            .inc();
+        self.health
+            .failure(self.name(), e, self.store.resource_version());
+        backoff.wait(&self.cancel).await
+    }
+
     /// Runs until cancelled.
     pub(crate) async fn run(mut self) {
         let label = CacheMetrics::label(self.name());
@@ -254,10 +266,7 @@ impl Mirror {
                     continue;
                 }
                 Err(e) => {
-                    self.metrics.upstream_restarts.get_or_create(&label).inc();
-                    self.health
-                        .failure(self.name(), &e, self.store.resource_version());
-                    if !backoff.wait(&self.cancel).await {
+                    if !self.failed(&e, &mut backoff).await {
                         return;
                     }
                     continue;
@@ -309,10 +318,7 @@ impl Mirror {
                         continue 'relist;
                     }
                     Err(e) => {
-                        self.metrics.upstream_restarts.get_or_create(&label).inc();
-                        self.health
-                            .failure(self.name(), &e, self.store.resource_version());
-                        if !backoff.wait(&self.cancel).await {
+                        if !self.failed(&e, &mut backoff).await {
                             return;
                         }
                     }

@@ -10,41 +10,19 @@ use bytes::Bytes;
 use cache::{Authenticator, Cache, CacheConfig};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use listwatch::Gvr;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sync::{Source, SyncConfig, SyncHandle};
 use testkit::TestApi;
+use testkit::fixtures::{Hso, Ir, Svc};
 
 const TOKEN: &str = "subscriber-token";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn httpso(name: &str, host: &str, service: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "hosts": [host],
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": 8080}
-        }
-    })
-}
-
-fn interceptor_route(name: &str, host: &str, service: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1beta1",
-        "kind": "InterceptorRoute",
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "target": {"service": service, "port": 80},
-            "rules": [{"hosts": [host]}],
-            "scalingMetric": {"concurrency": {"targetValue": 10}}
-        }
-    })
-}
-
-fn httpso_gvr() -> Gvr {
-    Gvr::new("http.keda.sh", "v1alpha1", "httpscaledobjects")
+    Hso::new("apps", name)
+        .host(host)
+        .service(service, 8080)
+        .json()
 }
 
 fn config_at(listen: SocketAddr) -> CacheConfig {
@@ -64,6 +42,15 @@ async fn start_cache(upstream: kube::Client, listen: SocketAddr) -> Cache {
     )
     .await
     .expect("cache starts")
+}
+
+/// A cache on an ephemeral port, once it is ready.
+async fn ready_cache(upstream: kube::Client) -> Cache {
+    let cache = start_cache(upstream, "127.0.0.1:0".parse().unwrap()).await;
+    tokio::time::timeout(WAIT, cache.wait_ready())
+        .await
+        .unwrap();
+    cache
 }
 
 fn h2_client(url: &str) -> kube::Client {
@@ -145,17 +132,26 @@ async fn http1(
     (parts.status, parts.headers, body)
 }
 
+/// The status of an authorized conditional GET.
+async fn get_if_none_match(cache: &Cache, path: &str, etag: &str) -> http::StatusCode {
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [("authorization", auth.as_str()), ("if-none-match", etag)];
+    http1(cache.addr(), "GET", path, &headers).await.0
+}
+
 #[tokio::test]
 async fn subscriber_through_cache_sees_the_same_table_as_one_on_the_api() {
     let api = TestApi::start().await;
     api.put_object(httpso("a", "a.example.com", "svc-a"))
         .unwrap();
-    api.put_object(interceptor_route("r", "r.example.com", "svc-r"))
-        .unwrap();
-    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
-    tokio::time::timeout(WAIT, cache.wait_ready())
-        .await
-        .unwrap();
+    api.put_object(
+        Ir::new("apps", "r")
+            .host("r.example.com")
+            .service("svc-r", 80)
+            .json(),
+    )
+    .unwrap();
+    let cache = ready_cache(api.client()).await;
 
     let direct = subscribe(api.client());
     let via = subscribe(h2_client(&cache.url()));
@@ -169,12 +165,7 @@ async fn subscriber_through_cache_sees_the_same_table_as_one_on_the_api() {
         .unwrap();
     api.put_object(httpso("a", "a.example.com", "svc-a2"))
         .unwrap();
-    api.delete_object(
-        &Gvr::new("http.keda.sh", "v1beta1", "interceptorroutes"),
-        "apps",
-        "r",
-    )
-    .unwrap();
+    api.delete_object(&Ir::gvr(), "apps", "r").unwrap();
     let want: BTreeMap<String, String> = [
         ("apps/a".to_string(), "svc-a2".to_string()),
         ("apps/b".to_string(), "svc-b".to_string()),
@@ -191,10 +182,7 @@ async fn chained_caches_serve_the_same_table() {
     api.put_object(httpso("a", "a.example.com", "svc-a"))
         .unwrap();
     let first = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
-    let second = start_cache(h2_client(&first.url()), "127.0.0.1:0".parse().unwrap()).await;
-    tokio::time::timeout(WAIT, second.wait_ready())
-        .await
-        .unwrap();
+    let second = ready_cache(h2_client(&first.url())).await;
     let leaf = subscribe(h2_client(&second.url()));
     ready(&leaf).await;
     assert_eq!(
@@ -209,7 +197,7 @@ async fn chained_caches_serve_the_same_table() {
     .await;
     // The second cache mirrors the first's resourceVersions, which mirror the API's.
     let rv = api.resource_version();
-    let s = second.stores().get(&httpso_gvr()).unwrap();
+    let s = second.stores().get(&Hso::gvr()).unwrap();
     assert!(s.wait_for(rv - 1, WAIT).await);
     // One watch per resource from the second cache on the first.
     assert_eq!(first.watcher_count(), 4);
@@ -218,10 +206,7 @@ async fn chained_caches_serve_the_same_table() {
 #[tokio::test]
 async fn requests_without_a_token_get_401_and_writes_405() {
     let api = TestApi::start().await;
-    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
-    tokio::time::timeout(WAIT, cache.wait_ready())
-        .await
-        .unwrap();
+    let cache = ready_cache(api.client()).await;
     let path = "/apis/http.keda.sh/v1alpha1/httpscaledobjects";
 
     let (status, _, body) = http1(cache.addr(), "GET", path, &[]).await;
@@ -259,10 +244,7 @@ async fn unchanged_list_is_304_without_a_body() {
     let api = TestApi::start().await;
     api.put_object(httpso("a", "a.example.com", "svc-a"))
         .unwrap();
-    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
-    tokio::time::timeout(WAIT, cache.wait_ready())
-        .await
-        .unwrap();
+    let cache = ready_cache(api.client()).await;
     let path = "/apis/http.keda.sh/v1alpha1/httpscaledobjects?resourceVersion=0";
     let auth = format!("Bearer {TOKEN}");
 
@@ -317,28 +299,16 @@ async fn unchanged_list_is_304_without_a_body() {
             .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
     );
     let token = format!("\"0\", {}", wire::digest::entity_tag(d));
-    let (status, _, _) = http1(
-        cache.addr(),
-        "GET",
-        path,
-        &[("authorization", &auth), ("if-none-match", &token)],
-    )
-    .await;
+    let status = get_if_none_match(&cache, path, &token).await;
     assert_eq!(status, 304);
     let stale = wire::digest::entity_tag(wire::digest::from_sum(d + 1));
-    let (status, _, _) = http1(
-        cache.addr(),
-        "GET",
-        path,
-        &[("authorization", &auth), ("if-none-match", &stale)],
-    )
-    .await;
+    let status = get_if_none_match(&cache, path, &stale).await;
     assert_eq!(status, 200);
 
     // A change makes the old ETag stale.
     api.put_object(httpso("b", "b.example.com", "svc-b"))
         .unwrap();
-    let s = cache.stores().get(&httpso_gvr()).unwrap();
+    let s = cache.stores().get(&Hso::gvr()).unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     while s.get("apps", "b").is_none() {
         assert!(
@@ -347,13 +317,7 @@ async fn unchanged_list_is_304_without_a_body() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (status, _, _) = http1(
-        cache.addr(),
-        "GET",
-        path,
-        &[("authorization", &auth), ("if-none-match", &etag)],
-    )
-    .await;
+    let status = get_if_none_match(&cache, path, &etag).await;
     assert_eq!(status, 200);
 }
 
@@ -390,11 +354,8 @@ async fn subscriber_survives_an_upstream_outage_and_a_cache_restart() {
         .unwrap();
     api.put_object(httpso("gone", "gone.example.com", "svc-gone"))
         .unwrap();
-    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
+    let cache = ready_cache(api.client()).await;
     let addr = cache.addr();
-    tokio::time::timeout(WAIT, cache.wait_ready())
-        .await
-        .unwrap();
     let sub = subscribe(h2_client(&cache.url()));
     ready(&sub).await;
     assert_eq!(routes(&sub.table.load()).len(), 2);
@@ -418,7 +379,7 @@ async fn subscriber_survives_an_upstream_outage_and_a_cache_restart() {
 
     // Cache restart: a delete happens while no cache runs.
     cache.shutdown().await;
-    api.delete_object(&httpso_gvr(), "apps", "gone").unwrap();
+    api.delete_object(&Hso::gvr(), "apps", "gone").unwrap();
     api.put_object(httpso("c", "c.example.com", "svc-c"))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -439,16 +400,9 @@ async fn subscriber_survives_an_upstream_outage_and_a_cache_restart() {
 #[tokio::test]
 async fn kube_discovery_and_typed_lists_work_through_the_cache() {
     let api = TestApi::start().await;
-    api.put_object(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "svc-a", "namespace": "apps"},
-        "spec": {"ports": [{"port": 80}]}
-    }))
-    .unwrap();
-    let cache = start_cache(api.client(), "127.0.0.1:0".parse().unwrap()).await;
-    tokio::time::timeout(WAIT, cache.wait_ready())
-        .await
+    api.put_object(Svc::new("apps", "svc-a").port("", 80).json())
         .unwrap();
+    let cache = ready_cache(api.client()).await;
     let client = h2_client(&cache.url());
     let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
     let groups: Vec<String> = discovery.groups().map(|g| g.name().to_string()).collect();

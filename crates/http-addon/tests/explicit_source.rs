@@ -9,13 +9,13 @@
 
 mod common;
 
-use common::{BIN, HttpClient, Proc, client, free_port, get};
+use common::{BIN, HttpClient, InterceptorPorts, Proc, client, free_port, get};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use serde_json::json;
+use testkit::fixtures::{Hso, Slice, Svc};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -32,12 +32,9 @@ fn poisoned(cmd: &mut Command, dir: &Path) {
 
 fn spawn(args: &[&str], dir: &Path, log: &Path) -> Proc {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
+    cmd.args(args);
     poisoned(&mut cmd, dir);
-    Proc(cmd.spawn().unwrap())
+    common::spawn(&mut cmd, Some(log))
 }
 
 /// A cache on 127.0.0.1 reading from `source`; returns it and its
@@ -94,23 +91,15 @@ async fn explicit_source_flags_win_over_kubeconfig_in_the_environment() {
     );
     let api = testkit::TestApi::start().await;
     for obj in [
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "app", "namespace": "ns"},
-            "spec": {"ports": [{"name": "http", "port": 80}]}
-        }),
-        json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "app-1", "namespace": "ns", "labels": {"kubernetes.io/service-name": "app"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": backend_addr.port()}],
-            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]
-        }),
-        json!({
-            "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
-            "metadata": {"name": "app", "namespace": "ns"},
-            "spec": {"hosts": ["app.test"], "scaleTargetRef": {"name": "app", "service": "app", "port": 80}}
-        }),
+        Svc::new("ns", "app").port("http", 80).json(),
+        Slice::new("ns", "app-1", "app")
+            .port("http", backend_addr.port())
+            .ready("127.0.0.1")
+            .json(),
+        Hso::new("ns", "app")
+            .host("app.test")
+            .service("app", 80)
+            .json(),
     ] {
         api.put_object(obj).unwrap();
     }
@@ -138,31 +127,14 @@ async fn explicit_source_flags_win_over_kubeconfig_in_the_environment() {
 
     // The interceptor: --source-url beats $KUBECONFIG, $KEDA_HTTP_SOURCE_URL
     // and $KEDA_HTTP_ROUTES_DIR.
-    let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
+    let ports = InterceptorPorts::free();
     let url_b = format!("http://127.0.0.1:{port_b}");
-    let (proxy_s, admin_s, metrics_s) = (proxy.to_string(), admin.to_string(), metrics.to_string());
-    let mut interceptor = spawn(
-        &[
-            "interceptor",
-            "--source-url",
-            &url_b,
-            "--direct-pod-routing",
-            "true",
-            "--bind-address",
-            "127.0.0.1",
-            "--proxy-port",
-            &proxy_s,
-            "--admin-port",
-            &admin_s,
-            "--metrics-port",
-            &metrics_s,
-            "--shutdown-delay",
-            "0s",
-        ],
-        dir.path(),
-        &logs("interceptor"),
-    );
-    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    let mut args = vec!["interceptor", "--source-url", &url_b];
+    args.extend(["--direct-pod-routing", "true", "--shutdown-delay", "0s"]);
+    let flags = ports.flags();
+    args.extend(flags.iter().map(String::as_str));
+    let mut interceptor = spawn(&args, dir.path(), &logs("interceptor"));
+    let readyz = format!("http://127.0.0.1:{}/readyz", ports.admin);
     wait_ok(
         &client,
         &readyz,
@@ -173,7 +145,7 @@ async fn explicit_source_flags_win_over_kubeconfig_in_the_environment() {
     .await;
     let (status, body) = get(
         &client,
-        &format!("http://127.0.0.1:{proxy}/hello"),
+        &format!("http://127.0.0.1:{}/hello", ports.proxy),
         "app.test",
     )
     .await

@@ -5,11 +5,14 @@
 
 mod common;
 
-use common::{BIN, HttpClient, Proc, client, free_port, get};
+use common::{BIN, HttpClient, InterceptorPorts, Proc, client, free_port, get, spawn};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use testkit::fixtures::{Hso, Slice, Svc};
 
 /// Starts `http-addon echo --port 0` and reads its address from stdout.
 fn start_echo() -> (Proc, SocketAddr) {
@@ -32,6 +35,15 @@ fn start_echo() -> (Proc, SocketAddr) {
     (Proc(child), addr)
 }
 
+/// `http-addon interceptor` reading the routes directory `dir`, with `flags`.
+fn spawn_interceptor(dir: &Path, flags: &[&str]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["interceptor", "--routes-dir"])
+        .arg(dir)
+        .args(flags);
+    spawn(&mut cmd, None)
+}
+
 async fn wait_status(client: &HttpClient, url: &str, want: u16) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -52,51 +64,24 @@ async fn wait_status(client: &HttpClient, url: &str, want: u16) {
 async fn sigterm_drains_in_flight_requests() {
     let (_echo, echo_addr) = start_echo();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("app.yaml"),
-        format!(
-            r#"apiVersion: http.keda.sh/v1alpha1
-kind: HTTPScaledObject
-metadata: {{name: app, namespace: ns}}
-spec:
-  hosts: [app.test]
-  scaleTargetRef: {{name: app, service: app, port: 80}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: app, namespace: ns}}
-spec:
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: app-1
-  namespace: ns
-  labels: {{kubernetes.io/service-name: app}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"#,
-            port = echo_addr.port()
-        ),
-    )
-    .unwrap();
-    let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
-    let child = Command::new(BIN)
-        .args(["interceptor", "--routes-dir"])
-        .arg(dir.path())
-        .args(["--bind-address", "127.0.0.1"])
-        .args(["--proxy-port", &proxy.to_string()])
-        .args(["--admin-port", &admin.to_string()])
-        .args(["--metrics-port", &metrics.to_string()])
-        .args(["--shutdown-delay", "1s", "--drain-timeout", "20s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut child = Proc(child);
+    let yaml = [
+        Hso::new("ns", "app")
+            .host("app.test")
+            .service("app", 80)
+            .yaml_document(),
+        Svc::new("ns", "app").port("http", 80).yaml_document(),
+        Slice::new("ns", "app-1", "app")
+            .port("http", echo_addr.port())
+            .ready("127.0.0.1")
+            .yaml_document(),
+    ];
+    std::fs::write(dir.path().join("app.yaml"), yaml.concat()).unwrap();
+    let ports = InterceptorPorts::free();
+    let (proxy, admin) = (ports.proxy, ports.admin);
+    let mut flags = ports.flags();
+    flags.extend(["--shutdown-delay", "1s", "--drain-timeout", "20s"].map(String::from));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut child = spawn_interceptor(dir.path(), &flags);
     let client = client();
     let readyz = format!("http://127.0.0.1:{admin}/readyz");
     wait_status(&client, &readyz, 200).await;
@@ -128,11 +113,7 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    kill("-TERM", &child);
 
     // During the shutdown delay: not ready, still serving new requests.
     wait_status(&client, &readyz, 503).await;
@@ -161,17 +142,7 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
     assert_eq!(failed, 0, "in-flight requests failed during the drain");
 
     // Drained: the process exits by itself, successfully.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let code = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "interceptor did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let code = exit_status(&mut child, Duration::from_secs(20)).await;
     assert!(code.success(), "exit status {code:?}");
     assert!(
         get(&client, &format!("{app}/after"), "app.test")
@@ -205,22 +176,17 @@ async fn exit_status(child: &mut Proc, within: Duration) -> std::process::ExitSt
 async fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
-    let child = Command::new(BIN)
-        .args(["interceptor", "--routes-dir"])
-        .arg(dir.path())
-        .args(["--bind-address", "127.0.0.1", "--proxy-port", "0"])
-        .args([
-            "--admin-port",
-            &admin.to_string(),
-            "--metrics-enabled",
-            "false",
-        ])
-        .args(["--shutdown-delay", "60s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Proc(child);
+    let admin_s = admin.to_string();
+    let ports = [
+        "--bind-address",
+        "127.0.0.1",
+        "--proxy-port",
+        "0",
+        "--admin-port",
+        &admin_s,
+    ];
+    let delay = ["--metrics-enabled", "false", "--shutdown-delay", "60s"];
+    let mut child = spawn_interceptor(dir.path(), &[&ports[..], &delay[..]].concat());
     let client = client();
     let readyz = format!("http://127.0.0.1:{admin}/readyz");
     wait_status(&client, &readyz, 200).await;
@@ -239,17 +205,15 @@ async fn the_cache_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let api = testkit::TestApi::start().await;
     let metrics = free_port();
-    let child = Command::new(BIN)
-        .args(["cache", "--bind-address", "127.0.0.1", "--port", "0"])
-        .args(["--metrics-port", &metrics.to_string(), "--allow-anonymous"])
-        .arg("--kubeconfig")
-        .arg(api.kubeconfig_path())
-        .env("HOME", dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Proc(child);
+    let mut child = spawn(
+        Command::new(BIN)
+            .args(["cache", "--bind-address", "127.0.0.1", "--port", "0"])
+            .args(["--metrics-port", &metrics.to_string(), "--allow-anonymous"])
+            .arg("--kubeconfig")
+            .arg(api.kubeconfig_path())
+            .env("HOME", dir.path()),
+        None,
+    );
     let client = client();
     wait_status(&client, &format!("http://127.0.0.1:{metrics}/readyz"), 200).await;
     let (status, body) = get(&client, &format!("http://127.0.0.1:{metrics}/metrics"), "x")

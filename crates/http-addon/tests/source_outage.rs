@@ -7,11 +7,20 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use testkit::fixtures::Hso;
+
+/// Spawns `cmd` reading from `source`, with the default log level and no
+/// kubeconfig from the environment, logging to `log`.
+fn spawn_logged(cmd: &mut Command, source: &[&str], log: &Path) -> Proc {
+    cmd.args(source)
+        .env_remove("RUST_LOG")
+        .env_remove("KUBECONFIG");
+    spawn(cmd, Some(log))
+}
 
 /// A cache on free ports reading from `source`, logging to `log`; returns it
 /// and its (serving, metrics) ports.
@@ -20,32 +29,21 @@ fn spawn_cache(source: &[&str], log: &Path) -> (Proc, u16, u16) {
     let mut cmd = Command::new(BIN);
     cmd.args(["cache", "--bind-address", "127.0.0.1", "--allow-anonymous"])
         .args(["--port", &port.to_string()])
-        .args(["--metrics-port", &metrics.to_string()])
-        .args(source)
-        .env_remove("RUST_LOG")
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    (Proc(cmd.spawn().unwrap()), port, metrics)
+        .args(["--metrics-port", &metrics.to_string()]);
+    (spawn_logged(&mut cmd, source, log), port, metrics)
 }
 
 /// An interceptor on free ports, logging to `log`; returns it and its
 /// (admin, metrics) ports.
 fn spawn_interceptor(source: &[&str], log: &Path) -> (Proc, u16, u16) {
-    let (proxy, admin, metrics) = (free_port(), free_port(), free_port());
+    let ports = InterceptorPorts::free();
     let mut cmd = Command::new(BIN);
-    cmd.args(["interceptor", "--bind-address", "127.0.0.1"])
-        .args(["--proxy-port", &proxy.to_string()])
-        .args(["--admin-port", &admin.to_string()])
-        .args(["--metrics-port", &metrics.to_string()])
-        .args(source)
-        .env_remove("RUST_LOG")
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    (Proc(cmd.spawn().unwrap()), admin, metrics)
+    cmd.arg("interceptor").args(ports.flags());
+    (
+        spawn_logged(&mut cmd, source, log),
+        ports.admin,
+        ports.metrics,
+    )
 }
 
 async fn source_up(client: &HttpClient, metrics_port: u16) -> Option<f64> {
@@ -148,11 +146,12 @@ async fn an_api_down_for_10_s_is_one_warning_and_one_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("interceptor.log");
     let api = testkit::TestApi::start().await;
-    api.put_object(json!({
-        "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
-        "metadata": {"name": "app", "namespace": "ns"},
-        "spec": {"hosts": ["app.test"], "scaleTargetRef": {"name": "app", "service": "app", "port": 80}},
-    }))
+    api.put_object(
+        Hso::new("ns", "app")
+            .host("app.test")
+            .service("app", 80)
+            .json(),
+    )
     .unwrap();
     let kubeconfig = api.kubeconfig_path().to_str().unwrap().to_owned();
     let (_proc, admin, metrics) = spawn_interceptor(&["--kubeconfig", &kubeconfig], &log);

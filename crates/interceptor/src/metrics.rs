@@ -194,17 +194,27 @@ mod tests {
     }
 
     fn route(ns: &str, name: &str) -> routing::Route {
-        let obj: api::HTTPScaledObject = serde_json::from_value(serde_json::json!({
-            "apiVersion": "http.keda.sh/v1alpha1",
-            "kind": "HTTPScaledObject",
-            "metadata": {"namespace": ns, "name": name},
-            "spec": {
-                "hosts": [format!("{name}.test")],
-                "scaleTargetRef": {"name": name, "service": name, "port": 80},
-            },
-        }))
-        .unwrap();
+        let obj = testkit::fixtures::Hso::new(ns, name)
+            .host(&format!("{name}.test"))
+            .service(name, 80)
+            .parse();
         routing::compile_http_scaled_object(&obj).unwrap()
+    }
+
+    /// The exposition of one duration series: sum, count, and the
+    /// cumulative count of each bucket (the last is `+Inf`, the count).
+    fn histogram(labels: &str, sum: &str, cumulative: [u64; 12]) -> String {
+        const BOUNDS: [&str; 12] = [
+            "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0",
+            "+Inf",
+        ];
+        let name = "interceptor_request_duration_seconds";
+        let mut out = format!("{name}_sum{{{labels}}} {sum}\n");
+        out += &format!("{name}_count{{{labels}}} {}\n", cumulative[11]);
+        for (le, n) in BOUNDS.iter().zip(cumulative) {
+            out += &format!("{name}_bucket{{le=\"{le}\",{labels}}} {n}\n");
+        }
+        out
     }
 
     /// The whole exposition: families in order, unrouted series first with
@@ -226,61 +236,36 @@ mod tests {
         registry.register_collector(Box::new(Fixed(table, unrouted)));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        let want = r#"# HELP interceptor_request_count Requests handled by the interceptor, by route, method and status code
+        let unrouted_get = histogram(
+            r#"code="404",method="GET",route_name="",route_namespace="""#,
+            "0.001",
+            [1; 12],
+        );
+        let web_get = histogram(
+            r#"code="200",method="GET",route_name="web",route_namespace="a""#,
+            "0.033",
+            [1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2],
+        );
+        let web_post = histogram(
+            r#"code="201",method="POST",route_name="web",route_namespace="a""#,
+            "11.0",
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        );
+        let want = format!(
+            r#"# HELP interceptor_request_count Requests handled by the interceptor, by route, method and status code
 # TYPE interceptor_request_count counter
-interceptor_request_count_total{code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_count_total{code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_count_total{code="201",method="POST",route_name="web",route_namespace="a"} 1
+interceptor_request_count_total{{code="404",method="GET",route_name="",route_namespace=""}} 1
+interceptor_request_count_total{{code="200",method="GET",route_name="web",route_namespace="a"}} 2
+interceptor_request_count_total{{code="201",method="POST",route_name="web",route_namespace="a"}} 1
 # HELP interceptor_request_duration_seconds Time from a request's arrival to the end of its response, in seconds
 # TYPE interceptor_request_duration_seconds histogram
-interceptor_request_duration_seconds_sum{code="404",method="GET",route_name="",route_namespace=""} 0.001
-interceptor_request_duration_seconds_count{code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="0.005",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="0.01",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="0.025",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="0.05",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="0.1",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="0.25",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="0.5",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="1.0",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="2.5",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="5.0",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="10.0",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_bucket{le="+Inf",code="404",method="GET",route_name="",route_namespace=""} 1
-interceptor_request_duration_seconds_sum{code="200",method="GET",route_name="web",route_namespace="a"} 0.033
-interceptor_request_duration_seconds_count{code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_bucket{le="0.005",code="200",method="GET",route_name="web",route_namespace="a"} 1
-interceptor_request_duration_seconds_bucket{le="0.01",code="200",method="GET",route_name="web",route_namespace="a"} 1
-interceptor_request_duration_seconds_bucket{le="0.025",code="200",method="GET",route_name="web",route_namespace="a"} 1
-interceptor_request_duration_seconds_bucket{le="0.05",code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_bucket{le="0.1",code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_bucket{le="0.25",code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_bucket{le="0.5",code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_bucket{le="1.0",code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_bucket{le="2.5",code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_bucket{le="5.0",code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_bucket{le="10.0",code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_bucket{le="+Inf",code="200",method="GET",route_name="web",route_namespace="a"} 2
-interceptor_request_duration_seconds_sum{code="201",method="POST",route_name="web",route_namespace="a"} 11.0
-interceptor_request_duration_seconds_count{code="201",method="POST",route_name="web",route_namespace="a"} 1
-interceptor_request_duration_seconds_bucket{le="0.005",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="0.01",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="0.025",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="0.05",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="0.1",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="0.25",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="0.5",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="1.0",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="2.5",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="5.0",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="10.0",code="201",method="POST",route_name="web",route_namespace="a"} 0
-interceptor_request_duration_seconds_bucket{le="+Inf",code="201",method="POST",route_name="web",route_namespace="a"} 1
-# HELP interceptor_request_concurrency Requests in flight now, by route
+{unrouted_get}{web_get}{web_post}# HELP interceptor_request_concurrency Requests in flight now, by route
 # TYPE interceptor_request_concurrency gauge
-interceptor_request_concurrency{route_name="web",route_namespace="a"} 2
-interceptor_request_concurrency{route_name="app",route_namespace="b"} 0
+interceptor_request_concurrency{{route_name="web",route_namespace="a"}} 2
+interceptor_request_concurrency{{route_name="app",route_namespace="b"}} 0
 # EOF
-"#;
+"#
+        );
         assert_eq!(text, want);
     }
 }

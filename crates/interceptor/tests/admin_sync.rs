@@ -4,69 +4,50 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+mod common;
+
+use common::{args, raw_request};
 use interceptor::{Interceptor, InterceptorArgs};
 use serde_json::{Value, json};
 use testkit::TestApi;
+use testkit::fixtures::Hso;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: InterceptorArgs,
-}
-
-fn args(api: &TestApi) -> InterceptorArgs {
+/// Interceptor flags for the API server `api`.
+fn api_args(api: &TestApi) -> InterceptorArgs {
     let kubeconfig = api.kubeconfig_path().display().to_string();
-    Cli::try_parse_from([
-        "interceptor",
-        "--kubeconfig",
-        &kubeconfig,
-        "--bind-address",
-        "127.0.0.1",
-        "--proxy-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--resync-interval",
-        "500ms",
-    ])
-    .unwrap()
-    .args
+    args(
+        &["--kubeconfig", &kubeconfig],
+        &["--resync-interval", "500ms"],
+    )
 }
 
 /// A plain HTTP/1.1 GET; returns (status, body).
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    let r = raw_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
     )
+    .await;
+    (r.status, r.body)
+}
+
+/// Polls `/readyz` the way a kubelet does until it answers 200.
+async fn wait_readyz(addr: SocketAddr) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while get(addr, "/readyz").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
     .await
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    .expect("/readyz answers 200");
 }
 
 fn httpso(name: &str, host: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "hosts": [host],
-            "pathPrefixes": ["/api"],
-            "scaleTargetRef": {"name": name, "service": format!("{name}-svc"), "port": 8080}
-        }
-    })
+    Hso::new("apps", name)
+        .host(host)
+        .path_prefix("/api")
+        .service(&format!("{name}-svc"), 8080)
+        .json()
 }
 
 #[tokio::test]
@@ -78,21 +59,13 @@ async fn readyz_waits_for_the_complete_table_then_serves_it() {
     }
     api.faults().set_list_delay(Duration::from_millis(1000));
     let started = Instant::now();
-    let ic = Interceptor::start(&args(&api)).await.unwrap();
+    let ic = Interceptor::start(&api_args(&api)).await.unwrap();
     let (status, body) = get(ic.admin_addr, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(get(ic.admin_addr, "/livez").await.0, 200);
 
-    // Poll readyz the way a kubelet does; it must flip right after the list.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = get(ic.admin_addr, "/readyz").await;
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // It must flip right after the list.
+    wait_readyz(ic.admin_addr).await;
     assert!(started.elapsed() >= Duration::from_millis(1000));
     // Ready means complete.
     let (status, body) = get(ic.admin_addr, "/routing-table").await;
@@ -132,17 +105,11 @@ async fn readyz_waits_for_the_complete_table_then_serves_it() {
 async fn stays_ready_on_the_last_table_while_the_api_is_down() {
     let api = TestApi::start().await;
     api.put_object(httpso("a", "a.example.com")).unwrap();
-    let ic = Interceptor::start(&args(&api)).await.unwrap();
+    let ic = Interceptor::start(&api_args(&api)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), ic.sync.table.wait_ready())
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while get(ic.admin_addr, "/readyz").await.0 != 200 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_readyz(ic.admin_addr).await;
     api.faults().go_down().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(get(ic.admin_addr, "/readyz").await.0, 200);
@@ -182,33 +149,12 @@ async fn an_interceptor_reads_its_table_from_a_cache_by_url_alone() {
     std::fs::write(&token_file, TOKEN).unwrap();
     let url = cache.url();
     let token_path = token_file.display().to_string();
-    let args = Cli::try_parse_from([
-        "interceptor",
-        "--source-url",
-        &url,
-        "--source-token-file",
-        &token_path,
-        "--bind-address",
-        "127.0.0.1",
-        "--proxy-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--resync-interval",
-        "300ms",
-    ])
-    .unwrap()
-    .args;
+    let args = args(
+        &["--source-url", &url, "--source-token-file", &token_path],
+        &["--resync-interval", "300ms"],
+    );
     let ic = Interceptor::start(&args).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while get(ic.admin_addr, "/readyz").await.0 != 200 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("ready through the cache");
+    wait_readyz(ic.admin_addr).await;
     let (_, body) = get(ic.admin_addr, "/routing-table").await;
     assert!(body.contains("a.example.com"), "{body}");
     // A change upstream reaches the interceptor through the cache.

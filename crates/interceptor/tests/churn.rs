@@ -7,41 +7,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use http::StatusCode;
-use serde_json::json;
+use testkit::fixtures::{Hso, Slice, Svc};
 
 fn httpso(name: &str, host: &str, paths: &[String]) -> serde_json::Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": name, "namespace": "ns"},
-        "spec": {
-            "hosts": [host],
-            "pathPrefixes": paths,
-            "scaleTargetRef": {"name": "app", "service": "app", "port": 80}
-        }
-    })
+    paths
+        .iter()
+        .fold(Hso::new("ns", name).host(host), |o, p| o.path_prefix(p))
+        .service("app", 80)
+        .json()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_failed_request_while_the_table_changes_100_times_a_second() {
     let api = testkit::TestApi::start().await;
     let backend = echo("app").await;
-    api.put_object(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "app", "namespace": "ns"},
-        "spec": {"ports": [{"name": "http", "port": 80}]}
-    }))
-    .unwrap();
-    api.put_object(json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "app-1", "namespace": "ns", "labels": {"kubernetes.io/service-name": "app"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": backend.port()}],
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]
-    }))
+    api.put_object(Svc::new("ns", "app").port("http", 80).json())
+        .unwrap();
+    api.put_object(
+        Slice::new("ns", "app-1", "app")
+            .port("http", backend.port())
+            .ready("127.0.0.1")
+            .json(),
+    )
     .unwrap();
     api.put_object(httpso("stable", "stable.test", &["/".into()]))
         .unwrap();
@@ -94,7 +83,7 @@ async fn no_failed_request_while_the_table_changes_100_times_a_second() {
                 let mut failures = Vec::new();
                 for i in 0..250 {
                     let path = format!("/w{w}/{i}");
-                    let got = send(&c, proxy, "GET", "stable.test", &path, &[], Bytes::new()).await;
+                    let got = get_on(&c, proxy, "stable.test", &path).await;
                     if got.status != StatusCode::OK || got.server() != "app" {
                         failures.push(format!("{path}: {} {}", got.status, got.text()));
                     }

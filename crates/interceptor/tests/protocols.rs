@@ -10,6 +10,7 @@ use futures::{SinkExt, StreamExt};
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use testkit::fixtures::Hso;
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -29,8 +30,10 @@ async fn h2c_clients_and_an_h2c_backend() {
         &service_yaml("ns", "grpc", "grpc", Some("kubernetes.io/h2c"), grpc, true),
     );
     let routes = httpso_yaml("ns", "plain", "plain", &["plain.test"], &[], &[])
-        + &httpso_yaml("ns", "grpc", "grpc", &["grpc.test"], &[], &[])
-            .replace("portName: http", "portName: grpc");
+        + &Hso::new("ns", "grpc")
+            .host("grpc.test")
+            .service_port_name("grpc", "grpc")
+            .yaml_document();
     write(dir.path(), "routes.yaml", &routes);
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "plain").await;
@@ -98,16 +101,7 @@ async fn send_grpc_style(proxy: std::net::SocketAddr) -> serde_json::Value {
 async fn websocket_round_trip_is_counted_for_its_lifetime() {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("ws").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "ws", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "ws", "ws", &["ws.test"], &[], &[]),
-    );
+    write_app(dir.path(), "ws", &["ws.test"], backend, true);
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "ws").await;
     wait_ready(&icp, "ns", "ws").await;
@@ -148,16 +142,7 @@ async fn websocket_round_trip_is_counted_for_its_lifetime() {
 async fn websocket_over_http2_extended_connect() {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("ws2").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "ws2", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "ws2", "ws2", &["ws2.test"], &[], &[]),
-    );
+    write_app(dir.path(), "ws2", &["ws2.test"], backend, true);
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "ws2").await;
     wait_ready(&icp, "ns", "ws2").await;
@@ -238,16 +223,7 @@ async fn tls_picks_the_certificate_by_sni_and_speaks_h2_and_http1() {
 
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("tls").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "tls", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "tls", "tls", &[], &[], &[]),
-    );
+    write_app(dir.path(), "tls", &[], backend, true);
     let store = certs.path().to_str().unwrap();
     let icp = start_dir(
         dir.path(),

@@ -351,16 +351,7 @@ async fn backend_connections_are_reused() {
     wait_ready(&icp, "ns", "app").await;
     let client = client();
     for _ in 0..20 {
-        let got = send(
-            &client,
-            icp.proxy_addr,
-            "GET",
-            "app.test",
-            "/",
-            &[],
-            Bytes::new(),
-        )
-        .await;
+        let got = get_on(&client, icp.proxy_addr, "app.test", "/").await;
         assert_eq!(got.status, StatusCode::OK);
         assert_eq!(&got.body[..], b"ok");
         // The connection goes back to the pool just after the body ends.
@@ -378,16 +369,7 @@ async fn backend_connections_are_reused() {
 async fn cold_start_holds_until_the_slice_turns_ready() {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("cold").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "cold", "http", None, backend, false),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "cold", "cold", &["cold.test"], &[], &[]),
-    );
+    write_app(dir.path(), "cold", &["cold.test"], backend, false);
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "cold").await;
 
@@ -570,9 +552,7 @@ async fn metrics_have_upstream_names_and_labels() {
     .await;
     assert_eq!(got.status, StatusCode::CREATED);
     for addr in [icp.metrics_addr.expect("metrics listener"), icp.admin_addr] {
-        let text = send(&c, addr, "GET", "metrics", "/metrics", &[], Bytes::new())
-            .await
-            .text();
+        let text = get_on(&c, addr, "metrics", "/metrics").await.text();
         for want in [
             r#"interceptor_request_count_total{code="200",method="GET",route_name="app",route_namespace="ns"} 3"#,
             r#"interceptor_request_count_total{code="201",method="POST",route_name="app",route_namespace="ns"} 1"#,
@@ -595,16 +575,7 @@ async fn dials_are_retried_until_the_backend_listens() {
         .unwrap()
         .local_addr()
         .unwrap();
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "late", "http", None, port, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "late", "late", &["late.test"], &[], &[]),
-    );
+    write_app(dir.path(), "late", &["late.test"], port, true);
     let icp = start_dir(dir.path(), &[]).await;
     wait_route(&icp, "ns", "late").await;
     wait_ready(&icp, "ns", "late").await;

@@ -21,16 +21,7 @@ use tokio_rustls::rustls;
 async fn catch_all() -> (tempfile::TempDir, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("app").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "app", "app", &[], &[], &[]),
-    );
+    write_app(dir.path(), "app", &[], backend, true);
     (dir, backend)
 }
 
@@ -170,22 +161,11 @@ async fn unrouted_requests_are_counted_with_empty_route_labels() {
     let icp = start_catch_all(dir.path(), &[]).await;
     let c = client();
     for _ in 0..2 {
-        let got = send(
-            &c,
-            icp.proxy_addr,
-            "GET",
-            "nowhere.test",
-            "/",
-            &[],
-            Bytes::new(),
-        )
-        .await;
+        let got = get_on(&c, icp.proxy_addr, "nowhere.test", "/").await;
         assert_eq!(got.status, StatusCode::NOT_FOUND);
     }
     let metrics = icp.metrics_addr.expect("metrics listener");
-    let text = send(&c, metrics, "GET", "metrics", "/metrics", &[], Bytes::new())
-        .await
-        .text();
+    let text = get_on(&c, metrics, "metrics", "/metrics").await.text();
     for want in [
         r#"interceptor_request_count_total{code="404",method="GET",route_name="",route_namespace=""} 2"#,
         r#"interceptor_request_duration_seconds_count{code="404",method="GET",route_name="",route_namespace=""} 2"#,

@@ -7,7 +7,8 @@ use kubewatch::{
     Collection, Error, IfNoneMatch, List, ListOutcome, ListParams, WatchFrame, WatchState,
     WatchStream,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
+use testkit::fixtures::Hso;
 use testkit::{FailOn, TestApi};
 use wire::EventType;
 
@@ -15,15 +16,10 @@ const PATH: &str = "/apis/http.keda.sh/v1alpha1/httpscaledobjects";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn httpso(name: &str, team: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": name, "namespace": "apps", "labels": {"team": team}},
-        "spec": {
-            "hosts": [format!("{name}.example.com")],
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": name, "port": 8080}
-        }
-    })
+    Hso::new("apps", name)
+        .label("team", team)
+        .host(&format!("{name}.example.com"))
+        .json()
 }
 
 /// A list from the server's cache, unconditional.
@@ -215,7 +211,7 @@ async fn a_watch_streams_events_and_bookmarks_with_digests() {
         "the event carries the digest after it"
     );
 
-    api.delete_object(&listwatch_gvr(), "apps", "a").unwrap();
+    api.delete_object(&Hso::gvr(), "apps", "a").unwrap();
     let deleted = next_matching(&mut stream, |f| matches!(f, WatchFrame::Event { .. })).await;
     assert!(matches!(
         deleted,
@@ -237,10 +233,6 @@ async fn a_watch_streams_events_and_bookmarks_with_digests() {
         unreachable!()
     };
     assert_eq!(resource_version, api.resource_version().to_string());
-}
-
-fn listwatch_gvr() -> listwatch::Gvr {
-    listwatch::Gvr::new("http.keda.sh", "v1alpha1", "httpscaledobjects")
 }
 
 #[tokio::test]

@@ -8,50 +8,44 @@
 //! Run: `cargo run --release -p listwatch --example listwatch_bench -- [watchers] [writes] [objects]`
 //! (defaults 1000 100 10000). Server and clients share this process and its cores.
 
-use std::convert::Infallible;
+#[path = "../tests/support/serve.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
-use listwatch::{HandlerConfig, ListWatch, ResourceType, Store, StoreConfig, Stores};
+use api::HTTPScaledObject;
+use kube::Resource;
+use listwatch::{HandlerConfig, ResourceDef, Store, StoreConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 async fn serve(store: Store) -> SocketAddr {
-    let stores = Arc::new(Stores::new());
-    stores.insert(store);
-    let lw = ListWatch::new(HandlerConfig::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = s.set_nodelay(true);
-            let (lw, stores) = (lw.clone(), stores.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let (lw, stores) = (lw.clone(), stores.clone());
-                    async move { Ok::<_, Infallible>(lw.handle(&stores, &req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    support::serve(store, HandlerConfig::default()).await
+}
+
+/// An empty store of HTTPScaledObjects.
+fn hso_store() -> Store {
+    Store::new(
+        ResourceDef::of::<HTTPScaledObject>().resource,
+        StoreConfig::default(),
+        1,
+    )
+}
+
+/// The collection path of HTTPScaledObjects, in `namespace` or all.
+fn hso_path(namespace: Option<&str>) -> String {
+    ResourceDef::of::<HTTPScaledObject>().collection_path(namespace)
 }
 
 fn object(i: usize, seq: usize) -> Value {
     json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
+        "apiVersion": HTTPScaledObject::api_version(&()),
+        "kind": HTTPScaledObject::kind(&()),
         "metadata": {
             "name": format!("app-{i:05}"),
             "namespace": "default",
@@ -94,17 +88,7 @@ struct FanOut {
 }
 
 async fn fan_out(watchers: usize, writes: usize) {
-    let store = Store::new(
-        ResourceType::new(
-            "http.keda.sh",
-            "v1alpha1",
-            "httpscaledobjects",
-            "HTTPScaledObject",
-            true,
-        ),
-        StoreConfig::default(),
-        1,
-    );
+    let store = hso_store();
     let addr = serve(store.clone()).await;
     let shared = Arc::new(FanOut {
         base: Instant::now(),
@@ -116,11 +100,11 @@ async fn fan_out(watchers: usize, writes: usize) {
     for _ in 0..watchers {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.set_nodelay(true).unwrap();
-        s.write_all(
-            b"GET /apis/http.keda.sh/v1alpha1/httpscaledobjects?watch=1&resourceVersion=1 HTTP/1.1\r\nHost: x\r\n\r\n",
-        )
-        .await
-        .unwrap();
+        let watch = format!(
+            "GET {}?watch=1&resourceVersion=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            hso_path(None)
+        );
+        s.write_all(watch.as_bytes()).await.unwrap();
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 1 << 16];
@@ -186,22 +170,12 @@ async fn get_list(addr: SocketAddr, path: &str) -> usize {
 }
 
 async fn lists(objects: usize, rounds: usize) {
-    let store = Store::new(
-        ResourceType::new(
-            "http.keda.sh",
-            "v1alpha1",
-            "httpscaledobjects",
-            "HTTPScaledObject",
-            true,
-        ),
-        StoreConfig::default(),
-        1,
-    );
+    let store = hso_store();
     for i in 0..objects {
         store.apply(object(i, 0), 2 + i as u64).unwrap();
     }
     let addr = serve(store.clone()).await;
-    let path = "/apis/http.keda.sh/v1alpha1/httpscaledobjects";
+    let path = &hso_path(None);
     let size = get_list(addr, path).await;
     let mut cached = Vec::new();
     for _ in 0..rounds {
@@ -221,11 +195,7 @@ async fn lists(objects: usize, rounds: usize) {
     let mut ns = Vec::new();
     for _ in 0..rounds {
         let t = Instant::now();
-        get_list(
-            addr,
-            "/apis/http.keda.sh/v1alpha1/namespaces/default/httpscaledobjects",
-        )
-        .await;
+        get_list(addr, &hso_path(Some("default"))).await;
         ns.push(t.elapsed());
     }
     println!("(b) list of {objects} objects, response {size} bytes:");

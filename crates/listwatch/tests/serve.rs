@@ -1,15 +1,15 @@
 //! The list/watch protocol over a real socket, through `ListWatch::handle`.
 
-use std::convert::Infallible;
+#[path = "support/serve.rs"]
+mod support;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use listwatch::{HandlerConfig, ListWatch, ResourceType, Store, StoreConfig, Stores};
+use listwatch::{HandlerConfig, ResourceType, Store, StoreConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -24,26 +24,7 @@ async fn serve(config: HandlerConfig, store_config: StoreConfig) -> Server {
         store_config,
         1,
     );
-    let stores = Arc::new(Stores::new());
-    stores.insert(store.clone());
-    let lw = ListWatch::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = listener.accept().await.unwrap();
-            let (lw, stores) = (lw.clone(), stores.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let (lw, stores) = (lw.clone(), stores.clone());
-                    async move { Ok::<_, Infallible>(lw.handle(&stores, &req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
+    let addr = support::serve(store.clone(), config).await;
     Server { addr, store }
 }
 
@@ -171,16 +152,13 @@ async fn replace_all_emits_the_difference() {
         .unwrap();
     srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
     let mut w = WatchConn::open(srv.addr, "/api/v1/configmaps?watch=1&resourceVersion=3").await;
-    let summary_of = srv
-        .store
-        .replace_all(
-            vec![
-                cm("a", json!({}), json!({"v": "2"})),
-                cm("c", json!({}), json!({})),
-            ],
-            10,
-        )
-        .unwrap();
+    let relist = || {
+        vec![
+            cm("a", json!({}), json!({"v": "2"})),
+            cm("c", json!({}), json!({})),
+        ]
+    };
+    let summary_of = srv.store.replace_all(relist(), 10).unwrap();
     assert_eq!(
         (summary_of.added, summary_of.modified, summary_of.deleted),
         (1, 1, 1)
@@ -200,16 +178,7 @@ async fn replace_all_emits_the_difference() {
         ]
     );
     // An identical relist changes nothing.
-    let again = srv
-        .store
-        .replace_all(
-            vec![
-                cm("a", json!({}), json!({"v": "2"})),
-                cm("c", json!({}), json!({})),
-            ],
-            10,
-        )
-        .unwrap();
+    let again = srv.store.replace_all(relist(), 10).unwrap();
     assert_eq!((again.added, again.modified, again.deleted), (0, 0, 0));
 }
 
@@ -446,6 +415,15 @@ fn event_digest(e: &Value) -> Option<u64> {
     wire::digest::parse_token(e[wire::digest::ANNOTATION].as_str()?)
 }
 
+/// Reads the next change on `conn` and asserts its type, object name and the
+/// content digest of the whole store after it.
+async fn expect_change(conn: &mut WatchConn, kind: &str, name: &str, store: &[(&str, &str, &str)]) {
+    let e = conn.next_change().await;
+    assert_eq!(summary(&e), (kind.into(), name.into()));
+    let digest = wire::digest::content_digest(store.iter().copied());
+    assert_eq!(event_digest(&e), Some(digest), "{e}");
+}
+
 #[tokio::test]
 async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
     // A long interval: the bookmark after the write is the burst one.
@@ -473,24 +451,9 @@ async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
         .unwrap();
 
     // A watch of the whole store: each event carries the digest after it.
-    let e = all.next_change().await;
-    assert_eq!(summary(&e), ("ADDED".into(), "b".into()));
-    assert_eq!(
-        event_digest(&e),
-        Some(wire::digest::content_digest([
-            ("ns", "a", "2"),
-            ("ns", "b", "3")
-        ]))
-    );
-    let e = all.next_change().await;
-    assert_eq!(summary(&e), ("MODIFIED".into(), "a".into()));
-    assert_eq!(
-        event_digest(&e),
-        Some(wire::digest::content_digest([
-            ("ns", "a", "4"),
-            ("ns", "b", "3")
-        ]))
-    );
+    let (a2, a4, b3) = (("ns", "a", "2"), ("ns", "a", "4"), ("ns", "b", "3"));
+    expect_change(&mut all, "ADDED", "b", &[a2, b3]).await;
+    expect_change(&mut all, "MODIFIED", "a", &[a4, b3]).await;
     // A filtered watch gets plain events and a bookmark with its view's digest.
     let e = team_x.next_change().await;
     assert_eq!(summary(&e), ("MODIFIED".into(), "a".into()));
@@ -504,12 +467,7 @@ async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
 
     // A delete moves the digest too.
     srv.store.delete("ns", "b", 5).unwrap();
-    let e = all.next_change().await;
-    assert_eq!(summary(&e), ("DELETED".into(), "b".into()));
-    assert_eq!(
-        event_digest(&e),
-        Some(wire::digest::content_digest([("ns", "a", "4")]))
-    );
+    expect_change(&mut all, "DELETED", "b", &[("ns", "a", "4")]).await;
 }
 
 #[tokio::test]

@@ -8,39 +8,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use api::{HTTPScaledObject, HTTPScaledObjectSpec, ScaleTargetRef};
-use routing::{RoutingTable, compile_http_scaled_object};
+#[path = "../benches/fleet/mod.rs"]
+mod fleet;
 
-fn object(i: usize) -> HTTPScaledObject {
-    let (hosts, path) = match i % 100 {
-        0 => (None, format!("/catch-{i}")),
-        1..=9 => (Some(vec![format!("*.tenant-{i}.example.org")]), "/".into()),
-        _ => (
-            Some(vec![format!("app-{i}.example.com")]),
-            match i % 3 {
-                0 => "/".to_string(),
-                1 => "/api".to_string(),
-                _ => format!("/api/v{}", i % 5),
-            },
-        ),
-    };
-    let mut obj = HTTPScaledObject::new(
-        &format!("app-{i}"),
-        HTTPScaledObjectSpec {
-            hosts,
-            path_prefixes: Some(vec![path]),
-            scale_target_ref: ScaleTargetRef {
-                name: format!("app-{i}"),
-                service: format!("app-{i}"),
-                port: Some(8080),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    );
-    obj.metadata.namespace = Some(format!("team-{}", i % 50));
-    obj
-}
+use fleet::{cases, request_headers, table};
 
 /// Nanoseconds this thread has spent on a CPU.
 fn cpu_ns() -> u64 {
@@ -59,40 +30,15 @@ fn main() {
     // Optional filters, for profiling one case: `-- 50000000 100 exact_hit`.
     let only_size: Option<usize> = args.get(2).and_then(|s| s.parse().ok());
     let only_case = args.get(3).cloned();
-    let mut headers = http::HeaderMap::new();
-    headers.insert("user-agent", "bench/1.0".parse().unwrap());
-    headers.insert("accept", "*/*".parse().unwrap());
-    headers.insert("x-request-id", "0123456789abcdef".parse().unwrap());
+    let headers = request_headers();
     println!("| routes | case | on-CPU ns/lookup (median of 5) | wall ns/lookup (median of 5) |");
     println!("|---:|---|---:|---:|");
     for n in [100usize, 10_000, 100_000] {
         if only_size.is_some_and(|s| s != n) {
             continue;
         }
-        let table = RoutingTable::from_routes(
-            (0..n).map(|i| compile_http_scaled_object(&object(i)).unwrap()),
-        );
-        let exact = (10..n).rev().find(|i| i % 100 >= 10 && i % 3 == 1).unwrap();
-        let wildcard = (0..n).rev().find(|i| (1..=9).contains(&(i % 100))).unwrap();
-        let catch_all = (0..n).rev().find(|i| i % 100 == 0).unwrap();
-        let cases = [
-            (
-                "exact_hit",
-                format!("App-{exact}.Example.com:8080"),
-                "/api/users/42?page=2".to_string(),
-            ),
-            (
-                "wildcard_hit",
-                format!("shop.eu.tenant-{wildcard}.example.org"),
-                "/cart/items".into(),
-            ),
-            (
-                "catch_all_hit",
-                "unknown.example.net".into(),
-                format!("/catch-{catch_all}/x"),
-            ),
-            ("miss", "unknown.example.net".into(), "/nothing/here".into()),
-        ];
+        let table = table(n);
+        let cases = cases(n);
         for (case, host, path) in &cases {
             if only_case.as_deref().is_some_and(|c| c != *case) {
                 continue;

@@ -42,6 +42,15 @@ const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(30);
 /// Namespace assumed for an object without one (as `kubectl` does).
 const DEFAULT_NAMESPACE: &str = "default";
 
+/// `Ok` without errors, else all of them.
+fn none_or_all(errors: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 /// Compiles an `HTTPScaledObject` into a [`Route`], after running
 /// [`api::validate_http_scaled_object`].
 ///
@@ -64,10 +73,7 @@ const DEFAULT_NAMESPACE: &str = "default";
 /// assert_eq!(route.scaling.concurrency.unwrap().target_value, 100);
 /// ```
 pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<FieldError>> {
-    let errors = api::validate_http_scaled_object(obj);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    none_or_all(api::validate_http_scaled_object(obj))?;
     let mut cx = cx_from_meta!(obj.metadata);
     let spec = &obj.spec;
 
@@ -177,10 +183,7 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
 /// assert_eq!(route.target.port, routing::PortRef::Name("http".into()));
 /// ```
 pub fn compile_interceptor_route(obj: &InterceptorRoute) -> Result<Route, Vec<FieldError>> {
-    let errors = api::validate_interceptor_route(obj);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    none_or_all(api::validate_interceptor_route(obj))?;
     let mut cx = cx_from_meta!(obj.metadata);
     let spec = &obj.spec;
 

@@ -1,23 +1,24 @@
 //! The compiled form of one custom resource: everything the data plane and
 //! the scaler need, precomputed so a request never looks anything else up.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use kube::Resource;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 pub use api::ResponseMode;
 
 /// Which custom resource a [`Route`] was compiled from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SourceKind {
     /// `HTTPScaledObject` (`http.keda.sh/v1alpha1`).
-    #[serde(rename = "HTTPScaledObject")]
     HttpScaledObject,
     /// `InterceptorRoute` (`http.keda.sh/v1beta1`); wins over an
     /// `HTTPScaledObject` of the same namespace/name.
@@ -25,12 +26,22 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    /// The Kubernetes `kind`.
+    /// The Kubernetes `kind`, from the `kube::Resource` impl of the API type.
     pub fn as_str(self) -> &'static str {
+        static HTTP_SCALED_OBJECT: LazyLock<Cow<'static, str>> =
+            LazyLock::new(|| api::HTTPScaledObject::kind(&()));
+        static INTERCEPTOR_ROUTE: LazyLock<Cow<'static, str>> =
+            LazyLock::new(|| api::InterceptorRoute::kind(&()));
         match self {
-            SourceKind::HttpScaledObject => "HTTPScaledObject",
-            SourceKind::InterceptorRoute => "InterceptorRoute",
+            SourceKind::HttpScaledObject => &HTTP_SCALED_OBJECT,
+            SourceKind::InterceptorRoute => &INTERCEPTOR_ROUTE,
         }
+    }
+}
+
+impl Serialize for SourceKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -2,17 +2,29 @@
 
 use serde_json::{Value, json};
 use sync::{ObjectKey, ObjectKind, Outcome, ResourceVersion, RouteIndex};
+use testkit::fixtures::{Hso, Ir};
 
 fn httpso(name: &str, host: &str, rv: &str, service: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv},
-        "spec": {
-            "hosts": [host],
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": 8080}
-        }
-    })
+    Hso::new("ns", name)
+        .host(host)
+        .resource_version(rv)
+        .service(service, 8080)
+        .json()
+}
+
+/// Applies the HTTPScaledObject `ns/name` at `rv`.
+fn apply(index: &mut RouteIndex, name: &str, host: &str, rv: &str, service: &str) -> Outcome {
+    let object = httpso(name, host, rv, service);
+    index.apply(ObjectKind::HttpScaledObject, object)
+}
+
+/// Reconciles the HTTPScaledObjects with a list of `items` at `rv`.
+fn reconcile(index: &mut RouteIndex, items: Vec<Value>, rv: &str) -> sync::Reconciled {
+    index.reconcile(
+        ObjectKind::HttpScaledObject,
+        items,
+        Some(ResourceVersion::new(rv)),
+    )
 }
 
 fn target_of(index: &RouteIndex, host: &str) -> Option<String> {
@@ -35,25 +47,16 @@ fn key(name: &str) -> ObjectKey {
 fn apply_update_delete() {
     let mut index = RouteIndex::new();
     assert_eq!(
-        index.apply(
-            ObjectKind::HttpScaledObject,
-            httpso("a", "a.com", "10", "svc-a")
-        ),
+        apply(&mut index, "a", "a.com", "10", "svc-a"),
         Outcome::Changed
     );
     assert_eq!(target_of(&index, "a.com").as_deref(), Some("svc-a"));
     // Same version again: nothing to do.
     assert_eq!(
-        index.apply(
-            ObjectKind::HttpScaledObject,
-            httpso("a", "a.com", "10", "svc-a")
-        ),
+        apply(&mut index, "a", "a.com", "10", "svc-a"),
         Outcome::Unchanged
     );
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("a", "a.com", "11", "svc-b"),
-    );
+    apply(&mut index, "a", "a.com", "11", "svc-b");
     assert_eq!(target_of(&index, "a.com").as_deref(), Some("svc-b"));
     assert_eq!(
         index.delete(&key("a"), Some(ResourceVersion::new("12"))),
@@ -65,15 +68,9 @@ fn apply_update_delete() {
 #[test]
 fn stale_watch_event_does_not_roll_back() {
     let mut index = RouteIndex::new();
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("a", "a.com", "20", "new"),
-    );
+    apply(&mut index, "a", "a.com", "20", "new");
     assert_eq!(
-        index.apply(
-            ObjectKind::HttpScaledObject,
-            httpso("a", "a.com", "15", "old")
-        ),
+        apply(&mut index, "a", "a.com", "15", "old"),
         Outcome::Unchanged
     );
     assert_eq!(target_of(&index, "a.com").as_deref(), Some("new"));
@@ -85,36 +82,22 @@ fn stale_watch_event_does_not_roll_back() {
 #[test]
 fn reconcile_repairs_missed_changes() {
     let mut index = RouteIndex::new();
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("a", "a.com", "10", "svc-a"),
-    );
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("gone", "gone.com", "11", "svc-g"),
-    );
+    apply(&mut index, "a", "a.com", "10", "svc-a");
+    apply(&mut index, "gone", "gone.com", "11", "svc-g");
     // The list (at rv 30) has a changed `a`, a new `b`, and lacks `gone`.
-    let r = index.reconcile(
-        ObjectKind::HttpScaledObject,
+    let list = || {
         vec![
             httpso("a", "a.com", "25", "svc-a2"),
             httpso("b", "b.com", "26", "svc-b"),
-        ],
-        Some(ResourceVersion::new("30")),
-    );
+        ]
+    };
+    let r = reconcile(&mut index, list(), "30");
     assert_eq!(r.changes, 3);
     assert_eq!(target_of(&index, "a.com").as_deref(), Some("svc-a2"));
     assert_eq!(target_of(&index, "b.com").as_deref(), Some("svc-b"));
     assert_eq!(target_of(&index, "gone.com"), None);
     // The same list again changes nothing.
-    let r = index.reconcile(
-        ObjectKind::HttpScaledObject,
-        vec![
-            httpso("a", "a.com", "25", "svc-a2"),
-            httpso("b", "b.com", "26", "svc-b"),
-        ],
-        Some(ResourceVersion::new("30")),
-    );
+    let r = reconcile(&mut index, list(), "30");
     assert_eq!(r.changes, 0);
 }
 
@@ -122,19 +105,13 @@ fn reconcile_repairs_missed_changes() {
 fn stale_list_does_not_undo_newer_watch_events() {
     let mut index = RouteIndex::new();
     // The watch delivered a create (rv 40) and a delete (rv 41) after the list's rv 35.
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("new", "new.com", "40", "svc-n"),
-    );
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("old", "old.com", "20", "svc-o"),
-    );
+    apply(&mut index, "new", "new.com", "40", "svc-n");
+    apply(&mut index, "old", "old.com", "20", "svc-o");
     index.delete(&key("old"), Some(ResourceVersion::new("41")));
-    let r = index.reconcile(
-        ObjectKind::HttpScaledObject,
+    let r = reconcile(
+        &mut index,
         vec![httpso("old", "old.com", "20", "svc-o")],
-        Some(ResourceVersion::new("35")),
+        "35",
     );
     assert_eq!(r.changes, 0, "{r:?}");
     assert_eq!(target_of(&index, "new.com").as_deref(), Some("svc-n"));
@@ -144,10 +121,7 @@ fn stale_list_does_not_undo_newer_watch_events() {
 #[test]
 fn invalid_object_is_reported_and_keeps_last_good_route() {
     let mut index = RouteIndex::new();
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("a", "a.com", "10", "svc-a"),
-    );
+    apply(&mut index, "a", "a.com", "10", "svc-a");
     let mut bad = httpso("a", "a.com", "11", "svc-bad");
     bad["spec"]["scaleTargetRef"]["port"] = json!(70000);
     match index.apply(ObjectKind::HttpScaledObject, bad) {
@@ -166,10 +140,10 @@ fn invalid_object_is_reported_and_keeps_last_good_route() {
     // A list with the invalid object and a valid one: the valid one routes.
     let mut bad2 = httpso("c", "c.com", "12", "svc-c");
     bad2["spec"]["hosts"] = json!(["a*b.com"]);
-    let r = index.reconcile(
-        ObjectKind::HttpScaledObject,
+    let r = reconcile(
+        &mut index,
         vec![httpso("b", "b.com", "13", "svc-b"), bad2],
-        Some(ResourceVersion::new("14")),
+        "14",
     );
     assert_eq!(r.invalid.len(), 1, "{r:?}");
     assert!(r.invalid[0].to_string().contains("ns/c"));
@@ -180,20 +154,12 @@ fn invalid_object_is_reported_and_keeps_last_good_route() {
 #[test]
 fn interceptor_route_wins_a_name_clash() {
     let mut index = RouteIndex::new();
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("a", "a.com", "10", "from-httpso"),
-    );
-    let ir = json!({
-        "apiVersion": "http.keda.sh/v1beta1",
-        "kind": "InterceptorRoute",
-        "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "11"},
-        "spec": {
-            "target": {"service": "from-ir", "port": 80},
-            "rules": [{"hosts": ["a.com"]}],
-            "scalingMetric": {"concurrency": {"targetValue": 10}}
-        }
-    });
+    apply(&mut index, "a", "a.com", "10", "from-httpso");
+    let ir = Ir::new("ns", "a")
+        .host("a.com")
+        .resource_version("11")
+        .service("from-ir", 80)
+        .json();
     index.apply(ObjectKind::InterceptorRoute, ir);
     assert_eq!(target_of(&index, "a.com").as_deref(), Some("from-ir"));
     index.delete(
@@ -213,26 +179,13 @@ fn the_running_digest_equals_a_full_recount() {
     let recount = |index: &RouteIndex| {
         wire::digest::content_digest(index.versions(ObjectKind::HttpScaledObject))
     };
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("a", "a.com", "10", "svc-a"),
-    );
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("b", "b.com", "11", "svc-b"),
-    );
+    apply(&mut index, "a", "a.com", "10", "svc-a");
+    apply(&mut index, "b", "b.com", "11", "svc-b");
     assert_eq!(index.digest(ObjectKind::HttpScaledObject), recount(&index));
-    index.apply(
-        ObjectKind::HttpScaledObject,
-        httpso("a", "a.com", "12", "svc-a2"),
-    );
+    apply(&mut index, "a", "a.com", "12", "svc-a2");
     index.delete(&key("b"), Some(ResourceVersion::new("13")));
     assert_eq!(index.digest(ObjectKind::HttpScaledObject), recount(&index));
-    index.reconcile(
-        ObjectKind::HttpScaledObject,
-        vec![httpso("c", "c.com", "20", "svc-c")],
-        Some(ResourceVersion::new("21")),
-    );
+    reconcile(&mut index, vec![httpso("c", "c.com", "20", "svc-c")], "21");
     assert_eq!(index.digest(ObjectKind::HttpScaledObject), recount(&index));
     assert_ne!(index.digest(ObjectKind::HttpScaledObject), 0);
     assert_eq!(index.digest(ObjectKind::InterceptorRoute), 0);

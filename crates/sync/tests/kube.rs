@@ -2,50 +2,26 @@
 //! real sockets, with injected faults. No fixed sleeps where a change can be
 //! awaited; every wait is bounded so a failing test fails instead of hanging.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use listwatch::Gvr;
+use common::{count, service_of};
+
 use serde_json::{Value, json};
 use sync::{Source, SyncConfig, SyncHandle};
+use testkit::fixtures::{Hso, Ir};
 use testkit::{FailOn, TestApi, Verb};
 
 fn httpso(name: &str, host: &str, service: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "hosts": [host],
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": service, "port": 8080}
-        }
-    })
+    Hso::new("apps", name)
+        .host(host)
+        .service(service, 8080)
+        .json()
 }
 
 fn interceptor_route(name: &str, host: &str, service: &str) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1beta1",
-        "kind": "InterceptorRoute",
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "target": {"service": service, "port": 80},
-            "rules": [{"hosts": [host]}],
-            "scalingMetric": {"concurrency": {"targetValue": 10}}
-        }
-    })
-}
-
-fn httpso_gvr() -> Gvr {
-    Gvr::new("http.keda.sh", "v1alpha1", "httpscaledobjects")
-}
-
-fn ir_gvr() -> Gvr {
-    Gvr::new("http.keda.sh", "v1beta1", "interceptorroutes")
-}
-
-fn service_of(table: &routing::RoutingTable, host: &str) -> Option<String> {
-    table
-        .lookup(host, "/", &routing::NoHeaders)
-        .map(|m| m.route.target.service.to_string())
+    Ir::new("apps", name).host(host).service(service, 80).json()
 }
 
 fn start(api: &TestApi, resync: Duration) -> SyncHandle {
@@ -56,6 +32,13 @@ fn start(api: &TestApi, resync: Duration) -> SyncHandle {
         ..SyncConfig::default()
     };
     sync::start(Source::Kubernetes(api.client()), config, &mut registry)
+}
+
+/// [`start`], once the sync loop is ready.
+async fn start_ready(api: &TestApi, resync: Duration) -> SyncHandle {
+    let handle = start(api, resync);
+    ready(&handle).await;
+    handle
 }
 
 async fn ready(handle: &SyncHandle) {
@@ -88,6 +71,12 @@ async fn routes_to(
     start.elapsed()
 }
 
+/// Asserts that the resync or a digest bookmark repaired at least `n` routes.
+fn assert_repaired(handle: &SyncHandle, n: u64) {
+    let repairs = handle.metrics.total_repairs();
+    assert!(repairs >= n, "repairs counted: {repairs}");
+}
+
 #[tokio::test]
 async fn not_ready_until_the_delayed_initial_list_completes() {
     let api = TestApi::start().await;
@@ -109,15 +98,14 @@ async fn not_ready_until_the_delayed_initial_list_completes() {
 #[tokio::test]
 async fn created_changed_and_deleted_objects_show_in_the_table() {
     let api = TestApi::start().await;
-    let handle = start(&api, Duration::from_secs(1));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(1)).await;
     let within = Duration::from_secs(5);
 
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a"), within).await;
     api.put_object(httpso("a", "a.com", "svc-a2")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a2"), within).await;
-    api.delete_object(&httpso_gvr(), "apps", "a").unwrap();
+    api.delete_object(&Hso::gvr(), "apps", "a").unwrap();
     routes_to(&handle, "a.com", None, within).await;
 
     api.put_object(interceptor_route("r", "r.com", "svc-r"))
@@ -126,7 +114,7 @@ async fn created_changed_and_deleted_objects_show_in_the_table() {
     api.put_object(interceptor_route("r", "r.com", "svc-r2"))
         .unwrap();
     routes_to(&handle, "r.com", Some("svc-r2"), within).await;
-    api.delete_object(&ir_gvr(), "apps", "r").unwrap();
+    api.delete_object(&Ir::gvr(), "apps", "r").unwrap();
     routes_to(&handle, "r.com", None, within).await;
     // Nothing was lost by the watch, so the resync repaired nothing.
     assert_eq!(handle.metrics.total_repairs(), 0);
@@ -136,31 +124,25 @@ async fn created_changed_and_deleted_objects_show_in_the_table() {
 async fn a_lost_watch_event_is_repaired_by_the_resync() {
     let api = TestApi::start().await;
     let resync = Duration::from_millis(500);
-    let handle = start(&api, resync);
-    ready(&handle).await;
+    let handle = start_ready(&api, resync).await;
     api.faults().set_drop_watch_events(1.0);
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a"), 2 * resync).await;
-    api.delete_object(&httpso_gvr(), "apps", "a").unwrap();
+    api.delete_object(&Hso::gvr(), "apps", "a").unwrap();
     routes_to(&handle, "a.com", None, 2 * resync).await;
-    assert!(
-        handle.metrics.total_repairs() >= 2,
-        "repairs counted: {}",
-        handle.metrics.total_repairs()
-    );
+    assert_repaired(&handle, 2);
 }
 
 #[tokio::test]
 async fn a_stalled_watch_is_covered_by_the_resync() {
     let api = TestApi::start().await;
     let resync = Duration::from_millis(500);
-    let handle = start(&api, resync);
-    ready(&handle).await;
+    let handle = start_ready(&api, resync).await;
     api.faults().set_stall_watches(true);
     api.put_object(interceptor_route("r", "r.com", "svc-r"))
         .unwrap();
     routes_to(&handle, "r.com", Some("svc-r"), 2 * resync).await;
-    assert!(handle.metrics.total_repairs() >= 1);
+    assert_repaired(&handle, 1);
 }
 
 #[tokio::test]
@@ -170,8 +152,7 @@ async fn after_410_gone_a_relist_removes_what_was_deleted_meanwhile() {
     api.put_object(httpso("keep", "keep.com", "svc-k")).unwrap();
     api.put_object(httpso("gone", "gone.com", "svc-g")).unwrap();
     // A resync far away, so only the watcher's relist can notice the delete.
-    let handle = start(&api, Duration::from_secs(3600));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(3600)).await;
     assert_eq!(
         service_of(&handle.table.load(), "gone.com").as_deref(),
         Some("svc-g")
@@ -180,12 +161,12 @@ async fn after_410_gone_a_relist_removes_what_was_deleted_meanwhile() {
     // other writes happen to push it out of the kept history.
     api.faults().fail_all(FailOn::Watch, 500);
     api.faults().close_watches();
-    api.delete_object(&httpso_gvr(), "apps", "gone").unwrap();
+    api.delete_object(&Hso::gvr(), "apps", "gone").unwrap();
     for i in 0..5 {
         api.put_object(httpso(&format!("x{i}"), &format!("x{i}.com"), "svc-x"))
             .unwrap();
     }
-    let store = api.store(&httpso_gvr()).unwrap();
+    let store = api.store(&Hso::gvr()).unwrap();
     assert!(
         store.oldest_resource_version() > 0,
         "the delete left the history"
@@ -206,8 +187,7 @@ async fn api_down_keeps_the_last_table_and_reconverges_after() {
     let api = TestApi::start().await;
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     let resync = Duration::from_millis(500);
-    let handle = start(&api, resync);
-    ready(&handle).await;
+    let handle = start_ready(&api, resync).await;
     api.faults().go_down().await;
     // Changes land in the central store while this replica cannot reach it.
     api.put_object(httpso("a", "a.com", "svc-a2")).unwrap();
@@ -238,20 +218,13 @@ async fn an_invalid_object_is_skipped_and_reported() {
     let mut bad = httpso("bad", "bad.com", "svc-bad");
     bad["spec"]["hosts"] = json!(["a*b.com"]);
     api.put_object(bad).unwrap();
-    let handle = start(&api, Duration::from_secs(1));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(1)).await;
     assert_eq!(
         service_of(&handle.table.load(), "good.com").as_deref(),
         Some("svc-good")
     );
     assert_eq!(service_of(&handle.table.load(), "bad.com"), None);
-    let invalid = handle
-        .metrics
-        .invalid_objects
-        .get_or_create(&sync::metrics::ResourceLabel {
-            resource: "httpscaledobjects".into(),
-        })
-        .get();
+    let invalid = count(&handle.metrics.invalid_objects, &Hso::gvr().resource);
     assert!(invalid >= 1);
     // The watch goes on: a later valid change still arrives.
     api.put_object(httpso("later", "later.com", "svc-later"))
@@ -276,8 +249,7 @@ async fn a_thousand_objects_sync_completely() {
         ))
         .unwrap();
     }
-    let handle = start(&api, Duration::from_secs(1));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(1)).await;
     let table = handle.table.load();
     assert_eq!(table.len(), 1000);
     assert!(
@@ -331,19 +303,14 @@ async fn a_digest_bookmark_mismatch_repairs_without_waiting_for_the_resync() {
     let api = TestApi::start().await;
     // No periodic resync within the test: only a bookmark whose digest
     // differs from the index can bring the lost event in.
-    let handle = start(&api, Duration::from_secs(3600));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_secs(3600)).await;
     api.faults().set_drop_watch_events(1.0);
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a"), Duration::from_secs(5)).await;
     api.put_object(interceptor_route("r", "r.com", "svc-r"))
         .unwrap();
     routes_to(&handle, "r.com", Some("svc-r"), Duration::from_secs(5)).await;
-    assert!(
-        handle.metrics.total_repairs() >= 2,
-        "repairs counted: {}",
-        handle.metrics.total_repairs()
-    );
+    assert_repaired(&handle, 2);
 }
 
 #[tokio::test]
@@ -354,20 +321,12 @@ async fn matching_digest_bookmarks_stand_for_the_resync_lists() {
         .await
         .unwrap();
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
-    let handle = start(&api, Duration::from_millis(100));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_millis(100)).await;
     let lists_before = lists(&api);
     let resyncs = |h: &SyncHandle| {
-        ["httpscaledobjects", "interceptorroutes"]
+        [Hso::gvr(), Ir::gvr()]
             .iter()
-            .map(|r| {
-                h.metrics
-                    .resyncs
-                    .get_or_create(&sync::metrics::ResourceLabel {
-                        resource: (*r).into(),
-                    })
-                    .get()
-            })
+            .map(|gvr| count(&h.metrics.resyncs, &gvr.resource))
             .sum::<u64>()
     };
     let resyncs_before = resyncs(&handle);
@@ -396,8 +355,7 @@ async fn without_digest_bookmarks_the_resync_lists_every_interval() {
         .start()
         .await
         .unwrap();
-    let handle = start(&api, Duration::from_millis(100));
-    ready(&handle).await;
+    let handle = start_ready(&api, Duration::from_millis(100)).await;
     let before = lists(&api);
     let deadline = Instant::now() + Duration::from_secs(10);
     // Two kinds, one conditional list each per interval.
@@ -413,7 +371,7 @@ async fn without_digest_bookmarks_the_resync_lists_every_interval() {
     api.faults().set_drop_watch_events(1.0);
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     routes_to(&handle, "a.com", Some("svc-a"), Duration::from_secs(5)).await;
-    assert!(handle.metrics.total_repairs() >= 1);
+    assert_repaired(&handle, 1);
 }
 
 const PLAIN_RESYNC: Duration = Duration::from_millis(300);
@@ -454,7 +412,7 @@ async fn against_a_plain_api_server_the_resync_lists_metadata_and_fetches_only_w
     // changed object alone, and the metadata list alone shows the delete.
     api.faults().set_drop_watch_events(1.0);
     api.put_object(httpso("app7", "app7.com", "svc-2")).unwrap();
-    api.delete_object(&httpso_gvr(), "apps", "app8").unwrap();
+    api.delete_object(&Hso::gvr(), "apps", "app8").unwrap();
     routes_to(&handle, "app7.com", Some("svc-2"), 4 * resync).await;
     routes_to(&handle, "app8.com", None, 4 * resync).await;
     let after = api.stats();
@@ -463,12 +421,12 @@ async fn against_a_plain_api_server_the_resync_lists_metadata_and_fetches_only_w
         1,
         "only the changed object is fetched"
     );
-    assert!(handle.metrics.total_repairs() >= 2);
+    assert_repaired(&handle, 2);
     // The lists were metadata: each far smaller than the full objects.
     let lists = after.requests(Verb::List, "httpscaledobjects");
     let per_list = after.response_bytes(Verb::List, "httpscaledobjects") / lists;
     let full: u64 = api
-        .store(&httpso_gvr())
+        .store(&Hso::gvr())
         .unwrap()
         .snapshot()
         .iter()
@@ -495,5 +453,5 @@ async fn against_a_plain_api_server_many_differences_take_one_full_list() {
         routes_to(&handle, &format!("app{i}.com"), Some("svc-2"), 4 * resync).await;
     }
     assert_eq!(api.stats().requests(Verb::Get, "httpscaledobjects"), 0);
-    assert!(handle.metrics.total_repairs() >= 40);
+    assert_repaired(&handle, 40);
 }

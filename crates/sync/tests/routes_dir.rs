@@ -1,9 +1,12 @@
 //! The routes-directory source over real files.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{count, service_of};
 use sync::dir_source::{DirChange, RoutesDir};
 use sync::{Source, SyncConfig};
 
@@ -30,13 +33,6 @@ fn write(dir: &Path, file: &str, text: &str) {
     std::fs::write(dir.join(file), text).unwrap();
 }
 
-fn service_of(table: &routing::RoutingTable, host: &str) -> Option<String> {
-    let headers: &[(&str, &str)] = &[];
-    table
-        .lookup(host, "/", &headers)
-        .map(|m| m.route.target.service.to_string())
-}
-
 async fn wait_for_service(
     handle: &sync::SyncHandle,
     host: &str,
@@ -53,34 +49,47 @@ async fn wait_for_service(
     (*t).clone()
 }
 
-#[tokio::test]
-async fn table_follows_file_edits_adds_deletes_and_renames() {
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "a.yaml",
-        &httpso_yaml("a", "a.example.com", "svc-a"),
-    );
+/// A sync loop over the routes directory `dir`, once ready.
+async fn start(dir: &Path, resync_interval: Duration) -> sync::SyncHandle {
     let mut registry = prometheus_client::registry::Registry::default();
     let config = SyncConfig {
-        resync_interval: Duration::from_millis(200),
+        resync_interval,
         ..SyncConfig::default()
     };
-    let handle = sync::start(Source::Directory(dir.path().into()), config, &mut registry);
+    let handle = sync::start(Source::Directory(dir.into()), config, &mut registry);
     tokio::time::timeout(Duration::from_secs(5), handle.table.wait_ready())
         .await
         .expect("ready");
-    assert_eq!(
-        service_of(&handle.table.load(), "a.example.com").as_deref(),
-        Some("svc-a")
+    handle
+}
+
+/// Writes the HTTPScaledObject `apps/name` for `name.example.com` to `file`.
+fn write_httpso(dir: &Path, file: &str, name: &str, service: &str) {
+    write(
+        dir,
+        file,
+        &httpso_yaml(name, &format!("{name}.example.com"), service),
     );
+}
+
+/// Asserts where `host` routes now.
+fn assert_routes(handle: &sync::SyncHandle, host: &str, want: Option<&str>) {
+    assert_eq!(
+        service_of(&handle.table.load(), host).as_deref(),
+        want,
+        "{host}"
+    );
+}
+
+#[tokio::test]
+async fn table_follows_file_edits_adds_deletes_and_renames() {
+    let dir = tempfile::tempdir().unwrap();
+    write_httpso(dir.path(), "a.yaml", "a", "svc-a");
+    let handle = start(dir.path(), Duration::from_millis(200)).await;
+    assert_routes(&handle, "a.example.com", Some("svc-a"));
 
     // Edit.
-    write(
-        dir.path(),
-        "a.yaml",
-        &httpso_yaml("a", "a.example.com", "svc-a2"),
-    );
+    write_httpso(dir.path(), "a.yaml", "a", "svc-a2");
     wait_for_service(&handle, "a.example.com", Some("svc-a2")).await;
     // Add (a multi-document file).
     let two = format!(
@@ -94,41 +103,19 @@ async fn table_follows_file_edits_adds_deletes_and_renames() {
     // Rename: same objects, new path; nothing is lost on the way.
     std::fs::rename(dir.path().join("bc.yml"), dir.path().join("renamed.yaml")).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        service_of(&handle.table.load(), "b.example.com").as_deref(),
-        Some("svc-b")
-    );
+    assert_routes(&handle, "b.example.com", Some("svc-b"));
     // Delete.
     std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
     wait_for_service(&handle, "a.example.com", None).await;
-    assert_eq!(
-        service_of(&handle.table.load(), "c.example.com").as_deref(),
-        Some("svc-c")
-    );
+    assert_routes(&handle, "c.example.com", Some("svc-c"));
 }
 
 #[tokio::test]
 async fn broken_file_keeps_its_last_good_routes() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "a.yaml",
-        &httpso_yaml("a", "a.example.com", "svc-a"),
-    );
-    write(
-        dir.path(),
-        "b.yaml",
-        &httpso_yaml("b", "b.example.com", "svc-b"),
-    );
-    let mut registry = prometheus_client::registry::Registry::default();
-    let config = SyncConfig {
-        resync_interval: Duration::from_millis(100),
-        ..SyncConfig::default()
-    };
-    let handle = sync::start(Source::Directory(dir.path().into()), config, &mut registry);
-    tokio::time::timeout(Duration::from_secs(5), handle.table.wait_ready())
-        .await
-        .expect("ready");
+    write_httpso(dir.path(), "a.yaml", "a", "svc-a");
+    write_httpso(dir.path(), "b.yaml", "b", "svc-b");
+    let handle = start(dir.path(), Duration::from_millis(100)).await;
 
     // Break a.yaml (bad indentation on line 4) and change b.yaml at the same time.
     write(
@@ -136,32 +123,15 @@ async fn broken_file_keeps_its_last_good_routes() {
         "a.yaml",
         "apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  name: a\n   namespace: [\n",
     );
-    write(
-        dir.path(),
-        "b.yaml",
-        &httpso_yaml("b", "b.example.com", "svc-b2"),
-    );
+    write_httpso(dir.path(), "b.yaml", "b", "svc-b2");
     wait_for_service(&handle, "b.example.com", Some("svc-b2")).await;
     // a's last good content still routes.
-    assert_eq!(
-        service_of(&handle.table.load(), "a.example.com").as_deref(),
-        Some("svc-a")
-    );
-    let errors = handle
-        .metrics
-        .sync_errors
-        .get_or_create(&sync::metrics::ResourceLabel {
-            resource: "files".into(),
-        })
-        .get();
+    assert_routes(&handle, "a.example.com", Some("svc-a"));
+    let errors = count(&handle.metrics.sync_errors, "files");
     assert!(errors >= 1, "the broken file was counted");
 
     // Fix it: the new content is taken.
-    write(
-        dir.path(),
-        "a.yaml",
-        &httpso_yaml("a", "a.example.com", "svc-a3"),
-    );
+    write_httpso(dir.path(), "a.yaml", "a", "svc-a3");
     wait_for_service(&handle, "a.example.com", Some("svc-a3")).await;
 }
 
@@ -172,15 +142,7 @@ async fn a_file_rewritten_in_pieces_never_loses_its_other_routes() {
     let a = httpso_yaml("a", "a.example.com", "svc-a");
     let b = httpso_yaml("b", "b.example.com", "svc-b");
     write(dir.path(), "routes.yaml", &format!("{a}---\n{b}"));
-    let mut registry = prometheus_client::registry::Registry::default();
-    let config = SyncConfig {
-        resync_interval: Duration::from_millis(10),
-        ..SyncConfig::default()
-    };
-    let handle = sync::start(Source::Directory(dir.path().into()), config, &mut registry);
-    tokio::time::timeout(Duration::from_secs(5), handle.table.wait_ready())
-        .await
-        .expect("ready");
+    let handle = start(dir.path(), Duration::from_millis(10)).await;
     wait_for_service(&handle, "b.example.com", Some("svc-b")).await;
 
     // Watch b's route the whole time the file is rewritten.
@@ -220,10 +182,7 @@ async fn a_file_rewritten_in_pieces_never_loses_its_other_routes() {
         lost, 0,
         "b's route was missing while its file was being written"
     );
-    assert_eq!(
-        service_of(&handle.table.load(), "a.example.com").as_deref(),
-        Some("svc-a")
-    );
+    assert_routes(&handle, "a.example.com", Some("svc-a"));
 }
 
 #[test]
@@ -366,16 +325,8 @@ fn an_edited_document_is_the_only_change_handed_over() {
     assert_eq!(scan_changes(&mut routes), ["delete c"]);
 
     // Moved to another file unchanged: nothing to do. Then removed.
-    write(
-        dir.path(),
-        "all.yaml",
-        &httpso_yaml("a", "a.example.com", "svc-a"),
-    );
-    write(
-        dir.path(),
-        "b.yaml",
-        &httpso_yaml("b", "b.example.com", "svc-b2"),
-    );
+    write_httpso(dir.path(), "all.yaml", "a", "svc-a");
+    write_httpso(dir.path(), "b.yaml", "b", "svc-b2");
     assert!(scan_changes(&mut routes).is_empty());
     std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
     assert_eq!(scan_changes(&mut routes), ["delete b"]);
@@ -422,16 +373,8 @@ fn a_broken_file_keeps_its_objects_and_a_fix_applies_only_the_difference() {
 #[test]
 fn the_first_file_wins_a_duplicate_and_the_second_takes_over_when_it_goes() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "1.yaml",
-        &httpso_yaml("a", "a.example.com", "svc-1"),
-    );
-    write(
-        dir.path(),
-        "2.yaml",
-        &httpso_yaml("a", "a.example.com", "svc-2"),
-    );
+    write_httpso(dir.path(), "1.yaml", "a", "svc-1");
+    write_httpso(dir.path(), "2.yaml", "a", "svc-2");
     let mut routes = RoutesDir::new(dir.path());
     assert_eq!(scan_changes(&mut routes), ["apply a/svc-1"]);
     std::fs::remove_file(dir.path().join("1.yaml")).unwrap();
@@ -514,21 +457,13 @@ fn objects_of_other_kinds_do_not_disturb_which_document_is_handed_over() {
 #[test]
 fn an_emptied_file_loses_its_objects_on_the_second_scan_that_finds_it_empty() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "a.yaml",
-        &httpso_yaml("a", "a.example.com", "svc-a"),
-    );
+    write_httpso(dir.path(), "a.yaml", "a", "svc-a");
     let mut routes = RoutesDir::new(dir.path());
     assert_eq!(scan_changes(&mut routes), ["apply a/svc-a"]);
     // Truncated by a writer that has not written yet: kept.
     write(dir.path(), "a.yaml", "");
     assert!(scan_changes(&mut routes).is_empty());
-    write(
-        dir.path(),
-        "a.yaml",
-        &httpso_yaml("a", "a.example.com", "svc-a2"),
-    );
+    write_httpso(dir.path(), "a.yaml", "a", "svc-a2");
     assert_eq!(scan_changes(&mut routes), ["apply a/svc-a2"]);
     // Emptied for good.
     write(dir.path(), "a.yaml", "");

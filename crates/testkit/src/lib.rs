@@ -37,6 +37,7 @@
 //! ```
 
 mod faults;
+pub mod fixtures;
 mod gc;
 mod objects;
 mod registry;

@@ -219,94 +219,99 @@ fn is_tchar(c: char) -> bool {
 mod tests {
     use super::*;
 
+    /// Asserts that `check` accepts every `ok` and rejects every `bad`.
+    fn accepts(check: fn(&str) -> Result<(), String>, ok: &[&str], bad: &[&str]) {
+        for s in ok {
+            assert_eq!(check(s), Ok(()), "{s:?}");
+        }
+        for s in bad {
+            assert!(check(s).is_err(), "{s:?}");
+        }
+    }
+
     #[test]
     fn service_names() {
-        for ok in ["a", "web", "my-svc", "s3", &"a".repeat(63)] {
-            assert_eq!(dns1035_label(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "",
-            "3web",
-            "-web",
-            "web-",
-            "Web",
-            "my_svc",
-            "my.svc",
-            &"a".repeat(64),
-        ] {
-            assert!(dns1035_label(bad).is_err(), "{bad}");
-        }
+        accepts(
+            dns1035_label,
+            &["a", "web", "my-svc", "s3", &"a".repeat(63)],
+            &[
+                "",
+                "3web",
+                "-web",
+                "web-",
+                "Web",
+                "my_svc",
+                "my.svc",
+                &"a".repeat(64),
+            ],
+        );
         assert_eq!(dns1123_label("8080-http"), Ok(()));
         assert!(dns1123_label("HTTP").is_err());
     }
 
     #[test]
     fn subdomains() {
-        for ok in ["web", "web.v1", "0abc", "a-b.c-d"] {
-            assert_eq!(dns1123_subdomain(ok), Ok(()), "{ok}");
-        }
-        for bad in ["", "a..b", ".a", "a.", "A", "a_b", &"a".repeat(254)] {
-            assert!(dns1123_subdomain(bad).is_err(), "{bad}");
-        }
+        accepts(
+            dns1123_subdomain,
+            &["web", "web.v1", "0abc", "a-b.c-d"],
+            &["", "a..b", ".a", "a.", "A", "a_b", &"a".repeat(254)],
+        );
     }
 
     #[test]
     fn condition_types_and_reasons() {
-        for ok in [
-            "Ready",
-            "a",
-            "http.keda.sh/Ready",
-            "x-y.z/A_b.c-D",
-            "9",
-            &"R".repeat(316),
-        ] {
-            assert_eq!(condition_type(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "",
-            "-Ready",
-            "Ready.",
-            "Re ady",
-            "/Ready",
-            "Example.com/Ready",
-            "a..b/Ready",
-            "a/b/Ready",
-            "a/",
-            &"R".repeat(317),
-        ] {
-            assert!(condition_type(bad).is_err(), "{bad}");
-        }
-        for ok in [
-            "Reconciled",
-            "a",
-            "Create_Error",
-            "A,b:c_",
-            &"R".repeat(1024),
-        ] {
-            assert_eq!(condition_reason(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "",
-            "1abc",
-            "_abc",
-            "abc,",
-            "abc:",
-            "a-b",
-            "a b",
-            &"R".repeat(1025),
-        ] {
-            assert!(condition_reason(bad).is_err(), "{bad}");
-        }
+        accepts(
+            condition_type,
+            &[
+                "Ready",
+                "a",
+                "http.keda.sh/Ready",
+                "x-y.z/A_b.c-D",
+                "9",
+                &"R".repeat(316),
+            ],
+            &[
+                "",
+                "-Ready",
+                "Ready.",
+                "Re ady",
+                "/Ready",
+                "Example.com/Ready",
+                "a..b/Ready",
+                "a/b/Ready",
+                "a/",
+                &"R".repeat(317),
+            ],
+        );
+        accepts(
+            condition_reason,
+            &[
+                "Reconciled",
+                "a",
+                "Create_Error",
+                "A,b:c_",
+                &"R".repeat(1024),
+            ],
+            &[
+                "",
+                "1abc",
+                "_abc",
+                "abc,",
+                "abc:",
+                "a-b",
+                "a b",
+                &"R".repeat(1025),
+            ],
+        );
     }
 
     #[test]
     fn config_map_keys() {
-        for ok in ["index.html", "a_b-C.d", ".hidden"] {
-            assert_eq!(config_map_key(ok), Ok(()), "{ok}");
-        }
-        for bad in ["", ".", "..", "a/b", "a b"] {
-            assert!(config_map_key(bad).is_err(), "{bad}");
-        }
+        accepts(
+            config_map_key,
+            &["index.html", "a_b-C.d", ".hidden"],
+            &["", ".", "..", "a/b", "a b"],
+        );
     }
 
     #[test]
@@ -338,25 +343,23 @@ mod tests {
 
     #[test]
     fn headers() {
-        for ok in ["X-Tenant", "x_y", "a!#$%&'*+-.^_`|~9"] {
-            assert_eq!(header_name(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "",
-            "X Tenant",
-            "X:Tenant",
-            ":authority",
-            "X-\u{e9}",
-            "a\"b",
-            "a(b)",
-        ] {
-            assert!(header_name(bad).is_err(), "{bad}");
-        }
-        for ok in ["", "v", "a b", "a\tb", "caf\u{e9}", "\"quoted\""] {
-            assert_eq!(header_value(ok), Ok(()), "{ok}");
-        }
-        for bad in ["a\nb", "a\rb", "a\u{0}", "a\u{7f}"] {
-            assert!(header_value(bad).is_err(), "{bad:?}");
-        }
+        accepts(
+            header_name,
+            &["X-Tenant", "x_y", "a!#$%&'*+-.^_`|~9"],
+            &[
+                "",
+                "X Tenant",
+                "X:Tenant",
+                ":authority",
+                "X-\u{e9}",
+                "a\"b",
+                "a(b)",
+            ],
+        );
+        accepts(
+            header_value,
+            &["", "v", "a b", "a\tb", "caf\u{e9}", "\"quoted\""],
+            &["a\nb", "a\rb", "a\u{0}", "a\u{7f}"],
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! What the tests that run `http-addon` as child processes share.
 #![allow(dead_code)] // each test file uses a different part
 
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -22,6 +23,20 @@ impl Drop for Proc {
     }
 }
 
+/// Spawns `cmd` without stdin or stdout, its stderr written to `log` (or
+/// dropped).
+pub fn spawn(cmd: &mut Command, log: Option<&Path>) -> Proc {
+    let stderr = match log {
+        Some(log) => Stdio::from(std::fs::File::create(log).unwrap()),
+        None => Stdio::null(),
+    };
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    Proc(child.spawn().unwrap())
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -29,6 +44,37 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Free ports for an interceptor's proxy, admin and metrics servers.
+pub struct InterceptorPorts {
+    pub proxy: u16,
+    pub admin: u16,
+    pub metrics: u16,
+}
+
+impl InterceptorPorts {
+    /// Three ports nothing listens on right now.
+    pub fn free() -> Self {
+        InterceptorPorts {
+            proxy: free_port(),
+            admin: free_port(),
+            metrics: free_port(),
+        }
+    }
+
+    /// The flags that bind the three servers on 127.0.0.1.
+    pub fn flags(&self) -> Vec<String> {
+        let mut flags = vec!["--bind-address".to_string(), "127.0.0.1".to_string()];
+        for (flag, port) in [
+            ("--proxy-port", self.proxy),
+            ("--admin-port", self.admin),
+            ("--metrics-port", self.metrics),
+        ] {
+            flags.extend([flag.to_string(), port.to_string()]);
+        }
+        flags
+    }
 }
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use interceptor::{Interceptor, InterceptorArgs};
+use testkit::fixtures::Hso;
 
 /// Bound on every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -25,23 +26,21 @@ struct Cli {
 }
 
 /// Interceptor flags for tests: loopback, ephemeral ports, fast resync,
-/// plus `extra`.
+/// plus `source` and `extra` (which may replace any of those defaults).
 pub fn args(source: &[&str], extra: &[&str]) -> InterceptorArgs {
-    let mut argv = vec![
-        "interceptor",
-        "--bind-address",
-        "127.0.0.1",
-        "--proxy-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--resync-interval",
-        "200ms",
-        "--shutdown-delay",
-        "0s",
+    let defaults = [
+        ("--bind-address", "127.0.0.1"),
+        ("--proxy-port", "0"),
+        ("--admin-port", "0"),
+        ("--metrics-port", "0"),
+        ("--resync-interval", "200ms"),
+        ("--shutdown-delay", "0s"),
     ];
+    let given = |flag: &str| source.contains(&flag) || extra.contains(&flag);
+    let mut argv = vec!["interceptor"];
+    for (flag, value) in defaults.into_iter().filter(|(flag, _)| !given(flag)) {
+        argv.extend([flag, value]);
+    }
     argv.extend_from_slice(source);
     argv.extend_from_slice(extra);
     Cli::try_parse_from(argv).expect("valid flags").args
@@ -134,42 +133,35 @@ pub fn httpso_yaml(
     paths: &[&str],
     headers: &[(&str, &str)],
 ) -> String {
-    let hosts = if hosts.is_empty() {
-        String::new()
-    } else {
-        format!("  hosts: [{}]\n", quoted(hosts))
-    };
-    let paths = if paths.is_empty() {
-        String::new()
-    } else {
-        format!("  pathPrefixes: [{}]\n", quoted(paths))
-    };
-    let headers = if headers.is_empty() {
-        String::new()
-    } else {
-        let h: Vec<String> = headers
+    let hso = hosts.iter().fold(Hso::new(ns, name), |o, h| o.host(h));
+    let mut hso = paths
+        .iter()
+        .fold(hso, |o, p| o.path_prefix(p))
+        .service_port_name(svc, "http");
+    if !headers.is_empty() {
+        let headers: Vec<_> = headers
             .iter()
-            .map(|(n, v)| format!("{{name: \"{n}\", value: \"{v}\"}}"))
+            .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
             .collect();
-        format!("  headers: [{}]\n", h.join(", "))
-    };
-    format!(
-        r#"---
-apiVersion: http.keda.sh/v1alpha1
-kind: HTTPScaledObject
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-{hosts}{paths}{headers}  scaleTargetRef: {{name: {svc}, kind: Deployment, apiVersion: apps/v1, service: {svc}, portName: http}}
-"#
-    )
+        hso = hso.spec("headers", serde_json::json!(headers));
+    }
+    hso.yaml_document()
 }
 
-fn quoted(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Writes the routes of one app `ns/name` to `dir`: `svc.yaml` (its Service,
+/// port `http`, and one endpoint at `backend`, ready or not) and
+/// `route.yaml` (an HTTPScaledObject for `hosts`).
+pub fn write_app(dir: &Path, name: &str, hosts: &[&str], backend: SocketAddr, ready: bool) {
+    write(
+        dir,
+        "svc.yaml",
+        &service_yaml("ns", name, "http", None, backend, ready),
+    );
+    write(
+        dir,
+        "route.yaml",
+        &httpso_yaml("ns", name, name, hosts, &[], &[]),
+    );
 }
 
 /// Writes `content` to `dir/name` atomically (write + rename), so the
@@ -259,21 +251,22 @@ pub async fn send(
 
 /// GET `host path` through the proxy.
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Got {
-    send(&client(), addr, "GET", host, path, &[], Bytes::new()).await
+    get_on(&client(), addr, host, path).await
+}
+
+/// A GET of `path` with `Host: host` on `client`'s connections.
+pub async fn get_on(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Got {
+    send(client, addr, "GET", host, path, &[], Bytes::new()).await
 }
 
 /// `/queue` of the admin server.
 pub async fn queue(icp: &Interceptor) -> serde_json::Value {
-    let got = send(
-        &client(),
-        icp.admin_addr,
-        "GET",
-        "admin",
-        "/queue",
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let got = get(icp.admin_addr, "admin", "/queue").await;
     assert_eq!(got.status, StatusCode::OK);
     got.json()
 }
@@ -438,16 +431,7 @@ pub async fn raw_request(addr: SocketAddr, request: &str) -> RawResponse {
 pub async fn serve_app(host: &str, extra: &[&str]) -> (Interceptor, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("app").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "app", "app", &[host], &[], &[]),
-    );
+    write_app(dir.path(), "app", &[host], backend, true);
     let icp = start_dir(dir.path(), extra).await;
     wait_route(&icp, "ns", "app").await;
     wait_ready(&icp, "ns", "app").await;

@@ -11,6 +11,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use testkit::TestApi;
+use testkit::fixtures::Hso;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -43,17 +44,10 @@ pub fn hso_api(api: &TestApi) -> Api<DynamicObject> {
 }
 
 pub fn hso(name: &str, host: &str) -> DynamicObject {
-    serde_json::from_value(json!({
-        "apiVersion": "http.keda.sh/v1alpha1",
-        "kind": "HTTPScaledObject",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "hosts": [host],
-            "scaleTargetRef": {"name": name, "service": name, "port": 8080},
-            "replicas": {"min": 0, "max": 10},
-        },
-    }))
-    .unwrap()
+    Hso::new("default", name)
+        .host(host)
+        .spec("replicas", json!({"min": 0, "max": 10}))
+        .parse()
 }
 
 pub type EventStream<K> = Pin<Box<dyn Stream<Item = Result<Event<K>, watcher::Error>> + Send>>;

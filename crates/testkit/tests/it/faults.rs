@@ -66,14 +66,30 @@ fn rv_of(o: &kube::api::DynamicObject) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn dropped_events_are_not_seen() {
+/// A server with bookmarks every 50 ms, and its HTTPScaledObjects.
+async fn bookmarking_api() -> (TestApi, kube::Api<kube::api::DynamicObject>) {
     let api = TestApi::builder()
         .bookmark_interval(Duration::from_millis(50))
         .start()
         .await
         .unwrap();
     let hsos = hso_api(&api);
+    (api, hsos)
+}
+
+/// Creates the HTTPScaledObject `name`; returns its resourceVersion.
+async fn create(hsos: &kube::Api<kube::api::DynamicObject>, name: &str) -> u64 {
+    let host = format!("{name}.example.com");
+    let o = hsos
+        .create(&PostParams::default(), &hso(name, &host))
+        .await
+        .unwrap();
+    rv_of(&o)
+}
+
+#[tokio::test]
+async fn dropped_events_are_not_seen() {
+    let (api, hsos) = bookmarking_api().await;
     let list = hsos.list(&ListParams::default()).await.unwrap();
     let rv = list.metadata.resource_version.unwrap();
     let mut stream = hsos
@@ -83,34 +99,21 @@ async fn dropped_events_are_not_seen() {
         .boxed();
 
     api.faults().set_drop_watch_events(1.0);
-    let dropped = hsos
-        .create(&PostParams::default(), &hso("dropped", "d.example.com"))
-        .await
-        .unwrap();
+    let dropped = create(&hsos, "dropped").await;
     // A bookmark past the write proves the watcher handled (and dropped) it.
-    let seen = names_until_bookmark(&mut stream, rv_of(&dropped)).await;
+    let seen = names_until_bookmark(&mut stream, dropped).await;
     assert!(seen.is_empty(), "saw {seen:?}");
 
     api.faults().set_drop_watch_events(0.0);
-    let kept = hsos
-        .create(&PostParams::default(), &hso("kept", "k.example.com"))
-        .await
-        .unwrap();
-    let seen = names_until_bookmark(&mut stream, rv_of(&kept)).await;
+    let kept = create(&hsos, "kept").await;
+    let seen = names_until_bookmark(&mut stream, kept).await;
     assert_eq!(seen, ["kept"]);
 
     // A fraction drops some and keeps some (per watcher, per event).
     api.faults().set_drop_watch_events(0.5);
     let mut last = 0;
     for i in 0..200 {
-        let o = hsos
-            .create(
-                &PostParams::default(),
-                &hso(&format!("f{i}"), "f.example.com"),
-            )
-            .await
-            .unwrap();
-        last = rv_of(&o);
+        last = create(&hsos, &format!("f{i}")).await;
     }
     let seen = names_until_bookmark(&mut stream, last).await.len();
     assert!(seen > 20 && seen < 180, "kept {seen} of 200");
@@ -118,12 +121,7 @@ async fn dropped_events_are_not_seen() {
 
 #[tokio::test]
 async fn stalled_watch_sends_nothing() {
-    let api = TestApi::builder()
-        .bookmark_interval(Duration::from_millis(50))
-        .start()
-        .await
-        .unwrap();
-    let hsos = hso_api(&api);
+    let (api, hsos) = bookmarking_api().await;
     let mut stream = hsos
         .watch(&WatchParams::default(), "0")
         .await
@@ -136,18 +134,14 @@ async fn stalled_watch_sends_nothing() {
     // Let the watcher finish anything it was sending before the stall.
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), stream.next()).await {}
-    hsos.create(&PostParams::default(), &hso("x", "x.example.com"))
-        .await
-        .unwrap();
+    create(&hsos, "x").await;
     // Twenty bookmark intervals without a byte, and the connection stays open.
     let got = tokio::time::timeout(Duration::from_secs(1), stream.next()).await;
     assert!(got.is_err(), "a stalled watch sent {got:?}");
     assert_eq!(api.stats().open_watches, 1);
 
     api.faults().set_stall_watches(false);
-    hsos.create(&PostParams::default(), &hso("y", "y.example.com"))
-        .await
-        .unwrap();
+    create(&hsos, "y").await;
     loop {
         match within("an event after the stall", stream.try_next())
             .await
@@ -224,9 +218,7 @@ async fn injected_errors_are_seen_and_recovered_from() {
                 "default",
                 &testkit::httpscaledobject_resource(),
             );
-            hsos.create(&PostParams::default(), &hso("a", "a.example.com"))
-                .await
-                .unwrap();
+            create(&hsos, "a").await;
             let mut w = Watch::new(hsos.clone(), watcher::Config::default());
             if on == FailOn::List {
                 api.faults().fail_all(on, code);
@@ -257,9 +249,7 @@ async fn injected_errors_are_seen_and_recovered_from() {
                 assert_eq!(w.initial().await, ["a"]);
                 api.faults().fail_next(on, code, 3);
                 api.faults().close_watches();
-                hsos.create(&PostParams::default(), &hso("b", "b.example.com"))
-                    .await
-                    .unwrap();
+                create(&hsos, "b").await;
                 // Seen either as a watch event or in a relist (after 410).
                 loop {
                     match w.next().await {
@@ -281,9 +271,7 @@ async fn injected_errors_are_seen_and_recovered_from() {
 async fn down_then_up_on_the_same_port_with_the_same_data() {
     let api = TestApi::start().await;
     let hsos = hso_api(&api);
-    hsos.create(&PostParams::default(), &hso("a", "a.example.com"))
-        .await
-        .unwrap();
+    create(&hsos, "a").await;
     let before = hsos.list(&ListParams::default()).await.unwrap();
     let mut w = Watch::new(hsos.clone(), watcher::Config::default());
     w.initial().await;
@@ -314,9 +302,7 @@ async fn down_then_up_on_the_same_port_with_the_same_data() {
     );
     assert_eq!(after.items.len(), 1);
     // The watcher reconnects by itself and continues.
-    hsos.create(&PostParams::default(), &hso("b", "b.example.com"))
-        .await
-        .unwrap();
+    create(&hsos, "b").await;
     loop {
         match within("b after coming back", rx.recv()).await.unwrap() {
             watcher::Event::Apply(o) if o.metadata.name.as_deref() == Some("b") => break,

@@ -330,26 +330,10 @@ async fn writes_are_validated() {
     assert_eq!(gone["metadata"]["name"], name);
 
     // Server-side apply creates, then merges.
-    let apply = b"apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  name: ssa\nspec: {hosts: [a]}\n";
     let ssa = format!("{base}/ssa?fieldManager=test");
-    let (code, _, _) = raw(
-        &api,
-        "PATCH",
-        &ssa,
-        &[("Content-Type", "application/apply-patch+yaml")],
-        apply,
-    )
-    .await;
+    let (code, _, _) = apply_patch(&api, &ssa, "a").await;
     assert_eq!(code, 201);
-    let apply2 = b"apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  name: ssa\nspec: {hosts: [b]}\n";
-    let (code, _, b) = raw(
-        &api,
-        "PATCH",
-        &ssa,
-        &[("Content-Type", "application/apply-patch+yaml")],
-        apply2,
-    )
-    .await;
+    let (code, _, b) = apply_patch(&api, &ssa, "b").await;
     assert_eq!(code, 200);
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(
@@ -387,4 +371,17 @@ async fn manifests_load_from_a_directory() {
     assert_eq!(v["resources"][0]["kind"], "Widget");
     let (code, _, _) = raw_get(&api, "/api/v1/namespaces/ns", &[]).await;
     assert_eq!(code, 200);
+}
+
+/// A server-side apply of the HTTPScaledObject `ssa` with one host, as YAML.
+async fn apply_patch(
+    api: &TestApi,
+    path: &str,
+    host: &str,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let yaml = format!(
+        "apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  name: ssa\nspec: {{hosts: [{host}]}}\n"
+    );
+    let content_type = [("Content-Type", "application/apply-patch+yaml")];
+    raw(api, "PATCH", path, &content_type, yaml.as_bytes()).await
 }
