@@ -32,7 +32,7 @@ const IMAGE: &str = "ghcr.io/example/http-addon";
 /// `--help`, by the container's first argument (the subcommand).
 /// `scaler` joins the table once it is a subcommand of the binary (until
 /// then the scaler Deployment's names are checked by hand against its branch).
-const PROGRAMS: &[&str] = &["interceptor", "cache", "operator"];
+const PROGRAMS: &[&str] = &["interceptor", "cache", "operator", "scaler"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
