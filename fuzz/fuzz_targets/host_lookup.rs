@@ -3,7 +3,7 @@
 //! path and headers, over a table chosen from a pool of routes.
 //!
 //! Input: two bytes choose the routes (a bit each); the rest is lines:
-//! Host, path, then `name:value` headers.
+//! Host, request target, then `name:value` headers.
 #![no_main]
 
 use std::sync::Arc;
@@ -69,7 +69,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut lines = text.split('\n');
     let host = lines.next().unwrap_or("");
-    let path = lines.next().unwrap_or("/");
+    // The path as the proxy hands it over: hyper's parse of the request
+    // target (origin form `/...`, `*`, or absolute form `http://h/...`).
+    let Ok(uri) = lines.next().unwrap_or("/").parse::<http::Uri>() else {
+        return;
+    };
+    let path = uri.path();
     let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
 
     let mut table = RoutingTable::new();

@@ -85,7 +85,13 @@ impl fmt::Display for Token {
 /// The digest of a token `d<hex>` (as written by [`Token`]); `None` when
 /// it is not one.
 pub fn parse_token(token: &str) -> Option<u64> {
-    u64::from_str_radix(token.strip_prefix('d')?, 16).ok()
+    // `d` and at most 12 hex digits (48 bits; `Token` writes all 12).
+    // Anything else (a sign, more digits) is not a digest of ours.
+    let hex = token.strip_prefix('d')?;
+    if hex.is_empty() || hex.len() > 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The digest as an entity tag for `If-None-Match`: `"d<12 hex>"`, quoted.
@@ -105,6 +111,18 @@ pub fn from_if_none_match(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_own_token_form_parses() {
+        assert_eq!(parse_token("d00000000002a"), Some(42));
+        assert_eq!(parse_token(&Token(42).to_string()), Some(42));
+        // Found by the list_query fuzz target: a 13th digit read as a
+        // digest no server could hold.
+        assert_eq!(parse_token("d100000000002a"), None);
+        assert_eq!(parse_token("d+0000000002a"), None);
+        assert_eq!(parse_token("d"), None);
+        assert_eq!(from_if_none_match("\"d100000000002a\""), None);
+    }
 
     #[test]
     fn order_independent_and_version_sensitive() {
