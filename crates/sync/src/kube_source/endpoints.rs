@@ -40,9 +40,8 @@ pub(crate) async fn watch_endpoints(
     let mut merged = futures::stream::select(services, slices)
         .ready_chunks(512)
         .boxed();
-    let mut svc_buf: Option<Vec<Service>> = None;
-    let mut slice_buf: Option<Vec<EndpointSlice>> = None;
-    let (mut svc_synced, mut slices_synced) = (false, false);
+    let mut services = Relist::<Service>::default();
+    let mut slices = Relist::<EndpointSlice>::default();
     loop {
         let batch = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -69,46 +68,24 @@ pub(crate) async fn watch_endpoints(
                     // fail together with the routes' watches anyway.
                     health.failure("endpoints", &err, 0);
                 }
-                Ok(EpEvent::Service(ev)) => match *ev {
-                    watcher::Event::Init => svc_buf = Some(Vec::new()),
-                    watcher::Event::InitApply(s) => svc_buf.get_or_insert_default().push(s),
-                    watcher::Event::InitDone => {
-                        changes.push(EndpointsChange::ResetServices(
-                            svc_buf.take().unwrap_or_default(),
-                        ));
-                        svc_synced = true;
-                    }
-                    watcher::Event::Apply(s) => {
-                        changes.push(EndpointsChange::ApplyService(Box::new(s)))
-                    }
-                    watcher::Event::Delete(s) => changes.push(EndpointsChange::DeleteService {
-                        namespace: s.metadata.namespace.unwrap_or_default(),
-                        name: s.metadata.name.unwrap_or_default(),
-                    }),
-                },
-                Ok(EpEvent::Slice(ev)) => match *ev {
-                    watcher::Event::Init => slice_buf = Some(Vec::new()),
-                    watcher::Event::InitApply(s) => slice_buf.get_or_insert_default().push(s),
-                    watcher::Event::InitDone => {
-                        changes.push(EndpointsChange::ResetSlices(
-                            slice_buf.take().unwrap_or_default(),
-                        ));
-                        slices_synced = true;
-                    }
-                    watcher::Event::Apply(s) => {
-                        changes.push(EndpointsChange::ApplySlice(Box::new(s)))
-                    }
-                    watcher::Event::Delete(s) => changes.push(EndpointsChange::DeleteSlice {
-                        namespace: s.metadata.namespace.unwrap_or_default(),
-                        name: s.metadata.name.unwrap_or_default(),
-                    }),
-                },
+                Ok(EpEvent::Service(ev)) => changes.extend(services.event(
+                    *ev,
+                    EndpointsChange::ResetServices,
+                    EndpointsChange::ApplyService,
+                    |namespace, name| EndpointsChange::DeleteService { namespace, name },
+                )),
+                Ok(EpEvent::Slice(ev)) => changes.extend(slices.event(
+                    *ev,
+                    EndpointsChange::ResetSlices,
+                    EndpointsChange::ApplySlice,
+                    |namespace, name| EndpointsChange::DeleteSlice { namespace, name },
+                )),
             }
         }
         if !changes.is_empty() {
             endpoints.apply(changes);
         }
-        if svc_synced && slices_synced && !endpoints.is_synced() {
+        if services.synced && slices.synced && !endpoints.is_synced() {
             info!(services = endpoints.load().len(), "endpoints synced");
             endpoints.mark_synced();
         }
@@ -118,4 +95,55 @@ pub(crate) async fn watch_endpoints(
 enum EpEvent {
     Service(Box<watcher::Event<Service>>),
     Slice(Box<watcher::Event<EndpointSlice>>),
+}
+
+/// One kind's events in kube-runtime's shape: a relist (`Init`,
+/// `InitApply`..., `InitDone`) buffered into one reset, then single changes.
+struct Relist<K> {
+    buf: Option<Vec<K>>,
+    /// A complete list was applied.
+    synced: bool,
+}
+
+impl<K> Default for Relist<K> {
+    fn default() -> Self {
+        Relist {
+            buf: None,
+            synced: false,
+        }
+    }
+}
+
+impl<K: kube::Resource> Relist<K> {
+    /// The ready-cache change an event makes, if any.
+    fn event(
+        &mut self,
+        event: watcher::Event<K>,
+        reset: fn(Vec<K>) -> EndpointsChange,
+        apply: fn(Box<K>) -> EndpointsChange,
+        delete: fn(String, String) -> EndpointsChange,
+    ) -> Option<EndpointsChange> {
+        match event {
+            watcher::Event::Init => {
+                self.buf = Some(Vec::new());
+                None
+            }
+            watcher::Event::InitApply(o) => {
+                self.buf.get_or_insert_default().push(o);
+                None
+            }
+            watcher::Event::InitDone => {
+                self.synced = true;
+                Some(reset(self.buf.take().unwrap_or_default()))
+            }
+            watcher::Event::Apply(o) => Some(apply(Box::new(o))),
+            watcher::Event::Delete(o) => {
+                let meta = o.meta();
+                Some(delete(
+                    meta.namespace.clone().unwrap_or_default(),
+                    meta.name.clone().unwrap_or_default(),
+                ))
+            }
+        }
+    }
 }
