@@ -348,39 +348,58 @@ impl RouteIndex {
         items: Vec<O>,
         list_rv: Option<ResourceVersion>,
     ) -> Reconciled {
-        let list_rv = list_rv.unwrap_or_default();
-        let mut out = Reconciled::default();
-        let mut listed: HashMap<ObjectKey, ()> = HashMap::with_capacity(items.len());
+        let mut listing = Listing::new(kind, list_rv);
         for item in items {
-            let (key, rv) = match item.identify(kind) {
-                Ok(x) => x,
-                Err(e) => {
-                    out.invalid.push(e);
-                    continue;
-                }
-            };
-            listed.insert(key.clone(), ());
-            if !self.differs(&key, &rv, &list_rv) {
-                continue;
+            self.listing_item(&mut listing, item);
+        }
+        self.finish_listing(listing)
+    }
+
+    /// One item of a [`Listing`], applied at once (so a large listing is
+    /// never held whole: each object is compiled and dropped as it comes).
+    pub fn listing_item<O: SourceObject>(&mut self, listing: &mut Listing, item: O) {
+        let kind = listing.kind;
+        let (key, rv) = match item.identify(kind) {
+            Ok(x) => x,
+            Err(e) => {
+                listing.out.invalid.push(e);
+                return;
             }
-            // The list is at least as new as what we hold: take it, even if
-            // its object looks older than a version we saw but lost.
-            self.remove_seen(&key);
-            self.tombstones.remove(&key);
-            match self.apply(kind, item) {
-                Outcome::Changed => out.changes += 1,
-                Outcome::Unchanged => {}
-                Outcome::Invalid(errors) => {
-                    out.changes += 1;
-                    out.invalid.extend(errors);
-                }
+        };
+        let differs = self.differs(&key, &rv, &listing.rv);
+        if !differs {
+            listing.listed.insert(key);
+            return;
+        }
+        // The list is at least as new as what we hold: take it, even if
+        // its object looks older than a version we saw but lost.
+        self.remove_seen(&key);
+        self.tombstones.remove(&key);
+        listing.listed.insert(key);
+        match self.apply(kind, item) {
+            Outcome::Changed => listing.out.changes += 1,
+            Outcome::Unchanged => {}
+            Outcome::Invalid(errors) => {
+                listing.out.changes += 1;
+                listing.out.invalid.extend(errors);
             }
         }
+    }
+
+    /// Ends a [`Listing`]: deletes what it lacks (unless the index holds
+    /// something newer than the listing).
+    pub fn finish_listing(&mut self, listing: Listing) -> Reconciled {
+        let Listing {
+            kind,
+            rv: list_rv,
+            listed,
+            mut out,
+        } = listing;
         let gone: Vec<ObjectKey> = self
             .seen
             .iter()
             .filter(|(k, seen)| {
-                k.kind == kind && !listed.contains_key(*k) && !seen.rv.newer_than(&list_rv)
+                k.kind == kind && !listed.contains(*k) && !seen.rv.newer_than(&list_rv)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -398,6 +417,34 @@ impl RouteIndex {
         let len = self.seen.len();
         self.seen.reserve((len / 2).max(16));
         out
+    }
+}
+
+/// A complete listing of one kind being applied item by item
+/// ([`RouteIndex::listing_item`], then [`RouteIndex::finish_listing`]): what
+/// it named so far, and what it changed.
+#[derive(Debug)]
+pub struct Listing {
+    kind: ObjectKind,
+    rv: ResourceVersion,
+    listed: std::collections::HashSet<ObjectKey>,
+    out: Reconciled,
+}
+
+impl Listing {
+    /// A listing of `kind` read at `rv`.
+    pub fn new(kind: ObjectKind, rv: Option<ResourceVersion>) -> Listing {
+        Listing {
+            kind,
+            rv: rv.unwrap_or_default(),
+            listed: std::collections::HashSet::new(),
+            out: Reconciled::default(),
+        }
+    }
+
+    /// The resourceVersion it was read at.
+    pub fn resource_version(&self) -> &ResourceVersion {
+        &self.rv
     }
 }
 

@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use endpoints::{EndpointsSnapshot, ReadyEndpoints, ResolveError, ResolvedPort};
 pub use index::{
-    JsonObject, ObjectKey, ObjectKind, Outcome, Reconciled, ResourceVersion, RouteIndex,
+    JsonObject, Listing, ObjectKey, ObjectKind, Outcome, Reconciled, ResourceVersion, RouteIndex,
     SourceObject,
 };
 pub use metrics::SyncMetrics;

@@ -20,7 +20,9 @@ use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::index::{JsonObject, ObjectKey, ObjectKind, Outcome, ResourceVersion, SourceObject};
+use crate::index::{
+    JsonObject, Listing, ObjectKey, ObjectKind, Outcome, ResourceVersion, SourceObject,
+};
 use crate::metrics::SyncMetrics;
 use crate::{RouteIndex, SharedTable};
 
@@ -65,14 +67,14 @@ impl SourceObject for Object {
 #[derive(Debug)]
 pub(crate) enum Event {
     /// A complete listing of the kind begins (a watch's (re)list, a resync
-    /// list, a directory's first scan).
-    Init(ObjectKind),
-    /// One object of the listing.
+    /// list, a directory's first scan), read at this resourceVersion.
+    Init(ObjectKind, Option<ResourceVersion>),
+    /// One object of the listing: applied at once if it differs from the
+    /// index (the listing is never held whole).
     InitApply(ObjectKind, Object),
-    /// The listing is complete, read at this resourceVersion: the index
-    /// takes what differs and drops what the listing lacks (except where it
-    /// holds something newer). The kind is complete from now on.
-    InitDone(ObjectKind, Option<ResourceVersion>),
+    /// The listing is complete: the index drops what it lacked (except
+    /// where it holds something newer). The kind is complete from now on.
+    InitDone(ObjectKind),
     /// An object added or changed.
     Apply(ObjectKind, Object),
     /// An object gone, with the resourceVersion of its deletion when known.
@@ -97,7 +99,7 @@ struct State {
     /// Per kind (`ObjectKind::slot`): a complete listing was applied.
     complete: [bool; 2],
     /// Per kind: the listing being received (between `Init` and `InitDone`).
-    listing: [Option<Vec<Object>>; 2],
+    listing: [Option<Listing>; 2],
     /// Per kind: the resourceVersion of the newest listing applied.
     listed_rv: [u64; 2],
 }
@@ -138,21 +140,25 @@ impl Batch<'_> {
     pub(crate) fn apply(&mut self, event: Event) -> usize {
         let st = &mut *self.state;
         match event {
-            Event::Init(kind) => {
-                st.listing[kind.slot()] = Some(Vec::new());
+            Event::Init(kind, rv) => {
+                st.listing[kind.slot()] = Some(Listing::new(kind, rv));
                 0
             }
             Event::InitApply(kind, object) => {
-                st.listing[kind.slot()].get_or_insert_default().push(object);
+                let listing =
+                    st.listing[kind.slot()].get_or_insert_with(|| Listing::new(kind, None));
+                st.index.listing_item(listing, object);
                 0
             }
-            Event::InitDone(kind, rv) => {
-                let items = st.listing[kind.slot()].take().unwrap_or_default();
-                if let Some(r) = rv.as_ref().and_then(|r| r.as_str().parse::<u64>().ok()) {
+            Event::InitDone(kind) => {
+                let listing = st.listing[kind.slot()]
+                    .take()
+                    .unwrap_or_else(|| Listing::new(kind, None));
+                if let Ok(r) = listing.resource_version().as_str().parse::<u64>() {
                     let slot = &mut st.listed_rv[kind.slot()];
                     *slot = (*slot).max(r);
                 }
-                let result = st.index.reconcile(kind, items, rv);
+                let result = st.index.finish_listing(listing);
                 report_invalid(&self.writer.metrics, kind, result.invalid);
                 st.complete[kind.slot()] = true;
                 touch(&self.writer.metrics);
@@ -182,11 +188,11 @@ impl Batch<'_> {
         items: impl IntoIterator<Item = impl Into<Object>>,
         rv: Option<ResourceVersion>,
     ) -> usize {
-        self.apply(Event::Init(kind));
+        self.apply(Event::Init(kind, rv));
         for item in items {
             self.apply(Event::InitApply(kind, item.into()));
         }
-        self.apply(Event::InitDone(kind, rv))
+        self.apply(Event::InitDone(kind))
     }
 
     /// Whether a complete listing of `kind` was applied.

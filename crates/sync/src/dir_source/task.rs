@@ -72,7 +72,7 @@ pub(crate) async fn run_dir(
                 let mut batch = writer_scan.batch();
                 if first {
                     for kind in ObjectKind::ALL {
-                        batch.apply(Event::Init(kind));
+                        batch.apply(Event::Init(kind, None));
                     }
                 }
                 batch
@@ -114,7 +114,7 @@ pub(crate) async fn run_dir(
                 let b = batch.get_or_insert_with(open);
                 for kind in ObjectKind::ALL {
                     b.apply(if first {
-                        Event::InitDone(kind, None)
+                        Event::InitDone(kind)
                     } else {
                         Event::Current
                     });
