@@ -198,7 +198,7 @@ async fn run_async(args: SyncArgs) -> anyhow::Result<()> {
         stats.open_watches
     );
     let list_bytes: u64 = stats.total_response_bytes(testkit::Verb::List);
-    let per_list = if lists > 0 { list_bytes / lists } else { 0 };
+    let per_list = list_bytes.checked_div(lists).unwrap_or(0);
     println!(
         "  per list {} B; CPU ms/s: replica {:.2}, API server (in-process) {:.2}",
         per_list, replica_ms_per_s, api_ms_per_s
