@@ -486,7 +486,9 @@ fn clock_ticks() -> f64 {
     100.0
 }
 
-fn raise_fd_limit() {
+/// Raises this process's open-file limit to the hard limit (the fleet and
+/// the scaler bench open thousands of sockets).
+pub(crate) fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut lim = getrlimit(Resource::Nofile);
     lim.current = lim.maximum;

@@ -58,21 +58,14 @@ fn pod_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8))
 }
 
-fn cpu_now() -> Duration {
+/// CPU time (user + system) of this whole process so far.
+pub(crate) fn cpu_now() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
-
-fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut lim = getrlimit(Resource::Nofile);
-    lim.current = lim.maximum;
-    let _ = setrlimit(Resource::Nofile, lim);
-}
-
 /// Runs the benchmark (or, with `--serve-pods`, the simulated fleet).
 pub fn run(args: ScalerBenchArgs) -> anyhow::Result<()> {
-    raise_fd_limit();
+    crate::fleet::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

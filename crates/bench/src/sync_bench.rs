@@ -160,10 +160,10 @@ async fn run_async(args: SyncArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     api.reset_stats();
     let cpu0 = replica_cpu(&probe).await?;
-    let process0 = process_cpu();
+    let process0 = crate::scaler_bench::cpu_now();
     tokio::time::sleep(args.idle).await;
     let cpu1 = replica_cpu(&probe).await?;
-    let process1 = process_cpu();
+    let process1 = crate::scaler_bench::cpu_now();
     let stats = api.stats();
     let secs = args.idle.as_secs_f64();
     let replica_ms_per_s = (cpu1 - cpu0).as_secs_f64() * 1e3 / secs;
@@ -232,10 +232,4 @@ async fn run_async(args: SyncArgs) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&result)?)?;
     eprintln!("results written to {}", args.out.display());
     Ok(())
-}
-
-/// CPU time (user + system) of this whole process so far.
-fn process_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }

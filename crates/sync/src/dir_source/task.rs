@@ -112,12 +112,12 @@ pub(crate) async fn run_dir(
                 }
                 endpoints_scan.mark_synced();
                 let b = batch.get_or_insert_with(open);
-                for kind in ObjectKind::ALL {
-                    b.apply(if first {
-                        Event::InitDone(kind)
-                    } else {
-                        Event::Current
-                    });
+                if first {
+                    for kind in ObjectKind::ALL {
+                        b.apply(Event::InitDone(kind));
+                    }
+                } else {
+                    b.apply(Event::Current);
                 }
             }
             drop(batch);
