@@ -76,6 +76,18 @@ enum Command {
     /// annotations. With --leader-elect only one replica writes.
     Operator(operator::OperatorArgs),
 
+    /// Run a Kubernetes-compatible API server in memory: a control plane for a laptop.
+    ///
+    /// Serves the Kubernetes API (discovery, get, list, watch, create,
+    /// update, patch with server-side apply, delete with finalizers, status
+    /// subresources, garbage collection by owner references) over plain
+    /// HTTP on loopback, and writes a kubeconfig for it, so kubectl and the
+    /// other programs (--kubeconfig) work without a cluster. It knows the
+    /// add-on's resources (HTTPScaledObject, InterceptorRoute, KEDA's
+    /// ScaledObject) and the built-ins they use; any other resource is
+    /// stored as written. --state-file keeps the objects across restarts.
+    Api(apiserver::ApiArgs),
+
     /// Run an echo backend for tests, demos and benchmarks.
     ///
     /// Answers every request with JSON describing it (method, path, headers),
@@ -107,6 +119,11 @@ fn main() -> anyhow::Result<()> {
         Command::Operator(args) => {
             init_logging();
             runtime()?.block_on(operator::run(args))?;
+            Ok(())
+        }
+        Command::Api(args) => {
+            init_logging();
+            runtime()?.block_on(apiserver::run(args))?;
             Ok(())
         }
         Command::Echo(args) => {

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use listwatch::WatchPolicy;
+use apiserver::{Core, Front, Verb};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use listwatch::{Body, Reason, Store, WatchPolicy, json_response, status_json_with_code};
 use parking_lot::Mutex;
 
-use crate::server::Shared;
-use crate::stats::Verb;
+use crate::stats::{CountedBody, StatsState};
 
 /// Which requests an injected failure applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,20 +99,21 @@ impl WatchPolicy for FaultState {
 /// ```
 #[derive(Clone)]
 pub struct Faults {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) core: Arc<Core>,
+    pub(crate) state: Arc<FaultState>,
 }
 
 impl std::fmt::Debug for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Faults")
-            .field("state", &self.shared.faults)
+            .field("state", &self.state)
             .finish()
     }
 }
 
 impl Faults {
     fn state(&self) -> &FaultState {
-        &self.shared.faults
+        &self.state
     }
 
     /// Delays every list response by `delay` (zero turns it off).
@@ -135,7 +138,7 @@ impl Faults {
 
     /// Ends every open watch now; clients reconnect.
     pub fn close_watches(&self) {
-        for s in self.shared.stores.all() {
+        for s in self.core.stores() {
             s.close_watchers();
         }
     }
@@ -178,11 +181,66 @@ impl Faults {
     /// Stops listening (connections are refused) and drops every open
     /// connection, watches included. Data is kept.
     pub async fn go_down(&self) {
-        self.shared.go_down().await;
+        self.core.go_down().await;
     }
 
     /// Listens again on the same address, serving the same data.
     pub async fn come_up(&self) -> std::io::Result<()> {
-        Shared::come_up(&self.shared).await
+        Core::come_up(&self.core).await
     }
+}
+
+/// Counts every request, then fails or delays it as the faults say, then
+/// hands it to the product server.
+pub(crate) struct TestFront {
+    pub(crate) faults: Arc<FaultState>,
+    pub(crate) stats: Arc<StatsState>,
+}
+
+impl Front for TestFront {
+    type Body = CountedBody;
+
+    async fn serve(&self, core: &Arc<Core>, req: Request<Incoming>) -> Response<CountedBody> {
+        if !core.authorized(&req) {
+            let c = self.stats.request(Verb::Other, "");
+            return CountedBody::wrap(core.handle(req).await, Some(c));
+        }
+        let Some((verb, path)) = apiserver::classify(&req) else {
+            // A query that does not parse: the server's 400, not counted.
+            return CountedBody::wrap(core.handle(req).await, None);
+        };
+        let Some(path) = path else {
+            let c = self.stats.request(verb, "");
+            return CountedBody::wrap(core.handle(req).await, Some(c));
+        };
+        let counter = self.stats.request(verb, &path.gvr.resource);
+        if let Some(code) = self.faults.failure_for(verb) {
+            let store = core.store(&path.gvr);
+            return CountedBody::wrap(injected(code, verb, store.as_ref()), Some(counter));
+        }
+        if verb == Verb::List {
+            let delay = self.faults.list_delay();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        CountedBody::wrap(core.handle(req).await, Some(counter))
+    }
+}
+
+fn injected(code: u16, verb: Verb, store: Option<&Store>) -> Response<Body> {
+    if code == 410 && verb == Verb::Watch {
+        let rv = store.map(|s| s.resource_version()).unwrap_or(0);
+        return listwatch::expired_watch_response(rv, rv);
+    }
+    let reason = Reason::from_code(code);
+    let mut resp = json_response(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        status_json_with_code(code, reason, &format!("injected failure ({code})")),
+    );
+    if code == 429 {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }

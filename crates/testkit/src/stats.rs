@@ -10,26 +10,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use parking_lot::Mutex;
 
-/// The kind of a request, as counted in [`Stats`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Verb {
-    /// GET of a collection.
-    List,
-    /// GET of a collection with `watch=1`.
-    Watch,
-    /// GET of one object.
-    Get,
-    /// POST.
-    Create,
-    /// PUT.
-    Update,
-    /// PATCH.
-    Patch,
-    /// DELETE (one object or a collection).
-    Delete,
-    /// Discovery, version, OpenAPI and other non-resource paths.
-    Other,
-}
+pub use apiserver::Verb;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counter {
@@ -134,8 +115,11 @@ pub struct CountedBody {
 }
 
 impl CountedBody {
-    pub(crate) fn new(inner: listwatch::Body, counter: Option<Arc<Counter>>) -> Self {
-        CountedBody { inner, counter }
+    pub(crate) fn wrap(
+        resp: http::Response<listwatch::Body>,
+        counter: Option<Arc<Counter>>,
+    ) -> http::Response<CountedBody> {
+        resp.map(|inner| CountedBody { inner, counter })
     }
 }
 

@@ -10,7 +10,7 @@ use listwatch::Store;
 use serde_json::Value;
 
 use crate::objects::{self, Target};
-use crate::server::Shared;
+use crate::server::Core;
 
 fn owner_uids(obj: &Value) -> Vec<&str> {
     obj.pointer("/metadata/ownerReferences")
@@ -30,7 +30,7 @@ pub(crate) fn has_owners(obj: &Value) -> bool {
 
 /// Collects until nothing more is collectable (a chain of owners goes in
 /// one call). Called with the write lock held (`rv`).
-pub(crate) fn collect(shared: &Shared, rv: &mut u64) {
+pub(crate) fn collect(shared: &Core, rv: &mut u64) {
     loop {
         let stores = shared.stores.all();
         let mut live: HashSet<String> = HashSet::new();

@@ -3,15 +3,16 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use listwatch::{
     Body, LabelSelector, ListWatch, ListWatchQuery, Reason, ResourcePath, Store, StoreConfig,
-    Stores, json_response, parse_path, status_json_with_code, status_response,
+    Stores, json_response, parse_path, status_response,
 };
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
@@ -19,13 +20,90 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::faults::FaultState;
 use crate::objects::{self, ApiError, PatchKind, Target};
 use crate::registry::ResourceDef;
-use crate::stats::{CountedBody, StatsState, Verb};
 
-/// State shared by the handle, the accept loop and every connection.
-pub(crate) struct Shared {
+/// What sits in front of the [`Core`] on every connection: the product
+/// serves requests as they come ([`Plain`]); a test harness counts them
+/// and injects faults before handing them to [`Core::handle`].
+pub trait Front: Send + Sync + 'static {
+    /// The response body.
+    type Body: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static;
+
+    /// Answers one request.
+    fn serve(
+        &self,
+        core: &Arc<Core>,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
+}
+
+/// Serves every request with [`Core::handle`] alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl Front for Plain {
+    type Body = Body;
+
+    fn serve(
+        &self,
+        core: &Arc<Core>,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        core.handle(req)
+    }
+}
+
+/// The kind of a request, as a harness counts or fails them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verb {
+    /// GET of a collection.
+    List,
+    /// GET of a collection with `watch=1`.
+    Watch,
+    /// GET of one object.
+    Get,
+    /// POST.
+    Create,
+    /// PUT.
+    Update,
+    /// PATCH.
+    Patch,
+    /// DELETE (one object or a collection).
+    Delete,
+    /// Discovery, version, OpenAPI and other non-resource paths.
+    Other,
+}
+
+/// What a request is: its verb and, for a resource request, its path.
+/// `None` when its list/watch query does not parse (the server answers 400).
+pub fn classify<B>(req: &Request<B>) -> Option<(Verb, Option<ResourcePath>)> {
+    let path = req.uri().path();
+    if path == TOKEN_REVIEWS && req.method() == Method::POST {
+        return Some((Verb::Create, None));
+    }
+    let Some(rp) = parse_path(path) else {
+        return Some((Verb::Other, None));
+    };
+    let query = ListWatchQuery::parse(req.uri().query()).ok()?;
+    let verb = match *req.method() {
+        Method::GET if rp.name.is_some() => Verb::Get,
+        Method::GET if query.watch => Verb::Watch,
+        Method::GET => Verb::List,
+        Method::POST => Verb::Create,
+        Method::PUT => Verb::Update,
+        Method::PATCH => Verb::Patch,
+        Method::DELETE => Verb::Delete,
+        _ => Verb::Other,
+    };
+    Some((verb, Some(rp)))
+}
+
+type SpawnAccept = Box<dyn Fn(Arc<Core>, TcpListener) -> JoinHandle<()> + Send + Sync>;
+
+/// The server's state, shared by the handle, the accept loop and every
+/// connection.
+pub struct Core {
     pub(crate) stores: Stores,
     pub(crate) registry: RwLock<listwatch::Discovery>,
     /// Resources uninstalled on purpose: never registered by a write.
@@ -36,19 +114,26 @@ pub(crate) struct Shared {
     pub(crate) handler: ListWatch,
     pub(crate) store_config: StoreConfig,
     pub(crate) token: Option<String>,
-    pub(crate) faults: Arc<FaultState>,
-    pub(crate) stats: StatsState,
     pub(crate) addr: SocketAddr,
     accept: Mutex<Option<JoinHandle<()>>>,
+    spawn_accept: SpawnAccept,
     /// Tokens a TokenReview authenticates (`None`: TokenReviews are not served).
     pub(crate) review_tokens: Mutex<Option<std::collections::HashSet<String>>>,
     /// TokenReviews answered.
-    pub(crate) reviews: std::sync::atomic::AtomicU64,
+    pub(crate) reviews: AtomicU64,
     /// Bumped to drop every open connection.
     down: watch::Sender<u64>,
     /// Some object was written with owner references: garbage collection
     /// runs after every write from then on.
-    owners_seen: std::sync::atomic::AtomicBool,
+    owners_seen: AtomicBool,
+    /// Told after every write (the state file's writer listens).
+    pub(crate) written: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("addr", &self.addr).finish()
+    }
 }
 
 /// Maps an [`ApiError`] to its `Status` response: the one place errors become HTTP.
@@ -56,38 +141,55 @@ pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     status_response(e.reason, &e.message)
 }
 
-impl Shared {
-    pub(crate) async fn start(
-        addr: SocketAddr,
-        registry: listwatch::Discovery,
-        store_config: StoreConfig,
-        mut handler_config: listwatch::HandlerConfig,
-        token: Option<String>,
-    ) -> std::io::Result<Arc<Shared>> {
-        let listener = process::http::listen(addr)?;
+/// How a [`Core`] starts.
+pub(crate) struct CoreConfig {
+    pub(crate) registry: listwatch::Discovery,
+    pub(crate) store_config: StoreConfig,
+    pub(crate) handler_config: listwatch::HandlerConfig,
+    pub(crate) token: Option<String>,
+    pub(crate) resource_version: u64,
+    /// Stores restored from a state file.
+    pub(crate) stores: Vec<Store>,
+}
+
+impl Core {
+    pub(crate) async fn start<F: Front>(
+        listener: TcpListener,
+        config: CoreConfig,
+        front: F,
+    ) -> std::io::Result<Arc<Core>> {
         let addr = listener.local_addr()?;
-        let faults = Arc::new(FaultState::default());
-        handler_config.policy = Some(faults.clone());
-        let shared = Arc::new(Shared {
+        let front = Arc::new(front);
+        let core = Arc::new(Core {
             stores: Stores::new(),
-            registry: RwLock::new(registry),
+            registry: RwLock::new(config.registry),
             absent: RwLock::default(),
-            rv: Mutex::new(1),
-            handler: ListWatch::new(handler_config),
-            store_config,
-            token,
-            faults,
-            stats: StatsState::default(),
+            rv: Mutex::new(config.resource_version),
+            handler: ListWatch::new(config.handler_config),
+            store_config: config.store_config,
+            token: config.token,
             addr,
             accept: Mutex::new(None),
+            spawn_accept: Box::new(move |core, listener| {
+                tokio::spawn(accept_loop(core, listener, front.clone()))
+            }),
             review_tokens: Mutex::new(None),
-            reviews: std::sync::atomic::AtomicU64::new(0),
+            reviews: AtomicU64::new(0),
             down: watch::channel(0).0,
-            owners_seen: std::sync::atomic::AtomicBool::new(false),
+            owners_seen: AtomicBool::new(false),
+            written: tokio::sync::Notify::new(),
         });
-        let task = tokio::spawn(accept_loop(shared.clone(), listener));
-        *shared.accept.lock() = Some(task);
-        Ok(shared)
+        for store in config.stores {
+            core.stores.insert(store);
+        }
+        let task = (core.spawn_accept)(core.clone(), listener);
+        *core.accept.lock() = Some(task);
+        Ok(core)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The store of a registered resource, created at the current global
@@ -99,7 +201,24 @@ impl Shared {
         })
     }
 
-    pub(crate) async fn go_down(&self) {
+    /// The store of a resource, if it is registered (created on first use).
+    pub fn store(&self, gvr: &listwatch::Gvr) -> Option<Store> {
+        self.def(gvr).map(|d| self.store_for(&d))
+    }
+
+    /// Every store in use.
+    pub fn stores(&self) -> Vec<Store> {
+        self.stores.all()
+    }
+
+    /// Whether the request carries the token (always, without one).
+    pub fn authorized<B>(&self, req: &Request<B>) -> bool {
+        self.token.as_deref().is_none_or(|t| authorized(req, t))
+    }
+
+    /// Stops listening (connections are refused) and drops every open
+    /// connection, watches included. Data is kept.
+    pub async fn go_down(&self) {
         let task = self.accept.lock().take();
         if let Some(task) = task {
             task.abort();
@@ -108,12 +227,13 @@ impl Shared {
         self.down.send_modify(|g| *g += 1);
     }
 
-    pub(crate) async fn come_up(this: &Arc<Shared>) -> std::io::Result<()> {
+    /// Listens again on the same address, serving the same data.
+    pub async fn come_up(this: &Arc<Core>) -> std::io::Result<()> {
         if this.accept.lock().is_some() {
             return Ok(());
         }
         let listener = process::http::listen(this.addr)?;
-        let task = tokio::spawn(accept_loop(this.clone(), listener));
+        let task = (this.spawn_accept)(this.clone(), listener);
         *this.accept.lock() = Some(task);
         Ok(())
     }
@@ -136,21 +256,52 @@ impl Shared {
         if let Ok(obj) = &out
             && crate::gc::has_owners(obj)
         {
-            self.owners_seen
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.owners_seen.store(true, Ordering::Relaxed);
         }
-        if self.owners_seen.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.owners_seen.load(Ordering::Relaxed) {
             crate::gc::collect(self, &mut rv);
         }
+        drop(rv);
+        self.written.notify_one();
         out
     }
 
     pub(crate) fn def(&self, gvr: &listwatch::Gvr) -> Option<ResourceDef> {
         self.registry.read().get(gvr).cloned()
     }
+
+    /// Answers one request: auth, discovery, TokenReviews and the verbs.
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if let Some(token) = &self.token
+            && !authorized(&req, token)
+        {
+            return status_response(Reason::Unauthorized, "Unauthorized");
+        }
+        let path = req.uri().path().to_owned();
+        if path == TOKEN_REVIEWS && req.method() == Method::POST {
+            return token_review(self, req).await;
+        }
+        let Some(rp) = parse_path(&path) else {
+            return if req.method() == Method::GET {
+                discovery(self, &path)
+            } else {
+                status_response(
+                    Reason::MethodNotAllowed,
+                    &format!("{} is not supported on {path}", req.method()),
+                )
+            };
+        };
+        let Some((verb, _)) = classify(&req) else {
+            let e = ListWatchQuery::parse(req.uri().query())
+                .err()
+                .unwrap_or_default();
+            return status_response(Reason::BadRequest, &e);
+        };
+        resource_request(self, req, rp, verb).await
+    }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+async fn accept_loop<F: Front>(core: Arc<Core>, listener: TcpListener, front: Arc<F>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -161,13 +312,14 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let mut down = shared.down.subscribe();
+        let core = core.clone();
+        let front = front.clone();
+        let mut down = core.down.subscribe();
         tokio::spawn(async move {
-            let svc_shared = shared.clone();
             let svc = hyper::service::service_fn(move |req| {
-                let shared = svc_shared.clone();
-                async move { Ok::<_, Infallible>(route(shared, req).await) }
+                let core = core.clone();
+                let front = front.clone();
+                async move { Ok::<_, Infallible>(front.serve(&core, req).await) }
             });
             // HTTP/1.1, and HTTP/2 with prior knowledge (h2c), as the cache
             // serves: clients built for a cache URL speak HTTP/2.
@@ -184,79 +336,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+fn authorized<B>(req: &Request<B>, token: &str) -> bool {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| t.trim() == token)
-}
-
-fn classify(method: &Method, path: &ResourcePath, query: &ListWatchQuery) -> Verb {
-    match *method {
-        Method::GET if path.name.is_some() => Verb::Get,
-        Method::GET if query.watch => Verb::Watch,
-        Method::GET => Verb::List,
-        Method::POST => Verb::Create,
-        Method::PUT => Verb::Update,
-        Method::PATCH => Verb::Patch,
-        Method::DELETE => Verb::Delete,
-        _ => Verb::Other,
-    }
-}
-
-async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<CountedBody> {
-    if let Some(token) = &shared.token
-        && !authorized(&req, token)
-    {
-        let c = shared.stats.request(Verb::Other, "");
-        return CountedBody::wrap(
-            status_response(Reason::Unauthorized, "Unauthorized"),
-            Some(c),
-        );
-    }
-    let path = req.uri().path().to_owned();
-    if path == TOKEN_REVIEWS && req.method() == Method::POST {
-        let c = shared.stats.request(Verb::Create, "");
-        return CountedBody::wrap(token_review(&shared, req).await, Some(c));
-    }
-    let Some(rp) = parse_path(&path) else {
-        let c = shared.stats.request(Verb::Other, "");
-        let resp = if req.method() == Method::GET {
-            discovery(&shared, &path)
-        } else {
-            status_response(
-                Reason::MethodNotAllowed,
-                &format!("{} is not supported on {path}", req.method()),
-            )
-        };
-        return CountedBody::wrap(resp, Some(c));
-    };
-    let query = match ListWatchQuery::parse(req.uri().query()) {
-        Ok(q) => q,
-        Err(e) => return CountedBody::wrap(status_response(Reason::BadRequest, &e), None),
-    };
-    let verb = classify(req.method(), &rp, &query);
-    let counter = shared.stats.request(verb, &rp.gvr.resource);
-    let resp = resource_request(&shared, req, rp, verb).await;
-    CountedBody::wrap(resp, Some(counter))
-}
-
-fn injected(code: u16, verb: Verb, store: Option<&Store>) -> Response<Body> {
-    if code == 410 && verb == Verb::Watch {
-        let rv = store.map(|s| s.resource_version()).unwrap_or(0);
-        return listwatch::expired_watch_response(rv, rv);
-    }
-    let reason = Reason::from_code(code);
-    let mut resp = json_response(
-        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        status_json_with_code(code, reason, &format!("injected failure ({code})")),
-    );
-    if code == 429 {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
 }
 
 fn not_found_resource() -> Response<Body> {
@@ -328,22 +413,12 @@ fn object_response(status: StatusCode, v: &Value) -> Response<Body> {
 }
 
 async fn resource_request(
-    shared: &Arc<Shared>,
+    shared: &Arc<Core>,
     req: Request<Incoming>,
     rp: ResourcePath,
     verb: Verb,
 ) -> Response<Body> {
     let mut def = shared.def(&rp.gvr);
-    if let Some(code) = shared.faults.failure_for(verb) {
-        let store = def.as_ref().map(|d| shared.store_for(d));
-        return injected(code, verb, store.as_ref());
-    }
-    if verb == Verb::List {
-        let delay = shared.faults.list_delay();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-    }
     let ns = rp.namespace.clone().unwrap_or_default();
     let uri_query = req.uri().query().map(str::to_owned);
     let headers = req.headers().clone();
@@ -463,7 +538,7 @@ async fn resource_request(
 }
 
 fn delete_collection(
-    shared: &Shared,
+    shared: &Core,
     store: &Store,
     def: &ResourceDef,
     namespace: Option<&str>,
@@ -492,7 +567,7 @@ fn delete_collection(
     object_response(StatusCode::OK, &list)
 }
 
-fn discovery(shared: &Shared, path: &str) -> Response<Body> {
+fn discovery(shared: &Core, path: &str) -> Response<Body> {
     if matches!(path, "/healthz" | "/livez" | "/readyz") {
         return Response::new(Body::full(Bytes::from_static(b"ok")));
     }
@@ -506,21 +581,12 @@ fn discovery(shared: &Shared, path: &str) -> Response<Body> {
     }
 }
 
-impl CountedBody {
-    pub(crate) fn wrap(
-        resp: Response<Body>,
-        counter: Option<Arc<crate::stats::Counter>>,
-    ) -> Response<CountedBody> {
-        resp.map(|b| CountedBody::new(b, counter))
-    }
-}
-
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
 /// `POST .../tokenreviews`: authenticates `spec.token` against the tokens
-/// set with `TestApi::serve_token_reviews` (201 with `status.authenticated`),
+/// set with `ApiServer::serve_token_reviews` (201 with `status.authenticated`),
 /// as the API server does for a caller allowed to create TokenReviews.
-async fn token_review(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn token_review(shared: &Core, req: Request<Incoming>) -> Response<Body> {
     let Some(known) = shared.review_tokens.lock().clone() else {
         return status_response(Reason::NotFound, "tokenreviews are not served");
     };
@@ -531,9 +597,7 @@ async fn token_review(shared: &Shared, req: Request<Incoming>) -> Response<Body>
     let Some(token) = body.pointer("/spec/token").and_then(Value::as_str) else {
         return status_response(Reason::BadRequest, "spec.token is required");
     };
-    shared
-        .reviews
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.reviews.fetch_add(1, Ordering::Relaxed);
     let authenticated = known.contains(token);
     let mut status = json!({"authenticated": authenticated});
     if authenticated {

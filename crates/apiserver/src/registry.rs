@@ -59,7 +59,7 @@ pub fn builtin_resources() -> Vec<ResourceDef> {
 
 /// Discovery of a writable server holding [`builtin_resources`].
 pub(crate) fn with_builtins() -> Discovery {
-    let mut d = Discovery::new("testkit", Access::ReadWrite);
+    let mut d = Discovery::new("http-addon", Access::ReadWrite);
     for def in builtin_resources() {
         d.register(def);
     }
@@ -97,7 +97,7 @@ mod tests {
         assert!(r.document("/apis/nope/v1", "x").is_none());
         assert_eq!(
             r.document("/version", "x").unwrap()["gitVersion"],
-            "v1.33.0-testkit"
+            "v1.33.0-http-addon"
         );
     }
 

@@ -1,0 +1,230 @@
+//! The state file: every object of every resource, and the global
+//! resourceVersion, as one JSON document, so `http-addon api --state-file`
+//! keeps what was applied across a restart.
+//!
+//! A restored store starts its history at the saved resourceVersion, so a
+//! client of the previous run that resumes a watch gets `410 Gone` and
+//! relists: it cannot miss a deletion made before the restart. Objects keep
+//! their uid, creationTimestamp and resourceVersion (owner references, and
+//! so garbage collection, keep working). The file is replaced atomically
+//! (written beside, then renamed).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use listwatch::{Discovery, Store, StoreConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::registry::ResourceDef;
+use crate::server::Core;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Saved {
+    pub(crate) resource_version: u64,
+    resources: Vec<SavedResource>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SavedResource {
+    group: String,
+    version: String,
+    resource: String,
+    kind: String,
+    namespaced: bool,
+    objects: Vec<Value>,
+}
+
+fn invalid(path: &Path, what: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("state file {}: {what}", path.display()),
+    )
+}
+
+/// Reads the state file; `None` when it does not exist yet.
+pub(crate) fn load(path: &Path) -> std::io::Result<Option<Saved>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(invalid(path, e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| invalid(path, e))
+}
+
+/// Stores holding the saved objects, their resources registered.
+pub(crate) fn restore(
+    saved: Saved,
+    registry: &mut Discovery,
+    config: &StoreConfig,
+) -> std::io::Result<Vec<Store>> {
+    let rv = saved.resource_version;
+    let mut stores = Vec::new();
+    for r in saved.resources {
+        let def = ResourceDef::new(&r.group, &r.version, &r.resource, &r.kind, r.namespaced);
+        let def = match registry.get(def.gvr()) {
+            Some(known) => known.clone(),
+            None => {
+                registry.register(def.clone());
+                def
+            }
+        };
+        let store = Store::new(def.resource.clone(), config.clone(), rv);
+        store.replace_all(r.objects, rv).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("restoring {}: {e}", def.gvr()),
+            )
+        })?;
+        stores.push(store);
+    }
+    Ok(stores)
+}
+
+/// Writes the state file now.
+pub(crate) fn save(core: &Core, path: &Path) -> std::io::Result<()> {
+    // Under the write lock, so the objects and the resourceVersion agree.
+    let (rv, snapshots) = {
+        let rv = core.rv.lock();
+        let snapshots: Vec<_> = core
+            .stores
+            .all()
+            .into_iter()
+            .map(|s| (s.resource().clone(), s.snapshot()))
+            .collect();
+        (*rv, snapshots)
+    };
+    let resources = snapshots
+        .into_iter()
+        .filter(|(_, snap)| !snap.is_empty())
+        .map(|(r, snap)| SavedResource {
+            group: r.gvr.group.clone(),
+            version: r.gvr.version.clone(),
+            resource: r.gvr.resource.clone(),
+            kind: r.kind.clone(),
+            namespaced: r.namespaced,
+            objects: snap.iter().map(|o| o.to_value()).collect(),
+        })
+        .collect();
+    let doc = Saved {
+        resource_version: rv,
+        resources,
+    };
+    let bytes = serde_json::to_vec(&doc).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Rewrites the state file shortly after each burst of writes.
+pub(crate) async fn keep_saved(core: Arc<Core>, path: std::path::PathBuf) {
+    loop {
+        core.written.notified().await;
+        // Let a burst of writes land, then save them all at once.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Err(e) = save(&core, &path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the state file");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::ApiServer;
+
+    #[tokio::test]
+    async fn a_restart_keeps_objects_uids_and_makes_old_watchers_relist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let first = ApiServer::builder().state_file(&path).start().await.unwrap();
+        let created = first
+            .put_object(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "a", "namespace": "ns"}, "data": {"k": "v"}
+            }))
+            .unwrap();
+        first
+            .put_object(json!({
+                "apiVersion": "example.com/v1", "kind": "Gadget",
+                "metadata": {"name": "g", "namespace": "ns"}, "spec": {"size": 3}
+            }))
+            .unwrap();
+        let rv = first.resource_version();
+        first.save(&path).unwrap();
+        drop(first);
+
+        let second = ApiServer::builder().state_file(&path).start().await.unwrap();
+        assert_eq!(second.resource_version(), rv, "the counter continues");
+        let cms = second
+            .store(&listwatch::Gvr::new("", "v1", "configmaps"))
+            .expect("configmaps restored");
+        let a = cms.get("ns", "a").expect("the ConfigMap is back").to_value();
+        assert_eq!(a["data"]["k"], "v");
+        assert_eq!(a["metadata"]["uid"], created["metadata"]["uid"]);
+        assert!(
+            cms.oldest_resource_version() >= rv,
+            "history starts at the saved resourceVersion: older watches get 410"
+        );
+        // A resource registered by a write is known again.
+        let gadgets = second
+            .store(&listwatch::Gvr::new("example.com", "v1", "gadgets"))
+            .expect("a resource registered by a write is restored");
+        assert_eq!(gadgets.snapshot().len(), 1);
+        // The next write continues after the saved resourceVersion.
+        let next = second
+            .put_object(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "b", "namespace": "ns"}
+            }))
+            .unwrap();
+        let next_rv: u64 = next["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next_rv > rv);
+    }
+
+    #[tokio::test]
+    async fn writes_reach_the_file_without_an_explicit_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let api = ApiServer::builder().state_file(&path).start().await.unwrap();
+        api.put_object(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "ns"}
+        }))
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && text.contains("\"name\":\"a\"")
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never saved");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_state_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let err = ApiServer::builder()
+            .state_file(&path)
+            .start()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("state.json"), "{err}");
+    }
+}
