@@ -27,7 +27,8 @@ pub struct ApiArgs {
     pub kubeconfig: Option<PathBuf>,
 
     /// Keep every object in this JSON file: loaded at start, rewritten
-    /// after each write and on exit, so a restart keeps what was applied.
+    /// before each write is answered, so a restart (even after kill -9)
+    /// keeps what was applied.
     /// Without it the data lives in memory only.
     #[arg(long, env = "KEDA_HTTP_API_STATE_FILE")]
     pub state_file: Option<PathBuf>,
@@ -81,10 +82,6 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     println!("kubeconfig: {}", kubeconfig.display());
     let signal = signals.recv().await;
     tracing::info!(signal, "shutting down");
-    if let Some(p) = &args.state_file {
-        api.save(p)
-            .with_context(|| format!("writing the state file {}", p.display()))?;
-    }
     if temporary {
         let _ = std::fs::remove_file(&kubeconfig);
     }

@@ -157,7 +157,7 @@ impl ApiServerBuilder {
     }
 
     /// Keeps every object in this file: loaded at start (when it exists),
-    /// rewritten shortly after each write and on [`ApiServer::save`].
+    /// rewritten before each write is answered.
     /// Clients of the previous run relist (their resourceVersions are
     /// older than the restored history) and so miss nothing.
     pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -198,14 +198,12 @@ impl ApiServerBuilder {
                 token: self.token,
                 resource_version,
                 stores,
+                state_file: self.state_file,
             },
             front,
         )
         .await?;
-        let saver = self
-            .state_file
-            .map(|path| tokio::spawn(state::keep_saved(core.clone(), path)));
-        Ok(ApiServer { core, saver })
+        Ok(ApiServer { core })
     }
 }
 
@@ -223,7 +221,6 @@ pub fn kubeconfig_yaml(server: &str, token: Option<&str>) -> String {
 /// A running API server; stops when dropped.
 pub struct ApiServer {
     core: Arc<Core>,
-    saver: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -236,9 +233,6 @@ impl std::fmt::Debug for ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        if let Some(saver) = self.saver.take() {
-            saver.abort();
-        }
         self.core.shutdown();
     }
 }
@@ -281,7 +275,8 @@ impl ApiServer {
         kube::Client::try_from(config).expect("apiserver: kube client")
     }
 
-    /// Writes the state file now (no-op without one).
+    /// Writes every object, in the state file's format, to `path` now (with
+    /// a state file configured, every write is already in it).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         state::save(&self.core, path)
     }
@@ -294,9 +289,7 @@ impl ApiServer {
 
     /// TokenReviews answered so far.
     pub fn token_reviews(&self) -> u64 {
-        self.core
-            .reviews
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.core.reviews.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Registers a resource for discovery (storage needs no registration).

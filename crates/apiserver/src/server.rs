@@ -126,8 +126,8 @@ pub struct Core {
     /// Some object was written with owner references: garbage collection
     /// runs after every write from then on.
     owners_seen: AtomicBool,
-    /// Told after every write (the state file's writer listens).
-    pub(crate) written: tokio::sync::Notify,
+    /// Where every write is persisted before it is answered, if anywhere.
+    pub(crate) state_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Core {
@@ -150,6 +150,8 @@ pub(crate) struct CoreConfig {
     pub(crate) resource_version: u64,
     /// Stores restored from a state file.
     pub(crate) stores: Vec<Store>,
+    /// The state file to keep.
+    pub(crate) state_file: Option<std::path::PathBuf>,
 }
 
 impl Core {
@@ -177,7 +179,7 @@ impl Core {
             reviews: AtomicU64::new(0),
             down: watch::channel(0).0,
             owners_seen: AtomicBool::new(false),
-            written: tokio::sync::Notify::new(),
+            state_file: config.state_file,
         });
         for store in config.stores {
             core.stores.insert(store);
@@ -195,8 +197,11 @@ impl Core {
     /// The store of a registered resource, created at the current global
     /// resourceVersion on first use.
     pub(crate) fn store_for(&self, def: &ResourceDef) -> Store {
+        // The counter is read before the stores' lock is taken: the state
+        // file's writer takes them in the other order (counter, then
+        // stores), and holding both here would deadlock with it.
+        let rv = *self.rv.lock();
         self.stores.get_or_insert_with(def.gvr(), || {
-            let rv = *self.rv.lock();
             Store::new(def.resource.clone(), self.store_config.clone(), rv)
         })
     }
@@ -261,8 +266,12 @@ impl Core {
         if self.owners_seen.load(Ordering::Relaxed) {
             crate::gc::collect(self, &mut rv);
         }
-        drop(rv);
-        self.written.notify_one();
+        if out.is_ok()
+            && let Some(path) = &self.state_file
+            && let Err(e) = crate::state::save_locked(self, *rv, path)
+        {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the state file; this write is kept in memory only");
+        }
         out
     }
 

@@ -202,6 +202,7 @@ pub(crate) async fn run(
     let config = watcher::Config::default();
     let queue_errors = Arc::new(AtomicBool::new(false));
     let hso_controller = Controller::new_with(hsos, config.clone(), hso)
+        .trigger_backoff(WatchBackoff::new())
         .owns_with(sos, so, config.clone())
         .graceful_shutdown_on(cancel.clone().cancelled_owned())
         .run(reconcile_hso, retry, ctx.clone())
@@ -210,6 +211,7 @@ pub(crate) async fn run(
             futures::future::ready(())
         });
     let ir_controller = Controller::new_with(irs, config, ir)
+        .trigger_backoff(WatchBackoff::new())
         .graceful_shutdown_on(cancel.cancelled_owned())
         .run(reconcile_ir, retry, ctx)
         .for_each(|r| {
@@ -217,6 +219,35 @@ pub(crate) async fn run(
             futures::future::ready(())
         });
     tokio::join!(hso_controller, ir_controller);
+}
+
+/// How soon a controller's watches restart after they fail: the backoff
+/// the other programs' list/watch loops use (100 ms doubling to 5 s, with
+/// jitter), not kube-runtime's default (800 ms to 30 s), so the operator is
+/// back within seconds of an API server's return, as the interceptors are.
+struct WatchBackoff(kubewatch::Backoff);
+
+impl WatchBackoff {
+    fn new() -> Self {
+        WatchBackoff(
+            kubewatch::Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+                .with_jitter(),
+        )
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.0.next_delay())
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0.reset();
+    }
 }
 
 type RunResult = Result<
