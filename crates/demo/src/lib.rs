@@ -191,6 +191,7 @@ async fn walk(
         "routes",
         "apply 2 HTTPScaledObjects and 1 InterceptorRoute; the operator writes ScaledObjects",
     );
+    let counted_from = sys.cache_counters().await?;
     let t0 = Instant::now();
     sys.apply(hso("shop", &["*.shop.example"], &["/cart", "/api"]))
         .await?;
@@ -418,6 +419,21 @@ async fn walk(
     if worst > 1000 {
         bail!("a change took {worst} ms to reach an interceptor (promise: within 1 s)");
     }
+    // Every change so far reached the cache as a watch event: its 1 s
+    // resync (the safety net for lost events) had next to nothing to do.
+    let (events_now, repairs_now) = sys.cache_counters().await?;
+    let events = events_now - counted_from.0;
+    let repairs = repairs_now - counted_from.1;
+    step.detail(&format!(
+        "the cache got {events} watch events for steps 2-5; its resync had to repair {repairs}"
+    ));
+    if events == 0 || repairs * 5 > events {
+        bail!(
+            "the cache is not following the API's watch events: {repairs} of {events} changes arrived only through its resync"
+        );
+    }
+    step.fact("cache_watch_events", json!(events));
+    step.fact("cache_resync_repairs", json!(repairs));
     step.fact("path_change_ms", json!(gone));
     step.fact("delete_ms", json!(removed));
     step.headline(&format!("404 everywhere within {worst} ms"));

@@ -81,6 +81,7 @@ pub(crate) struct System {
     proxy_port: u16,
     admin_port: u16,
     backends: BTreeMap<String, u16>,
+    cache_metrics_port: u16,
     kube: kube::Client,
     http: Client<HttpConnector, Empty<Bytes>>,
     scaler: Option<ExternalScalerClient<Channel>>,
@@ -120,6 +121,7 @@ impl System {
             proxy_port: free_port()?,
             admin_port: free_port()?,
             backends: BTreeMap::new(),
+            cache_metrics_port: 0,
             kube,
             http,
             scaler: None,
@@ -156,6 +158,7 @@ impl System {
         // The cache, then everything that reads through it.
         let t = Instant::now();
         let metrics = free_port()?;
+        sys.cache_metrics_port = metrics;
         let cache = format!("http://127.0.0.1:{}", sys.cache_port);
         let kubeconfig = sys.kubeconfig().display().to_string();
         sys.spawn(
@@ -612,6 +615,24 @@ impl System {
             n += 1;
         }
         (ok, failed)
+    }
+
+    /// The cache's counters: (watch events received from the API, changes
+    /// only its periodic resync found, i.e. events it did not get).
+    pub(crate) async fn cache_counters(&self) -> anyhow::Result<(u64, u64)> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.cache_metrics_port);
+        let (_, body) = self.get_url(&url, None, None).await?;
+        let text = String::from_utf8_lossy(&body);
+        let sum = |name: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        Ok((
+            sum("keda_http_cache_upstream_events_total"),
+            sum("keda_http_cache_upstream_resync_repairs_total"),
+        ))
     }
 
     /// A ScaledObject reference as KEDA sends it.
