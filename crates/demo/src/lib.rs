@@ -468,6 +468,16 @@ async fn walk(
         "API back (state file restored) in {back_ms} ms; a new route then reached each interceptor after {}",
         ms_list(&times)
     ));
+    until(
+        "the operator writes the new route's ScaledObject",
+        async || sys.get("keda.sh/v1alpha1", "ScaledObject", "news").await,
+    )
+    .await?;
+    let operator_ms = restarted.elapsed().as_millis() as u64;
+    step.detail(&format!(
+        "the operator (kube-runtime watches, relisting after the restart) wrote its ScaledObject {operator_ms} ms after the restart"
+    ));
+    step.fact("operator_resumed_ms", json!(operator_ms));
     step.fact("requests_ok_during_outage", json!(ok));
     step.fact("requests_failed_during_outage", json!(failed));
     step.fact("api_restart_ms", json!(back_ms));
