@@ -12,9 +12,9 @@ use routing::Route;
 
 use super::forward::Forwarded;
 use super::handle::Failure;
+use super::headers::request_host;
 use super::respond::static_response;
 use super::{Peer, Proxy};
-use super::headers::request_host;
 use crate::error::{PendingScope, ProxyError};
 
 /// A held cold-start slot of a route ([`routing::RouteCounters::pending`])
@@ -152,7 +152,11 @@ mod tests {
         // The route is full; another route takes the last of the total.
         let c = take(&other).unwrap();
         assert_eq!(take(&other).unwrap_err(), (PendingScope::Total, 3));
-        assert_eq!(other.load(Ordering::Relaxed), 1, "a refused slot is given back");
+        assert_eq!(
+            other.load(Ordering::Relaxed),
+            1,
+            "a refused slot is given back"
+        );
         drop(a);
         let d = take(&route).unwrap();
         drop((b, c, d));
