@@ -3,21 +3,18 @@
 //! connection cap new connections are closed while the open ones keep
 //! working, and an oversized request head gets 431.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cache::{Authenticator, Cache, CacheConfig};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use testkit::TestApi;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::hostile::{Slowloris, open_http1 as open, until_closed};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "subscriber-token";
 const WAIT: Duration = Duration::from_secs(15);
-/// Generous bound on "the server closes it".
-const CLOSED_WITHIN: Duration = Duration::from_secs(30);
 
 async fn cache_with(api: &TestApi, limits: process::http::Limits) -> Cache {
     let mut registry = prometheus_client::registry::Registry::default();
@@ -41,16 +38,6 @@ async fn cache_with(api: &TestApi, limits: process::http::Limits) -> Cache {
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-/// An HTTP/1.1 connection to `addr`, open and idle.
-async fn open(addr: SocketAddr) -> Sender {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    send
-}
-
 /// A list of HTTPScaledObjects over `send`; its status.
 async fn list(send: &mut Sender) -> u16 {
     let req = http::Request::get("/apis/http.keda.sh/v1alpha1/httpscaledobjects")
@@ -64,24 +51,6 @@ async fn list(send: &mut Sender) -> u16 {
     let status = resp.status().as_u16();
     resp.into_body().collect().await.unwrap();
     status
-}
-
-/// Reads until the server closes `s`; what it sent before.
-async fn until_closed(s: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read = async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(CLOSED_WITHIN, read)
-        .await
-        .expect("the server closes the connection");
-    String::from_utf8_lossy(&got).into_owned()
 }
 
 async fn wait_open(cache: &Cache, want: i64) {
@@ -106,35 +75,12 @@ async fn slowloris_is_closed_while_a_subscriber_is_served() {
         },
     )
     .await;
-    let mut slow = TcpStream::connect(cache.addr()).await.unwrap();
-    slow.write_all(b"GET /apis HTTP/1.1\r\nHost: cache\r\n")
-        .await
-        .unwrap();
-    let (mut slow_read, mut slow_write) = slow.into_split();
-    let trickle = tokio::spawn(async move {
-        for b in b"X-Slow: ".iter().cycle() {
-            if slow_write.write_all(&[*b]).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let slow = Slowloris::start(cache.addr(), "GET /apis HTTP/1.1\r\nHost: cache\r\n").await;
     let mut subscriber = open(cache.addr()).await;
     for _ in 0..5 {
         assert_eq!(list(&mut subscriber).await, 200);
     }
-    let read = async {
-        let mut buf = [0u8; 256];
-        while let Ok(n) = slow_read.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(CLOSED_WITHIN, read)
-        .await
-        .expect("the slowloris client is disconnected");
-    trickle.abort();
+    slow.closed().await;
     // A silent connection is closed too.
     let mut silent = TcpStream::connect(cache.addr()).await.unwrap();
     assert_eq!(until_closed(&mut silent).await, "");

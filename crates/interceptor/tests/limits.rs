@@ -7,39 +7,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use interceptor::Interceptor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::hostile::{Slowloris, open_http1 as open, until_closed};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// Generous bound on "the server closes it".
-const CLOSED_WITHIN: Duration = Duration::from_secs(30);
-
-/// Reads until the server closes `s` (end of stream or reset); what it
-/// sent before closing.
-async fn until_closed(s: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read = async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(CLOSED_WITHIN, read)
-        .await
-        .expect("the server closes the connection");
-    String::from_utf8_lossy(&got).into_owned()
-}
 
 /// The value of the unlabelled metric `name` on the admin port.
 async fn metric(icp: &Interceptor, name: &str) -> u64 {
@@ -62,16 +39,6 @@ async fn wait_metric(icp: &Interceptor, name: &str, want: u64) {
         .unwrap_or_else(|_| panic!("{name} never reached {want}"));
 }
 
-/// An HTTP/1.1 connection to `addr`, open and idle.
-async fn open(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    send
-}
-
 async fn get_over(
     send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     host: &str,
@@ -92,19 +59,7 @@ async fn slowloris_and_silent_clients_are_closed_while_others_are_served() {
     let addr = icp.proxy_addr;
 
     // Headers trickled a byte every 100 ms: never complete within 1 s.
-    let mut slow = TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
-        .await
-        .unwrap();
-    let (mut slow_read, mut slow_write) = slow.into_split();
-    let trickle = tokio::spawn(async move {
-        for b in b"X-Slow: ".iter().cycle() {
-            if slow_write.write_all(&[*b]).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let slow = Slowloris::start(addr, "GET / HTTP/1.1\r\nHost: app.test\r\n").await;
     // A client that connects and sends nothing at all.
     let mut silent = TcpStream::connect(addr).await.unwrap();
 
@@ -113,19 +68,7 @@ async fn slowloris_and_silent_clients_are_closed_while_others_are_served() {
         assert_eq!(get(addr, "app.test", "/").await.status, StatusCode::OK);
     }
 
-    let read = async {
-        let mut buf = [0u8; 256];
-        loop {
-            match slow_read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(CLOSED_WITHIN, read)
-        .await
-        .expect("the slowloris client is disconnected");
-    trickle.abort();
+    slow.closed().await;
     assert_eq!(until_closed(&mut silent).await, "");
     assert!(metric(&icp, "interceptor_proxy_connections_without_request_total").await >= 1);
     assert_eq!(get(addr, "app.test", "/").await.status, StatusCode::OK);

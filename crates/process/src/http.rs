@@ -25,12 +25,12 @@ use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, warn};
+use tracing::{debug, warn};
 
 /// The content type of [`metrics_response`].
 pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -302,48 +302,27 @@ impl Server {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Accepted { stream, peer, slot } = conn;
-        let span = tracing::debug_span!("connection", %peer);
-        async move {
-            let _slot = slot;
-            let first_request_by = (!self.limits.header_read_timeout.is_zero())
-                .then(|| Instant::now() + self.limits.header_read_timeout);
-            let Some(acceptor) = tls else {
-                return self
-                    .serve_io(stream, service, first_request_by, drain, kill)
-                    .await;
-            };
-            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-            let stream = tokio::select! {
-                r = handshake => match r {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => return debug!("TLS handshake timed out"),
-                },
-                _ = kill.cancelled() => return,
-            };
-            self.serve_io(stream, service, first_request_by, drain, kill)
-                .await
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn serve_io<I, S, B>(
-        &self,
-        io: I,
-        service: S,
-        first_request_by: Option<Instant>,
-        drain: &CancellationToken,
-        kill: &CancellationToken,
-    ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+        let _slot = slot;
+        // hyper bounds HTTP/1.1 heads itself, but neither the wait for the
+        // first bytes (its protocol detection, and a TLS handshake) nor
+        // HTTP/2's first request: this deadline does.
+        let first_request_by = (!self.limits.header_read_timeout.is_zero())
+            .then(|| Instant::now() + self.limits.header_read_timeout);
+        let io = match tls {
+            None => Either::Left(stream),
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                tokio::select! {
+                    r = handshake => match r {
+                        Ok(Ok(s)) => Either::Right(s),
+                        Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                    },
+                    _ = kill.cancelled() => return,
+                }
+            }
+        };
         let seen = Arc::new(AtomicBool::new(false));
         let service = FirstRequest {
             inner: service,
@@ -353,8 +332,6 @@ impl Server {
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
-        // hyper bounds HTTP/1.1 heads itself, but not the wait for the
-        // first bytes (its protocol detection) nor HTTP/2's first request.
         let first = tokio::time::sleep_until(first_request_by.unwrap_or_else(Instant::now));
         tokio::pin!(first);
         let mut waiting_first = first_request_by.is_some();
@@ -365,7 +342,7 @@ impl Server {
                 _ = kill.cancelled() => return,
                 r = conn.as_mut() => {
                     if let Err(e) = r {
-                        debug!(error = %e, "connection ended with an error");
+                        debug!(%peer, error = %e, "connection ended with an error");
                     }
                     return;
                 }
@@ -377,7 +354,7 @@ impl Server {
                     waiting_first = false;
                     if !seen.load(Ordering::Relaxed) {
                         self.metrics.without_request.inc();
-                        debug!("no request head within the header read timeout; closing");
+                        debug!(%peer, "no request head within the header read timeout; closing");
                         return;
                     }
                 }
