@@ -133,29 +133,9 @@ pub struct CacheArgs {
     #[arg(long, env = "KEDA_HTTP_CACHE_HISTORY", default_value_t = 4096)]
     pub history: usize,
 
-    /// Subscriber connections kept open at once; past it a new connection
-    /// is closed at once (0: no cap).
-    #[arg(
-        long,
-        env = "KEDA_HTTP_CACHE_MAX_CONNECTIONS",
-        default_value_t = process::http::Limits::DEFAULT_MAX_CONNECTIONS
-    )]
-    pub max_connections: usize,
-
-    /// Time a subscriber has to send a request's headers (the first
-    /// request's counted from connect); also how long an idle HTTP/1.1
-    /// keep-alive connection is kept. A slower client is disconnected (0s: none).
-    #[arg(long, env = "KEDA_HTTP_CACHE_HEADER_READ_TIMEOUT", value_parser = duration, default_value = "30s")]
-    pub header_read_timeout: Duration,
-
-    /// Largest request head (request line and headers) in bytes; a larger
-    /// one is answered 431 (at least 8192 for HTTP/1.1).
-    #[arg(
-        long,
-        env = "KEDA_HTTP_CACHE_MAX_HEADER_BYTES",
-        default_value_t = process::http::Limits::DEFAULT_MAX_HEADER_BYTES
-    )]
-    pub max_header_bytes: usize,
+    /// Connection limits of the subscriber port.
+    #[command(flatten)]
+    pub limits: process::http::LimitArgs,
 
     /// Testing: drop this fraction of live events per watcher.
     #[arg(long, hide = true, default_value_t = 0.0)]
@@ -175,11 +155,7 @@ impl CacheArgs {
             upstream_resync_interval: self.upstream_resync_interval,
             upstream_watch_timeout: self.upstream_watch_timeout,
             drop_watch_events: self.drop_watch_events,
-            limits: process::http::Limits {
-                max_connections: self.max_connections,
-                header_read_timeout: self.header_read_timeout,
-                max_header_bytes: self.max_header_bytes,
-            },
+            limits: self.limits.limits(),
             ..CacheConfig::default()
         };
         config.store.history = self.history.max(1);
@@ -390,5 +366,12 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("Upstream precedence"), "{help}");
         assert!(help.contains("KEDA_HTTP_CACHE_UPSTREAM_URL"), "{help}");
+        for var in [
+            "KEDA_HTTP_MAX_CONNECTIONS",
+            "KEDA_HTTP_HEADER_READ_TIMEOUT",
+            "KEDA_HTTP_MAX_HEADER_BYTES",
+        ] {
+            assert!(help.contains(&format!("[env: {var}=")), "{var}: {help}");
+        }
     }
 }

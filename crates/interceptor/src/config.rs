@@ -202,31 +202,9 @@ pub struct ProxyArgs {
     )]
     pub cold_start_max_pending_requests_total: u64,
 
-    /// Client connections the proxy keeps open at once, plain and TLS
-    /// together; past it a new connection is closed at once (0: no cap).
-    /// Ours, not upstream's.
-    #[arg(
-        long,
-        env = "KEDA_HTTP_PROXY_MAX_CONNECTIONS",
-        default_value_t = process::http::Limits::DEFAULT_MAX_CONNECTIONS
-    )]
-    pub proxy_max_connections: usize,
-
-    /// Time a client has to send a request's headers (the first request's
-    /// counted from connect); also how long an idle HTTP/1.1 keep-alive
-    /// connection is kept. A slower client is disconnected (0s: none).
-    /// Ours, not upstream's.
-    #[arg(long, env = "KEDA_HTTP_PROXY_HEADER_READ_TIMEOUT", value_parser = duration, default_value = "30s")]
-    pub proxy_header_read_timeout: Duration,
-
-    /// Largest request head (request line and headers) in bytes; a larger
-    /// one is answered 431 (at least 8192 for HTTP/1.1). Ours, not upstream's.
-    #[arg(
-        long,
-        env = "KEDA_HTTP_PROXY_MAX_HEADER_BYTES",
-        default_value_t = process::http::Limits::DEFAULT_MAX_HEADER_BYTES
-    )]
-    pub proxy_max_header_bytes: usize,
+    /// Connection limits of the proxy ports.
+    #[command(flatten)]
+    pub limits: process::http::LimitArgs,
 
     /// Log one line per request (method, host, path, status, duration, route).
     #[arg(long, env = "KEDA_HTTP_LOG_REQUESTS", value_parser = go_bool, default_value = "false", action = clap::ArgAction::Set)]
@@ -323,15 +301,6 @@ pub struct ProxyArgs {
 pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl ProxyArgs {
-    /// The proxy listeners' connection limits.
-    pub fn limits(&self) -> process::http::Limits {
-        process::http::Limits {
-            max_connections: self.proxy_max_connections,
-            header_read_timeout: self.proxy_header_read_timeout,
-            max_header_bytes: self.proxy_max_header_bytes,
-        }
-    }
-
     /// Proxy worker threads in force: the flag, or one per CPU core.
     pub fn workers(&self) -> usize {
         match self.proxy_workers {
@@ -517,9 +486,9 @@ mod tests {
             "KEDA_HTTP_PROXY_TLS_CIPHER_SUITES",
             "KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES",
             "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS_TOTAL",
-            "KEDA_HTTP_PROXY_MAX_CONNECTIONS",
-            "KEDA_HTTP_PROXY_HEADER_READ_TIMEOUT",
-            "KEDA_HTTP_PROXY_MAX_HEADER_BYTES",
+            "KEDA_HTTP_MAX_CONNECTIONS",
+            "KEDA_HTTP_HEADER_READ_TIMEOUT",
+            "KEDA_HTTP_MAX_HEADER_BYTES",
         ] {
             assert!(
                 help.contains(&format!("[env: {var}=")),

@@ -180,7 +180,7 @@ impl Interceptor {
             .collect();
         let stop_proxy = cancel.child_token();
         let proxy_server = Arc::new(server::proxy_server(
-            args.proxy.limits(),
+            args.proxy.limits.limits(),
             connection_metrics,
         ));
         let workers = Arc::new(

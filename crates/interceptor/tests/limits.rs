@@ -55,7 +55,7 @@ async fn get_over(
 
 #[tokio::test]
 async fn slowloris_and_silent_clients_are_closed_while_others_are_served() {
-    let (icp, _dir) = serve_app("app.test", &["--proxy-header-read-timeout", "1s"]).await;
+    let (icp, _dir) = serve_app("app.test", &["--header-read-timeout", "1s"]).await;
     let addr = icp.proxy_addr;
 
     // Headers trickled a byte every 100 ms: never complete within 1 s.
@@ -77,7 +77,7 @@ async fn slowloris_and_silent_clients_are_closed_while_others_are_served() {
 
 #[tokio::test]
 async fn over_the_connection_cap_new_connections_are_closed_and_open_ones_work() {
-    let (icp, _dir) = serve_app("app.test", &["--proxy-max-connections", "2"]).await;
+    let (icp, _dir) = serve_app("app.test", &["--max-connections", "2"]).await;
     let addr = icp.proxy_addr;
     let mut a = open(addr).await;
     let mut b = open(addr).await;
@@ -109,7 +109,7 @@ async fn over_the_connection_cap_new_connections_are_closed_and_open_ones_work()
 
 #[tokio::test]
 async fn an_oversized_request_head_gets_431() {
-    let (icp, _dir) = serve_app("app.test", &["--proxy-max-header-bytes", "16384"]).await;
+    let (icp, _dir) = serve_app("app.test", &["--max-header-bytes", "16384"]).await;
     let big = "a".repeat(20 * 1024);
     let got = raw_request(
         icp.proxy_addr,

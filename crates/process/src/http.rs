@@ -95,6 +95,40 @@ impl Default for Limits {
     }
 }
 
+/// The [`Limits`] as flags, named alike in every program that serves
+/// outside clients: the interceptor (its proxy ports) and the cache (its
+/// subscriber port). Ours, not upstream's.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Client connections kept open at once (the interceptor's plain and
+    /// TLS proxy ports together); past it a new connection is closed at
+    /// once (0: no cap).
+    #[arg(long, env = "KEDA_HTTP_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Time a client has to send a request's headers (the first request's
+    /// counted from connect); also how long an idle HTTP/1.1 keep-alive
+    /// connection is kept. A slower client is disconnected (0s: none).
+    #[arg(long, env = "KEDA_HTTP_HEADER_READ_TIMEOUT", value_parser = crate::parse_duration, default_value = "30s")]
+    pub header_read_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; a larger
+    /// one is answered 431 (at least 8192 for HTTP/1.1).
+    #[arg(long, env = "KEDA_HTTP_MAX_HEADER_BYTES", default_value_t = Limits::DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+}
+
+impl LimitArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
+}
+
 /// How long a TLS handshake may take before the connection is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
