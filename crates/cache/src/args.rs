@@ -133,6 +133,10 @@ pub struct CacheArgs {
     #[arg(long, env = "KEDA_HTTP_CACHE_HISTORY", default_value_t = 4096)]
     pub history: usize,
 
+    /// Connection limits of the subscriber port.
+    #[command(flatten)]
+    pub limits: process::http::LimitArgs,
+
     /// Testing: drop this fraction of live events per watcher.
     #[arg(long, hide = true, default_value_t = 0.0)]
     pub drop_watch_events: f64,
@@ -151,6 +155,7 @@ impl CacheArgs {
             upstream_resync_interval: self.upstream_resync_interval,
             upstream_watch_timeout: self.upstream_watch_timeout,
             drop_watch_events: self.drop_watch_events,
+            limits: self.limits.limits(),
             ..CacheConfig::default()
         };
         config.store.history = self.history.max(1);
@@ -361,5 +366,12 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("Upstream precedence"), "{help}");
         assert!(help.contains("KEDA_HTTP_CACHE_UPSTREAM_URL"), "{help}");
+        for var in [
+            "KEDA_HTTP_MAX_CONNECTIONS",
+            "KEDA_HTTP_HEADER_READ_TIMEOUT",
+            "KEDA_HTTP_MAX_HEADER_BYTES",
+        ] {
+            assert!(help.contains(&format!("[env: {var}=")), "{var}: {help}");
+        }
     }
 }

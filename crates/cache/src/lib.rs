@@ -162,6 +162,8 @@ pub struct CacheConfig {
     /// Testing: drop this fraction of live events per watcher (the resync
     /// must repair them).
     pub drop_watch_events: f64,
+    /// Connection limits of the subscriber port.
+    pub limits: process::http::Limits,
 }
 
 impl Default for CacheConfig {
@@ -183,6 +185,7 @@ impl Default for CacheConfig {
             },
             watch_buffer: 64,
             drop_watch_events: 0.0,
+            limits: process::http::Limits::default(),
         }
     }
 }
@@ -336,8 +339,13 @@ impl Cache {
             metrics: metrics.clone(),
             addr,
         });
+        let subscriber_server = Arc::new(server::subscriber_server(
+            config.limits,
+            metrics.connections.clone(),
+        ));
         tasks.spawn(server::accept_loop(
             served,
+            subscriber_server,
             listener,
             tls.clone(),
             cancel.clone(),

@@ -18,8 +18,9 @@ pub struct ResourceLabel {
 /// The cache's metrics. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CacheMetrics {
-    /// Open subscriber connections (HTTP/1.1 or HTTP/2).
-    pub connections: Gauge,
+    /// Subscriber connections (HTTP/1.1 or HTTP/2): open now, refused over
+    /// the cap, closed without a request.
+    pub connections: process::http::ConnectionMetrics,
     /// Open watches served to subscribers.
     pub subscribers: Gauge,
     /// Watch events (not bookmarks) written to subscribers.
@@ -58,7 +59,7 @@ impl CacheMetrics {
     /// Creates and registers the metrics.
     pub fn new(registry: &mut Registry) -> Self {
         let m = CacheMetrics {
-            connections: Gauge::default(),
+            connections: process::http::ConnectionMetrics::default(),
             subscribers: Gauge::default(),
             events_fanned_out: Counter::default(),
             bookmarks_sent: Counter::default(),
@@ -81,11 +82,7 @@ impl CacheMetrics {
             m.source_up.clone(),
         );
         let r = registry.sub_registry_with_prefix("keda_http_cache");
-        r.register(
-            "connections",
-            "Open subscriber connections",
-            m.connections.clone(),
-        );
+        m.connections.register(r, "subscriber");
         r.register(
             "subscribers",
             "Open watches served to subscribers",

@@ -14,8 +14,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use listwatch::{Body, ListWatch, ListWatchQuery, Reason, Stores, json_response, parse_path};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -95,11 +93,15 @@ pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsA
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-fn connection_builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().timer(TokioTimer::new());
-    b.http2()
-        .timer(TokioTimer::new())
+/// The subscriber port's HTTP server: `limits`, plus its HTTP/2 settings.
+pub(crate) fn subscriber_server(
+    limits: process::http::Limits,
+    metrics: process::http::ConnectionMetrics,
+) -> process::http::Server {
+    let mut server = process::http::Server::new(limits, metrics);
+    server
+        .builder_mut()
+        .http2()
         // A date header on every 304 would defeat HPACK (it changes each second).
         .auto_date_header(false)
         // Bounds what a slow subscriber's stream can hold in the server.
@@ -107,72 +109,35 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(60)))
         .keep_alive_timeout(Duration::from_secs(20));
-    b
+    server
 }
 
 /// Accepts connections until cancelled; every open connection is dropped
 /// when cancelled.
 pub(crate) async fn accept_loop(
     served: Arc<Served>,
+    server: Arc<process::http::Server>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     cancel: CancellationToken,
 ) {
-    let builder = Arc::new(connection_builder());
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let served = served.clone();
-        let builder = builder.clone();
-        let cancel = cancel.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            served.metrics.connections.inc();
-            let svc_served = served.clone();
+    server
+        .accept(listener, &cancel, |conn| {
+            let served = served.clone();
             let session = Arc::new(Session::default());
             let svc = hyper::service::service_fn(move |req| {
-                let served = svc_served.clone();
+                let served = served.clone();
                 let session = session.clone();
                 async move { Ok::<_, Infallible>(route(served, session, req).await) }
             });
-            let result = match tls {
-                None => {
-                    tokio::select! {
-                        r = builder.serve_connection(TokioIo::new(stream), svc) => r,
-                        _ = cancel.cancelled() => Ok(()),
-                    }
-                }
-                Some(acceptor) => {
-                    let accepted = tokio::select! {
-                        r = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)) => r,
-                        _ = cancel.cancelled() => { served.metrics.connections.dec(); return; }
-                    };
-                    match accepted {
-                        Ok(Ok(tls_stream)) => tokio::select! {
-                            r = builder.serve_connection(TokioIo::new(tls_stream), svc) => r,
-                            _ = cancel.cancelled() => Ok(()),
-                        },
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(_) => Err("TLS handshake timed out".into()),
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "subscriber connection ended with an error");
-            }
-            served.metrics.connections.dec();
-        });
-    }
+            let (server, tls, cancel) = (server.clone(), tls.clone(), cancel.clone());
+            tokio::spawn(async move {
+                server
+                    .serve_tcp(conn, tls.as_ref(), svc, &cancel, &cancel)
+                    .await
+            });
+        })
+        .await
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -193,6 +193,19 @@ pub struct ProxyArgs {
     )]
     pub cold_start_max_pending_requests: u64,
 
+    /// Requests all routes together may hold in cold-start waits on this
+    /// replica; more are answered 503 (0: unlimited). Ours, not upstream's.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS_TOTAL",
+        default_value_t = 10_000
+    )]
+    pub cold_start_max_pending_requests_total: u64,
+
+    /// Connection limits of the proxy ports.
+    #[command(flatten)]
+    pub limits: process::http::LimitArgs,
+
     /// Log one line per request (method, host, path, status, duration, route).
     #[arg(long, env = "KEDA_HTTP_LOG_REQUESTS", value_parser = go_bool, default_value = "false", action = clap::ArgAction::Set)]
     pub log_requests: bool,
@@ -472,6 +485,10 @@ mod tests {
             "KEDA_HTTP_PROXY_TLS_MAX_VERSION",
             "KEDA_HTTP_PROXY_TLS_CIPHER_SUITES",
             "KEDA_HTTP_PROXY_TLS_CURVE_PREFERENCES",
+            "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS_TOTAL",
+            "KEDA_HTTP_MAX_CONNECTIONS",
+            "KEDA_HTTP_HEADER_READ_TIMEOUT",
+            "KEDA_HTTP_MAX_HEADER_BYTES",
         ] {
             assert!(
                 help.contains(&format!("[env: {var}=")),

@@ -27,13 +27,18 @@ pub enum ProxyError {
         /// The timeout that passed.
         timeout: std::time::Duration,
     },
-    /// Too many requests are already waiting for this route's cold start.
-    #[error("too many requests waiting for {route} to start ({limit} pending)")]
+    /// Too many requests are already waiting for a cold start: this
+    /// route's, or all routes' together.
+    #[error("{}", too_many_pending(route, host, *limit, *scope))]
     TooManyPending {
         /// Route key.
         route: String,
-        /// The limit.
+        /// The request's host.
+        host: String,
+        /// The limit that was reached.
         limit: u64,
+        /// Which limit.
+        scope: PendingScope,
     },
     /// The backend did not send its response headers in time.
     #[error("backend {backend} sent no response headers within {timeout:?}")]
@@ -57,6 +62,33 @@ pub enum ProxyError {
     /// A static body from a ConfigMap that this interceptor cannot read.
     #[error("static response body from ConfigMap {0} is not resolved")]
     BodyNotResolved(String),
+}
+
+/// Which cold-start cap turned a request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingScope {
+    /// The route's own (`KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS`).
+    Route,
+    /// All routes' together (`KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS_TOTAL`).
+    Total,
+}
+
+/// The body of a 503 for a full cold-start queue: the route, the host, the
+/// limit and the variable that sets it.
+fn too_many_pending(route: &str, host: &str, limit: u64, scope: PendingScope) -> String {
+    match scope {
+        PendingScope::Route => format!(
+            "too many requests waiting for route {route} (host {host:?}) to start: \
+             {limit} already waiting, the per-route limit \
+             (KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS)"
+        ),
+        PendingScope::Total => format!(
+            "too many requests waiting for cold starts on this interceptor: {limit} \
+             already waiting, the limit for all routes together \
+             (KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS_TOTAL); route {route} (host {host:?}) \
+             not held"
+        ),
+    }
 }
 
 impl ProxyError {
@@ -122,7 +154,18 @@ mod tests {
             (
                 ProxyError::TooManyPending {
                     route: "ns/r".into(),
+                    host: "r.test".into(),
                     limit: 1,
+                    scope: PendingScope::Route,
+                },
+                503,
+            ),
+            (
+                ProxyError::TooManyPending {
+                    route: "ns/r".into(),
+                    host: "r.test".into(),
+                    limit: 1,
+                    scope: PendingScope::Total,
                 },
                 503,
             ),
@@ -136,6 +179,29 @@ mod tests {
         ];
         for (err, code) in cases {
             assert_eq!(err.status().as_u16(), code, "{err}");
+        }
+    }
+
+    #[test]
+    fn a_full_cold_start_queue_names_route_host_and_limit() {
+        let err = |scope| ProxyError::TooManyPending {
+            route: "ns/app".into(),
+            host: "app.test".into(),
+            limit: 7,
+            scope,
+        };
+        assert_eq!(
+            err(PendingScope::Route).to_string(),
+            "too many requests waiting for route ns/app (host \"app.test\") to start: 7 already \
+             waiting, the per-route limit (KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS)"
+        );
+        let total = err(PendingScope::Total).to_string();
+        for part in [
+            "7 already waiting",
+            "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS_TOTAL",
+            "route ns/app (host \"app.test\")",
+        ] {
+            assert!(total.contains(part), "{part} missing in {total}");
         }
     }
 }

@@ -134,6 +134,11 @@ impl Interceptor {
         let mut registry = Registry::default();
         let sync = sync::start(source, args.source.sync_config(), &mut registry);
         let proxy_metrics = metrics::ProxyMetrics::new(sync.table.clone(), &mut registry);
+        let connection_metrics = process::http::ConnectionMetrics::default();
+        connection_metrics.register(
+            registry.sub_registry_with_prefix("interceptor_proxy"),
+            "proxy client",
+        );
         let admin = Arc::new(admin::AdminState {
             table: sync.table.clone(),
             endpoints: sync.endpoints.clone(),
@@ -174,12 +179,23 @@ impl Interceptor {
             .map(|i| if i == 0 { proxy.clone() } else { new_proxy() })
             .collect();
         let stop_proxy = cancel.child_token();
+        let proxy_server = Arc::new(server::proxy_server(
+            args.proxy.limits.limits(),
+            connection_metrics,
+        ));
         let workers = Arc::new(
-            server::ProxyWorkers::start(proxies, tls_config, stop_proxy.clone(), cancel.clone())
-                .map_err(StartError::Workers)?,
+            server::ProxyWorkers::start(
+                proxies,
+                proxy_server.clone(),
+                tls_config,
+                stop_proxy.clone(),
+                cancel.clone(),
+            )
+            .map_err(StartError::Workers)?,
         );
         let mut proxy_servers = vec![tokio::spawn(server::serve_proxy(
             proxy_listener,
+            proxy_server.clone(),
             workers.clone(),
             false,
             stop_proxy.clone(),
@@ -187,6 +203,7 @@ impl Interceptor {
         if let Some(l) = tls_listener {
             proxy_servers.push(tokio::spawn(server::serve_proxy(
                 l,
+                proxy_server,
                 workers.clone(),
                 true,
                 stop_proxy.clone(),

@@ -1,18 +1,33 @@
-//! The proxy listeners: an accept loop that hands each connection to a worker.
+//! The proxy listeners: the shared accept loop ([`process::http::Server`],
+//! which also holds the connection limits) hands each connection to a
+//! worker thread, which serves it.
 
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use process::http::{Accepted, ConnectionMetrics, Limits, Server, Slot};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug};
+use tokio_util::task::TaskTracker;
+use tracing::debug;
 
-/// A connection accepted by an accept loop, on its way to a worker.
-struct Accepted {
+/// The proxy's HTTP server: `limits`, plus the proxy's protocol settings
+/// (one write per small response instead of a writev of head and body;
+/// HTTP/2 extended CONNECT for websockets).
+pub fn proxy_server(limits: Limits, metrics: ConnectionMetrics) -> Server {
+    let mut server = Server::new(limits, metrics);
+    let builder = server.builder_mut();
+    builder.http1().writev(false);
+    builder.http2().enable_connect_protocol();
+    server
+}
+
+/// A connection accepted by an accept loop, on its way to a worker (as a
+/// std socket: it is registered with the worker's own runtime).
+struct Handoff {
     stream: std::net::TcpStream,
     peer: std::net::SocketAddr,
+    slot: Slot,
     tls: bool,
 }
 
@@ -25,17 +40,18 @@ struct Accepted {
 /// multi-thread scheduler costs in wake-ups and latency.
 #[derive(Debug)]
 pub struct ProxyWorkers {
-    senders: Vec<tokio::sync::mpsc::UnboundedSender<Accepted>>,
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<Handoff>>,
     next: std::sync::atomic::AtomicUsize,
     done: parking_lot::Mutex<Vec<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl ProxyWorkers {
-    /// Starts one worker per proxy in `proxies`. After `stop` each worker
-    /// serves the connections it already has until they finish (keep-alive
-    /// off, HTTP/2 GOAWAY); `kill` ends them at once.
+    /// Starts one worker per proxy in `proxies`, serving with `server`.
+    /// After `stop` each worker serves the connections it already has until
+    /// they finish (keep-alive off, HTTP/2 GOAWAY); `kill` ends them at once.
     pub fn start(
         proxies: Vec<Arc<crate::proxy::Proxy>>,
+        server: Arc<Server>,
         tls: Option<tokio_rustls::TlsAcceptor>,
         stop: CancellationToken,
         kill: CancellationToken,
@@ -48,11 +64,18 @@ impl ProxyWorkers {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let (tls, stop, kill) = (tls.clone(), stop.clone(), kill.clone());
+            let worker = Worker {
+                proxy,
+                server: server.clone(),
+                tls: tls.clone(),
+                stop: stop.clone(),
+                kill: kill.clone(),
+                tracker: TaskTracker::new(),
+            };
             std::thread::Builder::new()
                 .name(format!("proxy-worker-{i}"))
                 .spawn(move || {
-                    runtime.block_on(worker(rx, proxy, tls, stop, kill));
+                    runtime.block_on(worker.run(rx));
                     // Dropping the runtime here ends whatever is left.
                     drop(runtime);
                     let _ = done_tx.send(());
@@ -77,7 +100,8 @@ impl ProxyWorkers {
         self.senders.is_empty()
     }
 
-    fn dispatch(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr, tls: bool) {
+    fn dispatch(&self, conn: Accepted, tls: bool) {
+        let Accepted { stream, peer, slot } = conn;
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
@@ -86,10 +110,13 @@ impl ProxyWorkers {
             }
         };
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.senders.len();
-        if self.senders[i]
-            .send(Accepted { stream, peer, tls })
-            .is_err()
-        {
+        let handoff = Handoff {
+            stream,
+            peer,
+            slot,
+            tls,
+        };
+        if self.senders[i].send(handoff).is_err() {
             debug!(%peer, "proxy worker gone; connection dropped");
         }
     }
@@ -103,21 +130,47 @@ impl ProxyWorkers {
     }
 }
 
-async fn worker(
-    mut accepted: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+/// One worker thread's state.
+struct Worker {
     proxy: Arc<crate::proxy::Proxy>,
+    server: Arc<Server>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: CancellationToken,
     kill: CancellationToken,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel::<ProxyConn>();
-    let take = |a: Accepted, graceful: &hyper_util::server::graceful::GracefulShutdown| {
-        let Accepted {
+    /// The connections it serves, for the drain.
+    tracker: TaskTracker,
+}
+
+impl Worker {
+    async fn run(self, mut accepted: tokio::sync::mpsc::UnboundedReceiver<Handoff>) {
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = self.kill.cancelled() => return,
+                h = accepted.recv() => match h {
+                    Some(h) => self.take(h),
+                    None => break,
+                },
+            }
+        }
+        // Connections accepted before the stop are still served.
+        while let Ok(h) = accepted.try_recv() {
+            self.take(h);
+        }
+        self.tracker.close();
+        tokio::select! {
+            _ = self.tracker.wait() => {}
+            _ = self.kill.cancelled() => {}
+        }
+    }
+
+    fn take(&self, h: Handoff) {
+        let Handoff {
             stream,
             peer,
-            tls: is_tls,
-        } = a;
+            slot,
+            tls,
+        } = h;
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => {
@@ -125,135 +178,34 @@ async fn worker(
                 return;
             }
         };
-        match (&tls, is_tls) {
-            (Some(acceptor), true) => {
-                let acceptor = acceptor.clone();
-                let tx = conn_tx.clone();
-                let proxy = proxy.clone();
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    );
-                    match handshake.await {
-                        Ok(Ok(s)) => {
-                            let _ = tx.send(ProxyConn {
-                                io: Box::new(s),
-                                peer,
-                                tls: true,
-                                proxy,
-                            });
-                        }
-                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-            _ => spawn_conn(
-                graceful,
-                ProxyConn {
-                    io: Box::new(stream),
-                    peer,
-                    tls: false,
-                    proxy: proxy.clone(),
-                },
-            ),
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = kill.cancelled() => return,
-            Some(conn) = conn_rx.recv() => spawn_conn(&graceful, conn),
-            a = accepted.recv() => match a {
-                Some(a) => take(a, &graceful),
-                None => break,
-            },
-        }
-    }
-    // Connections accepted before the stop are still served.
-    while let Ok(a) = accepted.try_recv() {
-        take(a, &graceful);
-    }
-    drop(conn_tx);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = kill.cancelled() => {}
+        let proxy = self.proxy.clone();
+        let client = crate::proxy::Peer::new(peer, tls);
+        let svc = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let client = client.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, client).await) }
+        });
+        let acceptor = self.tls.clone().filter(|_| tls);
+        let (server, stop, kill) = (self.server.clone(), self.stop.clone(), self.kill.clone());
+        let conn = Accepted { stream, peer, slot };
+        self.tracker.spawn(async move {
+            server
+                .serve_tcp(conn, acceptor.as_ref(), svc, &stop, &kill)
+                .await
+        });
     }
 }
 
-/// Accepts proxy connections on `listener` (TLS ones when `tls`) and hands
-/// them to `workers` until `stop`.
+/// Accepts proxy connections on `listener` (TLS ones when `tls`) under
+/// `server`'s connection cap and hands them to `workers` until `stop`.
 pub async fn serve_proxy(
     listener: TcpListener,
+    server: Arc<Server>,
     workers: Arc<ProxyWorkers>,
     tls: bool,
     stop: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    // Out of file descriptors and the like: do not spin.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        workers.dispatch(stream, peer, tls);
-    }
-}
-
-/// An accepted proxy connection, plain or TLS.
-struct ProxyConn {
-    io: Box<dyn Io>,
-    peer: std::net::SocketAddr,
-    /// Came in on the TLS listener.
-    tls: bool,
-    proxy: Arc<crate::proxy::Proxy>,
-}
-
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-fn spawn_conn(graceful: &hyper_util::server::graceful::GracefulShutdown, conn: ProxyConn) {
-    let ProxyConn {
-        io,
-        peer,
-        tls,
-        proxy,
-    } = conn;
-    let client = crate::proxy::Peer::new(peer, tls);
-    let svc = service_fn(move |req| {
-        let proxy = proxy.clone();
-        let client = client.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, client).await) }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // One write per small response instead of a writev of head + body.
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .writev(false);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .enable_connect_protocol();
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .into_owned();
-    let conn = graceful.watch(conn);
-    let span = tracing::debug_span!("proxy_connection", %peer);
-    tokio::spawn(
-        async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "proxy connection ended with an error");
-            }
-        }
-        .instrument(span),
-    );
+    server
+        .accept(listener, &stop, |conn| workers.dispatch(conn, tls))
+        .await
 }

@@ -1,7 +1,8 @@
 //! The plumbing every `http-addon` program shares, written once: what a
 //! process needs around its library (duration flags, signals, where its
 //! Kubernetes-style data comes from, the listening sockets of its metrics
-//! and health endpoints). Nothing here knows about routing.
+//! and health endpoints, the HTTP server of every port). Nothing here knows
+//! about routing.
 //!
 //! - [`parse_duration`]: the one duration syntax of every flag and variable
 //!   (Go's `time.ParseDuration`: `500ms`, `1m30s`), as upstream's Go programs.
@@ -11,8 +12,9 @@
 //!   kubeconfig, in-cluster), chosen from the command line, then the
 //!   environment, in one documented order; with the `kube` feature,
 //!   [`kube::client`] builds the Kubernetes client for it.
-//! - [`http`]: a bound listener with `SO_REUSEADDR`, an accept loop for
-//!   admin, health and metrics endpoints, and the Prometheus text response.
+//! - [`http`]: a bound listener with `SO_REUSEADDR`, and the one HTTP
+//!   server of every port ([`http::Server`]: the accept loop, hyper, TLS,
+//!   connection limits, drain), and the Prometheus text response.
 //!
 //! Data enters as flag values and environment variables (passed in, so
 //! tests need not change the process environment) and leaves as plain

@@ -9,7 +9,8 @@
 //! Tests steer it with [`Faults`] (delays, dropped or stalled watch events,
 //! closed watches, injected 410/429/500, going down and coming back on the
 //! same port) and read [`Stats`] (requests and bytes by verb and resource,
-//! open watches).
+//! open watches). [`hostile`] has the hostile clients (slowloris, silent,
+//! idle) of the connection-limit tests.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -22,6 +23,7 @@
 
 mod faults;
 pub mod fixtures;
+pub mod hostile;
 mod stats;
 
 use std::net::SocketAddr;

@@ -12,30 +12,51 @@ use routing::Route;
 
 use super::forward::Forwarded;
 use super::handle::Failure;
+use super::headers::request_host;
 use super::respond::static_response;
 use super::{Peer, Proxy};
-use crate::error::ProxyError;
+use crate::error::{PendingScope, ProxyError};
 
-/// A held cold-start slot of a route ([`routing::RouteCounters::pending`]),
-/// released on drop.
+/// A held cold-start slot of a route ([`routing::RouteCounters::pending`])
+/// and of the whole interceptor, released on drop.
 #[derive(Debug)]
-struct PendingSlot<'a>(&'a AtomicU64);
+struct PendingSlot<'a> {
+    route: &'a AtomicU64,
+    total: &'a AtomicU64,
+}
+
+/// Takes a slot of `pending` unless `limit` (non-zero) are taken.
+fn take_one(pending: &AtomicU64, limit: u64) -> bool {
+    let prev = pending.fetch_add(1, Ordering::AcqRel);
+    if limit != 0 && prev >= limit {
+        pending.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
 
 impl<'a> PendingSlot<'a> {
-    /// Takes a slot unless `limit` (non-zero) are taken.
-    fn take(pending: &'a AtomicU64, limit: u64) -> Option<PendingSlot<'a>> {
-        let prev = pending.fetch_add(1, Ordering::AcqRel);
-        if limit != 0 && prev >= limit {
-            pending.fetch_sub(1, Ordering::AcqRel);
-            return None;
+    /// Takes a slot of the route and one of the total, unless either is
+    /// full (a limit of zero is none); says which one was.
+    fn take(
+        (route, route_limit): (&'a AtomicU64, u64),
+        (total, total_limit): (&'a AtomicU64, u64),
+    ) -> Result<PendingSlot<'a>, (PendingScope, u64)> {
+        if !take_one(route, route_limit) {
+            return Err((PendingScope::Route, route_limit));
         }
-        Some(PendingSlot(pending))
+        if !take_one(total, total_limit) {
+            route.fetch_sub(1, Ordering::AcqRel);
+            return Err((PendingScope::Total, total_limit));
+        }
+        Ok(PendingSlot { route, total })
     }
 }
 
 impl Drop for PendingSlot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.route.fetch_sub(1, Ordering::AcqRel);
+        self.total.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -54,14 +75,23 @@ impl Proxy {
             self.cold_header(f.response.headers_mut(), true);
             return Ok(f);
         }
-        let Some(slot) = PendingSlot::take(&route.counters.pending, self.config.max_pending) else {
-            return Err((
-                ProxyError::TooManyPending {
-                    route: route.key().to_string(),
-                    limit: self.config.max_pending,
-                },
-                Some(true),
-            ));
+        let slot = PendingSlot::take(
+            (&route.counters.pending, self.config.max_pending),
+            (&self.config.pending_total, self.config.max_pending_total),
+        );
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err((scope, limit)) => {
+                return Err((
+                    ProxyError::TooManyPending {
+                        route: route.key().to_string(),
+                        host: request_host(&req).to_string(),
+                        limit,
+                        scope,
+                    },
+                    Some(true),
+                ));
+            }
         };
         let target = &route.target;
         let readiness = route
@@ -113,17 +143,29 @@ mod tests {
 
     #[test]
     fn pending_slots_are_limited_and_released() {
-        let pending = AtomicU64::new(0);
-        let a = PendingSlot::take(&pending, 2).unwrap();
-        let b = PendingSlot::take(&pending, 2).unwrap();
-        assert!(PendingSlot::take(&pending, 2).is_none());
-        assert_eq!(pending.load(Ordering::Relaxed), 2);
+        let (route, other, total) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        let take = |r| PendingSlot::take((r, 2), (&total, 3));
+        let a = take(&route).unwrap();
+        let b = take(&route).unwrap();
+        assert_eq!(take(&route).unwrap_err(), (PendingScope::Route, 2));
+        assert_eq!(route.load(Ordering::Relaxed), 2);
+        // The route is full; another route takes the last of the total.
+        let c = take(&other).unwrap();
+        assert_eq!(take(&other).unwrap_err(), (PendingScope::Total, 3));
+        assert_eq!(
+            other.load(Ordering::Relaxed),
+            1,
+            "a refused slot is given back"
+        );
         drop(a);
-        let c = PendingSlot::take(&pending, 2).unwrap();
-        drop((b, c));
-        assert_eq!(pending.load(Ordering::Relaxed), 0);
+        let d = take(&route).unwrap();
+        drop((b, c, d));
+        assert_eq!(route.load(Ordering::Relaxed), 0);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
         // Zero: unlimited.
-        let many: Vec<_> = (0..10).map(|_| PendingSlot::take(&pending, 0)).collect();
-        assert!(many.iter().all(Option::is_some));
+        let many: Vec<_> = (0..10)
+            .map(|_| PendingSlot::take((&route, 0), (&total, 0)))
+            .collect();
+        assert!(many.iter().all(Result::is_ok));
     }
 }

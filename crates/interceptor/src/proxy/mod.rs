@@ -70,6 +70,10 @@ pub(crate) struct ProxyConfig {
     pub(crate) cold_start_header: bool,
     /// Cold-start waiters per route (zero: unlimited).
     pub(crate) max_pending: u64,
+    /// Cold-start waiters of all routes together (zero: unlimited).
+    pub(crate) max_pending_total: u64,
+    /// Cold-start waiters of all routes now, shared by every worker.
+    pub(crate) pending_total: Arc<std::sync::atomic::AtomicU64>,
     /// One access-log line per request.
     pub(crate) log_requests: bool,
     /// Dial attempt timeout.
@@ -91,6 +95,8 @@ impl ProxyConfig {
             request_timeout: args.request_timeout,
             cold_start_header: args.enable_cold_start_header,
             max_pending: args.cold_start_max_pending_requests,
+            max_pending_total: args.cold_start_max_pending_requests_total,
+            pending_total: Arc::default(),
             log_requests: args.log_requests,
             connect_timeout: args.connect_timeout,
             // The per-host cap is shared out among the workers' pools.
