@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use apiserver::ApiServer;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use testkit::TestApi;
 
 fn cm(name: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}})).unwrap()
@@ -15,7 +15,7 @@ fn cm(name: &str) -> ConfigMap {
 
 #[tokio::test]
 async fn a_finalizer_holds_a_deleted_object_until_it_is_removed() {
-    let api = TestApi::start().await;
+    let api = ApiServer::builder().start().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(api.client(), "default");
     let mut held = cm("held");
     held.metadata.finalizers = Some(vec!["example.com/cleanup".into()]);
@@ -40,7 +40,7 @@ async fn a_finalizer_holds_a_deleted_object_until_it_is_removed() {
 
 #[tokio::test]
 async fn dependents_go_with_their_owner_unless_orphaned() {
-    let api = TestApi::start().await;
+    let api = ApiServer::builder().start().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(api.client(), "default");
     let owner = cms
         .create(&PostParams::default(), &cm("owner"))
@@ -70,7 +70,7 @@ async fn dependents_go_with_their_owner_unless_orphaned() {
 
 #[tokio::test]
 async fn server_side_apply_owns_what_it_applied_and_leaves_the_rest() {
-    let api = TestApi::start().await;
+    let api = ApiServer::builder().start().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(api.client(), "default");
     let apply = PatchParams::apply("our-operator").force();
     let first = json!({"apiVersion": "v1", "kind": "ConfigMap",
