@@ -15,7 +15,7 @@ use futures::StreamExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -201,16 +201,19 @@ pub(crate) async fn run(
     });
     let config = watcher::Config::default();
     let queue_errors = Arc::new(AtomicBool::new(false));
-    let hso_controller = Controller::new_with(hsos, config.clone(), hso)
+    let (hso_reader, hso_trigger) = trigger(hsos, &config, &hso);
+    let (ir_reader, ir_trigger) = trigger(irs, &config, &ir);
+    let so_trigger = watch_events(sos, &config).applied_objects();
+    let hso_controller = Controller::for_stream_with(hso_trigger, hso_reader, hso)
         .trigger_backoff(WatchBackoff::new())
-        .owns_with(sos, so, config.clone())
+        .owns_stream_with(so_trigger, so)
         .graceful_shutdown_on(cancel.clone().cancelled_owned())
         .run(reconcile_hso, retry, ctx.clone())
         .for_each(|r| {
             report(r, "httpscaledobject", &queue_errors);
             futures::future::ready(())
         });
-    let ir_controller = Controller::new_with(irs, config, ir)
+    let ir_controller = Controller::for_stream_with(ir_trigger, ir_reader, ir)
         .trigger_backoff(WatchBackoff::new())
         .graceful_shutdown_on(cancel.cancelled_owned())
         .run(reconcile_ir, retry, ctx)
@@ -219,6 +222,42 @@ pub(crate) async fn run(
             futures::future::ready(())
         });
     tokio::join!(hso_controller, ir_controller);
+}
+
+/// A watch's events, without its `410 Gone` errors. A 410 says our
+/// resourceVersion is older than the server's history (after an API server
+/// restart, or a long disconnect): kube-runtime's watcher relists on its
+/// next poll by itself, and passing the error on would make the controller
+/// back off first, for up to its backoff's cap, before that relist.
+fn watch_events(
+    api: Api<DynamicObject>,
+    config: &watcher::Config,
+) -> impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + 'static
+{
+    watcher(api, config.clone()).filter(|r| {
+        let gone = matches!(r, Err(watcher::Error::WatchError(status)) if status.code == 410);
+        if gone {
+            debug!("watch expired (410 Gone); relisting");
+        }
+        futures::future::ready(!gone)
+    })
+}
+
+/// A controller's main stream: the watch kept in a reflector (the
+/// controller reads objects from it), as `Controller::new_with` builds it,
+/// from [`watch_events`].
+fn trigger(
+    api: Api<DynamicObject>,
+    config: &watcher::Config,
+    ar: &ApiResource,
+) -> (
+    reflector::Store<DynamicObject>,
+    impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
+) {
+    let writer = reflector::store::Writer::new(ar.clone());
+    let reader = writer.as_reader();
+    let stream = reflector(writer, watch_events(api, config)).applied_objects();
+    (reader, stream)
 }
 
 /// How soon a controller's watches restart after they fail: the backoff
