@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod fleet;
+pub mod link;
 pub mod metadata;
 pub mod poller;
 pub mod rate;
