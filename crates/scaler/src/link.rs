@@ -230,17 +230,23 @@ impl PodLink {
             return Err(FetchError::Status(status.as_u16()));
         }
         let bytes = body.len();
-        let report = if is_compact {
-            let text = std::str::from_utf8(&body).map_err(|_| FetchError::Utf8)?;
-            let q = parse_compact(text)?;
-            self.set_since(Some(q.since()));
-            PodReport::from_compact(&q)
-        } else {
-            // An interceptor that does not know the compact form.
-            self.set_since(None);
-            PodReport::from_plain(&decode_plain(&body)?)
-        };
+        let (report, since) = decode(&body, is_compact)?;
+        self.set_since(since);
         Ok(Answer { report, bytes })
+    }
+}
+
+/// Reads one `/queue` answer: the compact form (when its `Content-Type`
+/// said so) or upstream's JSON (an interceptor that does not know the
+/// compact form). Returns the report and, for the compact form, the `since`
+/// of the pod's next request.
+pub fn decode(body: &[u8], compact: bool) -> Result<(PodReport, Option<String>), FetchError> {
+    if compact {
+        let text = std::str::from_utf8(body).map_err(|_| FetchError::Utf8)?;
+        let q = parse_compact(text)?;
+        Ok((PodReport::from_compact(&q), Some(q.since())))
+    } else {
+        Ok((PodReport::from_plain(&decode_plain(body)?), None))
     }
 }
 
