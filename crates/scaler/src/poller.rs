@@ -382,7 +382,8 @@ async fn fetch_each(
             }
         }
     }
-    // The late fetches are dropped by now (with the connections they held).
+    // The late fetches are dropped by now; their links forget their
+    // connections (a request may be half done on them) and `since`.
     let mut out: Vec<_> = results
         .into_iter()
         .map(|(i, r)| (links[i].addr(), r))
