@@ -4,10 +4,12 @@
 //! A child process (this binary, `scaler --serve-pods`) serves `/queue` for
 //! N simulated interceptor pods, one per loopback address (127.1.x.y, one
 //! port), R routes each; on `step` it changes 10 % of the routes on every
-//! pod (new concurrency, more requests), like a fleet under load. Plain
-//! answers are upstream's JSON; compact answers come from the interceptor's
-//! own encoder (`interceptor::queue::QueueHistory`). The child counts the
-//! bytes of every HTTP exchange (requests and responses, headers included).
+//! pod (new concurrency, more requests), like a fleet under load. Both
+//! forms come from the interceptor's own code: upstream's JSON from
+//! `wire::queue::encode_plain`, the compact form from
+//! `interceptor::queue::QueueHistory` (which writes with
+//! `wire::queue::encode_compact`). The child counts the bytes of every HTTP
+//! exchange (requests and responses, headers included).
 //!
 //! This process runs the scaler's real [`scaler::Poller`] over those pods:
 //! a warm-up round (connections, first full answers), then `--ticks`
@@ -424,7 +426,7 @@ fn answer(
         .headers()
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains(interceptor::queue::COMPACT_CONTENT_TYPE));
+        .is_some_and(|v| v.contains(wire::queue::COMPACT_CONTENT_TYPE));
     if compact {
         let since = req
             .uri()
@@ -432,23 +434,11 @@ fn answer(
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("since=")));
         let triples = keys.iter().zip(counts).map(|(k, (c, n))| (k.clone(), c, n));
         (
-            interceptor::queue::COMPACT_CONTENT_TYPE,
+            wire::queue::COMPACT_CONTENT_TYPE,
             pod.history.compact_counts(triples, since),
         )
     } else {
-        let map: serde_json::Map<String, serde_json::Value> = keys
-            .iter()
-            .zip(counts)
-            .map(|(k, (c, n))| {
-                (
-                    k.to_string(),
-                    serde_json::json!({"Concurrency": c, "RequestCount": n}),
-                )
-            })
-            .collect();
-        (
-            "application/json",
-            serde_json::Value::Object(map).to_string(),
-        )
+        let triples = keys.iter().zip(counts).map(|(k, (c, n))| (k, c, n));
+        ("application/json", wire::queue::encode_plain(triples))
     }
 }

@@ -1,6 +1,6 @@
 //! The admin server: `/queue`, `/readyz`, `/livez`, `/metrics`,
 //! `/routing-table`. `/queue` is upstream's JSON, or the compact delta form
-//! ([`crate::queue`]) for a client that asks for it in `Accept`.
+//! ([`wire::queue`]) for a client that asks for it in `Accept`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -70,19 +70,23 @@ pub async fn handle(
             let body = state.queue_history.compact(&state.table.load(), since);
             Response::builder()
                 .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, crate::queue::COMPACT_CONTENT_TYPE)
+                .header(header::CONTENT_TYPE, wire::queue::COMPACT_CONTENT_TYPE)
                 .body(Full::new(Bytes::from(body)))
                 .unwrap_or_default()
         }
-        "/queue" => json_response(&queue(&state.table.load())),
+        "/queue" => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(queue(&state.table.load()))))
+            .unwrap_or_default(),
         "/routing-table" => json_response(&routing_table_json(&state.table.load())),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)
 }
 
-/// Pending-request counts per route, in upstream's `/queue` shape.
-pub fn queue(table: &routing::RoutingTable) -> serde_json::Map<String, serde_json::Value> {
+/// Pending-request counts per route: upstream's `/queue` JSON.
+pub fn queue(table: &routing::RoutingTable) -> String {
     crate::queue::plain(table)
 }
 
@@ -92,7 +96,7 @@ fn wants_compact(req: &Request<Incoming>) -> bool {
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains(crate::queue::COMPACT_CONTENT_TYPE))
+        .any(|v| v.contains(wire::queue::COMPACT_CONTENT_TYPE))
 }
 
 /// The table as JSON: its version and every route.

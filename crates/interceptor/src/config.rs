@@ -6,70 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use process::go_bool;
 use process::parse_duration as duration;
-
-/// How the interceptor picks its routing source (the long help shows it).
-pub const SOURCE_PRECEDENCE: &str = "\
-Source precedence (the first that names one wins):
-  1. --routes-dir, --source-url or --kubeconfig on the command line (one of them)
-  2. $KEDA_HTTP_ROUTES_DIR or $KEDA_HTTP_SOURCE_URL (one of them)
-  3. $KUBECONFIG
-  4. ~/.kube/config, if it exists
-  5. the in-cluster service account
-So an exported KUBECONFIG does not get in the way of --source-url, and a
-flag overrides a deployment's variable.";
-
-/// Where the routing table comes from, and how often it is resynced.
-///
-/// The three source flags take no clap `env`: their variables are read by
-/// [`SourceArgs::choose`], below the command line (see [`SOURCE_PRECEDENCE`]).
-#[derive(Args, Debug, Clone)]
-pub struct SourceArgs {
-    /// Read routes from this directory of manifests (HTTPScaledObjects,
-    /// InterceptorRoutes, Services, EndpointSlices) instead of Kubernetes.
-    /// Also $KEDA_HTTP_ROUTES_DIR, which the command line overrides.
-    #[arg(long, value_name = "DIR")]
-    pub routes_dir: Option<PathBuf>,
-
-    /// Kubeconfig file to reach the API server (or a cache tier). Without
-    /// it and without a routes directory or source URL: $KUBECONFIG,
-    /// ~/.kube/config, then the in-cluster service account.
-    #[arg(long, value_name = "FILE", conflicts_with = "routes_dir")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// URL of a Kubernetes-compatible list/watch server, e.g. a cache tier
-    /// (`https://keda-http-cache:9443`). Also $KEDA_HTTP_SOURCE_URL, which
-    /// the command line overrides.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["routes_dir", "kubeconfig"])]
-    pub source_url: Option<String>,
-
-    /// File holding the bearer token for the source URL.
-    #[arg(long, env = "KEDA_HTTP_SOURCE_TOKEN_FILE", value_name = "FILE")]
-    pub source_token_file: Option<PathBuf>,
-
-    /// Skip TLS verification of the source URL (testing only).
-    #[arg(long, env = "KEDA_HTTP_SOURCE_INSECURE")]
-    pub source_insecure: bool,
-
-    /// Only watch this namespace (empty: all namespaces).
-    #[arg(
-        long,
-        env = "KEDA_HTTP_WATCH_NAMESPACE",
-        value_name = "NAMESPACE",
-        default_value = ""
-    )]
-    pub watch_namespace: String,
-
-    /// How often the whole routing table is listed and compared with the
-    /// in-memory copy, so a lost watch event is repaired within this bound.
-    #[arg(long, env = "KEDA_HTTP_RESYNC_INTERVAL", value_parser = duration, default_value = "1s")]
-    pub resync_interval: Duration,
-
-    /// Server-side timeout of each watch request; a watch silent for this
-    /// plus 5 s is treated as stalled and restarted.
-    #[arg(long, env = "KEDA_HTTP_WATCH_TIMEOUT", value_parser = duration, default_value = "30s")]
-    pub watch_timeout: Duration,
-}
+/// The routing-source flags, shared with the scaler.
+pub use process::routing_source::{SOURCE_PRECEDENCE, SourceArgs};
 
 /// Flags of `http-addon interceptor`.
 #[derive(Args, Debug, Clone)]
@@ -119,15 +59,6 @@ impl InterceptorArgs {
         self.metrics_port
             .or(self.legacy_metrics_port)
             .unwrap_or(DEFAULT_METRICS_PORT)
-    }
-}
-
-/// Parses a boolean the way Go's `strconv.ParseBool` does (`1`, `t`, `true`, ...).
-pub fn go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("invalid boolean {s:?}")),
     }
 }
 

@@ -24,7 +24,6 @@ pub mod pool;
 pub mod proxy;
 pub mod queue;
 pub mod server;
-pub mod source;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -43,7 +42,7 @@ pub use config::{InterceptorArgs, ProxyArgs, SourceArgs};
 pub enum StartError {
     /// The routing source could not be set up.
     #[error(transparent)]
-    Source(#[from] source::SourceError),
+    Source(#[from] process::routing_source::SourceError),
     /// A port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{client, send, serve_app};
-use interceptor::queue::{COMPACT_CONTENT_TYPE, parse_compact};
+use wire::queue::{COMPACT_CONTENT_TYPE, parse_compact};
 
 async fn compact(icp: &interceptor::Interceptor, since: Option<&str>) -> (String, String) {
     let path = match since {

@@ -1,20 +1,22 @@
 //! The scaler's flags, with upstream's environment variable names and
-//! defaults. The routing-source flags are the interceptor's own
-//! ([`interceptor::SourceArgs`]): one set of names, one precedence.
+//! defaults. The routing-source flags are the interceptor's too
+//! ([`process::routing_source::SourceArgs`]): one set of names, one
+//! precedence.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Args;
-use interceptor::config::go_bool;
+use process::go_bool;
 use process::parse_duration as duration;
+use process::routing_source::{SOURCE_PRECEDENCE, SourceArgs};
 
 /// Flags of `http-addon scaler`.
 #[derive(Args, Debug, Clone)]
-#[command(after_long_help = interceptor::config::SOURCE_PRECEDENCE)]
+#[command(after_long_help = SOURCE_PRECEDENCE)]
 pub struct ScalerArgs {
     #[command(flatten)]
-    pub source: interceptor::SourceArgs,
+    pub source: SourceArgs,
 
     /// Address the gRPC and metrics servers listen on.
     #[arg(long, env = "KEDA_HTTP_BIND_ADDRESS", default_value = "0.0.0.0")]

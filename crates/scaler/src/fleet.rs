@@ -18,23 +18,97 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::rate::RateWindow;
 use crate::{Counts, KeyCounts};
 
-/// What one pod's `/queue` answer said.
+/// What one pod's `/queue` answer said. The route keys live in one
+/// buffer (a round of 1,000 pods x 100 changed routes would otherwise be
+/// 100,000 small strings).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodReport {
     /// The process instance (compact form only).
     pub instance: Option<u64>,
     /// Every route (plain JSON, or a full compact answer), or only changes.
     pub full: bool,
-    /// (route key, Concurrency, RequestCount).
-    pub changed: Vec<(String, i64, u64)>,
-    /// Routes gone (delta answers).
-    pub removed: Vec<String>,
+    keys: String,
+    /// (key range in `keys`, Concurrency, RequestCount).
+    changed: Vec<(Range<usize>, i64, u64)>,
+    /// Routes gone (delta answers): key ranges in `keys`.
+    removed: Vec<Range<usize>>,
+}
+
+impl PodReport {
+    /// An empty report.
+    pub fn new(instance: Option<u64>, full: bool) -> PodReport {
+        PodReport {
+            instance,
+            full,
+            ..PodReport::default()
+        }
+    }
+
+    /// The report of a compact answer.
+    pub fn from_compact(q: &wire::queue::CompactQueue<'_>) -> PodReport {
+        let mut r = PodReport::new(Some(q.instance), q.full);
+        let len = q.changed.iter().map(|e| e.0.len()).sum::<usize>()
+            + q.removed.iter().map(|k| k.len()).sum::<usize>();
+        r.keys.reserve_exact(len);
+        r.changed.reserve_exact(q.changed.len());
+        for (k, c, n) in &q.changed {
+            r.push_changed(k, *c, *n);
+        }
+        for k in &q.removed {
+            r.push_removed(k);
+        }
+        r
+    }
+
+    /// The report of upstream's JSON: every route, a negative concurrency
+    /// read as 0.
+    pub fn from_plain(entries: &[wire::queue::Entry<'_>]) -> PodReport {
+        let mut r = PodReport::new(None, true);
+        r.keys
+            .reserve_exact(entries.iter().map(|e| e.0.len()).sum::<usize>());
+        r.changed.reserve_exact(entries.len());
+        for (k, c, n) in entries {
+            r.push_changed(k, (*c).max(0), *n);
+        }
+        r
+    }
+
+    fn key(&mut self, key: &str) -> Range<usize> {
+        let start = self.keys.len();
+        self.keys.push_str(key);
+        start..self.keys.len()
+    }
+
+    /// Adds a route that was added or changed.
+    pub fn push_changed(&mut self, key: &str, concurrency: i64, request_count: u64) {
+        let k = self.key(key);
+        self.changed.push((k, concurrency, request_count));
+    }
+
+    /// Adds a route that is gone.
+    pub fn push_removed(&mut self, key: &str) {
+        let k = self.key(key);
+        self.removed.push(k);
+    }
+
+    /// The routes added or changed: (key, Concurrency, RequestCount).
+    pub fn changed(&self) -> impl Iterator<Item = (&str, i64, u64)> {
+        self.changed
+            .iter()
+            .map(|(k, c, n)| (&self.keys[k.clone()], *c, *n))
+    }
+
+    /// The routes gone.
+    pub fn removed(&self) -> impl Iterator<Item = &str> {
+        self.removed.iter().map(|k| &self.keys[k.clone()])
+    }
 }
 
 /// The result of one pod's fetch in a round.
@@ -75,7 +149,9 @@ struct Pod {
 #[derive(Debug)]
 pub struct Fleet {
     keep_unreachable: Duration,
-    ids: HashMap<Arc<str>, u32>,
+    /// Route key -> id: looked up once per changed route per pod per round
+    /// (100,000 times a round at 1,000 pods), so with a fast hasher.
+    ids: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     keys: Vec<Arc<str>>,
     /// When each key was first reported (its rate window starts there).
     first_seen: Vec<Duration>,
@@ -90,7 +166,7 @@ impl Fleet {
     pub fn new(keep_unreachable: Duration) -> Fleet {
         Fleet {
             keep_unreachable,
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             keys: Vec::new(),
             first_seen: Vec::new(),
             concurrency: Vec::new(),
@@ -201,14 +277,12 @@ impl Fleet {
         deltas: &mut Vec<u64>,
     ) {
         let ids: Vec<(u32, i64, u64)> = report
-            .changed
-            .iter()
-            .map(|(k, c, n)| (self.id(k, now), *c, *n))
+            .changed()
+            .map(|(k, c, n)| (self.id(k, now), c, n))
             .collect();
         let removed: Vec<u32> = report
-            .removed
-            .iter()
-            .filter_map(|k| self.ids.get(k.as_str()).copied())
+            .removed()
+            .filter_map(|k| self.ids.get(k).copied())
             .collect();
         let known = self.pods.contains_key(&addr);
         let pod = self.pods.entry(addr).or_insert_with(|| Pod {
@@ -300,16 +374,24 @@ mod tests {
         SocketAddr::from(([10, 0, 0, n], 9090))
     }
 
+    fn report(
+        instance: Option<u64>,
+        full: bool,
+        changed: &[(&str, i64, u64)],
+        removed: &[&str],
+    ) -> Fetched {
+        let mut r = PodReport::new(instance, full);
+        for (k, c, n) in changed {
+            r.push_changed(k, *c, *n);
+        }
+        for k in removed {
+            r.push_removed(k);
+        }
+        Fetched::Report(r)
+    }
+
     fn full(entries: &[(&str, i64, u64)]) -> Fetched {
-        Fetched::Report(PodReport {
-            instance: None,
-            full: true,
-            changed: entries
-                .iter()
-                .map(|(k, c, n)| (k.to_string(), *c, *n))
-                .collect(),
-            removed: vec![],
-        })
+        report(None, true, entries, &[])
     }
 
     fn s(n: u64) -> Duration {
@@ -391,14 +473,7 @@ mod tests {
         assert_eq!(f.counts(s(2)).get("a/x").rate, 14.0 / 3.0);
         // Compact form: a new instance counts its whole value even when
         // it is higher than before.
-        let compact = |instance, n| {
-            Fetched::Report(PodReport {
-                instance: Some(instance),
-                full: true,
-                changed: vec![("a/x".into(), 0, n)],
-                removed: vec![],
-            })
-        };
+        let compact = |instance, n| report(Some(instance), true, &[("a/x", 0, n)], &[]);
         f.apply(s(3), &pods, vec![(addr(1), compact(1, 6))], &|_| DEFAULT);
         f.apply(s(4), &pods, vec![(addr(1), compact(2, 8))], &|_| DEFAULT);
         // buckets 0..=4: 10 + 4 + 2 (6 - 4) + 8
@@ -410,15 +485,7 @@ mod tests {
         let mut f = Fleet::new(s(5));
         let pods = [addr(1)];
         let rep = |full, changed: &[(&str, i64, u64)], removed: &[&str]| {
-            Fetched::Report(PodReport {
-                instance: Some(7),
-                full,
-                changed: changed
-                    .iter()
-                    .map(|(k, c, n)| (k.to_string(), *c, *n))
-                    .collect(),
-                removed: removed.iter().map(|k| k.to_string()).collect(),
-            })
+            report(Some(7), full, changed, removed)
         };
         f.apply(
             s(0),
@@ -439,5 +506,23 @@ mod tests {
         let c = f.counts(s(2));
         assert_eq!(c.total_concurrency, 0);
         assert_eq!(c.get("a/x").rate, 1.0 / 3.0); // 1 request over buckets 0..=2
+    }
+
+    #[test]
+    fn reports_keep_their_keys_in_one_buffer() {
+        let body = "kq1 a 2 delta\napps/x 3 9\n-apps/gone\napps/y 0 1\n";
+        let q = wire::queue::parse_compact(body).unwrap();
+        let r = PodReport::from_compact(&q);
+        assert_eq!((r.instance, r.full), (Some(10), false));
+        assert_eq!(
+            r.changed().collect::<Vec<_>>(),
+            [("apps/x", 3, 9), ("apps/y", 0, 1)]
+        );
+        assert_eq!(r.removed().collect::<Vec<_>>(), ["apps/gone"]);
+        let plain =
+            wire::queue::decode_plain(br#"{"a\/b":{"Concurrency":-2,"RequestCount":4}}"#).unwrap();
+        let r = PodReport::from_plain(&plain);
+        assert_eq!((r.instance, r.full), (None, true));
+        assert_eq!(r.changed().collect::<Vec<_>>(), [("a/b", 0, 4)]);
     }
 }

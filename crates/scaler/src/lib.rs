@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod fleet;
+pub mod link;
 pub mod metadata;
 pub mod poller;
 pub mod rate;
@@ -78,7 +79,7 @@ impl Counts {
 pub enum StartError {
     /// The routing source could not be set up.
     #[error(transparent)]
-    Source(#[from] interceptor::source::SourceError),
+    Source(#[from] process::routing_source::SourceError),
     /// A port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -5,28 +5,32 @@
 //! The pods are the ready endpoints of the interceptor admin Service, read
 //! from the [`sync::ReadyEndpoints`] cache (Kubernetes, a cache URL, or a
 //! routes directory). With `compact` on, each request asks for the compact
-//! delta form ([`interceptor::queue`]) from the epoch that pod last
-//! answered with; a pod that answers with upstream's JSON instead (an
-//! older or Go interceptor) is read as such.
+//! delta form ([`wire::queue`]) from the epoch that pod last answered
+//! with; a pod that answers with upstream's JSON instead (an older or Go
+//! interceptor) is read as such.
+//!
+//! Each pod has a [`PodLink`]: its own keep-alive connection, kept from
+//! round to round while the pod stays listed. A round splits the links
+//! among a few tasks (at most one per runtime worker, at least
+//! [`PODS_PER_TASK`] pods each); each task starts its pods' fetches at
+//! once, and what has not answered by the fetch timeout has failed (one
+//! timer per task, not one per pod). The fetches are not queued behind a
+//! concurrency limit: a limit would let hung pods hold the others up past
+//! the timeout that bounds a round.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -34,7 +38,13 @@ use tonic_health::server::HealthReporter;
 use tracing::{debug, info, warn};
 
 use crate::Counts;
-use crate::fleet::{Fetched, Fleet, PodReport, RoundSummary};
+use crate::fleet::{Fetched, Fleet, RoundSummary};
+use crate::link::{Answer, FetchError, PodLink};
+
+/// A round's fetches are split among tasks of at least this many pods:
+/// one task does 1,000 compact exchanges in ~30 ms of one core, and
+/// every further task costs wake-ups across the runtime's threads.
+pub const PODS_PER_TASK: usize = 1000;
 
 /// Where the interceptors are and how to poll them.
 #[derive(Debug, Clone)]
@@ -125,10 +135,9 @@ pub struct Poller {
     config: PollerConfig,
     endpoints: Arc<sync::ReadyEndpoints>,
     table: Arc<sync::SharedTable>,
-    client: Client<HttpConnector, Empty<Bytes>>,
     fleet: Fleet,
-    /// The `since` each pod's next compact request sends.
-    since: HashMap<SocketAddr, String>,
+    /// Every listed pod's connection and compact-form position.
+    links: HashMap<SocketAddr, PodLink>,
     counts: watch::Sender<Arc<Counts>>,
     metrics: PollerMetrics,
     health: Option<HealthReporter>,
@@ -146,39 +155,6 @@ impl std::fmt::Debug for Poller {
     }
 }
 
-/// Upstream's `/queue` entry.
-#[derive(Deserialize)]
-struct QueueCount {
-    #[serde(rename = "Concurrency", default)]
-    concurrency: i64,
-    #[serde(rename = "RequestCount", default)]
-    request_count: u64,
-}
-
-/// Why one fetch failed.
-#[derive(Debug, thiserror::Error)]
-enum FetchError {
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("{0}")]
-    Http(String),
-    #[error("status {0}")]
-    Status(u16),
-    #[error("bad JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error(transparent)]
-    Compact(#[from] interceptor::queue::CompactError),
-    #[error("answer is not UTF-8")]
-    Utf8,
-}
-
-/// What one fetch brought back.
-struct Answer {
-    report: PodReport,
-    since: Option<String>,
-    bytes: usize,
-}
-
 impl Poller {
     /// A poller over `endpoints` (for the pods) and `table` (for the rate
     /// windows); the receiver reads its counts.
@@ -189,20 +165,12 @@ impl Poller {
         registry: &mut Registry,
     ) -> (Poller, CountsReceiver) {
         let (tx, rx) = watch::channel(Arc::new(Counts::default()));
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.fetch_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         let poller = Poller {
             fleet: Fleet::new(config.keep_unreachable),
             config,
             endpoints,
             table,
-            client,
-            since: HashMap::new(),
+            links: HashMap::new(),
             counts: tx,
             metrics: PollerMetrics::new(registry),
             health: None,
@@ -238,37 +206,18 @@ impl Poller {
     pub async fn poll_once(&mut self, now: Duration) -> RoundSummary {
         let started = Instant::now();
         let listed = self.listed();
-        let listed_set: std::collections::HashSet<&SocketAddr> = listed.iter().collect();
-        self.since.retain(|a, _| listed_set.contains(a));
-        let mut tasks = tokio::task::JoinSet::new();
-        for addr in &listed {
-            let client = self.client.clone();
-            let since = self.since.get(addr).cloned();
-            let (compact, timeout) = (self.config.compact, self.config.fetch_timeout);
-            let addr = *addr;
-            tasks.spawn(async move {
-                let result = match tokio::time::timeout(
-                    timeout,
-                    fetch(&client, addr, compact, since.as_deref()),
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(FetchError::Timeout(timeout)),
-                };
-                (addr, result)
-            });
-        }
+        // Links of pods no longer listed close here.
+        let mut kept = std::mem::take(&mut self.links);
+        let links: Vec<PodLink> = listed
+            .iter()
+            .map(|a| kept.remove(a).unwrap_or_else(|| PodLink::new(*a)))
+            .collect();
+        drop(kept);
         let mut results = Vec::with_capacity(listed.len());
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((addr, result)) = joined else { continue };
+        for (addr, result) in self.fetch_all(links).await {
             match result {
                 Ok(answer) => {
                     self.metrics.response_bytes.inc_by(answer.bytes as u64);
-                    match answer.since {
-                        Some(s) => self.since.insert(addr, s),
-                        None => self.since.remove(&addr),
-                    };
                     results.push((addr, Fetched::Report(answer.report)));
                 }
                 Err(e) => {
@@ -279,8 +228,6 @@ impl Poller {
                             pod: addr.to_string(),
                         })
                         .inc();
-                    // Next time, everything (the pod may have restarted).
-                    self.since.remove(&addr);
                     results.push((addr, Fetched::Failed));
                 }
             }
@@ -317,6 +264,35 @@ impl Poller {
             );
         }
         summary
+    }
+
+    /// Fetches from every pod of `links` at once, on a few tasks of their
+    /// own (so a caller's task, e.g. a `block_on`, is woken once per task,
+    /// not once per pod); the links come back into `self.links`.
+    async fn fetch_all(
+        &mut self,
+        mut links: Vec<PodLink>,
+    ) -> Vec<(SocketAddr, Result<Answer, FetchError>)> {
+        let (compact, timeout) = (self.config.compact, self.config.fetch_timeout);
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let tasks = workers.min(links.len().div_ceil(PODS_PER_TASK)).max(1);
+        let per_task = links.len().div_ceil(tasks).max(1);
+        let mut running = tokio::task::JoinSet::new();
+        while !links.is_empty() {
+            let mut mine = links.split_off(links.len().saturating_sub(per_task));
+            running.spawn(async move {
+                let results = fetch_each(&mut mine, compact, timeout).await;
+                (mine, results)
+            });
+        }
+        let mut results = Vec::with_capacity(self.links.capacity());
+        while let Some(joined) = running.join_next().await {
+            // A task that panicked loses its pods' links: they reconnect.
+            let Ok((mine, r)) = joined else { continue };
+            results.extend(r);
+            self.links.extend(mine.into_iter().map(|l| (l.addr(), l)));
+        }
+        results
     }
 
     async fn update_health(&mut self, ok: bool) {
@@ -372,73 +348,49 @@ pub async fn set_health(h: &HealthReporter, serving: bool) {
     }
 }
 
-async fn fetch(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    addr: SocketAddr,
+/// Fetches from every pod of `links` at once; what has not answered
+/// after `timeout` has failed.
+async fn fetch_each(
+    links: &mut [PodLink],
     compact: bool,
-    since: Option<&str>,
-) -> Result<Answer, FetchError> {
-    let uri = match since {
-        Some(s) if compact => format!("http://{addr}/queue?since={s}"),
-        _ => format!("http://{addr}/queue"),
-    };
-    let mut req = http::Request::get(uri);
-    if compact {
-        req = req.header(header::ACCEPT, interceptor::queue::COMPACT_CONTENT_TYPE);
+    timeout: Duration,
+) -> Vec<(SocketAddr, Result<Answer, FetchError>)> {
+    let mut results = Vec::with_capacity(links.len());
+    let mut late = Vec::new();
+    {
+        let mut fetches: FuturesUnordered<_> = links
+            .iter_mut()
+            .enumerate()
+            .map(|(i, link)| async move { (i, link.fetch(compact).await) })
+            .collect();
+        let mut done = vec![false; fetches.len()];
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = fetches.next() => match next {
+                    Some((i, r)) => {
+                        done[i] = true;
+                        results.push((i, r));
+                    }
+                    None => break,
+                },
+                () = &mut deadline => {
+                    late.extend(done.iter().enumerate().filter(|(_, d)| !**d).map(|(i, _)| i));
+                    break;
+                }
+            }
+        }
     }
-    let req = req
-        .body(Empty::new())
-        .map_err(|e| FetchError::Http(e.to_string()))?;
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| FetchError::Http(format!("{e:?}")))?;
-    if !resp.status().is_success() {
-        return Err(FetchError::Status(resp.status().as_u16()));
+    // The late fetches are dropped by now; their links forget their
+    // connections (a request may be half done on them) and `since`.
+    let mut out: Vec<_> = results
+        .into_iter()
+        .map(|(i, r)| (links[i].addr(), r))
+        .collect();
+    for i in late {
+        links[i].reset();
+        out.push((links[i].addr(), Err(FetchError::Timeout(timeout))));
     }
-    let is_compact = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(interceptor::queue::COMPACT_CONTENT_TYPE));
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| FetchError::Http(e.to_string()))?
-        .to_bytes();
-    let bytes = body.len();
-    if is_compact {
-        let text = std::str::from_utf8(&body).map_err(|_| FetchError::Utf8)?;
-        let q = interceptor::queue::parse_compact(text)?;
-        Ok(Answer {
-            since: Some(q.since()),
-            report: PodReport {
-                instance: Some(q.instance),
-                full: q.full,
-                changed: q
-                    .changed
-                    .iter()
-                    .map(|(k, c, n)| (k.to_string(), *c, *n))
-                    .collect(),
-                removed: q.removed.iter().map(|k| k.to_string()).collect(),
-            },
-            bytes,
-        })
-    } else {
-        let map: HashMap<String, QueueCount> = serde_json::from_slice(&body)?;
-        Ok(Answer {
-            since: None,
-            report: PodReport {
-                instance: None,
-                full: true,
-                changed: map
-                    .into_iter()
-                    .map(|(k, v)| (k, v.concurrency.max(0), v.request_count))
-                    .collect(),
-                removed: Vec::new(),
-            },
-            bytes,
-        })
-    }
+    out
 }

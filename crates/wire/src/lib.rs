@@ -22,6 +22,9 @@
 //!   - the connection-level session ([`SESSION_HEADER`]): a cache grants
 //!     it to a connection that presented a valid bearer token, so the
 //!     client may omit the token on that connection for a while.
+//! - The interceptor's `/queue` bodies that the scaler polls ([`queue`]):
+//!   upstream's JSON and our compact delta form, encoded and decoded here
+//!   only.
 //!
 //! ```
 //! let held = wire::digest::content_digest([("apps", "web", "7"), ("apps", "api", "9")]);
@@ -31,6 +34,7 @@
 
 pub mod digest;
 mod list;
+pub mod queue;
 mod status;
 mod watch;
 

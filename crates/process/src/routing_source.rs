@@ -1,14 +1,82 @@
-//! Turns the source flags into a [`sync::Source`], choosing among them in
-//! the order of [`SOURCE_PRECEDENCE`](crate::config::SOURCE_PRECEDENCE).
+//! The routing-source flags of the programs that keep a routing table
+//! (the interceptor and the scaler), defined once: `--routes-dir`,
+//! `--source-url`, `--kubeconfig` and their variables, chosen in the order
+//! of [`SOURCE_PRECEDENCE`] ([`crate::source::resolve`]), and the
+//! [`sync::Source`] and [`sync::SyncConfig`] they describe.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use process::source::{Choice, Given, Names, Source, SourceNames};
+use clap::Args;
 
-use crate::config::SourceArgs;
+use crate::parse_duration as duration;
+use crate::source::{Choice, Given, Names, Source, SourceNames};
 
-/// The interceptor's source flags and variables.
+/// How a program picks its routing source (its long help shows it).
+pub const SOURCE_PRECEDENCE: &str = "\
+Source precedence (the first that names one wins):
+  1. --routes-dir, --source-url or --kubeconfig on the command line (one of them)
+  2. $KEDA_HTTP_ROUTES_DIR or $KEDA_HTTP_SOURCE_URL (one of them)
+  3. $KUBECONFIG
+  4. ~/.kube/config, if it exists
+  5. the in-cluster service account
+So an exported KUBECONFIG does not get in the way of --source-url, and a
+flag overrides a deployment's variable.";
+
+/// Where the routing table comes from, and how often it is resynced.
+///
+/// The three source flags take no clap `env`: their variables are read by
+/// [`SourceArgs::choose`], below the command line (see [`SOURCE_PRECEDENCE`]).
+#[derive(Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// Read routes from this directory of manifests (HTTPScaledObjects,
+    /// InterceptorRoutes, Services, EndpointSlices) instead of Kubernetes.
+    /// Also $KEDA_HTTP_ROUTES_DIR, which the command line overrides.
+    #[arg(long, value_name = "DIR")]
+    pub routes_dir: Option<PathBuf>,
+
+    /// Kubeconfig file to reach the API server (or a cache tier). Without
+    /// it and without a routes directory or source URL: $KUBECONFIG,
+    /// ~/.kube/config, then the in-cluster service account.
+    #[arg(long, value_name = "FILE", conflicts_with = "routes_dir")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// URL of a Kubernetes-compatible list/watch server, e.g. a cache tier
+    /// (`https://keda-http-cache:9443`). Also $KEDA_HTTP_SOURCE_URL, which
+    /// the command line overrides.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["routes_dir", "kubeconfig"])]
+    pub source_url: Option<String>,
+
+    /// File holding the bearer token for the source URL.
+    #[arg(long, env = "KEDA_HTTP_SOURCE_TOKEN_FILE", value_name = "FILE")]
+    pub source_token_file: Option<PathBuf>,
+
+    /// Skip TLS verification of the source URL (testing only).
+    #[arg(long, env = "KEDA_HTTP_SOURCE_INSECURE")]
+    pub source_insecure: bool,
+
+    /// Only watch this namespace (empty: all namespaces).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_WATCH_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = ""
+    )]
+    pub watch_namespace: String,
+
+    /// How often the whole routing table is listed and compared with the
+    /// in-memory copy, so a lost watch event is repaired within this bound.
+    #[arg(long, env = "KEDA_HTTP_RESYNC_INTERVAL", value_parser = duration, default_value = "1s")]
+    pub resync_interval: Duration,
+
+    /// Server-side timeout of each watch request; a watch silent for this
+    /// plus 5 s is treated as stalled and restarted.
+    #[arg(long, env = "KEDA_HTTP_WATCH_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub watch_timeout: Duration,
+}
+
+/// The source flags and variables.
 const SOURCES: SourceNames = SourceNames {
     dir: Some(Names {
         flag: "--routes-dir",
@@ -25,20 +93,20 @@ const SOURCES: SourceNames = SourceNames {
 pub enum SourceError {
     /// The flags and variables name no single source.
     #[error("routing source")]
-    Choose(#[from] process::source::ResolveError),
+    Choose(#[from] crate::source::ResolveError),
     /// The routes directory does not exist.
     #[error("routes directory {0}: not a directory")]
     NoDir(PathBuf),
     /// The Kubernetes client could not be built.
     #[error("routing source (pass --routes-dir DIR to run without a cluster)")]
-    Client(#[from] process::kube::ClientError),
+    Client(#[from] crate::kube::ClientError),
 }
 
 impl SourceArgs {
     /// Chooses the source: the command line, then `KEDA_HTTP_ROUTES_DIR` /
     /// `KEDA_HTTP_SOURCE_URL`, then `KUBECONFIG`, `~/.kube/config`,
     /// in-cluster. `env` looks up variables
-    /// ([`process::source::process_env`] for the real environment).
+    /// ([`crate::source::process_env`] for the real environment).
     pub fn choose(&self, env: impl Fn(&str) -> Option<OsString>) -> Result<Choice, SourceError> {
         let url_option = if self.source_token_file.is_some() {
             Some("--source-token-file")
@@ -53,12 +121,12 @@ impl SourceArgs {
             kubeconfig: self.kubeconfig.clone(),
             url_option,
         };
-        Ok(process::source::resolve(&SOURCES, given, env)?)
+        Ok(crate::source::resolve(&SOURCES, given, env)?)
     }
 
     /// Builds the source these flags and the process environment describe.
     pub async fn build(&self) -> Result<sync::Source, SourceError> {
-        let choice = self.choose(process::source::process_env)?;
+        let choice = self.choose(crate::source::process_env)?;
         tracing::info!(source = %choice.source, from = %choice.origin, "routing source chosen");
         if let Source::Directory(dir) = choice.source {
             if !dir.is_dir() {
@@ -68,12 +136,12 @@ impl SourceArgs {
         }
         // A cache by URL gets one HTTP/2 connection, so an idle resync's
         // repeated headers cost a few bytes (HPACK) instead of hundreds.
-        let options = process::kube::UrlOptions {
+        let options = crate::kube::UrlOptions {
             token_file: self.source_token_file.clone(),
             ca_file: None,
             insecure: self.source_insecure,
         };
-        let client = process::kube::client(&choice.source, &options).await?;
+        let client = crate::kube::client(&choice.source, &options).await?;
         Ok(sync::Source::Kubernetes(client))
     }
 
@@ -92,11 +160,23 @@ impl SourceArgs {
 mod tests {
     use std::collections::HashMap;
 
-    use process::source::Origin;
+    use crate::source::Origin;
 
     use super::*;
 
-    use crate::config::test_cli::{Cli, try_parse as parse};
+    /// A program with exactly these flags.
+    #[derive(clap::Parser, Debug)]
+    #[command(after_long_help = SOURCE_PRECEDENCE)]
+    struct Cli {
+        #[command(flatten)]
+        source: SourceArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Cli, clap::Error> {
+        <Cli as clap::Parser>::try_parse_from(
+            std::iter::once("program").chain(argv.iter().copied()),
+        )
+    }
 
     /// The choice for `argv` in an environment of exactly `vars`.
     fn choose(argv: &[&str], vars: &[(&str, &str)]) -> Result<Choice, SourceError> {
@@ -164,7 +244,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                SourceError::Choose(process::source::ResolveError::Conflict { .. })
+                SourceError::Choose(crate::source::ResolveError::Conflict { .. })
             ),
             "{err:?}"
         );
