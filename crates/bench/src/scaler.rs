@@ -327,6 +327,46 @@ impl tokio::io::AsyncWrite for Counted {
 struct Pod {
     counts: parking_lot::Mutex<Vec<(i64, u64)>>,
     history: interceptor::queue::QueueHistory,
+    /// Answers prepared between rounds (untimed), so that the simulated
+    /// fleet costs the round little more than its HTTP exchanges, as a
+    /// real fleet on its own machines would; a request that does not
+    /// match (another `since`) is computed as before.
+    prepared: parking_lot::Mutex<Prepared>,
+}
+
+#[derive(Default)]
+struct Prepared {
+    plain: Option<Bytes>,
+    /// (the `since` it answers, the body).
+    compact: Option<(String, Bytes)>,
+    /// The `since` the pod's last compact answer told the scaler to send.
+    next_since: Option<String>,
+}
+
+impl Pod {
+    /// Prepares the next round's answers: upstream's JSON, and the compact
+    /// delta for the `since` the scaler will send.
+    fn prepare(&self, keys: &[Arc<str>]) {
+        let counts = self.counts.lock().clone();
+        let plain =
+            wire::queue::encode_plain(keys.iter().zip(&counts).map(|(k, (c, n))| (k, *c, *n)));
+        let mut p = self.prepared.lock();
+        p.plain = Some(Bytes::from(plain));
+        p.compact = p.next_since.take().map(|since| {
+            let triples = keys
+                .iter()
+                .zip(&counts)
+                .map(|(k, (c, n))| (k.clone(), *c, *n));
+            let body = self.history.compact_counts(triples, Some(&since));
+            p.next_since = next_since(&body);
+            (since, Bytes::from(body))
+        });
+    }
+}
+
+/// The `since` a compact answer tells its client to send next.
+fn next_since(body: &str) -> Option<String> {
+    wire::queue::parse_compact(body).ok().map(|q| q.since())
 }
 
 /// The child process: N pods, commands on stdin.
@@ -350,6 +390,7 @@ async fn serve_pods(args: ScalerBenchArgs) -> anyhow::Result<()> {
             Arc::new(Pod {
                 counts: parking_lot::Mutex::new(vec![(0, 0); args.routes]),
                 history: interceptor::queue::QueueHistory::new(),
+                prepared: parking_lot::Mutex::default(),
             })
         })
         .collect();
@@ -370,7 +411,7 @@ async fn serve_pods(args: ScalerBenchArgs) -> anyhow::Result<()> {
                                 Ok::<_, std::convert::Infallible>(
                                     http::Response::builder()
                                         .header("content-type", body.0)
-                                        .body(Full::new(Bytes::from(body.1)))
+                                        .body(Full::new(body.1))
                                         .unwrap(),
                                 )
                             }
@@ -402,6 +443,9 @@ async fn serve_pods(args: ScalerBenchArgs) -> anyhow::Result<()> {
                             entry.1 += fastrand::u64(1..10);
                         }
                     }
+                    for pod in &pods {
+                        pod.prepare(&keys);
+                    }
                     "ok".to_string()
                 }
                 other => format!("unknown command {other:?}"),
@@ -415,13 +459,13 @@ async fn serve_pods(args: ScalerBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (content type, body) of one pod's `/queue`.
+/// (content type, body) of one pod's `/queue`: the prepared answer when it
+/// is the one asked for, else computed now.
 fn answer(
     pod: &Pod,
     keys: &[Arc<str>],
     req: &http::Request<hyper::body::Incoming>,
-) -> (&'static str, String) {
-    let counts = pod.counts.lock().clone();
+) -> (&'static str, Bytes) {
     let compact = req
         .headers()
         .get(http::header::ACCEPT)
@@ -432,13 +476,26 @@ fn answer(
             .uri()
             .query()
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("since=")));
+        let mut prepared = pod.prepared.lock();
+        if let (Some((for_since, body)), Some(since)) = (&prepared.compact, since)
+            && for_since == since
+        {
+            return (wire::queue::COMPACT_CONTENT_TYPE, body.clone());
+        }
+        let counts = pod.counts.lock().clone();
         let triples = keys.iter().zip(counts).map(|(k, (c, n))| (k.clone(), c, n));
-        (
-            wire::queue::COMPACT_CONTENT_TYPE,
-            pod.history.compact_counts(triples, since),
-        )
+        let body = pod.history.compact_counts(triples, since);
+        prepared.next_since = next_since(&body);
+        (wire::queue::COMPACT_CONTENT_TYPE, Bytes::from(body))
     } else {
+        if let Some(body) = &pod.prepared.lock().plain {
+            return ("application/json", body.clone());
+        }
+        let counts = pod.counts.lock().clone();
         let triples = keys.iter().zip(counts).map(|(k, (c, n))| (k, c, n));
-        ("application/json", wire::queue::encode_plain(triples))
+        (
+            "application/json",
+            Bytes::from(wire::queue::encode_plain(triples)),
+        )
     }
 }
