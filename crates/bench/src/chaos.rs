@@ -556,25 +556,27 @@ async fn writer(shared: Arc<Shared>, api: Arc<ApiThread>, rate: u64, backends: u
         let live = (0..routes)
             .filter(|&i| shared.model.current(i).is_some())
             .count();
-        let result = match shared.model.current(r) {
-            Some(_) if fastrand::f64() < 0.1 && live * 10 > routes * 8 => {
-                api.delete_object(&gvr, NS, &route_name(r)).map(|_| None)
-            }
-            Some(b) => {
-                let to = (b + 1 + fastrand::usize(..backends - 1)) % backends;
-                api.put_object(route_object(r, to)).map(|_| Some(to))
-            }
-            None => {
-                let to = fastrand::usize(..backends);
-                api.put_object(route_object(r, to)).map(|_| Some(to))
-            }
+        let before = shared.model.current(r);
+        let after = match before {
+            Some(_) if fastrand::f64() < 0.1 && live * 10 > routes * 8 => None,
+            Some(b) => Some((b + 1 + fastrand::usize(..backends - 1)) % backends),
+            None => Some(fastrand::usize(..backends)),
+        };
+        // Recorded before the write: a replica may route by the new state
+        // a moment after the store has it, before this task runs again.
+        shared.model.set(r, after);
+        let result = match after {
+            None => api.delete_object(&gvr, NS, &route_name(r)).map(drop),
+            Some(b) => api.put_object(route_object(r, b)).map(drop),
         };
         match result {
-            Ok(state) => {
-                shared.model.set(r, state);
+            Ok(()) => {
                 shared.counters().writes.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => progress(&format!("write of {} failed: {}", route_name(r), e.message)),
+            Err(e) => {
+                shared.model.set(r, before);
+                progress(&format!("write of {} failed: {}", route_name(r), e.message));
+            }
         }
     }
 }

@@ -456,6 +456,9 @@ mod tests {
         let mut b = upstream_backoff();
         let delays: Vec<Duration> = (0..20).map(|_| b.next_delay()).collect();
         assert_eq!(delays[0], UPSTREAM_BACKOFF_FIRST);
-        assert!(delays.iter().all(|d| *d <= UPSTREAM_BACKOFF_MAX), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= UPSTREAM_BACKOFF_MAX),
+            "{delays:?}"
+        );
     }
 }
