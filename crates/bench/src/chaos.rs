@@ -279,11 +279,14 @@ async fn wait_ready(client: &HttpClient, what: &str, url: &str) -> anyhow::Resul
 // ---------------------------------------------------------------------------
 // The API's routing table over time
 
+/// Since when a route had which backend (`None`: the route did not exist).
+type State = (Instant, Option<usize>);
+
 /// What the API said each route's backend was, over time, and the faults
 /// during which no replica could learn of a change.
 struct Model {
     /// Per route: (since, backend index or `None` = no such route).
-    history: Vec<Mutex<Vec<(Instant, Option<usize>)>>>,
+    history: Vec<Mutex<Vec<State>>>,
     /// (start, end) of the faults that blind the replicas.
     blind: Mutex<Vec<(Instant, Option<Instant>)>>,
     window: Duration,
@@ -1214,11 +1217,8 @@ async fn inject(
                 rustix::process::Signal::TERM,
             )?;
             // The load balancer's readiness probe.
-            loop {
-                match get(&sys.client, &i.admin("/readyz"), None).await {
-                    Ok((200, _, _)) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    _ => break,
-                }
+            while let Ok((200, _, _)) = get(&sys.client, &i.admin("/readyz"), None).await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             shared.in_rotation[k].store(false, Ordering::Relaxed);
             let unready = t.elapsed();
