@@ -169,13 +169,7 @@ pub fn run(args: FleetArgs) -> anyhow::Result<()> {
 async fn run_all(args: FleetArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let bin = match &args.cache_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no parent dir of the bench binary")?
-            .join("http-addon"),
-    };
+    let bin = http_addon_bin(args.cache_bin.as_deref());
     if args.modes.contains(&Mode::Cache) && !bin.exists() {
         bail!(
             "{} not found: build it (cargo build --release -p http-addon) or pass --cache-bin",
@@ -215,7 +209,19 @@ async fn run_all(args: FleetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn progress(msg: &str) {
+/// The `http-addon` binary: `given`, else the one beside this bench binary
+/// (`cargo build` puts both in the same target directory).
+pub(crate) fn http_addon_bin(given: Option<&Path>) -> PathBuf {
+    given.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("http-addon")))
+            .unwrap_or_else(|| PathBuf::from("http-addon"))
+    })
+}
+
+/// A progress line on stderr, stamped with the wall-clock time (UTC).
+pub(crate) fn progress(msg: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -333,13 +339,13 @@ async fn observe(
 /// The testkit API server on a runtime and OS thread of its own, as a real
 /// API server is a process of its own: its watch fan-out to the caches and
 /// its lists never wait in the run queue behind thousands of replica tasks.
-struct ApiThread {
+pub(crate) struct ApiThread {
     api: Option<TestApi>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
 impl ApiThread {
-    async fn start() -> anyhow::Result<ApiThread> {
+    pub(crate) async fn start() -> anyhow::Result<ApiThread> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("api-server")
@@ -390,7 +396,7 @@ impl Drop for CacheProc {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
@@ -526,7 +532,8 @@ fn api_load(before: &testkit::Stats, after: &testkit::Stats, secs: f64) -> ApiLo
     }
 }
 
-fn metric(text: &str, name: &str) -> Option<f64> {
+/// The sum of every sample of the metric family whose lines start with `name`.
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -4,10 +4,12 @@
 //! - `bench sync`: one replica's sync loop, write-to-applied latency and idle cost.
 //! - `bench fleet`: N replicas' sync loops against an API server, directly or
 //!   through caches; propagation latency and control-plane load.
+//! - `bench chaos`: the fault campaign on the real processes (RELIABILITY.md).
 //!
 //! Each prints progress on the terminal and writes its results (table, JSON)
 //! under `bench-results/`. Commands and numbers are recorded in BENCHMARKS.md.
 
+mod chaos;
 mod fleet;
 mod proxy;
 #[path = "scaler.rs"]
@@ -42,6 +44,8 @@ enum Command {
     Sync(sync_bench::SyncArgs),
     /// The scaler's poll round against N simulated interceptors: plain vs compact /queue.
     Scaler(scaler_bench::ScalerBenchArgs),
+    /// The fault campaign: caches, interceptors and backends under load while faults are injected.
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +55,6 @@ fn main() -> anyhow::Result<()> {
         Command::Fleet(args) => fleet::run(args),
         Command::Sync(args) => sync_bench::run(args),
         Command::Scaler(args) => scaler_bench::run(args),
+        Command::Chaos(args) => chaos::run(args),
     }
 }

@@ -120,8 +120,8 @@ pub struct CacheArgs {
     #[arg(long, env = "KEDA_HTTP_CACHE_BOOKMARK_INTERVAL", value_parser = duration, default_value = "1s")]
     pub bookmark_interval: Duration,
 
-    /// One conditional upstream list per this interval, round robin over
-    /// the resources (repairs events the upstream lost).
+    /// Every resource gets one conditional upstream list per this interval,
+    /// spread evenly over it (repairs events the upstream lost).
     #[arg(long, env = "KEDA_HTTP_CACHE_UPSTREAM_RESYNC_INTERVAL", value_parser = duration, default_value = "1s")]
     pub upstream_resync_interval: Duration,
 
