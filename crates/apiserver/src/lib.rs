@@ -275,12 +275,6 @@ impl ApiServer {
         kube::Client::try_from(config).expect("apiserver: kube client")
     }
 
-    /// Writes every object, in the state file's format, to `path` now (with
-    /// a state file configured, every write is already in it).
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        state::save(&self.core, path)
-    }
-
     /// Serves TokenReviews (`POST /apis/authentication.k8s.io/v1/tokenreviews`),
     /// authenticating exactly `tokens`.
     pub fn serve_token_reviews(&self, tokens: impl IntoIterator<Item = impl Into<String>>) {

@@ -76,16 +76,17 @@ pub enum Verb {
 }
 
 /// What a request is: its verb and, for a resource request, its path.
-/// `None` when its list/watch query does not parse (the server answers 400).
-pub fn classify<B>(req: &Request<B>) -> Option<(Verb, Option<ResourcePath>)> {
+/// `Err` (the message of the server's 400) when its list/watch query does
+/// not parse.
+pub fn classify<B>(req: &Request<B>) -> Result<(Verb, Option<ResourcePath>), String> {
     let path = req.uri().path();
     if path == TOKEN_REVIEWS && req.method() == Method::POST {
-        return Some((Verb::Create, None));
+        return Ok((Verb::Create, None));
     }
     let Some(rp) = parse_path(path) else {
-        return Some((Verb::Other, None));
+        return Ok((Verb::Other, None));
     };
-    let query = ListWatchQuery::parse(req.uri().query()).ok()?;
+    let query = ListWatchQuery::parse(req.uri().query())?;
     let verb = match *req.method() {
         Method::GET if rp.name.is_some() => Verb::Get,
         Method::GET if query.watch => Verb::Watch,
@@ -96,7 +97,7 @@ pub fn classify<B>(req: &Request<B>) -> Option<(Verb, Option<ResourcePath>)> {
         Method::DELETE => Verb::Delete,
         _ => Verb::Other,
     };
-    Some((verb, Some(rp)))
+    Ok((verb, Some(rp)))
 }
 
 type SpawnAccept = Box<dyn Fn(Arc<Core>, TcpListener) -> JoinHandle<()> + Send + Sync>;
@@ -268,7 +269,7 @@ impl Core {
         }
         if out.is_ok()
             && let Some(path) = &self.state_file
-            && let Err(e) = crate::state::save_locked(self, *rv, path)
+            && let Err(e) = crate::state::save(self, *rv, path)
         {
             tracing::error!(path = %path.display(), error = %e, "cannot write the state file; this write is kept in memory only");
         }
@@ -286,27 +287,16 @@ impl Core {
         {
             return status_response(Reason::Unauthorized, "Unauthorized");
         }
-        let path = req.uri().path().to_owned();
-        if path == TOKEN_REVIEWS && req.method() == Method::POST {
-            return token_review(self, req).await;
+        match classify(&req) {
+            Err(e) => status_response(Reason::BadRequest, &e),
+            Ok((verb, Some(rp))) => resource_request(self, req, rp, verb).await,
+            Ok((Verb::Create, None)) => token_review(self, req).await,
+            Ok((_, None)) if req.method() == Method::GET => discovery(self, req.uri().path()),
+            Ok((_, None)) => status_response(
+                Reason::MethodNotAllowed,
+                &format!("{} is not supported on {}", req.method(), req.uri().path()),
+            ),
         }
-        let Some(rp) = parse_path(&path) else {
-            return if req.method() == Method::GET {
-                discovery(self, &path)
-            } else {
-                status_response(
-                    Reason::MethodNotAllowed,
-                    &format!("{} is not supported on {path}", req.method()),
-                )
-            };
-        };
-        let Some((verb, _)) = classify(&req) else {
-            let e = ListWatchQuery::parse(req.uri().query())
-                .err()
-                .unwrap_or_default();
-            return status_response(Reason::BadRequest, &e);
-        };
-        resource_request(self, req, rp, verb).await
     }
 }
 

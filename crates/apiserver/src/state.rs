@@ -87,16 +87,10 @@ pub(crate) fn restore(
     Ok(stores)
 }
 
-/// Writes the state file now.
-pub(crate) fn save(core: &Core, path: &Path) -> std::io::Result<()> {
-    let rv = core.rv.lock();
-    save_locked(core, *rv, path)
-}
-
 /// Writes the state file; the caller holds the write lock (the global
 /// resourceVersion is `rv`), so the objects and the counter agree and no
 /// write is acknowledged before it is in the file.
-pub(crate) fn save_locked(core: &Core, rv: u64, path: &Path) -> std::io::Result<()> {
+pub(crate) fn save(core: &Core, rv: u64, path: &Path) -> std::io::Result<()> {
     let resources = core
         .stores
         .all()

@@ -110,18 +110,6 @@ fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
 
-/// The mirrors' backoff: 100 ms doubling to 500 ms. A cache is one client
-/// per resource, so retrying twice a second costs a failing upstream
-/// little, while the whole fleet behind the cache catches up within 500 ms
-/// of the upstream's return (`bench chaos`: with 5 s, the replicas' tables
-/// stayed behind the API for up to 5 s after a 10 s outage).
-fn upstream_backoff() -> Backoff {
-    Backoff::new(UPSTREAM_BACKOFF_FIRST, UPSTREAM_BACKOFF_MAX)
-}
-
-const UPSTREAM_BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const UPSTREAM_BACKOFF_MAX: Duration = Duration::from_millis(500);
-
 /// What a completed list returned.
 struct Listed {
     items: Vec<Value>,
@@ -247,7 +235,7 @@ impl Mirror {
     pub(crate) async fn run(mut self) {
         let label = CacheMetrics::label(self.name());
         let collection = self.collection();
-        let mut backoff = upstream_backoff();
+        let mut backoff = Backoff::few_clients();
         let mut synced = false;
         let mut etag: Option<String> = None;
         'relist: loop {
@@ -442,23 +430,5 @@ impl Mirror {
                 .health
                 .failure(self.name(), &e, self.store.resource_version()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// However long the upstream has been failing, the next attempt comes
-    /// within 500 ms, so the cache catches up soon after the upstream returns.
-    #[test]
-    fn retries_never_wait_more_than_half_a_second() {
-        let mut b = upstream_backoff();
-        let delays: Vec<Duration> = (0..20).map(|_| b.next_delay()).collect();
-        assert_eq!(delays[0], UPSTREAM_BACKOFF_FIRST);
-        assert!(
-            delays.iter().all(|d| *d <= UPSTREAM_BACKOFF_MAX),
-            "{delays:?}"
-        );
     }
 }

@@ -513,17 +513,7 @@ impl System {
         host: Option<&str>,
         header: Option<(&str, &str)>,
     ) -> anyhow::Result<(u16, Bytes)> {
-        let mut req = http::Request::get(url);
-        if let Some(h) = host {
-            req = req.header(http::header::HOST, h);
-        }
-        if let Some((k, v)) = header {
-            req = req.header(k, v);
-        }
-        let resp = self.http.request(req.body(Empty::new())?).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+        fetch(&self.http, url, host, header).await
     }
 
     /// A request through interceptor `i` with this Host (and header).
@@ -552,13 +542,8 @@ impl System {
         let host = host.to_string();
         let header = header.map(|(k, v)| (k.to_string(), v.to_string()));
         tokio::spawn(async move {
-            let mut req = http::Request::get(url).header(http::header::HOST, host);
-            if let Some((k, v)) = header {
-                req = req.header(k, v);
-            }
-            let resp = http.request(req.body(Empty::new())?).await?;
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await?.to_bytes();
+            let header = header.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
+            let (status, body) = fetch(&http, &url, Some(&host), header).await?;
             Ok(Answer::from(status, &body))
         })
     }
@@ -712,6 +697,26 @@ impl System {
             dir = self.path.display(),
         )
     }
+}
+
+/// GET `url` (with this Host and header): the status and the whole body.
+async fn fetch(
+    http: &Client<HttpConnector, Empty<Bytes>>,
+    url: &str,
+    host: Option<&str>,
+    header: Option<(&str, &str)>,
+) -> anyhow::Result<(u16, Bytes)> {
+    let mut req = http::Request::get(url);
+    if let Some(h) = host {
+        req = req.header(http::header::HOST, h);
+    }
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let resp = http.request(req.body(Empty::new())?).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
 }
 
 fn kube_client(port: u16) -> anyhow::Result<kube::Client> {

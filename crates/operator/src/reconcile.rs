@@ -260,18 +260,16 @@ fn trigger(
     (reader, stream)
 }
 
-/// How soon a controller's watches restart after they fail: the backoff
-/// the other programs' list/watch loops use (100 ms doubling to 5 s, with
-/// jitter), not kube-runtime's default (800 ms to 30 s), so the operator is
-/// back within seconds of an API server's return, as the interceptors are.
+/// How soon a controller's watches restart after they fail: the policy of
+/// a client a cluster runs once ([`kubewatch::Backoff::few_clients`], as
+/// the cache's upstream watches), not kube-runtime's default (800 ms to
+/// 30 s), so the operator is back within a second of an API server's
+/// return.
 struct WatchBackoff(kubewatch::Backoff);
 
 impl WatchBackoff {
     fn new() -> Self {
-        WatchBackoff(
-            kubewatch::Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
-                .with_jitter(),
-        )
+        WatchBackoff(kubewatch::Backoff::few_clients())
     }
 }
 

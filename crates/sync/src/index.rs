@@ -8,6 +8,7 @@
 //! moment it arrives, without either one undoing the other.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use api::{FieldError, HTTPScaledObject, InterceptorRoute, ObjectHead};
 use bytes::Bytes;
@@ -220,13 +221,19 @@ impl RouteIndex {
         let slot = key.kind.slot();
         let hash = wire::digest::object_hash(&key.namespace, &key.name, seen.rv.as_str());
         self.digest_sums[slot] = self.digest_sums[slot].wrapping_add(hash);
-        if let Some(old) = self.seen.get(&key) {
-            // A newer version of an object a listing named is still named.
-            seen.listing = old.listing;
-        }
-        if let Some(old) = self.seen.insert(key.clone(), seen) {
-            let old_hash = wire::digest::object_hash(&key.namespace, &key.name, old.rv.as_str());
-            self.digest_sums[slot] = self.digest_sums[slot].wrapping_sub(old_hash);
+        match self.seen.entry(key) {
+            Entry::Occupied(mut e) => {
+                // A newer version of an object a listing named is still named.
+                seen.listing = e.get().listing;
+                let old = e.insert(seen);
+                let key = e.key();
+                let old_hash =
+                    wire::digest::object_hash(&key.namespace, &key.name, old.rv.as_str());
+                self.digest_sums[slot] = self.digest_sums[slot].wrapping_sub(old_hash);
+            }
+            Entry::Vacant(e) => {
+                e.insert(seen);
+            }
         }
     }
 

@@ -205,7 +205,7 @@ impl Front for TestFront {
             let c = self.stats.request(Verb::Other, "");
             return CountedBody::wrap(core.handle(req).await, Some(c));
         }
-        let Some((verb, path)) = apiserver::classify(&req) else {
+        let Ok((verb, path)) = apiserver::classify(&req) else {
             // A query that does not parse: the server's 400, not counted.
             return CountedBody::wrap(core.handle(req).await, None);
         };
