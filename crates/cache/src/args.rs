@@ -234,8 +234,7 @@ pub async fn run(args: CacheArgs) -> Result<(), CacheError> {
     let stop_metrics = CancellationToken::new();
     if args.metrics_port != 0 {
         let addr = SocketAddr::new(args.bind_address, args.metrics_port);
-        let listener =
-            process::http::listen(addr).map_err(|source| CacheError::Bind { addr, source })?;
+        let (listener, _) = process::http::bind(addr)?;
         let readiness = cache.readiness();
         tokio::spawn(process::http::serve(
             listener,

@@ -96,13 +96,8 @@ pub use server::TlsError;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// The listening socket.
-    #[error("listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] process::http::BindError),
     /// Certificate or key.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -258,14 +253,7 @@ impl Cache {
             return Err(CacheError::NoResources);
         }
         let metrics = CacheMetrics::new(registry);
-        let listener = process::http::listen(config.listen).map_err(|source| CacheError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| CacheError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, addr) = process::http::bind(config.listen)?;
         let tls = match &config.tls {
             Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
             None => None,

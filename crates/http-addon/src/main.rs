@@ -114,42 +114,24 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds => print(&api::crds_yaml()),
-        Command::Interceptor(args) => {
-            init_logging();
-            runtime()?.block_on(interceptor::run(args))?;
-            Ok(())
-        }
-        Command::Scaler(args) => {
-            init_logging();
-            runtime()?.block_on(scaler::run(args))?;
-            Ok(())
-        }
-        Command::Cache(args) => {
-            init_logging();
-            runtime()?.block_on(cache::run(args))?;
-            Ok(())
-        }
-        Command::Operator(args) => {
-            init_logging();
-            runtime()?.block_on(operator::run(args))?;
-            Ok(())
-        }
-        Command::Api(args) => {
-            init_logging();
-            runtime()?.block_on(apiserver::run(args))?;
-            Ok(())
-        }
-        Command::Demo(args) => {
-            // The programs log to files; the demo's own output is the walk-through.
-            runtime()?.block_on(demo::run(args))?;
-            Ok(())
-        }
-        Command::Echo(args) => {
-            init_logging();
-            runtime()?.block_on(echo::run(args))?;
-            Ok(())
-        }
+        Command::Interceptor(args) => serve(interceptor::run(args)),
+        Command::Scaler(args) => serve(scaler::run(args)),
+        Command::Cache(args) => serve(cache::run(args)),
+        Command::Operator(args) => serve(operator::run(args)),
+        Command::Api(args) => serve(apiserver::run(args)),
+        // The programs log to files; the demo's own output is the walk-through.
+        Command::Demo(args) => Ok(runtime()?.block_on(demo::run(args))?),
+        Command::Echo(args) => serve(echo::run(args)),
     }
+}
+
+/// Runs one of the long-lived programs: logging on, then its future to the end.
+fn serve<E>(program: impl Future<Output = Result<(), E>>) -> anyhow::Result<()>
+where
+    anyhow::Error: From<E>,
+{
+    init_logging();
+    Ok(runtime()?.block_on(program)?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

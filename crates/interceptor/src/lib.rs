@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -44,13 +43,8 @@ pub enum StartError {
     #[error(transparent)]
     Source(#[from] process::routing_source::SourceError),
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] process::http::BindError),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -88,12 +82,6 @@ pub struct Interceptor {
     _guard: tokio_util::sync::DropGuard,
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
-}
-
 impl Interceptor {
     /// Starts the sync loop and the servers. Ports may be 0 (tests).
     pub async fn start(args: &InterceptorArgs) -> Result<Interceptor, StartError> {
@@ -118,18 +106,18 @@ impl Interceptor {
         } else {
             None
         };
-        let proxy_listener = bind(SocketAddr::new(args.bind_address, args.proxy_port)).await?;
-        let tls_listener = match &tls_config {
-            Some(_) => Some(bind(SocketAddr::new(args.bind_address, args.proxy.tls_port)).await?),
-            None => None,
-        };
-        let admin_listener = bind(SocketAddr::new(args.bind_address, args.admin_port)).await?;
+        let bind = |port| process::http::bind(SocketAddr::new(args.bind_address, port));
+        let (proxy_listener, proxy_addr) = bind(args.proxy_port)?;
+        let (tls_listener, tls_addr) = (tls_config.as_ref())
+            .map(|_| bind(args.proxy.tls_port))
+            .transpose()?
+            .unzip();
+        let (admin_listener, admin_addr) = bind(args.admin_port)?;
         let metrics_port = args.metrics_port();
-        let metrics_listener = if args.metrics_enabled {
-            Some(bind(SocketAddr::new(args.bind_address, metrics_port)).await?)
-        } else {
-            None
-        };
+        let (metrics_listener, metrics_addr) = (args.metrics_enabled)
+            .then(|| bind(metrics_port))
+            .transpose()?
+            .unzip();
         let mut registry = Registry::default();
         let sync = sync::start(source, args.source.sync_config(), &mut registry);
         let proxy_metrics = metrics::ProxyMetrics::new(sync.table.clone(), &mut registry);
@@ -146,22 +134,6 @@ impl Interceptor {
             queue_history: Arc::default(),
         });
         let cancel = CancellationToken::new();
-        let local = |l: &TcpListener, port: u16| {
-            l.local_addr().map_err(|source| StartError::Bind {
-                addr: SocketAddr::new(args.bind_address, port),
-                source,
-            })
-        };
-        let proxy_addr = local(&proxy_listener, args.proxy_port)?;
-        let tls_addr = match &tls_listener {
-            Some(l) => Some(local(l, args.proxy.tls_port)?),
-            None => None,
-        };
-        let admin_addr = local(&admin_listener, args.admin_port)?;
-        let metrics_addr = match &metrics_listener {
-            Some(l) => Some(local(l, metrics_port)?),
-            None => None,
-        };
         let inflight = Arc::new(body::Inflight::default());
         let proxy_config = proxy::ProxyConfig::from_args(&args.proxy, routes_dir);
         let new_proxy = || {

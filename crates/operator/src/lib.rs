@@ -44,13 +44,8 @@ pub enum OperatorError {
     #[error("Kubernetes client: {0}")]
     Client(#[from] process::kube::ClientError),
     /// A port could not be bound.
-    #[error("listening on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] process::http::BindError),
     /// Another process took the lease while this one led: exit, so that
     /// two writers never overlap (the pod restarts as a candidate).
     #[error("leader election lost (lease {})", leader::LEASE_NAME)]
@@ -101,8 +96,7 @@ pub async fn run_with(
                      handler: fn(&Ports, &str) -> Response|
      -> Result<(), OperatorError> {
         let Some(addr) = addr else { return Ok(()) };
-        let listener =
-            process::http::listen(addr).map_err(|source| OperatorError::Listen { addr, source })?;
+        let (listener, _) = process::http::bind(addr)?;
         let ports = Ports {
             registry: registry.clone(),
             ready: ready.clone(),

@@ -48,6 +48,26 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// A port that could not be bound, or whose bound address could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}")]
+pub struct BindError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `addr` as [`listen`] does and reads back the bound address (the
+/// port the kernel chose when `addr`'s is 0).
+pub fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
+    let err = |source| BindError { addr, source };
+    let listener = listen(addr).map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
 /// Connection-level limits of a [`Server`]: what a slow, idle or greedy
 /// client can hold. One set per server; a server may accept on several
 /// listeners (the interceptor's plain and TLS proxy ports share one cap).

@@ -93,15 +93,12 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
     }];
 
     let str_ref = &spec.scale_target_ref;
-    let target = Target {
-        service: Arc::from(str_ref.service.as_str()),
-        namespace: cx.namespace.clone(),
-        port: cx.port(
-            "spec.scaleTargetRef",
-            str_ref.port,
-            str_ref.port_name.as_deref(),
-        ),
-    };
+    let target = cx.target(
+        "spec.scaleTargetRef",
+        &str_ref.service,
+        str_ref.port,
+        str_ref.port_name.as_deref(),
+    );
 
     let timeouts = match &spec.timeouts {
         Some(t) => Timeouts {
@@ -128,9 +125,7 @@ pub fn compile_http_scaled_object(obj: &HTTPScaledObject) -> Result<Route, Vec<F
             },
         };
         Box::new(Fallback {
-            service: Arc::from(f.service.as_str()),
-            namespace: cx.namespace.clone(),
-            port: cx.port(field, f.port, f.port_name.as_deref()),
+            target: cx.target(field, &f.service, f.port, f.port_name.as_deref()),
             wait,
         })
     });
@@ -198,15 +193,12 @@ pub fn compile_interceptor_route(obj: &InterceptorRoute) -> Result<Route, Vec<Fi
         });
     }
 
-    let target = Target {
-        service: Arc::from(spec.target.service.as_str()),
-        namespace: cx.namespace.clone(),
-        port: cx.port(
-            "spec.target",
-            spec.target.port,
-            spec.target.port_name.as_deref(),
-        ),
-    };
+    let target = cx.target(
+        "spec.target",
+        &spec.target.service,
+        spec.target.port,
+        spec.target.port_name.as_deref(),
+    );
 
     let timeouts = match &spec.timeouts {
         Some(t) => Timeouts {
@@ -222,10 +214,9 @@ pub fn compile_interceptor_route(obj: &InterceptorRoute) -> Result<Route, Vec<Fi
     if let Some(cs) = &spec.cold_start {
         cold_start.fallback = cs.fallback.as_ref().map(|f| {
             Box::new(Fallback {
-                service: Arc::from(f.service.name.as_str()),
-                namespace: cx.namespace.clone(),
-                port: cx.port(
+                target: cx.target(
                     "spec.coldStart.fallback.service",
+                    &f.service.name,
                     f.service.port,
                     f.service.port_name.as_deref(),
                 ),
@@ -452,6 +443,21 @@ impl Cx {
             out.push(HeaderFilter { name, value });
         }
         out
+    }
+
+    /// A Service in the route's namespace; `field` names the port pair in errors.
+    fn target(
+        &mut self,
+        field: &str,
+        service: &str,
+        port: Option<i32>,
+        port_name: Option<&str>,
+    ) -> Target {
+        Target {
+            service: Arc::from(service),
+            namespace: self.namespace.clone(),
+            port: self.port(field, port, port_name),
+        }
     }
 
     fn port(&mut self, field: &str, port: Option<i32>, port_name: Option<&str>) -> PortRef {

@@ -106,12 +106,8 @@ pub struct Timeouts {
 /// The Service a cold request fails over to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fallback {
-    /// Service name.
-    pub service: Arc<str>,
-    /// Service namespace (the route's namespace).
-    pub namespace: Arc<str>,
-    /// Service port.
-    pub port: PortRef,
+    /// The fallback Service (in the route's namespace).
+    pub target: Target,
     /// How long to wait for the target before failing over. HTTPSO:
     /// `timeoutSeconds` (default 30 s; `0` is `None`). IR: `None`, i.e. once the readiness
     /// timeout passes.

@@ -848,8 +848,8 @@ fn route_carries_what_the_data_plane_needs() {
     assert_eq!(r.scaling.concurrency.unwrap().target_value, 7);
     assert!(r.scaling.request_rate.is_none());
     let f = r.cold_start.fallback.as_ref().unwrap();
-    assert_eq!(&*f.service, "fallback");
-    assert_eq!(f.port, routing::PortRef::Number(8081));
+    assert_eq!(&*f.target.service, "fallback");
+    assert_eq!(f.target.port, routing::PortRef::Number(8081));
     assert_eq!(f.wait, Some(std::time::Duration::from_secs(30)));
     assert_eq!(r.timeouts, routing::Timeouts::default());
 }

@@ -40,7 +40,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -81,13 +80,8 @@ pub enum StartError {
     #[error(transparent)]
     Source(#[from] process::routing_source::SourceError),
     /// A port could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] process::http::BindError),
 }
 
 /// Whether the poller ticks on its own.
@@ -121,31 +115,16 @@ pub struct Scaler {
     drain_timeout: Duration,
 }
 
-fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    process::http::listen(addr).map_err(|source| StartError::Bind { addr, source })
-}
-
 impl Scaler {
     /// Starts the sync loop, the poller and the servers. Ports may be 0.
     pub async fn start(args: &ScalerArgs, ticking: Ticking) -> Result<Scaler, StartError> {
         let source = args.source.build().await?;
-        let grpc_listener = bind(SocketAddr::new(args.bind_address, args.port))?;
-        let metrics_listener = if args.metrics_enabled {
-            Some(bind(SocketAddr::new(args.bind_address, args.metrics_port))?)
-        } else {
-            None
-        };
-        let local = |l: &TcpListener, port| {
-            l.local_addr().map_err(|source| StartError::Bind {
-                addr: SocketAddr::new(args.bind_address, port),
-                source,
-            })
-        };
-        let grpc_addr = local(&grpc_listener, args.port)?;
-        let metrics_addr = match &metrics_listener {
-            Some(l) => Some(local(l, args.metrics_port)?),
-            None => None,
-        };
+        let bind = |port| process::http::bind(SocketAddr::new(args.bind_address, port));
+        let (grpc_listener, grpc_addr) = bind(args.port)?;
+        let (metrics_listener, metrics_addr) = (args.metrics_enabled)
+            .then(|| bind(args.metrics_port))
+            .transpose()?
+            .unzip();
 
         let mut registry = Registry::default();
         let sync = sync::start(source, args.source.sync_config(), &mut registry);

@@ -112,9 +112,9 @@ impl Proxy {
             }
         };
         drop(slot);
-        let (namespace, service, port) = match (became_ready, fallback) {
-            (true, _) => (&target.namespace, &target.service, &target.port),
-            (false, Some(fb)) => (&fb.namespace, &fb.service, &fb.port),
+        let to = match (became_ready, fallback) {
+            (true, _) => target,
+            (false, Some(fb)) => &fb.target,
             (false, None) => {
                 return Err((
                     ProxyError::ReadinessTimeout {
@@ -129,7 +129,7 @@ impl Proxy {
         let backend = self
             .endpoints
             .load()
-            .backend(namespace, service, port, self.addressing())
+            .backend(&to.namespace, &to.service, &to.port, self.addressing())
             .map_err(|e| (e.into(), Some(true)))?;
         self.forward(req, peer, &backend, true, response_header_timeout)
             .await
