@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use testkit::StartTestApi;
 
 use anyhow::{Context, bail};
 use api::{HTTPScaledObject, InterceptorRoute};
@@ -356,7 +357,7 @@ impl ApiThread {
                 TestApi::builder()
                     .history(10_000)
                     .fanout_capacity(10_000)
-                    .start(),
+                    .start_test(),
             )
             .await??;
         Ok(ApiThread {

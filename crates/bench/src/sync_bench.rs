@@ -4,6 +4,7 @@
 //! control plane with the resync at its interval.
 
 use std::time::{Duration, Instant};
+use testkit::StartTestApi;
 
 use serde_json::{Value, json};
 
@@ -114,7 +115,7 @@ async fn run_async(args: SyncArgs) -> anyhow::Result<()> {
     let api = testkit::TestApi::builder()
         .digest_bookmarks(!args.plain_api)
         .conditional_lists(!args.plain_api)
-        .start()
+        .start_test()
         .await?;
     for i in 0..args.objects {
         api.put_object(httpso(i, 0))

@@ -3,6 +3,7 @@
 //! tokens list, unknown ones get 401, and answers are cached.
 
 use std::time::Duration;
+use testkit::StartTestApi;
 
 use bytes::Bytes;
 use cache::{Authenticator, Cache, CacheConfig};
@@ -36,7 +37,7 @@ async fn get(cache: &Cache, token: Option<&str>) -> http::StatusCode {
 async fn token_review_authenticates_and_is_cached() {
     let api = TestApi::builder()
         .token("cache-own-token")
-        .start()
+        .start_test()
         .await
         .expect("testkit starts");
     api.serve_token_reviews(["replica-token"]);

@@ -2,6 +2,7 @@
 //! Every wait is bounded, so a failing test fails instead of hanging.
 
 use std::time::Duration;
+use testkit::StartTestApi;
 
 use kubewatch::{
     Collection, Error, IfNoneMatch, List, ListOutcome, ListParams, WatchFrame, WatchState,
@@ -178,7 +179,7 @@ async fn label_selectors_and_missing_resources() {
 async fn a_watch_streams_events_and_bookmarks_with_digests() {
     let api = TestApi::builder()
         .bookmark_interval(Duration::from_millis(100))
-        .start()
+        .start_test()
         .await
         .unwrap();
     api.put_object(httpso("a", "shop")).unwrap();

@@ -5,6 +5,7 @@
 mod common;
 
 use std::time::{Duration, Instant};
+use testkit::StartTestApi;
 
 use common::{count, service_of};
 
@@ -148,7 +149,7 @@ async fn a_stalled_watch_is_covered_by_the_resync() {
 #[tokio::test]
 async fn after_410_gone_a_relist_removes_what_was_deleted_meanwhile() {
     // A short history, so a watch that was away for a few writes must relist.
-    let api = TestApi::builder().history(2).start().await.unwrap();
+    let api = TestApi::builder().history(2).start_test().await.unwrap();
     api.put_object(httpso("keep", "keep.com", "svc-k")).unwrap();
     api.put_object(httpso("gone", "gone.com", "svc-g")).unwrap();
     // A resync far away, so only the watcher's relist can notice the delete.
@@ -317,7 +318,7 @@ async fn a_digest_bookmark_mismatch_repairs_without_waiting_for_the_resync() {
 async fn matching_digest_bookmarks_stand_for_the_resync_lists() {
     let api = TestApi::builder()
         .bookmark_interval(Duration::from_millis(100))
-        .start()
+        .start_test()
         .await
         .unwrap();
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
@@ -352,7 +353,7 @@ async fn without_digest_bookmarks_the_resync_lists_every_interval() {
     let api = TestApi::builder()
         .digest_bookmarks(false)
         .bookmark_interval(Duration::from_millis(100))
-        .start()
+        .start_test()
         .await
         .unwrap();
     let handle = start_ready(&api, Duration::from_millis(100)).await;
@@ -384,7 +385,7 @@ async fn plain_api(objects: usize) -> (TestApi, SyncHandle) {
     let api = TestApi::builder()
         .digest_bookmarks(false)
         .conditional_lists(false)
-        .start()
+        .start_test()
         .await
         .unwrap();
     for i in 0..objects {

@@ -26,10 +26,8 @@ pub mod fixtures;
 pub mod hostile;
 mod stats;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use apiserver::{ApiServer, ApiServerBuilder};
 use listwatch::Store;
@@ -44,80 +42,23 @@ pub use stats::{CountedBody, Stats};
 use faults::FaultState;
 use stats::StatsState;
 
-/// Options for a [`TestApi`]; from [`TestApi::builder`].
-#[derive(Debug, Clone, Default)]
-pub struct TestApiBuilder {
-    inner: ApiServerBuilder,
+/// Starts an [`ApiServerBuilder`]'s server as a [`TestApi`]: the same
+/// options, with fault injection and counters in front.
+pub trait StartTestApi {
+    /// Starts serving, with fault injection and counters in front.
+    fn start_test(self) -> impl std::future::Future<Output = std::io::Result<TestApi>> + Send;
 }
 
-impl TestApiBuilder {
-    fn map(self, f: impl FnOnce(ApiServerBuilder) -> ApiServerBuilder) -> Self {
-        TestApiBuilder {
-            inner: f(self.inner),
-        }
-    }
-
-    /// Requires `Authorization: Bearer <token>` on every request.
-    pub fn token(self, token: impl Into<String>) -> Self {
-        self.map(|b| b.token(token))
-    }
-
-    /// Listens on this address (default `127.0.0.1:0`).
-    pub fn addr(self, addr: SocketAddr) -> Self {
-        self.map(|b| b.addr(addr))
-    }
-
-    /// Events kept per resource for resuming watches (default 1000).
-    pub fn history(self, events: usize) -> Self {
-        self.map(|b| b.history(events))
-    }
-
-    /// Per-resource fan-out ring size; a watcher further behind is closed.
-    pub fn fanout_capacity(self, events: usize) -> Self {
-        self.map(|b| b.fanout_capacity(events))
-    }
-
-    /// Encoded events buffered per watch connection.
-    pub fn watch_buffer(self, events: usize) -> Self {
-        self.map(|b| b.watch_buffer(events))
-    }
-
-    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK (default 1 s).
-    pub fn bookmark_interval(self, interval: Duration) -> Self {
-        self.map(|b| b.bookmark_interval(interval))
-    }
-
-    /// Whether BOOKMARKs carry the content digest of the watch's view
-    /// (default on; off behaves like kube-apiserver).
-    pub fn digest_bookmarks(self, on: bool) -> Self {
-        self.map(|b| b.digest_bookmarks(on))
-    }
-
-    /// Whether a list's `If-None-Match` can be answered `304` (default on;
-    /// off behaves like kube-apiserver). With `digest_bookmarks(false)` too,
-    /// the server looks to a client exactly like a plain API server.
-    pub fn conditional_lists(self, on: bool) -> Self {
-        self.map(|b| b.conditional_lists(on))
-    }
-
-    /// Registers a resource for discovery in addition to the built-ins.
-    pub fn register(self, def: ResourceDef) -> Self {
-        self.map(|b| b.register(def))
-    }
-
+impl StartTestApi for ApiServerBuilder {
     /// Starts serving, with fault injection and counters in front.
-    pub async fn start(self) -> std::io::Result<TestApi> {
+    async fn start_test(self) -> std::io::Result<TestApi> {
         let faults = Arc::new(FaultState::default());
         let stats = Arc::new(StatsState::default());
         let front = faults::TestFront {
             faults: faults.clone(),
             stats: stats.clone(),
         };
-        let server = self
-            .inner
-            .watch_policy(faults.clone())
-            .start_with(front)
-            .await?;
+        let server = self.watch_policy(faults.clone()).start_with(front).await?;
         let dir = tempfile::tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, server.kubeconfig())?;
@@ -164,14 +105,15 @@ impl TestApi {
     /// If no loopback port can be bound.
     pub async fn start() -> TestApi {
         TestApi::builder()
-            .start()
+            .start_test()
             .await
             .expect("testkit: cannot start the test API server")
     }
 
-    /// Options.
-    pub fn builder() -> TestApiBuilder {
-        TestApiBuilder::default()
+    /// Options: the product server's builder; start it with
+    /// [`start_test`](StartTestApi::start_test).
+    pub fn builder() -> ApiServerBuilder {
+        ApiServerBuilder::default()
     }
 
     /// A kubeconfig file (in a temp dir that lives as long as this handle).

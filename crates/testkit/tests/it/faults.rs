@@ -1,6 +1,7 @@
 //! Every fault, observed through a kube-rs client.
 
 use std::time::{Duration, Instant};
+use testkit::StartTestApi;
 
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
@@ -70,7 +71,7 @@ fn rv_of(o: &kube::api::DynamicObject) -> u64 {
 async fn bookmarking_api() -> (TestApi, kube::Api<kube::api::DynamicObject>) {
     let api = TestApi::builder()
         .bookmark_interval(Duration::from_millis(50))
-        .start()
+        .start_test()
         .await
         .unwrap();
     let hsos = hso_api(&api);

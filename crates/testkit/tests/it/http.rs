@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use testkit::StartTestApi;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
@@ -116,7 +117,7 @@ async fn slow_watcher_is_closed_and_does_not_delay_others() {
     let api = TestApi::builder()
         .fanout_capacity(16)
         .watch_buffer(4)
-        .start()
+        .start_test()
         .await
         .unwrap();
     api.put_object(configmap("seed", json!({}))).unwrap();
@@ -181,7 +182,11 @@ async fn slow_watcher_is_closed_and_does_not_delay_others() {
 
 #[tokio::test]
 async fn auth_requires_the_token() {
-    let api = TestApi::builder().token("s3cret").start().await.unwrap();
+    let api = TestApi::builder()
+        .token("s3cret")
+        .start_test()
+        .await
+        .unwrap();
     let (code, _, body) = raw_get(&api, "/api/v1/configmaps", &[]).await;
     assert_eq!(code, 401);
     let s: Value = serde_json::from_slice(&body).unwrap();
@@ -223,7 +228,7 @@ async fn auth_requires_the_token() {
 
 #[tokio::test]
 async fn watch_from_a_compacted_version_is_an_error_event() {
-    let api = TestApi::builder().history(2).start().await.unwrap();
+    let api = TestApi::builder().history(2).start_test().await.unwrap();
     api.put_object(configmap("a", json!({}))).unwrap();
     let old = api.resource_version();
     for i in 0..5 {

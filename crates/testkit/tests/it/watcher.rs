@@ -5,6 +5,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
+use testkit::StartTestApi;
 use testkit::{FailOn, TestApi};
 
 use crate::common::*;
@@ -173,7 +174,7 @@ async fn watcher_relists_after_injected_410() {
 /// gets a real (not injected) 410 and relists.
 #[tokio::test]
 async fn watcher_relists_when_history_is_compacted() {
-    let api = TestApi::builder().history(2).start().await.unwrap();
+    let api = TestApi::builder().history(2).start_test().await.unwrap();
     let hsos = hso_api(&api);
     hsos.create(&PostParams::default(), &hso("gone", "g.example.com"))
         .await
