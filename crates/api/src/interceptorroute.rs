@@ -175,7 +175,16 @@ pub struct StaticResponse {
     pub headers: BTreeMap<String, String>,
 }
 
+/// Label (value `"true"`) a ConfigMap needs for `bodyFromConfigMap` to
+/// read it, as upstream: the interceptor (and the cache) watch only those.
+pub const RESPONSE_BODY_LABEL: &str = "http.keda.sh/response-body";
+
+/// The label selector of the ConfigMaps `bodyFromConfigMap` can read:
+/// [`RESPONSE_BODY_LABEL`]`=true`.
+pub const RESPONSE_BODY_SELECTOR: &str = "http.keda.sh/response-body=true";
+
 /// A ConfigMap in the route's namespace, and optionally one of its keys.
+/// Only ConfigMaps labelled [`RESPONSE_BODY_LABEL`]` = "true"` are read.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ConfigMapKeyRef {
     /// ConfigMap name.

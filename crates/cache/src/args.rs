@@ -88,7 +88,7 @@ pub struct CacheArgs {
         long,
         env = "KEDA_HTTP_CACHE_RESOURCES",
         value_delimiter = ',',
-        default_value = "httpscaledobjects,interceptorroutes,services,endpointslices"
+        default_value = "httpscaledobjects,interceptorroutes,services,endpointslices,configmaps"
     )]
     pub resources: Vec<String>,
 

@@ -3,7 +3,7 @@
 //! [`listwatch::Discovery`], the same code as testkit's.
 
 use api::{HTTPScaledObject, InterceptorRoute};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use listwatch::ResourceDef;
 
@@ -11,14 +11,28 @@ use listwatch::ResourceDef;
 pub type ServedResource = ResourceDef;
 
 /// What an interceptor reads: HTTPScaledObjects, InterceptorRoutes,
-/// Services and EndpointSlices.
+/// Services, EndpointSlices and the response-body ConfigMaps (only those
+/// labelled `http.keda.sh/response-body=true` are mirrored, see
+/// [`upstream_selector`]).
 pub fn interceptor_resources() -> Vec<ServedResource> {
     vec![
         ResourceDef::crd::<HTTPScaledObject>(),
         ResourceDef::crd::<InterceptorRoute>(),
         ResourceDef::of::<Service>().short_names(&["svc"]),
         ResourceDef::of::<EndpointSlice>(),
+        ResourceDef::of::<ConfigMap>().short_names(&["cm"]),
     ]
+}
+
+/// The label selector the cache lists and watches `resource` with: the
+/// cache's own (`--label-selector`), and for ConfigMaps also the
+/// response-body label, so the cache holds no other ConfigMap.
+pub(crate) fn upstream_selector(resource: &ServedResource, cache: Option<&str>) -> Option<String> {
+    let own = (resource.gvr().resource == "configmaps").then_some(api::RESPONSE_BODY_SELECTOR);
+    match (cache, own) {
+        (Some(c), Some(o)) => Some(format!("{c},{o}")),
+        (c, o) => c.or(o).map(str::to_owned),
+    }
 }
 
 /// A `--resources` name that is not one of [`interceptor_resources`].
@@ -86,8 +100,14 @@ mod tests {
             json!(["get", "list", "watch"])
         );
         let core = d.document("/api/v1", "x").unwrap();
-        assert_eq!(core["resources"][0]["kind"], "Service");
-        assert_eq!(core["resources"][0]["shortNames"], json!(["svc"]));
+        let kinds: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["ConfigMap", "Service"]);
+        assert_eq!(core["resources"][1]["shortNames"], json!(["svc"]));
         assert!(d.document("/apis/apps/v1", "x").is_none());
         assert_eq!(
             d.document("/version", "x").unwrap()["gitVersion"],
@@ -105,7 +125,8 @@ mod tests {
                 "http.keda.sh/v1alpha1/httpscaledobjects",
                 "http.keda.sh/v1beta1/interceptorroutes",
                 "v1/services",
-                "discovery.k8s.io/v1/endpointslices"
+                "discovery.k8s.io/v1/endpointslices",
+                "v1/configmaps"
             ]
         );
         assert_eq!(r[0].short_names, ["httpso"]);
@@ -124,7 +145,25 @@ mod tests {
         let err = select_resources(&["pods".into()]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown resource \"pods\" (known: httpscaledobjects, interceptorroutes, services, endpointslices)"
+            "unknown resource \"pods\" (known: httpscaledobjects, interceptorroutes, services, endpointslices, configmaps)"
+        );
+    }
+
+    #[test]
+    fn only_response_body_config_maps_are_mirrored() {
+        let r = interceptor_resources();
+        assert_eq!(upstream_selector(&r[0], None), None);
+        assert_eq!(
+            upstream_selector(&r[0], Some("a=b")).as_deref(),
+            Some("a=b")
+        );
+        assert_eq!(
+            upstream_selector(&r[4], None).as_deref(),
+            Some("http.keda.sh/response-body=true")
+        );
+        assert_eq!(
+            upstream_selector(&r[4], Some("a=b")).as_deref(),
+            Some("a=b,http.keda.sh/response-body=true")
         );
     }
 }

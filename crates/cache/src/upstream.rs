@@ -140,7 +140,13 @@ impl Mirror {
             self.resource
                 .collection_path(self.config.namespace.as_deref()),
         )
-        .with_label_selector(self.config.label_selector.as_deref())
+        .with_label_selector(
+            crate::resources::upstream_selector(
+                &self.resource,
+                self.config.label_selector.as_deref(),
+            )
+            .as_deref(),
+        )
     }
 
     fn name(&self) -> &str {

@@ -671,6 +671,10 @@ fn every_program_gets_exactly_the_access_it_needs() {
         "services.core",
         "endpointslices.discovery.k8s.io",
     ]);
+    // The interceptor (and the cache it reads from) also reads the
+    // response-body ConfigMaps; the scaler does not.
+    let mut watched_with_bodies = watched.clone();
+    watched_with_bodies.extend(read(&["configmaps.core"]));
     let none = BTreeSet::new();
     let operator_cluster: BTreeSet<String> = {
         let mut s = read(&[
@@ -704,20 +708,20 @@ fn every_program_gets_exactly_the_access_it_needs() {
     .iter()
     .map(|v| format!("{v} leases.coordination.k8s.io"))
     .collect();
-    let mut cache = watched.clone();
+    let mut cache = watched_with_bodies.clone();
     cache.insert("create tokenreviews.authentication.k8s.io".into());
 
     for overlay in OVERLAYS {
         let objs = render(overlay);
         // Behind the cache tier, interceptors and scalers read only the cache.
-        let fleet = if overlay == "with-cache" {
-            &none
+        let (interceptor, scaler) = if overlay == "with-cache" {
+            (&none, &none)
         } else {
-            &watched
+            (&watched_with_bodies, &watched)
         };
         for (sa, want_cluster, want_ns) in [
-            ("keda-add-ons-http-interceptor", fleet, &none),
-            ("keda-add-ons-http-external-scaler", fleet, &none),
+            ("keda-add-ons-http-interceptor", interceptor, &none),
+            ("keda-add-ons-http-external-scaler", scaler, &none),
             ("keda-add-ons-http-operator", &operator_cluster, &leases),
         ] {
             let (cluster, ns) = permissions(&objs, sa);

@@ -59,8 +59,9 @@ pub enum ProxyError {
         /// What went wrong.
         message: String,
     },
-    /// A static body from a ConfigMap that this interceptor cannot read.
-    #[error("static response body from ConfigMap {0} is not resolved")]
+    /// A static body from a ConfigMap that is not there: the ConfigMap is
+    /// unknown (or lacks the response-body label), or lacks the key named.
+    #[error("static response body: {0}")]
     BodyNotResolved(String),
 }
 

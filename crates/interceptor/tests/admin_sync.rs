@@ -167,3 +167,93 @@ async fn an_interceptor_reads_its_table_from_a_cache_by_url_alone() {
     .expect("b arrived through the cache");
     ic.stop().await;
 }
+
+fn config_map(name: &str, labelled: bool, index: &str) -> Value {
+    // `put_object` merges, so "unlabelled" is the label set to something else.
+    let labels = json!({"http.keda.sh/response-body": if labelled { "true" } else { "false" }});
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "apps", "labels": labels},
+        "data": {"index.html": index}
+    })
+}
+
+/// The `index.html` of ConfigMap `apps/name` as the interceptor holds it.
+fn held(ic: &Interceptor, name: &str) -> Option<String> {
+    let bodies = ic.sync.endpoints.bodies();
+    let body = bodies.get("apps", name)?.get("index.html")?;
+    Some(String::from_utf8_lossy(body).into_owned())
+}
+
+/// Waits until every interceptor holds `want` for `name`.
+async fn all_hold(ics: &[&Interceptor], name: &str, want: Option<&str>) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while ics.iter().any(|ic| held(ic, name).as_deref() != want) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let got: Vec<_> = ics.iter().map(|ic| held(ic, name)).collect();
+        panic!("{name} is not {want:?} everywhere: {got:?}")
+    });
+}
+
+#[tokio::test]
+async fn response_body_config_maps_arrive_directly_and_through_a_cache() {
+    const TOKEN: &str = "subscriber-token";
+    let api = TestApi::start().await;
+    api.put_object(config_map("pages", true, "home")).unwrap();
+    api.put_object(config_map("other", false, "not ours"))
+        .unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let cache = cache::Cache::start(
+        api.client(),
+        cache::CacheConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..cache::CacheConfig::default()
+        },
+        cache::Authenticator::tokens([TOKEN.to_string()]),
+        &mut registry,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let (url, token_path) = (cache.url(), token_file.display().to_string());
+    let direct = Interceptor::start(&api_args(&api)).await.unwrap();
+    let cached = Interceptor::start(&args(
+        &["--source-url", &url, "--source-token-file", &token_path],
+        &[],
+    ))
+    .await
+    .unwrap();
+    wait_readyz(direct.admin_addr).await;
+    wait_readyz(cached.admin_addr).await;
+    let both = [&direct, &cached];
+    // Ready means listed: the labelled ConfigMap is there, the other never is.
+    for ic in both {
+        assert_eq!(held(ic, "pages").as_deref(), Some("home"));
+        assert_eq!(held(ic, "other"), None);
+    }
+
+    api.put_object(config_map("pages", true, "changed"))
+        .unwrap();
+    all_hold(&both, "pages", Some("changed")).await;
+    // Labelled later: it starts serving; label removed: it stops.
+    api.put_object(config_map("other", true, "now ours"))
+        .unwrap();
+    all_hold(&both, "other", Some("now ours")).await;
+    api.put_object(config_map("other", false, "now ours"))
+        .unwrap();
+    all_hold(&both, "other", None).await;
+    let gvr = testkit::ResourceDef::of::<k8s_openapi::api::core::v1::ConfigMap>()
+        .gvr()
+        .clone();
+    api.delete_object(&gvr, "apps", "pages").unwrap();
+    all_hold(&both, "pages", None).await;
+    assert_eq!(held(&cached, "other"), None);
+    direct.stop().await;
+    cached.stop().await;
+}

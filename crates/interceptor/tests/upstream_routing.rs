@@ -9,20 +9,6 @@ mod common;
 use common::*;
 use http::StatusCode;
 
-fn ir(ns: &str, name: &str, svc: &str, spec: &str) -> String {
-    format!(
-        r#"---
-apiVersion: http.keda.sh/v1beta1
-kind: InterceptorRoute
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  target: {{service: {svc}, portName: http}}
-  scalingMetric:
-    concurrency: {{targetValue: 10}}
-{spec}"#
-    )
-}
-
 fn hso_at(ns: &str, name: &str, svc: &str, hosts: &str, created: &str) -> String {
     format!(
         r#"---

@@ -127,7 +127,12 @@ impl Scaler {
             .unzip();
 
         let mut registry = Registry::default();
-        let sync = sync::start(source, args.source.sync_config(), &mut registry);
+        let sync_config = sync::SyncConfig {
+            // The interceptors' static bodies are none of the scaler's business.
+            response_bodies: false,
+            ..args.source.sync_config()
+        };
+        let sync = sync::start(source, sync_config, &mut registry);
         let (mut poller, counts) = Poller::new(
             args.poller_config(),
             sync.endpoints.clone(),

@@ -14,13 +14,19 @@
 //! formatted when a Service or EndpointSlice is applied (`<service>.<namespace>:<port>`
 //! per Service port, `ip:port` per ready endpoint), so a request only
 //! clones an `Arc`.
+//!
+//! Beside the Services it keeps the data of the ConfigMaps labelled
+//! [`RESPONSE_BODY_LABEL`]`: "true"` ([`ResponseBodies`]), the bodies a
+//! static response names with `bodyFromConfigMap`, as upstream's
+//! interceptor caches exactly those ConfigMaps.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::Service;
+use bytes::Bytes;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use routing::PortRef;
@@ -29,6 +35,72 @@ use tokio::sync::{Notify, watch};
 
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+pub use api::{RESPONSE_BODY_LABEL, RESPONSE_BODY_SELECTOR};
+
+/// The `data` of one response-body ConfigMap, by key.
+pub type ConfigMapData = Arc<BTreeMap<String, Bytes>>;
+
+/// The response-body ConfigMaps, by namespace and name: an immutable
+/// snapshot, replaced whole on a change (they change rarely).
+#[derive(Debug, Default, Clone)]
+pub struct ResponseBodies {
+    maps: HashMap<String, HashMap<String, ConfigMapData>>,
+}
+
+impl ResponseBodies {
+    /// The data of ConfigMap `namespace/name`, if it is known and labelled.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&ConfigMapData> {
+        self.maps.get(namespace)?.get(name)
+    }
+
+    /// Number of ConfigMaps kept.
+    pub fn len(&self) -> usize {
+        self.maps.values().map(HashMap::len).sum()
+    }
+
+    /// True when no ConfigMap is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps `cm` when it carries the label, forgets it otherwise (a
+    /// ConfigMap whose label was removed stops serving).
+    fn put(&mut self, cm: &ConfigMap) {
+        let (Some(namespace), Some(name)) = (&cm.metadata.namespace, &cm.metadata.name) else {
+            return;
+        };
+        let labelled = cm
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(RESPONSE_BODY_LABEL))
+            .is_some_and(|v| v == "true");
+        if !labelled {
+            self.remove(namespace, name);
+            return;
+        }
+        let data = cm
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), Bytes::from(v.clone())))
+            .collect();
+        self.maps
+            .entry(namespace.clone())
+            .or_default()
+            .insert(name.clone(), Arc::new(data));
+    }
+
+    fn remove(&mut self, namespace: &str, name: &str) {
+        if let Some(m) = self.maps.get_mut(namespace) {
+            m.remove(name);
+            if m.is_empty() {
+                self.maps.remove(namespace);
+            }
+        }
+    }
+}
 
 /// One port of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -455,6 +527,7 @@ impl EndpointsSnapshot {
 #[derive(Debug)]
 pub struct ReadyEndpoints {
     snapshot: ArcSwap<EndpointsSnapshot>,
+    bodies: ArcSwap<ResponseBodies>,
     waiters: Mutex<HashMap<(String, String), Arc<Notify>>>,
     synced: watch::Sender<bool>,
     writer: Mutex<WriterState>,
@@ -581,6 +654,7 @@ impl Default for ReadyEndpoints {
     fn default() -> Self {
         ReadyEndpoints {
             snapshot: ArcSwap::from_pointee(EndpointsSnapshot::default()),
+            bodies: ArcSwap::from_pointee(ResponseBodies::default()),
             waiters: Mutex::new(HashMap::new()),
             synced: watch::Sender::new(false),
             writer: Mutex::new(WriterState::default()),
@@ -617,6 +691,17 @@ pub enum EndpointsChange {
     PutService(ServiceDef),
     /// An EndpointSlice was added or changed (in its compact form).
     PutSlice(SliceDef),
+    /// A ConfigMap was added or changed (kept only with the response-body label).
+    ApplyConfigMap(Box<ConfigMap>),
+    /// A ConfigMap was deleted.
+    DeleteConfigMap {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// Every response-body ConfigMap (a relist).
+    ResetConfigMaps(Vec<ConfigMap>),
 }
 
 impl ReadyEndpoints {
@@ -628,6 +713,11 @@ impl ReadyEndpoints {
     /// The current snapshot (one atomic load).
     pub fn load(&self) -> arc_swap::Guard<Arc<EndpointsSnapshot>> {
         self.snapshot.load()
+    }
+
+    /// The response-body ConfigMaps (one atomic load).
+    pub fn bodies(&self) -> arc_swap::Guard<Arc<ResponseBodies>> {
+        self.bodies.load()
     }
 
     /// True once Services and EndpointSlices have been listed once.
@@ -668,8 +758,22 @@ impl ReadyEndpoints {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut touched: Vec<Key> = Vec::new();
         let mut full = false;
+        let mut bodies: Option<ResponseBodies> = None;
         for change in changes {
             match change {
+                EndpointsChange::ApplyConfigMap(cm) => bodies
+                    .get_or_insert_with(|| (**self.bodies.load()).clone())
+                    .put(&cm),
+                EndpointsChange::DeleteConfigMap { namespace, name } => bodies
+                    .get_or_insert_with(|| (**self.bodies.load()).clone())
+                    .remove(&namespace, &name),
+                EndpointsChange::ResetConfigMaps(list) => {
+                    let mut all = ResponseBodies::default();
+                    for cm in &list {
+                        all.put(cm);
+                    }
+                    bodies = Some(all);
+                }
                 EndpointsChange::ApplyService(svc) => {
                     if let Some(def) = ServiceDef::from_service(&svc) {
                         touched.push(writer.put_service(def));
@@ -711,6 +815,9 @@ impl ReadyEndpoints {
                     full = true;
                 }
             }
+        }
+        if let Some(bodies) = bodies {
+            self.bodies.store(Arc::new(bodies));
         }
         let old = self.snapshot.load_full();
         let mut next = if full {

@@ -101,6 +101,10 @@ pub struct SyncConfig {
     pub label_selector: Option<String>,
     /// Also sync Services and EndpointSlices into the ready-cache.
     pub endpoints: bool,
+    /// With `endpoints`, also the ConfigMaps labelled
+    /// `http.keda.sh/response-body=true` (the interceptor's static bodies;
+    /// the scaler does not need them).
+    pub response_bodies: bool,
     /// Resync lists ask for metadata only (names and resourceVersions) and
     /// fetch just the objects that differ from the index (default on); off,
     /// every resync that is not answered `304` lists every object in full.
@@ -115,6 +119,7 @@ impl Default for SyncConfig {
             namespace: None,
             label_selector: None,
             endpoints: true,
+            response_bodies: true,
             metadata_resync: true,
         }
     }

@@ -439,7 +439,7 @@ fn objects_of_other_kinds_do_not_disturb_which_document_is_handed_over() {
     let dir = tempfile::tempdir().unwrap();
     let file = |b_service: &str| {
         format!(
-            "kind: Deployment\nmetadata: {{name: x}}\n---\n{}---\nkind: ConfigMap\nmetadata: {{name: y}}\n---\n{}",
+            "kind: Deployment\nmetadata: {{name: x}}\n---\n{}---\nkind: Secret\nmetadata: {{name: y}}\n---\n{}",
             httpso_yaml("a", "a.example.com", "svc-a"),
             httpso_yaml("b", "b.example.com", b_service)
         )

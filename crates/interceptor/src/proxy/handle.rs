@@ -188,7 +188,10 @@ impl Proxy {
             }
         };
         match decision {
-            Decision::Static(response) => static_response(response).map_err(|e| (e, None)),
+            Decision::Static(response) => {
+                static_response(response, route, req.uri().path(), &self.endpoints.bodies())
+                    .map_err(|e| (e, None))
+            }
             Decision::Forward { backend, cold } => {
                 let backend = backend.map_err(|e| (e, cold))?;
                 self.forward(req, peer, &backend, false, response_header_timeout)

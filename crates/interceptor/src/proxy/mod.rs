@@ -20,9 +20,9 @@
 //! | `headers` | header rewriting: `Host`, `X-Forwarded-*`, hop-by-hop |
 //! | `upgrade` | upgrades: HTTP/2 extended CONNECT to HTTP/1.1 upgrade, the tunnel |
 //!
-//! Known limits: static bodies from ConfigMaps
-//! (`bodyFromConfigMap`) are answered 500 "not resolved" because the sync
-//! layer does not fetch ConfigMaps.
+//! Static bodies from ConfigMaps (`bodyFromConfigMap`) are read at answer
+//! time from the ready-cache's response-body ConfigMaps (those labelled
+//! `http.keda.sh/response-body: "true"`, as upstream).
 //!
 //! Upgrades: an HTTP/1.1 `Upgrade` (websockets) is passed to the backend
 //! as is; an HTTP/2 extended CONNECT (RFC 8441) is turned into the

@@ -70,6 +70,22 @@ pub async fn echo(name: &str) -> SocketAddr {
     addr
 }
 
+/// An InterceptorRoute `ns/name` targeting `svc` (port `http`), with
+/// `spec` (indented YAML) appended to its spec.
+pub fn ir(ns: &str, name: &str, svc: &str, spec: &str) -> String {
+    format!(
+        r#"---
+apiVersion: http.keda.sh/v1beta1
+kind: InterceptorRoute
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  target: {{service: {svc}, portName: http}}
+  scalingMetric:
+    concurrency: {{targetValue: 10}}
+{spec}"#
+    )
+}
+
 /// A Service with one port (`appProtocol` optional) and an EndpointSlice
 /// pointing at `backend`.
 pub fn service_yaml(

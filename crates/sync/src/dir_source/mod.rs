@@ -1,7 +1,8 @@
 //! The routes-directory source: a folder of manifests standing in for a
 //! cluster. Every `*.yaml`, `*.yml` and `*.json` file below it (multi-document
 //! YAML and `kind: List` included) may hold HTTPScaledObjects,
-//! InterceptorRoutes, Services and EndpointSlices. File notifications trigger
+//! InterceptorRoutes, Services, EndpointSlices and response-body ConfigMaps
+//! (labelled `http.keda.sh/response-body: "true"`). File notifications trigger
 //! a rescan at once; a periodic rescan (the resync) catches anything a
 //! notification missed. A file that fails to parse is reported with its path
 //! and line, and its previous good content is kept.
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::Value;
 use tracing::{debug, warn};
@@ -58,7 +59,7 @@ pub enum DirChange {
     Apply(ObjectKind, Value),
     /// An HTTPScaledObject or InterceptorRoute is gone.
     Delete(ObjectKey),
-    /// A Service or EndpointSlice was added, changed or removed.
+    /// A Service, EndpointSlice or ConfigMap was added, changed or removed.
     Endpoints(EndpointsChange),
 }
 
@@ -68,6 +69,7 @@ enum DirKind {
     Route(ObjectKind),
     Service,
     EndpointSlice,
+    ConfigMap,
 }
 
 impl DirKind {
@@ -75,6 +77,7 @@ impl DirKind {
         match kind {
             "Service" => Some(DirKind::Service),
             "EndpointSlice" => Some(DirKind::EndpointSlice),
+            "ConfigMap" => Some(DirKind::ConfigMap),
             k => ObjectKind::from_kind(k).map(DirKind::Route),
         }
     }
@@ -84,6 +87,7 @@ impl DirKind {
             DirKind::Route(k) => k.kind(),
             DirKind::Service => "Service",
             DirKind::EndpointSlice => "EndpointSlice",
+            DirKind::ConfigMap => "ConfigMap",
         }
     }
 }
@@ -544,12 +548,16 @@ fn removal(key: &DirKey) -> DirChange {
         DirKind::EndpointSlice => {
             DirChange::Endpoints(EndpointsChange::DeleteSlice { namespace, name })
         }
+        DirKind::ConfigMap => {
+            DirChange::Endpoints(EndpointsChange::DeleteConfigMap { namespace, name })
+        }
     }
 }
 
-/// The change that applies `obj` (of `key`) downstream. A Service or
-/// EndpointSlice that does not decode is skipped with a warning, and any
-/// earlier version of it removed.
+/// The change that applies `obj` (of `key`) downstream. A Service,
+/// EndpointSlice or ConfigMap that does not decode is skipped with a
+/// warning, and any earlier version of it removed (a ConfigMap without the
+/// response-body label is not kept, as in a cluster).
 fn addition(key: &DirKey, obj: Value, path: &Path) -> DirChange {
     match key.kind {
         DirKind::Route(kind) => DirChange::Apply(kind, obj),
@@ -570,6 +578,17 @@ fn addition(key: &DirKey, obj: Value, path: &Path) -> DirChange {
             },
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "invalid EndpointSlice skipped");
+                removal(key)
+            }
+        },
+        DirKind::ConfigMap => match serde_json::from_value::<ConfigMap>(obj) {
+            Ok(mut cm) => {
+                // The namespace as the directory reads it (absent: `default`).
+                cm.metadata.namespace = Some(key.namespace.to_string());
+                DirChange::Endpoints(EndpointsChange::ApplyConfigMap(Box::new(cm)))
+            }
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "invalid ConfigMap skipped");
                 removal(key)
             }
         },

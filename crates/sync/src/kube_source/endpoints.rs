@@ -1,9 +1,9 @@
-//! Services and EndpointSlices into the ready-cache, through kube-runtime's
-//! watcher (their events need no digests, and the ready-cache is their
-//! only consumer).
+//! Services, EndpointSlices and response-body ConfigMaps into the
+//! ready-cache, through kube-runtime's watcher (their events need no
+//! digests, and the ready-cache is their only consumer).
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::SyncConfig;
-use crate::endpoints::{EndpointsChange, ReadyEndpoints};
+use crate::endpoints::{EndpointsChange, RESPONSE_BODY_SELECTOR, ReadyEndpoints};
 use crate::metrics::SyncMetrics;
 
-/// Watches Services and EndpointSlices into the ready-cache until cancelled.
+/// Watches Services, EndpointSlices and the ConfigMaps labelled
+/// `http.keda.sh/response-body=true` into the ready-cache until cancelled.
 pub(crate) async fn watch_endpoints(
     client: kube::Client,
     config: SyncConfig,
@@ -23,25 +24,45 @@ pub(crate) async fn watch_endpoints(
     health: kubewatch::SourceHealth,
     cancel: CancellationToken,
 ) {
-    let (svc_api, slice_api): (Api<Service>, Api<EndpointSlice>) = match &config.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let (svc_api, slice_api, cm_api): (Api<Service>, Api<EndpointSlice>, Api<ConfigMap>) =
+        match &config.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+        };
     let wc = watcher::Config::default().timeout(config.watch_timeout.as_secs().max(1) as u32);
     let services = watcher(svc_api, wc.clone())
         .default_backoff()
         .map_ok(|e| EpEvent::Service(Box::new(e)));
-    let slices = watcher(slice_api, wc)
+    let slices = watcher(slice_api, wc.clone())
         .default_backoff()
         .map_ok(|e| EpEvent::Slice(Box::new(e)));
-    let mut merged = futures::stream::select(services, slices)
-        .ready_chunks(512)
-        .boxed();
+    let config_maps = if config.response_bodies {
+        watcher(cm_api, wc.labels(RESPONSE_BODY_SELECTOR))
+            .default_backoff()
+            .map_ok(|e| EpEvent::ConfigMap(Box::new(e)))
+            .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
+    let mut merged =
+        futures::stream::select(futures::stream::select(services, slices), config_maps)
+            .ready_chunks(512)
+            .boxed();
     let mut services = Relist::<Service>::default();
     let mut slices = Relist::<EndpointSlice>::default();
+    let mut config_maps = Relist::<ConfigMap> {
+        // Not watched: nothing to wait for.
+        synced: !config.response_bodies,
+        ..Relist::default()
+    };
     loop {
         let batch = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -52,6 +73,7 @@ pub(crate) async fn watch_endpoints(
         let answered = |item: &Result<EpEvent, watcher::Error>| match item {
             Ok(EpEvent::Service(ev)) => !matches!(**ev, watcher::Event::Init),
             Ok(EpEvent::Slice(ev)) => !matches!(**ev, watcher::Event::Init),
+            Ok(EpEvent::ConfigMap(ev)) => !matches!(**ev, watcher::Event::Init),
             Err(_) => false,
         };
         if batch.iter().any(answered) {
@@ -80,13 +102,23 @@ pub(crate) async fn watch_endpoints(
                     EndpointsChange::ApplySlice,
                     |namespace, name| EndpointsChange::DeleteSlice { namespace, name },
                 )),
+                Ok(EpEvent::ConfigMap(ev)) => changes.extend(config_maps.event(
+                    *ev,
+                    EndpointsChange::ResetConfigMaps,
+                    EndpointsChange::ApplyConfigMap,
+                    |namespace, name| EndpointsChange::DeleteConfigMap { namespace, name },
+                )),
             }
         }
         if !changes.is_empty() {
             endpoints.apply(changes);
         }
-        if services.synced && slices.synced && !endpoints.is_synced() {
-            info!(services = endpoints.load().len(), "endpoints synced");
+        if services.synced && slices.synced && config_maps.synced && !endpoints.is_synced() {
+            info!(
+                services = endpoints.load().len(),
+                response_bodies = endpoints.bodies().len(),
+                "endpoints synced"
+            );
             endpoints.mark_synced();
         }
     }
@@ -95,6 +127,7 @@ pub(crate) async fn watch_endpoints(
 enum EpEvent {
     Service(Box<watcher::Event<Service>>),
     Slice(Box<watcher::Event<EndpointSlice>>),
+    ConfigMap(Box<watcher::Event<ConfigMap>>),
 }
 
 /// One kind's events in kube-runtime's shape: a relist (`Init`,
