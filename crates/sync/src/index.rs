@@ -595,11 +595,17 @@ impl JsonObject {
         &self,
         kind: ObjectKind,
     ) -> Result<(ObjectKey, Option<ResourceVersion>), FieldError> {
-        let head = self.head().ok_or_else(|| FieldError {
-            object: api::parse::UNKNOWN_OBJECT.to_string(),
-            field: ".".to_string(),
-            message: "not a JSON object with string metadata".to_string(),
-        })?;
+        let Some(head) = self.head() else {
+            // Not readable in one pass (a field given twice, say): read as a
+            // `Value`, as `identify` reads it, so that a delete finds the
+            // object its apply named.
+            let value: Value = serde_json::from_slice(&self.json).unwrap_or(Value::Null);
+            return value_key(kind, &value).ok_or_else(|| FieldError {
+                object: api::parse::UNKNOWN_OBJECT.to_string(),
+                field: ".".to_string(),
+                message: "not a JSON object with string metadata".to_string(),
+            });
+        };
         Ok((
             ObjectKey {
                 kind,
@@ -668,29 +674,25 @@ fn unnamed(kind: ObjectKind, namespace: &str) -> FieldError {
 
 /// Reads kind-independent identity (namespace, name, resourceVersion).
 fn identify(kind: ObjectKind, object: &Value) -> Result<(ObjectKey, ResourceVersion), FieldError> {
-    let meta = object.get("metadata");
-    let name = meta
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let namespace = meta
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    if name.is_empty() || !object.is_object() {
-        return Err(unnamed(kind, namespace));
+    match value_key(kind, object) {
+        Some((key, rv)) if !key.name.is_empty() => Ok((key, rv.unwrap_or_default())),
+        Some((key, _)) => Err(unnamed(kind, &key.namespace)),
+        None => Err(unnamed(kind, "default")),
     }
-    let rv = meta
-        .and_then(|m| m.get("resourceVersion"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    Ok((
+}
+
+/// The key and resourceVersion of a JSON object (namespace `default` when
+/// it has none, the name possibly empty); `None` when it is not an object.
+fn value_key(kind: ObjectKind, object: &Value) -> Option<(ObjectKey, Option<ResourceVersion>)> {
+    let meta = object.as_object()?.get("metadata");
+    let field = |f: &str| meta.and_then(|m| m.get(f)).and_then(Value::as_str);
+    Some((
         ObjectKey {
             kind,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
+            namespace: field("namespace").unwrap_or("default").to_string(),
+            name: field("name").unwrap_or_default().to_string(),
         },
-        ResourceVersion::new(rv),
+        field("resourceVersion").map(ResourceVersion::new),
     ))
 }
 
@@ -711,6 +713,29 @@ fn compile(kind: ObjectKind, object: Value) -> Result<routing::Route, Vec<FieldE
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Found by the `list_body` fuzz target: an object with a field given
+    /// twice (here `kind`) failed the one-pass head read, so `key` (deletes)
+    /// found no object where `identify` (applies, lists) read `shop/r`.
+    #[test]
+    fn a_repeated_field_keys_alike_for_applies_and_deletes() {
+        let text =
+            br#"{"apiVersion": "http.keda.sh/v1beta1", "kind": "x", "kind": "InterceptorRoute",
+            "metadata": {"name": "r", "namespace": "shop", "resourceVersion": "9"}}"#;
+        let obj = JsonObject::new(text.to_vec());
+        for kind in ObjectKind::ALL {
+            let (key, rv) = obj.key(kind).unwrap();
+            assert_eq!((key.namespace.as_str(), key.name.as_str()), ("shop", "r"));
+            assert_eq!(rv.map(|rv| rv.as_str().to_string()).as_deref(), Some("9"));
+            assert_eq!(obj.identify(kind).unwrap().0, key);
+        }
+        // Still not an object at all: an error, as before.
+        assert!(
+            JsonObject::new(b"[1]".to_vec())
+                .key(ObjectKind::InterceptorRoute)
+                .is_err()
+        );
+    }
 
     fn hso(port: Value) -> Value {
         json!({
