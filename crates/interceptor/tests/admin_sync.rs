@@ -124,23 +124,28 @@ async fn stays_ready_on_the_last_table_while_the_api_is_down() {
     ic.stop().await;
 }
 
-#[tokio::test]
-async fn an_interceptor_reads_its_table_from_a_cache_by_url_alone() {
-    const TOKEN: &str = "subscriber-token";
-    let api = TestApi::start().await;
-    api.put_object(httpso("a", "a.example.com")).unwrap();
+/// A cache in front of `api` that accepts `token`.
+async fn start_cache(api: &TestApi, token: &str) -> cache::Cache {
     let mut registry = prometheus_client::registry::Registry::default();
-    let cache = cache::Cache::start(
+    cache::Cache::start(
         api.client(),
         cache::CacheConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..cache::CacheConfig::default()
         },
-        cache::Authenticator::tokens([TOKEN.to_string()]),
+        cache::Authenticator::tokens([token.to_string()]),
         &mut registry,
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_interceptor_reads_its_table_from_a_cache_by_url_alone() {
+    const TOKEN: &str = "subscriber-token";
+    let api = TestApi::start().await;
+    api.put_object(httpso("a", "a.example.com")).unwrap();
+    let cache = start_cache(&api, TOKEN).await;
     tokio::time::timeout(Duration::from_secs(10), cache.wait_ready())
         .await
         .unwrap();
@@ -206,18 +211,7 @@ async fn response_body_config_maps_arrive_directly_and_through_a_cache() {
     api.put_object(config_map("pages", true, "home")).unwrap();
     api.put_object(config_map("other", false, "not ours"))
         .unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let cache = cache::Cache::start(
-        api.client(),
-        cache::CacheConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..cache::CacheConfig::default()
-        },
-        cache::Authenticator::tokens([TOKEN.to_string()]),
-        &mut registry,
-    )
-    .await
-    .unwrap();
+    let cache = start_cache(&api, TOKEN).await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).unwrap();

@@ -39,19 +39,10 @@ fn content_type(got: &Got) -> Option<&str> {
 
 #[tokio::test]
 async fn static_routes_and_placeholders_answer_from_labelled_config_maps() {
-    let dir = tempfile::tempdir().unwrap();
+    // The target is not ready: every route of this test is cold.
     let backend = echo("app").await;
-    // Not ready: every route of this test is cold.
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, backend, false),
-    );
-    write(
-        dir.path(),
-        "cm.yaml",
-        &(config_map("pages", true, "<h1>home</h1>") + &config_map("plain", false, "x")),
-    );
+    let app = service_yaml("ns", "app", "http", None, backend, false);
+    let pages = config_map("pages", true, "<h1>home</h1>") + &config_map("plain", false, "x");
     let routes = [
         // Every path of site.test from `pages`, the key derived from the path.
         ir(
@@ -108,7 +99,14 @@ async fn static_routes_and_placeholders_answer_from_labelled_config_maps() {
 "#,
         ),
     ];
-    write(dir.path(), "routes.yaml", &routes.concat());
+    let dir = tempfile::tempdir().unwrap();
+    for (file, text) in [
+        ("svc.yaml", app),
+        ("cm.yaml", pages),
+        ("routes.yaml", routes.concat()),
+    ] {
+        write(dir.path(), file, &text);
+    }
     let icp = start_dir(dir.path(), &[]).await;
     let addr = icp.proxy_addr;
 

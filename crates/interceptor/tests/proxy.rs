@@ -183,18 +183,11 @@ async fn unresolvable_port_is_500_and_broken_backend_is_502() {
 }
 
 fn ir_yaml(ns: &str, name: &str, svc: &str, host: &str, extra: &str) -> String {
-    format!(
-        r#"---
-apiVersion: http.keda.sh/v1beta1
-kind: InterceptorRoute
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  target: {{service: {svc}, portName: http}}
-  rules:
-  - hosts: ["{host}"]
-  scalingMetric:
-    concurrency: {{targetValue: 10}}
-{extra}"#
+    ir(
+        ns,
+        name,
+        svc,
+        &format!("  rules:\n  - hosts: [\"{host}\"]\n{extra}"),
     )
 }
 
