@@ -819,6 +819,9 @@ impl ReadyEndpoints {
         if let Some(bodies) = bodies {
             self.bodies.store(Arc::new(bodies));
         }
+        if !full && touched.is_empty() {
+            return; // only ConfigMaps changed: the Services' snapshot stands
+        }
         let old = self.snapshot.load_full();
         let mut next = if full {
             EndpointsSnapshot::default()
