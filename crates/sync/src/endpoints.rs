@@ -720,7 +720,8 @@ impl ReadyEndpoints {
         self.bodies.load()
     }
 
-    /// True once Services and EndpointSlices have been listed once.
+    /// True once Services and EndpointSlices (and, when watched, the
+    /// response-body ConfigMaps) have been listed once.
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()
     }

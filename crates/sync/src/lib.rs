@@ -11,7 +11,8 @@
 //! until they are known to be new, then parse straight into the typed
 //! object), and publishes an immutable [`routing::RoutingTable`] into the
 //! [`SharedTable`] once per batch (a frame read, a list, a directory scan).
-//! Services and EndpointSlices flow into the [`ReadyEndpoints`] ready-cache.
+//! Services, EndpointSlices and the response-body ConfigMaps flow into the
+//! [`ReadyEndpoints`] ready-cache.
 //!
 //! ```text
 //! table = full list from the source          # complete copy first
@@ -130,7 +131,7 @@ impl Default for SyncConfig {
 pub struct SyncHandle {
     /// The published routing table and readiness latch.
     pub table: Arc<SharedTable>,
-    /// The Service / EndpointSlice ready-cache.
+    /// The Service / EndpointSlice ready-cache, with the response-body ConfigMaps.
     pub endpoints: Arc<ReadyEndpoints>,
     /// The loop's metrics.
     pub metrics: SyncMetrics,
