@@ -134,6 +134,35 @@ mod manifests {
         })
     }
 
+    /// An InterceptorRoute whose cold-start placeholder is the page in
+    /// ConfigMap `page` (the key derived from the path: `/` is `index.html`).
+    pub fn ir_with_page(name: &str, host: &str, page: &str) -> Value {
+        json!({
+            "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "target": {"service": name, "port": 8080},
+                "rules": [{"hosts": [host]}],
+                "scalingMetric": {"concurrency": {"targetValue": 10}},
+                "coldStart": {"placeholder": {"response": {
+                    "bodyFromConfigMap": {"name": page},
+                    "headers": {"Refresh": "2"},
+                }}},
+            },
+        })
+    }
+
+    /// A ConfigMap the interceptors serve pages from (it carries the
+    /// response-body label).
+    pub fn page(name: &str, index: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": NS,
+                         "labels": {"http.keda.sh/response-body": "true"}},
+            "data": {"index.html": index},
+        })
+    }
+
     pub fn service(name: &str) -> Value {
         json!({
             "apiVersion": "v1", "kind": "Service",
@@ -160,7 +189,10 @@ mod manifests {
     }
 }
 
-use manifests::{hso, ir_with_header, service, slice};
+use manifests::{hso, ir_with_header, ir_with_page, page, service, slice};
+
+/// How many steps [`walk`] takes (a run that stops early is a failure).
+pub(crate) const STEPS: usize = 8;
 
 /// The walk-through; the running system stays in `slot`.
 async fn walk(
@@ -537,6 +569,52 @@ async fn walk(
     step.headline("Ready=False naming spec.timeouts.conditionWait; routing untouched");
     report.done(step);
 
+    // 8. A placeholder page from a ConfigMap, changed in place.
+    let mut step = report.step(
+        "placeholder-page",
+        "an app scaled to zero answers with a page from a ConfigMap; the page is edited",
+    );
+    const FIRST: &str = "<h1>Waking up...</h1>";
+    const SECOND: &str = "<h1>Almost there</h1>";
+    sys.apply(page("asleep-page", FIRST)).await?;
+    sys.apply(service("asleep")).await?;
+    sys.apply(slice("asleep", None)).await?;
+    // The route first (the page is already there), then an edit of the page.
+    let changes = [
+        (
+            "the page",
+            ir_with_page("asleep", "asleep.example", "asleep-page"),
+            FIRST,
+        ),
+        ("the edited page", page("asleep-page", SECOND), SECOND),
+    ];
+    let mut times = Vec::new();
+    for (what, obj, body) in changes {
+        let since = Instant::now();
+        sys.apply(obj).await?;
+        let t = sys
+            .time_until_each(
+                since,
+                &format!("every interceptor serves {what}"),
+                ("asleep.example", "/", None),
+                |a| a.status == 503 && a.body == body,
+            )
+            .await?;
+        step.detail(&format!(
+            "asleep.example/ -> 503 with {what} (ConfigMap demo/asleep-page, index.html) on each interceptor after {}",
+            ms_list(&t)
+        ));
+        times.push(t);
+    }
+    let (first, changed) = (&times[0], &times[1]);
+    step.fact("first_ms_per_interceptor", json!(first));
+    step.fact("edit_ms_per_interceptor", json!(changed));
+    step.headline(&format!(
+        "placeholder page from a ConfigMap; an edit on all 3 interceptors: {}",
+        ms_list(changed)
+    ));
+    report.done(step);
+
     Ok(())
 }
 
@@ -554,6 +632,8 @@ pub(crate) struct Answer {
     pub(crate) status: u16,
     /// The echo backend that answered (its `server` field), if any.
     pub(crate) backend: Option<String>,
+    /// The body, as text.
+    pub(crate) body: String,
 }
 
 impl Answer {
@@ -564,6 +644,7 @@ impl Answer {
         Answer {
             status,
             backend: if status == 200 { backend } else { None },
+            body: String::from_utf8_lossy(body).into_owned(),
         }
     }
 }

@@ -70,7 +70,7 @@ impl Report {
             started: Instant::now(),
             steps: Vec::new(),
             current: None,
-            total: 7,
+            total: crate::STEPS,
             meta: Map::new(),
         }
     }

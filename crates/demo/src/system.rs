@@ -548,8 +548,8 @@ impl System {
         })
     }
 
-    /// Milliseconds from `since` until each interceptor answers
-    /// `host``path` from backend `want` (`None`: 404, no route).
+    /// Times (ms since `since`) until each interceptor routes `host path`
+    /// to backend `want` (`None`: answers 404).
     pub(crate) async fn time_until_all(
         &self,
         since: Instant,
@@ -558,22 +558,34 @@ impl System {
         header: Option<(&str, &str)>,
         want: Option<&str>,
     ) -> anyhow::Result<Vec<u64>> {
+        let what = format!("every interceptor routes {host}{path} to {want:?}");
+        self.time_until_each(since, &what, (host, path, header), |a| {
+            a.backend.as_deref() == want && (want.is_some() || a.status == 404)
+        })
+        .await
+    }
+
+    /// Times (ms since `since`) until each interceptor's answer to
+    /// `(host, path, header)` satisfies `done`.
+    pub(crate) async fn time_until_each(
+        &self,
+        since: Instant,
+        what: &str,
+        (host, path, header): (&str, &str, crate::Header<'_>),
+        done: impl Fn(&Answer) -> bool,
+    ) -> anyhow::Result<Vec<u64>> {
         let mut times = vec![None; self.interceptors()];
-        until(
-            &format!("every interceptor routes {host}{path} to {want:?}"),
-            async || {
-                for (i, t) in times.iter_mut().enumerate() {
-                    if t.is_none()
-                        && let Ok(a) = self.request(i, host, path, header).await
-                        && a.backend.as_deref() == want
-                        && (want.is_some() || a.status == 404)
-                    {
-                        *t = Some(since.elapsed().as_millis() as u64);
-                    }
+        until(what, async || {
+            for (i, t) in times.iter_mut().enumerate() {
+                if t.is_none()
+                    && let Ok(a) = self.request(i, host, path, header).await
+                    && done(&a)
+                {
+                    *t = Some(since.elapsed().as_millis() as u64);
                 }
-                times.iter().all(Option::is_some).then_some(())
-            },
-        )
+            }
+            times.iter().all(Option::is_some).then_some(())
+        })
         .await?;
         Ok(times.into_iter().flatten().collect())
     }

@@ -56,7 +56,7 @@ fn pid_alive(pid: u64) -> bool {
 
 fn check(doc: &Value) {
     assert_eq!(doc["ok"], true);
-    assert_eq!(doc["steps"].as_array().unwrap().len(), 7);
+    assert_eq!(doc["steps"].as_array().unwrap().len(), 8);
 
     // Every program ran, and none outlives the demo.
     let programs = doc["run"]["programs"].as_array().unwrap();
@@ -154,6 +154,12 @@ fn check(doc: &Value) {
             .unwrap()
             .contains("spec.timeouts.conditionWait")
     );
+
+    // A placeholder page from a ConfigMap, through the cache, then edited.
+    let page = step(doc, "placeholder-page");
+    assert_eq!(ms(&page["first_ms_per_interceptor"]).len(), 3);
+    let edit = ms(&page["edit_ms_per_interceptor"]);
+    assert!(edit.iter().all(|&t| t <= 1000), "{edit:?}");
 }
 
 #[test]
