@@ -38,7 +38,7 @@ proptest! {
             if trailing_dot { "." } else { "" },
         );
         let lower = name.to_ascii_lowercase();
-        let want = if wildcard { HostPattern::Wildcard(lower) } else { HostPattern::Exact(lower) };
+        let want = if wildcard { HostPattern::Wildcard(lower.into()) } else { HostPattern::Exact(lower.into()) };
         prop_assert_eq!(HostPattern::parse(&text), Ok(want));
     }
 
@@ -49,7 +49,7 @@ proptest! {
         match HostPattern::parse(&text) {
             Ok(p) => {
                 prop_assert!(port <= 65535);
-                prop_assert_eq!(p, HostPattern::Exact(name.to_ascii_lowercase()));
+                prop_assert_eq!(p, HostPattern::Exact(name.to_ascii_lowercase().into()));
             }
             Err(e) => {
                 prop_assert!(port > 65535);

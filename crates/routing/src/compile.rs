@@ -390,32 +390,18 @@ impl Cx {
             .collect()
     }
 
-    fn hosts(&mut self, field: &str, hosts: &[String]) -> Vec<HostMatch> {
+    fn hosts(&mut self, field: &str, hosts: &[String]) -> Vec<HostPattern> {
         let mut out = Vec::with_capacity(hosts.len().max(1));
         for (i, h) in hosts.iter().enumerate() {
-            let m = match HostPattern::parse(h) {
-                Ok(HostPattern::Any) => HostMatch::Any,
-                // Already lower-cased, without port, brackets or trailing dot.
-                Ok(HostPattern::Exact(h)) => HostMatch::Exact(Arc::from(h)),
-                Ok(HostPattern::Wildcard(s)) => {
-                    let s = s.strip_suffix('.').unwrap_or(&s);
-                    if s.is_empty() {
-                        self.error(format!("{field}[{i}]"), "wildcard without a suffix");
-                        continue;
-                    }
-                    HostMatch::Wildcard(Arc::from(s))
-                }
-                Err(e) => {
-                    self.error(format!("{field}[{i}]"), e);
-                    continue;
-                }
-            };
-            if !out.contains(&m) {
-                out.push(m);
+            // Already lower-cased, without port, brackets or trailing dot.
+            match HostPattern::parse(h) {
+                Ok(m) if !out.contains(&m) => out.push(m),
+                Ok(_) => {}
+                Err(e) => self.error(format!("{field}[{i}]"), e),
             }
         }
         if out.is_empty() {
-            out.push(HostMatch::Any);
+            out.push(HostPattern::Any);
         }
         out
     }

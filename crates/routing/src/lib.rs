@@ -68,7 +68,7 @@ mod table;
 pub use compile::{compile_all, compile_http_scaled_object, compile_interceptor_route};
 pub use request::{MAX_HOST_LEN, NoHeaders, RequestHeaders, normalize_host, normalize_path};
 pub use route::{
-    ColdStart, ConcurrencyTarget, Fallback, HeaderFilter, HostMatch, PortRef, RequestRateTarget,
+    ColdStart, ConcurrencyTarget, Fallback, HeaderFilter, HostPattern, PortRef, RequestRateTarget,
     ResponseBody, ResponseMode, Route, RouteCounters, Rule, Scaling, SourceKind, StaticResponse,
     StaticRoute, Target, Timeouts, path_prefix_matches,
 };

@@ -21,11 +21,11 @@ fn ref_host(host: &str) -> Option<String> {
 }
 
 /// Lower is better: exact 0, wildcard 1 (longer suffix first), catch-all 2.
-fn ref_host_rank(pattern: &crate::HostMatch, host: Option<&str>) -> Option<(u8, Reverse<usize>)> {
+fn ref_host_rank(pattern: &crate::HostPattern, host: Option<&str>) -> Option<(u8, Reverse<usize>)> {
     match pattern {
-        crate::HostMatch::Any => Some((2, Reverse(0))),
-        crate::HostMatch::Exact(h) => (host? == &**h).then_some((0, Reverse(0))),
-        crate::HostMatch::Wildcard(s) => {
+        crate::HostPattern::Any => Some((2, Reverse(0))),
+        crate::HostPattern::Exact(h) => (host? == &**h).then_some((0, Reverse(0))),
+        crate::HostPattern::Wildcard(s) => {
             let host = host?;
             let dotted = format!(".{s}");
             (host.ends_with(&dotted) && host.len() > dotted.len()).then_some((1, Reverse(s.len())))

@@ -13,7 +13,7 @@ use kube::Resource;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
-pub use api::ResponseMode;
+pub use api::{HostPattern, ResponseMode};
 
 /// Which custom resource a [`Route`] was compiled from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -388,50 +388,6 @@ impl Drop for SeriesList {
     }
 }
 
-/// A host pattern of a rule, normalised: lower-case, no trailing dot, IPv6
-/// literals without brackets.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum HostMatch {
-    /// One host.
-    Exact(Arc<str>),
-    /// `*.suffix`, holding `suffix`: any host ending in `.suffix`, at any depth,
-    /// but not `suffix` itself.
-    Wildcard(Arc<str>),
-    /// Every host (`*`, empty, or no hosts at all).
-    Any,
-}
-
-impl HostMatch {
-    /// Whether the (normalised) request host matches.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostMatch::Exact(h) => **h == *host,
-            HostMatch::Wildcard(suffix) => {
-                host.len() > suffix.len() + 1
-                    && host.ends_with(&**suffix)
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-            }
-            HostMatch::Any => true,
-        }
-    }
-}
-
-impl fmt::Display for HostMatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostMatch::Exact(h) => f.write_str(h),
-            HostMatch::Wildcard(s) => write!(f, "*.{s}"),
-            HostMatch::Any => f.write_str("*"),
-        }
-    }
-}
-
-impl Serialize for HostMatch {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// A header a request must carry; `value: None` means "present with any value".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderFilter {
@@ -460,14 +416,14 @@ impl Serialize for HeaderFilter {
 /// (except `/` itself), so `api`, `/api/` and `//api//` all behave as `/api`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rule {
-    pub(crate) hosts: Vec<HostMatch>,
+    pub(crate) hosts: Vec<HostPattern>,
     pub(crate) paths: Vec<Arc<str>>,
     pub(crate) headers: Vec<HeaderFilter>,
 }
 
 impl Rule {
-    /// Host patterns (never empty: no hosts compiles to [`HostMatch::Any`]).
-    pub fn hosts(&self) -> &[HostMatch] {
+    /// Host patterns (never empty: no hosts compiles to [`HostPattern::Any`]).
+    pub fn hosts(&self) -> &[HostPattern] {
         &self.hosts
     }
     /// Normalised path prefixes (never empty: no paths compiles to `/`).

@@ -32,7 +32,7 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 use crate::request::{MAX_HOST_LEN, RequestHeaders, normalize_host_bytes, normalize_path};
-use crate::route::{HostMatch, Route, Rule, SourceKind, StaticRoute};
+use crate::route::{HostPattern, Route, Rule, SourceKind, StaticRoute};
 
 type FastHash = foldhash::fast::RandomState;
 type Map<K, V> = imbl::GenericHashMap<K, V, FastHash, imbl::shared_ptr::DefaultSharedPtr>;
@@ -622,11 +622,16 @@ impl RoutingTable {
         }
     }
 
-    fn edit(&mut self, host: &HostMatch, path: &Arc<str>, f: impl FnOnce(&[Entry]) -> Vec<Entry>) {
+    fn edit(
+        &mut self,
+        host: &HostPattern,
+        path: &Arc<str>,
+        f: impl FnOnce(&[Entry]) -> Vec<Entry>,
+    ) {
         match host {
-            HostMatch::Any => self.any.edit(path, f),
-            HostMatch::Exact(h) => edit_bucket(&mut self.exact, h, path, f),
-            HostMatch::Wildcard(s) => {
+            HostPattern::Any => self.any.edit(path, f),
+            HostPattern::Exact(h) => edit_bucket(&mut self.exact, h, path, f),
+            HostPattern::Wildcard(s) => {
                 let before = self.wildcard.contains_key(s.as_bytes());
                 edit_bucket(&mut self.wildcard, s, path, f);
                 let after = self.wildcard.contains_key(s.as_bytes());
@@ -750,8 +755,8 @@ fn edit_bucket(
 }
 
 /// The distinct (host, path) pairs a route is filed under.
-fn placements(route: &Route) -> Vec<(&HostMatch, &Arc<str>)> {
-    let mut out: Vec<(&HostMatch, &Arc<str>)> = Vec::new();
+fn placements(route: &Route) -> Vec<(&HostPattern, &Arc<str>)> {
+    let mut out: Vec<(&HostPattern, &Arc<str>)> = Vec::new();
     for rule in &route.rules {
         for host in &rule.hosts {
             for path in &rule.paths {

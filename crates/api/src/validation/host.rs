@@ -1,8 +1,11 @@
 //! Host patterns as written in `spec.hosts` and `spec.rules[].hosts`.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// A parsed host pattern. Exact and wildcard hosts are lower-cased.
+/// A parsed host pattern, normalised: lower-case, no port, no trailing
+/// dot, IPv6 literals without brackets. The routing table indexes routes by
+/// it (its strings are shared with the index's keys).
 ///
 /// ```
 /// use api::HostPattern;
@@ -16,9 +19,9 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostPattern {
     /// Matches one host exactly (case-insensitive).
-    Exact(String),
+    Exact(Arc<str>),
     /// `*.suffix`: matches any host ending in `.suffix`, at any depth; holds `suffix`.
-    Wildcard(String),
+    Wildcard(Arc<str>),
     /// `*`, empty, or absent: matches every host.
     Any,
 }
@@ -102,9 +105,9 @@ impl HostPattern {
             check_label(s, label)?;
         }
         Ok(if wildcard {
-            HostPattern::Wildcard(name.to_string())
+            HostPattern::Wildcard(Arc::from(name))
         } else {
-            HostPattern::Exact(name.to_string())
+            HostPattern::Exact(Arc::from(name))
         })
     }
 }
@@ -122,7 +125,7 @@ fn check_port(host: &str, port: &str) -> Result<(), String> {
 /// An IPv6 literal (without brackets), lower-cased as written.
 fn ipv6(host: &str, addr: &str) -> Result<HostPattern, String> {
     match addr.parse::<std::net::Ipv6Addr>() {
-        Ok(_) => Ok(HostPattern::Exact(addr.to_ascii_lowercase())),
+        Ok(_) => Ok(HostPattern::Exact(Arc::from(addr.to_ascii_lowercase()))),
         Err(_) => Err(format!("host {host:?}: {addr:?} is not an IPv6 address")),
     }
 }
@@ -163,6 +166,29 @@ fn check_label(host: &str, label: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+impl HostPattern {
+    /// Whether a (normalised) request host matches: `*.suffix` matches any
+    /// host ending in `.suffix`, at any depth, but not `suffix` itself.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => **h == *host,
+            HostPattern::Wildcard(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(&**suffix)
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+            HostPattern::Any => true,
+        }
+    }
+}
+
+impl serde::Serialize for HostPattern {
+    /// As its manifest form ([`Display`](fmt::Display)).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl fmt::Display for HostPattern {
@@ -218,11 +244,11 @@ mod tests {
         assert_eq!(ok("[::1]:8080"), Exact("::1".into()));
         assert_eq!(ok("FE80::1"), Exact("fe80::1".into()));
         let label63 = "a".repeat(63);
-        assert_eq!(ok(&label63), Exact(label63.clone()));
+        assert_eq!(ok(&label63), Exact(label63.as_str().into()));
         // 4 labels of 63 plus 3 dots = 255 is too long; 3 x 63 + 61 + 3 dots = 253 is fine.
         let host253 = format!("{l}.{l}.{l}.{}", "b".repeat(61), l = label63);
         assert_eq!(host253.len(), 253);
-        assert_eq!(ok(&host253), Exact(host253.clone()));
+        assert_eq!(ok(&host253), Exact(host253.as_str().into()));
     }
 
     #[test]
