@@ -114,8 +114,8 @@ pub struct ObjectHead<'a> {
     /// `kind`, if present.
     #[serde(default, borrow)]
     pub kind: Option<Cow<'a, str>>,
-    /// `metadata`, if present.
-    #[serde(default, borrow)]
+    /// `metadata`, if present (and an object).
+    #[serde(default, borrow, deserialize_with = "optional_object")]
     pub metadata: Option<HeadMeta<'a>>,
 }
 
@@ -137,7 +137,7 @@ impl<'a> ObjectHead<'a> {
     /// Reads the head of one JSON object; `Err` when the text is not a JSON
     /// object (or its head fields have the wrong types).
     pub fn parse(json: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(json)
+        serde_json::from_slice::<ObjectOnly<ObjectHead<'a>>>(json).map(|o| o.0)
     }
 
     /// Whether `apiVersion` and `kind` are `K`'s (or absent, as in the
@@ -148,6 +148,38 @@ impl<'a> ObjectHead<'a> {
             .is_none_or(|v| v == K::api_version(&()))
             && self.kind.as_deref().is_none_or(|k| k == K::kind(&()))
     }
+}
+
+/// `T` read only from a JSON object. Serde's derived structs also take an
+/// array, field by field in order (`"metadata": ["x"]` would name the object
+/// `x`), which a reading by name (a `Value`, the API server) never does: a
+/// head must say what its object's `Value` says.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
+/// An optional field that must be an object when present (see [`ObjectOnly`]).
+fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<ObjectOnly<T>>::deserialize(d)?.map(|o| o.0))
 }
 
 /// Parses one object of kind `K` from JSON text: the same result as
