@@ -71,13 +71,8 @@ impl Proxy {
         response_header_timeout: Duration,
     ) -> Result<Forwarded, Failure> {
         if let Some(placeholder) = &route.cold_start.placeholder {
-            let mut f = static_response(
-                placeholder,
-                route,
-                req.uri().path(),
-                &self.endpoints.bodies(),
-            )
-            .map_err(|e| (e, Some(true)))?;
+            let mut f = static_response(placeholder, route, req.uri().path(), &self.endpoints)
+                .map_err(|e| (e, Some(true)))?;
             self.cold_header(f.response.headers_mut(), true);
             return Ok(f);
         }

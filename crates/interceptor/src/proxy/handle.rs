@@ -189,7 +189,7 @@ impl Proxy {
         };
         match decision {
             Decision::Static(response) => {
-                static_response(response, route, req.uri().path(), &self.endpoints.bodies())
+                static_response(response, route, req.uri().path(), &self.endpoints)
                     .map_err(|e| (e, None))
             }
             Decision::Forward { backend, cold } => {

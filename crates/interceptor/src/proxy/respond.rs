@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use routing::{ResponseBody, Route, StaticResponse};
+use sync::ReadyEndpoints;
 use sync::endpoints::{RESPONSE_BODY_SELECTOR, ResponseBodies};
 use tracing::warn;
 
@@ -55,18 +56,19 @@ impl Proxy {
 }
 
 /// A static route's answer or a placeholder, for a request to `path` on
-/// `route`. A body from a ConfigMap is read from `bodies` now, so a change to
-/// the ConfigMap shows in the next answer.
+/// `route`. A body from a ConfigMap is read from the ready-cache now (an
+/// inline body does not touch it), so a change to the ConfigMap shows in
+/// the next answer.
 pub(super) fn static_response(
     sr: &StaticResponse,
     route: &Route,
     path: &str,
-    bodies: &ResponseBodies,
+    endpoints: &ReadyEndpoints,
 ) -> Result<Forwarded, ProxyError> {
     let (body, content_type) = match &sr.body {
         ResponseBody::Inline(b) => (b.clone(), None),
         ResponseBody::ConfigMap { name, key } => {
-            config_map_body(bodies, route.namespace(), name, key, path)?
+            config_map_body(&endpoints.bodies(), route.namespace(), name, key, path)?
         }
     };
     let mut resp = Response::new(ProxyBody::full(body));
