@@ -561,12 +561,30 @@ impl JsonObject {
         &self.json
     }
 
-    /// The head, or `None` when the text is not a JSON object with string
-    /// head fields.
+    /// The head, or `None` when the text is not a JSON object. Read in one
+    /// pass; text that pass cannot take (a field given twice, a head field
+    /// of the wrong type) is read as a `Value` reads it, so every path (the
+    /// index's key, a delete's key, the resourceVersion) names the object
+    /// its `Value` names, and `fits` is false so the typed parse takes the
+    /// checked path.
     fn head(&self) -> Option<&Head> {
         self.head
             .get_or_init(|| {
-                let h = ObjectHead::parse(&self.json).ok()?;
+                let Ok(h) = ObjectHead::parse(&self.json) else {
+                    let value: Value = serde_json::from_slice(&self.json).ok()?;
+                    let meta = value.as_object()?.get("metadata");
+                    let field = |f: &str| {
+                        meta.and_then(|m| m.get(f))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    };
+                    return Some(Head {
+                        namespace: field("namespace"),
+                        name: field("name"),
+                        resource_version: field("resourceVersion"),
+                        fits: [false; 2],
+                    });
+                };
                 let meta = h.metadata.as_ref();
                 let owned = |f: Option<&std::borrow::Cow<'_, str>>| f.map(|s| s.to_string());
                 Some(Head {
@@ -579,7 +597,7 @@ impl JsonObject {
             .as_ref()
     }
 
-    /// Whether the text is a JSON object whose head fields are strings.
+    /// Whether the text is a JSON object.
     pub fn is_object(&self) -> bool {
         self.head().is_some()
     }
@@ -595,17 +613,11 @@ impl JsonObject {
         &self,
         kind: ObjectKind,
     ) -> Result<(ObjectKey, Option<ResourceVersion>), FieldError> {
-        let Some(head) = self.head() else {
-            // Not readable in one pass (a field given twice, say): read as a
-            // `Value`, as `identify` reads it, so that a delete finds the
-            // object its apply named.
-            let value: Value = serde_json::from_slice(&self.json).unwrap_or(Value::Null);
-            return value_key(kind, &value).ok_or_else(|| FieldError {
-                object: api::parse::UNKNOWN_OBJECT.to_string(),
-                field: ".".to_string(),
-                message: "not a JSON object with string metadata".to_string(),
-            });
-        };
+        let head = self.head().ok_or_else(|| FieldError {
+            object: api::parse::UNKNOWN_OBJECT.to_string(),
+            field: ".".to_string(),
+            message: "not a JSON object".to_string(),
+        })?;
         Ok((
             ObjectKey {
                 kind,
@@ -735,6 +747,25 @@ mod tests {
                 .key(ObjectKind::InterceptorRoute)
                 .is_err()
         );
+    }
+
+    /// Found by the `manifest` fuzz target: serde reads a struct from an
+    /// array too, field by field, so `"metadata": ["/api"]` named the object
+    /// `/api` in the JSON-text path while its `Value` has no name at all.
+    #[test]
+    fn arrays_are_not_objects_in_the_head() {
+        let texts: [&[u8]; 2] = [
+            br#"{"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject", "metadata": ["/api"]}"#,
+            br#"["http.keda.sh/v1alpha1", "HTTPScaledObject", {"name": "x", "namespace": "y"}]"#,
+        ];
+        for text in texts {
+            let value: Value = serde_json::from_slice(text).unwrap();
+            for kind in ObjectKind::ALL {
+                let from_text = JsonObject::new(text.to_vec()).identify(kind);
+                assert!(from_text.is_err(), "{from_text:?}");
+                assert_eq!(from_text.is_ok(), value.identify(kind).is_ok());
+            }
+        }
     }
 
     fn hso(port: Value) -> Value {

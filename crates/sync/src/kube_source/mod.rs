@@ -271,7 +271,7 @@ fn read_frame(
             let obj = JsonObject::new(object);
             let Ok((key, object_rv)) = obj.key(kind) else {
                 return Err(WatchEnd::Failed(
-                    "bad watch object: not a JSON object with string metadata".to_string(),
+                    "bad watch object: not a JSON object".to_string(),
                 ));
             };
             let proof = digest.map(|digest| Proof {
