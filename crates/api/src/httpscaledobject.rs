@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{HeaderMatch, ScalingMetric};
 
 /// Desired state of an `HTTPScaledObject`.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "http.keda.sh",
@@ -31,46 +32,33 @@ use crate::common::{HeaderMatch, ScalingMetric};
 pub struct HTTPScaledObjectSpec {
     /// Hosts to route. Empty, absent or `*` means every host; `*.example.com`
     /// matches any subdomain of `example.com` (not the apex).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
     /// Path prefixes to route, matched on whole segments. Absent means `/`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefixes: Option<Vec<String>>,
     /// Headers that must all be present (and equal, when `value` is set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub headers: Option<Vec<HeaderMatch>>,
     /// The workload to scale and the Service to route to.
     pub scale_target_ref: ScaleTargetRef,
     /// Where to send requests when the target does not become ready in time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_start_timeout_failover_ref: Option<ColdStartTimeoutFailoverRef>,
     /// Replica bounds (min default 0, max default 100).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<ReplicaStruct>,
     /// Deprecated: use `scalingMetric`. Target pending requests (default 100).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_pending_requests: Option<i32>,
     /// Seconds before scaling down; becomes the ScaledObject's `cooldownPeriod` (default 300).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        rename = "scaledownPeriod"
-    )]
+    #[serde(rename = "scaledownPeriod")]
     pub scaledown_period: Option<i32>,
     /// Seconds before the first scaling decision (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_cooldown_period: Option<i32>,
     /// The metric that drives scaling: `concurrency` or `requestRate`, not both.
     ///
     /// Stricter than upstream's CRD, which accepts both: upstream's operator
     /// then fails the reconcile ("mutually exclusive") and creates no
     /// ScaledObject, so such an object is never valid there either.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("!(has(self.concurrency) && has(self.requestRate))").message("'concurrency' and 'requestRate' are mutually exclusive"))]
     pub scaling_metric: Option<ScalingMetric>,
     /// Timeouts that override the interceptor's global ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<HTTPScaledObjectTimeouts>,
 }
 
@@ -81,6 +69,7 @@ pub struct HTTPScaledObjectSpec {
 /// name), `port` must be 1-65535 (a Service port is; upstream also reads 0
 /// as "no port"), and `portName` must not be empty (upstream reads an empty
 /// name as "no port name", so with no `port` there is nothing to route to).
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.portName) != has(self.port)").message("must define either the 'portName' or the 'port'"))]
 #[serde(rename_all = "camelCase")]
@@ -92,20 +81,16 @@ pub struct ScaleTargetRef {
     #[schemars(transform = crate::schema::no_default)]
     pub name: String,
     /// Kind of the workload (e.g. `Deployment`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// API version of the workload (e.g. `apps/v1`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Name of the Service to route to.
     #[schemars(length(min = 1))]
     pub service: String,
     /// Service port number; exactly one of `port` and `portName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// Service port name; exactly one of `port` and `portName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
@@ -114,6 +99,7 @@ pub struct ScaleTargetRef {
 ///
 /// `service`, `port` and `portName` are stricter than upstream's CRD for the
 /// reasons given on [`ScaleTargetRef`].
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.portName) != has(self.port)").message("must define either the 'portName' or the 'port'"))]
 #[serde(rename_all = "camelCase")]
@@ -122,52 +108,46 @@ pub struct ColdStartTimeoutFailoverRef {
     #[schemars(length(min = 1))]
     pub service: String,
     /// Service port number; exactly one of `port` and `portName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// Service port name; exactly one of `port` and `portName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub port_name: Option<String>,
     /// Seconds to wait for the target before failing over (default 30; `0`,
     /// as upstream, means no override: the readiness timeout decides).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = 30))]
     pub timeout_seconds: Option<i32>,
 }
 
 /// Replica bounds of the scaled workload.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ReplicaStruct {
     /// Minimum replicas (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<i32>,
     /// Maximum replicas (default 100).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<i32>,
 }
 
 /// Per-object timeouts of an `HTTPScaledObject` (Go durations such as `20s`).
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPScaledObjectTimeouts {
     /// How long a request waits for the workload to have a ready replica.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition_wait: Option<String>,
     /// How long to wait for the backend's response headers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_header: Option<String>,
 }
 
 /// Observed state of an `HTTPScaledObject`, written by the operator.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPScaledObjectStatus {
     /// `apiVersion/kind/name` of the scaled workload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_workload: Option<String>,
     /// `service:port` of the routed Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_service: Option<String>,
     /// Standard conditions; type `Ready` with reason `Reconciled` or `CreateError`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{HeaderMatch, ScalingMetric};
 
 /// Desired state of an `InterceptorRoute`.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "http.keda.sh",
@@ -40,10 +41,8 @@ pub struct InterceptorRouteSpec {
     #[x_kube(validation = Rule::new("has(self.concurrency) || has(self.requestRate)").message("at least one of 'concurrency' or 'requestRate' must be set"))]
     pub scaling_metric: ScalingMetric,
     /// Per-route timeouts; absent fields use the global defaults, `0s` disables.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<InterceptorRouteTimeouts>,
     /// Behaviour while the target has no ready endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_start: Option<ColdStart>,
     /// Requests answered by the interceptor itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -51,6 +50,7 @@ pub struct InterceptorRouteSpec {
 }
 
 /// A Service and exactly one of `port` / `portName`.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.port) != has(self.portName)").message("exactly one of 'port' or 'portName' must be set"))]
 #[serde(rename_all = "camelCase")]
@@ -59,11 +59,9 @@ pub struct TargetRef {
     #[schemars(length(min = 1))]
     pub service: String,
     /// Service port number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// Service port name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
@@ -93,31 +91,28 @@ pub struct PathMatch {
 }
 
 /// Per-route timeouts (Go durations).
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InterceptorRouteTimeouts {
     /// How long a request waits for a ready endpoint (cold start).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<String>,
     /// Total time allowed for the whole request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
     /// Time allowed for the backend's response headers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_header: Option<String>,
 }
 
 /// Cold-start behaviour: forward to a fallback, answer with a placeholder,
 /// or both (at least one). With both, the placeholder answers while the
 /// target is cold.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder)").message("set 'fallback', 'placeholder' or both"))]
 pub struct ColdStart {
     /// Where to forward once the readiness timeout passes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<ColdStartFallback>,
     /// A static answer while the target is cold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placeholder: Option<Placeholder>,
 }
 
@@ -129,6 +124,7 @@ pub struct ColdStartFallback {
 }
 
 /// A Service by name and exactly one of `port` / `portName`.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.port) != has(self.portName)").message("exactly one of 'port' or 'portName' must be set"))]
 #[serde(rename_all = "camelCase")]
@@ -137,11 +133,9 @@ pub struct ServiceRef {
     #[schemars(length(min = 1))]
     pub name: String,
     /// Service port number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// Service port name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
@@ -154,21 +148,19 @@ pub struct Placeholder {
 }
 
 /// A response the interceptor writes itself.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[x_kube(validation = Rule::new("!(has(self.body) && has(self.bodyFromConfigMap))").message("set 'body' or 'bodyFromConfigMap', not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct StaticResponse {
     /// HTTP status code (100-599); 200 for a static route and 503 for a
     /// placeholder when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]
     pub status_code: Option<i32>,
     /// Response body, at most 32768 characters; exclusive with `bodyFromConfigMap`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = crate::schema::STATIC_BODY_MAX))]
     pub body: Option<String>,
     /// Response body taken from a ConfigMap key in the route's namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_from_config_map: Option<ConfigMapKeyRef>,
     /// Response headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -185,6 +177,7 @@ pub const RESPONSE_BODY_SELECTOR: &str = "http.keda.sh/response-body=true";
 
 /// A ConfigMap in the route's namespace, and optionally one of its keys.
 /// Only ConfigMaps labelled [`RESPONSE_BODY_LABEL`]` = "true"` are read.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ConfigMapKeyRef {
     /// ConfigMap name.
@@ -199,7 +192,6 @@ pub struct ConfigMapKeyRef {
     /// degrades quietly), while a missing explicit key is an error (500).
     /// The `Content-Type`, unless a response header sets it, follows the
     /// key's file extension.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 

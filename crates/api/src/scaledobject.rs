@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The fields of a KEDA `ScaledObject` spec this project writes.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "keda.sh",
@@ -21,22 +22,16 @@ pub struct ScaledObjectSpec {
     /// The workload KEDA scales.
     pub scale_target_ref: ScaledObjectTarget,
     /// Seconds between KEDA's polls.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub polling_interval: Option<i32>,
     /// Seconds after the last active trigger before scaling to zero.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown_period: Option<i32>,
     /// Seconds after creation before the first scale-down.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_cooldown_period: Option<i32>,
     /// Minimum replicas.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_replica_count: Option<i32>,
     /// Maximum replicas.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_replica_count: Option<i32>,
     /// Advanced settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advanced: Option<ScaledObjectAdvanced>,
     /// The triggers; the operator writes one `external-push` trigger.
     #[serde(default)]
@@ -44,29 +39,29 @@ pub struct ScaledObjectSpec {
 }
 
 /// The workload a ScaledObject scales.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaledObjectTarget {
     /// Workload API version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Workload kind.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Workload name.
     pub name: String,
 }
 
 /// `spec.advanced` of a ScaledObject.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaledObjectAdvanced {
     /// Restore the workload's replica count when the ScaledObject is deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_to_original_replica_count: Option<bool>,
 }
 
 /// One KEDA trigger.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleTrigger {
@@ -74,7 +69,6 @@ pub struct ScaleTrigger {
     #[serde(rename = "type")]
     pub type_: String,
     /// Optional trigger name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Trigger metadata, e.g. `scalerAddress` and `httpScaledObject`.
     #[serde(default)]
