@@ -144,10 +144,7 @@ const CONVERGENCE_LIMIT: Duration = Duration::from_secs(15);
 /// Runs the campaign; exit status 1 if any check failed.
 pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
     raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime(Some(args.threads))?;
     let passed = rt.block_on(campaign(args))?;
     rt.shutdown_timeout(Duration::from_secs(1));
     if !passed {

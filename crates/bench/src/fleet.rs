@@ -160,11 +160,7 @@ struct RunResult {
 /// Runs the benchmark.
 pub fn run(args: FleetArgs) -> anyhow::Result<()> {
     raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
-    rt.block_on(run_all(args))
+    crate::runtime(Some(args.threads))?.block_on(run_all(args))
 }
 
 async fn run_all(args: FleetArgs) -> anyhow::Result<()> {

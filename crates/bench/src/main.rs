@@ -18,6 +18,16 @@ mod sync_bench;
 
 use clap::{Parser, Subcommand};
 
+/// The multi-threaded runtime a benchmark runs on: `threads` workers, or
+/// tokio's default of one per core.
+pub(crate) fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build()
+}
+
 /// The fleet runs 10,000 replicas' sync loops in this process, and glibc
 /// malloc was ~8-20 % of its profile: mimalloc's thread-local free lists
 /// are cheaper for that many small, short-lived allocations.

@@ -175,10 +175,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         );
     }
     let tmp = tempfile::tempdir()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime(Some(1))?;
 
     // Backend.
     let (echo, echo_addr) = start_echo(&args)?;

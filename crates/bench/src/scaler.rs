@@ -68,9 +68,7 @@ pub(crate) fn cpu_now() -> Duration {
 /// Runs the benchmark (or, with `--serve-pods`, the simulated fleet).
 pub fn run(args: ScalerBenchArgs) -> anyhow::Result<()> {
     crate::fleet::raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime(None)?;
     if args.serve_pods {
         return rt.block_on(serve_pods(args));
     }

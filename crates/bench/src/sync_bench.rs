@@ -62,10 +62,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Runs the benchmark.
 pub fn run(args: SyncArgs) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run_async(args))
+    crate::runtime(None)?.block_on(run_async(args))
 }
 
 /// A request to the replica's thread: its CPU time so far.

@@ -170,15 +170,13 @@ impl CacheArgs {
         &self,
         env: impl Fn(&str) -> Option<OsString>,
     ) -> Result<Choice, CacheError> {
-        let url_option = if self.upstream_token_file.is_some() {
-            Some("--upstream-token-file")
-        } else if self.upstream_ca_file.is_some() {
-            Some("--upstream-ca-file")
-        } else if self.upstream_insecure {
-            Some("--upstream-insecure")
-        } else {
-            None
-        };
+        let url_option = [
+            (self.upstream_token_file.is_some(), "--upstream-token-file"),
+            (self.upstream_ca_file.is_some(), "--upstream-ca-file"),
+            (self.upstream_insecure, "--upstream-insecure"),
+        ]
+        .into_iter()
+        .find_map(|(set, flag)| set.then_some(flag));
         let given = Given {
             dir: None,
             url: self.upstream_url.clone(),

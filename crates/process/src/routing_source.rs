@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::parse_duration as duration;
-use crate::source::{Choice, Given, Names, Source, SourceNames};
+use crate::source::{Choice, Given, Source};
 
 /// How a program picks its routing source (its long help shows it).
 pub const SOURCE_PRECEDENCE: &str = "\
@@ -76,18 +76,6 @@ pub struct SourceArgs {
     pub watch_timeout: Duration,
 }
 
-/// The source flags and variables.
-const SOURCES: SourceNames = SourceNames {
-    dir: Some(Names {
-        flag: "--routes-dir",
-        env: "KEDA_HTTP_ROUTES_DIR",
-    }),
-    url: Names {
-        flag: "--source-url",
-        env: "KEDA_HTTP_SOURCE_URL",
-    },
-};
-
 /// Why the routing source could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -108,20 +96,23 @@ impl SourceArgs {
     /// in-cluster. `env` looks up variables
     /// ([`crate::source::process_env`] for the real environment).
     pub fn choose(&self, env: impl Fn(&str) -> Option<OsString>) -> Result<Choice, SourceError> {
-        let url_option = if self.source_token_file.is_some() {
-            Some("--source-token-file")
-        } else if self.source_insecure {
-            Some("--source-insecure")
-        } else {
-            None
-        };
+        let url_option = [
+            (self.source_token_file.is_some(), "--source-token-file"),
+            (self.source_insecure, "--source-insecure"),
+        ]
+        .into_iter()
+        .find_map(|(set, flag)| set.then_some(flag));
         let given = Given {
             dir: self.routes_dir.clone(),
             url: self.source_url.clone(),
             kubeconfig: self.kubeconfig.clone(),
             url_option,
         };
-        Ok(crate::source::resolve(&SOURCES, given, env)?)
+        Ok(crate::source::resolve(
+            &crate::source::ROUTING_SOURCES,
+            given,
+            env,
+        )?)
     }
 
     /// Builds the source these flags and the process environment describe.
@@ -194,21 +185,44 @@ mod tests {
     ];
 
     #[test]
-    fn step_1_the_command_line_wins() {
-        let c = choose(&["--source-url", "http://flag-cache:9443"], CROWDED).unwrap();
-        assert_eq!(c.source, Source::Url("http://flag-cache:9443".into()));
-        assert_eq!(c.origin, Origin::Flag("--source-url"));
-
-        let c = choose(&["--routes-dir", "/flag/routes"], CROWDED).unwrap();
-        assert_eq!(c.source, Source::Directory("/flag/routes".into()));
-        assert_eq!(c.origin, Origin::Flag("--routes-dir"));
-
-        let c = choose(&["--kubeconfig", "/flag/kubeconfig"], CROWDED).unwrap();
-        assert_eq!(
-            c.source,
-            Source::Kubeconfig(vec!["/flag/kubeconfig".into()])
-        );
-        assert_eq!(c.origin, Origin::Flag("--kubeconfig"));
+    fn every_flag_and_variable_reaches_the_resolver() {
+        let url = |u: &str| Source::Url(u.into());
+        let cases = [
+            (
+                &["--source-url", "http://flag:1"][..],
+                CROWDED,
+                url("http://flag:1"),
+                Origin::Flag("--source-url"),
+            ),
+            (
+                &["--routes-dir", "/d"],
+                CROWDED,
+                Source::Directory("/d".into()),
+                Origin::Flag("--routes-dir"),
+            ),
+            (
+                &["--kubeconfig", "/k"],
+                CROWDED,
+                Source::Kubeconfig(vec!["/k".into()]),
+                Origin::Flag("--kubeconfig"),
+            ),
+            (
+                &[],
+                CROWDED,
+                url("http://env-cache:9443"),
+                Origin::Env("KEDA_HTTP_SOURCE_URL"),
+            ),
+            (
+                &[],
+                &[("KUBECONFIG", "/k"), ("KEDA_HTTP_ROUTES_DIR", "/d")],
+                Source::Directory("/d".into()),
+                Origin::Env("KEDA_HTTP_ROUTES_DIR"),
+            ),
+        ];
+        for (argv, vars, source, origin) in cases {
+            let c = choose(argv, vars).unwrap();
+            assert_eq!((c.source, c.origin), (source, origin), "{argv:?} {vars:?}");
+        }
     }
 
     #[test]
@@ -224,18 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn step_2_keda_variables_beat_kubeconfig() {
-        let c = choose(&[], CROWDED).unwrap();
-        assert_eq!(c.source, Source::Url("http://env-cache:9443".into()));
-        assert_eq!(c.origin, Origin::Env("KEDA_HTTP_SOURCE_URL"));
-
-        let vars = [
-            ("KUBECONFIG", "/env/kubeconfig"),
-            ("KEDA_HTTP_ROUTES_DIR", "/env/routes"),
-        ];
-        let c = choose(&[], &vars).unwrap();
-        assert_eq!(c.source, Source::Directory("/env/routes".into()));
-
+    fn step_2_both_keda_variables_are_a_conflict() {
         let vars = [
             ("KEDA_HTTP_ROUTES_DIR", "/env/routes"),
             ("KEDA_HTTP_SOURCE_URL", "http://env-cache:9443"),

@@ -115,6 +115,19 @@ pub struct SourceNames {
     pub url: Names,
 }
 
+/// The source flags and variables of the programs that keep a routing
+/// table (interceptor, scaler).
+pub const ROUTING_SOURCES: SourceNames = SourceNames {
+    dir: Some(Names {
+        flag: "--routes-dir",
+        env: "KEDA_HTTP_ROUTES_DIR",
+    }),
+    url: Names {
+        flag: "--source-url",
+        env: "KEDA_HTTP_SOURCE_URL",
+    },
+};
+
 /// What the command line says (flag values only, never the environment),
 /// plus whether an option that only applies to a URL source is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -288,16 +301,7 @@ mod tests {
 
     use super::*;
 
-    const NAMES: SourceNames = SourceNames {
-        dir: Some(Names {
-            flag: "--routes-dir",
-            env: "KEDA_HTTP_ROUTES_DIR",
-        }),
-        url: Names {
-            flag: "--source-url",
-            env: "KEDA_HTTP_SOURCE_URL",
-        },
-    };
+    const NAMES: SourceNames = ROUTING_SOURCES;
 
     /// An environment of `vars`; HOME points at an empty directory unless set.
     fn env_of<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
@@ -368,21 +372,23 @@ mod tests {
 
     #[test]
     fn step_2_keda_variables_beat_kubeconfig() {
-        let vars = [
-            ("KEDA_HTTP_SOURCE_URL", "http://env-cache"),
-            ("KUBECONFIG", "/env/kubeconfig"),
+        let cases = [
+            (
+                "KEDA_HTTP_SOURCE_URL",
+                "http://env-cache",
+                Source::Url("http://env-cache".into()),
+            ),
+            (
+                "KEDA_HTTP_ROUTES_DIR",
+                "/env/routes",
+                Source::Directory("/env/routes".into()),
+            ),
         ];
-        let c = choose(Given::default(), &vars).unwrap();
-        assert_eq!(c.source, Source::Url("http://env-cache".into()));
-        assert_eq!(c.origin, Origin::Env("KEDA_HTTP_SOURCE_URL"));
-
-        let vars = [
-            ("KEDA_HTTP_ROUTES_DIR", "/env/routes"),
-            ("KUBECONFIG", "/env/kubeconfig"),
-        ];
-        let c = choose(Given::default(), &vars).unwrap();
-        assert_eq!(c.source, Source::Directory("/env/routes".into()));
-        assert_eq!(c.origin, Origin::Env("KEDA_HTTP_ROUTES_DIR"));
+        for (var, value, source) in cases {
+            let vars = [(var, value), ("KUBECONFIG", "/env/kubeconfig")];
+            let c = choose(Given::default(), &vars).unwrap();
+            assert_eq!((c.source, c.origin), (source, Origin::Env(var)));
+        }
 
         // Both variables: as ambiguous as both flags.
         let vars = [
