@@ -398,13 +398,18 @@ mod tests {
         Duration::from_secs(n)
     }
 
+    /// A round at second `at` in which pod 1, the only one listed, answers
+    /// `fetched`; every route on the default window.
+    fn one_pod(f: &mut Fleet, at: u64, fetched: Fetched) -> RoundSummary {
+        f.apply(s(at), &[addr(1)], vec![(addr(1), fetched)], &|_| DEFAULT)
+    }
+
     #[test]
     fn sums_pods_and_drops_vanished_ones() {
         let mut f = Fleet::new(s(5));
-        let pods = [addr(1), addr(2)];
         f.apply(
             s(0),
-            &pods,
+            &[addr(1), addr(2)],
             vec![
                 (addr(1), full(&[("a/x", 2, 10), ("a/y", 0, 0)])),
                 (addr(2), full(&[("a/x", 3, 7)])),
@@ -415,12 +420,7 @@ mod tests {
         assert_eq!(c.get("a/x").concurrency, 5);
         assert_eq!(c.total_concurrency, 5);
         // Pod 2 vanishes from the EndpointSlice: its share goes at once.
-        let sum = f.apply(
-            s(1),
-            &pods[..1],
-            vec![(addr(1), full(&[("a/x", 2, 10)]))],
-            &|_| DEFAULT,
-        );
+        let sum = one_pod(&mut f, 1, full(&[("a/x", 2, 10)]));
         assert_eq!(sum.dropped, 1);
         assert_eq!(f.counts(s(1)).get("a/x").concurrency, 2);
     }
@@ -428,17 +428,11 @@ mod tests {
     #[test]
     fn an_unreachable_pod_keeps_its_share_for_a_bounded_time() {
         let mut f = Fleet::new(s(3));
-        let pods = [addr(1)];
-        f.apply(
-            s(0),
-            &pods,
-            vec![(addr(1), full(&[("a/x", 4, 1)]))],
-            &|_| DEFAULT,
-        );
-        let sum = f.apply(s(2), &pods, vec![(addr(1), Fetched::Failed)], &|_| DEFAULT);
+        one_pod(&mut f, 0, full(&[("a/x", 4, 1)]));
+        let sum = one_pod(&mut f, 2, Fetched::Failed);
         assert_eq!((sum.unreachable, sum.dropped), (1, 0));
         assert_eq!(f.counts(s(2)).get("a/x").concurrency, 4);
-        let sum = f.apply(s(4), &pods, vec![(addr(1), Fetched::Failed)], &|_| DEFAULT);
+        let sum = one_pod(&mut f, 4, Fetched::Failed);
         assert_eq!((sum.unreachable, sum.dropped), (0, 1));
         assert_eq!(f.counts(s(4)).get("a/x").concurrency, 0);
     }
@@ -446,36 +440,20 @@ mod tests {
     #[test]
     fn rates_from_deltas_with_resets_and_restarts() {
         let mut f = Fleet::new(s(5));
-        let pods = [addr(1)];
         // First poll: 100 requests already counted are history, not rate.
-        f.apply(
-            s(0),
-            &pods,
-            vec![(addr(1), full(&[("a/x", 0, 100)]))],
-            &|_| DEFAULT,
-        );
+        one_pod(&mut f, 0, full(&[("a/x", 0, 100)]));
         assert_eq!(f.counts(s(0)).get("a/x").rate, 0.0);
-        f.apply(
-            s(1),
-            &pods,
-            vec![(addr(1), full(&[("a/x", 0, 110)]))],
-            &|_| DEFAULT,
-        );
+        one_pod(&mut f, 1, full(&[("a/x", 0, 110)]));
         // 10 requests over buckets 0..=1 (watched since the first poll).
         assert_eq!(f.counts(s(1)).get("a/x").rate, 5.0);
         // The counter went down: the pod restarted, 4 new requests.
-        f.apply(
-            s(2),
-            &pods,
-            vec![(addr(1), full(&[("a/x", 0, 4)]))],
-            &|_| DEFAULT,
-        );
+        one_pod(&mut f, 2, full(&[("a/x", 0, 4)]));
         assert_eq!(f.counts(s(2)).get("a/x").rate, 14.0 / 3.0);
         // Compact form: a new instance counts its whole value even when
         // it is higher than before.
         let compact = |instance, n| report(Some(instance), true, &[("a/x", 0, n)], &[]);
-        f.apply(s(3), &pods, vec![(addr(1), compact(1, 6))], &|_| DEFAULT);
-        f.apply(s(4), &pods, vec![(addr(1), compact(2, 8))], &|_| DEFAULT);
+        one_pod(&mut f, 3, compact(1, 6));
+        one_pod(&mut f, 4, compact(2, 8));
         // buckets 0..=4: 10 + 4 + 2 (6 - 4) + 8
         assert_eq!(f.counts(s(4)).get("a/x").rate, 24.0 / 5.0);
     }
@@ -483,26 +461,13 @@ mod tests {
     #[test]
     fn deltas_apply_only_what_changed() {
         let mut f = Fleet::new(s(5));
-        let pods = [addr(1)];
         let rep = |full, changed: &[(&str, i64, u64)], removed: &[&str]| {
             report(Some(7), full, changed, removed)
         };
-        f.apply(
-            s(0),
-            &pods,
-            vec![(addr(1), rep(true, &[("a/x", 1, 1), ("a/y", 2, 2)], &[]))],
-            &|_| DEFAULT,
-        );
-        f.apply(s(1), &pods, vec![(addr(1), rep(false, &[], &[]))], &|_| {
-            DEFAULT
-        });
+        one_pod(&mut f, 0, rep(true, &[("a/x", 1, 1), ("a/y", 2, 2)], &[]));
+        one_pod(&mut f, 1, rep(false, &[], &[]));
         assert_eq!(f.counts(s(1)).total_concurrency, 3);
-        f.apply(
-            s(2),
-            &pods,
-            vec![(addr(1), rep(false, &[("a/x", 0, 2)], &["a/y"]))],
-            &|_| DEFAULT,
-        );
+        one_pod(&mut f, 2, rep(false, &[("a/x", 0, 2)], &["a/y"]));
         let c = f.counts(s(2));
         assert_eq!(c.total_concurrency, 0);
         assert_eq!(c.get("a/x").rate, 1.0 / 3.0); // 1 request over buckets 0..=2

@@ -295,15 +295,27 @@ pub fn is_active(values: &[MetricValue]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
-    fn md(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
+    /// `parse` of the ScaledObject `namespace/name` with the metadata `pairs`.
+    fn parse_pairs(
+        namespace: &str,
+        name: &str,
+        pairs: &[(&str, &str)],
+    ) -> Result<Query, QueryError> {
+        let metadata = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+            .collect();
+        parse(namespace, name, &metadata)
+    }
+
+    /// The message of the `Invalid` error of ScaledObject `namespace/so`.
+    fn invalid(namespace: &str, pairs: &[(&str, &str)]) -> String {
+        match parse_pairs(namespace, "so", pairs) {
+            Err(QueryError::Invalid(m)) => m,
+            other => panic!("want Invalid, got {other:?}"),
+        }
     }
 
     #[test]
@@ -312,75 +324,68 @@ mod tests {
             http_scaled_object_metric("apps", "web"),
             "http-apps_002Fweb"
         );
-        assert_eq!(escape("a.b-c_d"), "a.b-c_005Fd");
-        assert_eq!(escape("é"), "_C3A9");
-        assert_eq!(escape("😀"), "_F09F9880");
+        for (raw, want) in [
+            ("a.b-c_d", "a.b-c_005Fd"),
+            ("é", "_C3A9"),
+            ("😀", "_F09F9880"),
+        ] {
+            assert_eq!(escape(raw), want, "escape({raw:?})");
+        }
     }
 
     #[test]
     fn metadata_kinds_in_upstream_order() {
-        let q = parse(
-            "ns",
-            "so",
-            &md(&[("httpScaledObject", "h"), ("interceptorRoute", "r")]),
-        )
-        .unwrap();
         assert_eq!(
-            q,
-            Query::InterceptorRoute {
+            parse_pairs(
+                "ns",
+                "so",
+                &[("httpScaledObject", "h"), ("interceptorRoute", "r")]
+            ),
+            Ok(Query::InterceptorRoute {
                 namespace: "ns".into(),
                 name: "r".into()
-            }
+            })
         );
-        let q = parse(
-            "ns",
-            "so",
-            &md(&[("httpScaledObject", "h"), ("scalerAddress", "x:9090")]),
-        )
-        .unwrap();
-        assert!(matches!(q, Query::HttpScaledObject { .. }));
-        let q = parse(
-            "keda",
-            "interceptor",
-            &md(&[("interceptorTargetPendingRequests", "200")]),
-        )
-        .unwrap();
+        assert!(matches!(
+            parse_pairs(
+                "ns",
+                "so",
+                &[("httpScaledObject", "h"), ("scalerAddress", "x:9090")]
+            ),
+            Ok(Query::HttpScaledObject { .. })
+        ));
         assert_eq!(
-            q,
-            Query::Interceptors {
+            parse_pairs(
+                "keda",
+                "interceptor",
+                &[("interceptorTargetPendingRequests", "200")]
+            ),
+            Ok(Query::Interceptors {
                 metric: "http-keda_002Finterceptor".into(),
                 target: 200
-            }
+            })
         );
     }
 
     #[test]
     fn bad_metadata_names_the_key() {
-        let e = parse("ns", "so", &md(&[("scalerAddress", "x")])).unwrap_err();
         assert_eq!(
-            e.to_string(),
+            invalid("ns", &[("scalerAddress", "x")]),
             "scalerMetadata of ScaledObject ns/so names no route: it needs one of \
              interceptorRoute, httpScaledObject or interceptorTargetPendingRequests \
              (keys given: scalerAddress)"
         );
-        let e = parse(
-            "ns",
-            "so",
-            &md(&[("interceptorTargetPendingRequests", "x")]),
-        )
-        .unwrap_err();
         assert_eq!(
-            e.to_string(),
+            invalid("ns", &[("interceptorTargetPendingRequests", "x")]),
             "scalerMetadata.interceptorTargetPendingRequests of ScaledObject ns/so: \"x\" is not a positive integer"
         );
-        let e = parse("ns", "so", &md(&[("interceptorRoute", " ")])).unwrap_err();
         assert_eq!(
-            e.to_string(),
+            invalid("ns", &[("interceptorRoute", " ")]),
             "scalerMetadata.interceptorRoute of ScaledObject ns/so is empty"
         );
-        assert!(matches!(
-            parse("", "so", &md(&[("httpScaledObject", "a")])),
-            Err(QueryError::Invalid(_))
-        ));
+        assert_eq!(
+            invalid("", &[("httpScaledObject", "a")]),
+            "ScaledObjectRef \"so\" has an empty namespace"
+        );
     }
 }

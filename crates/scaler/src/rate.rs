@@ -131,6 +131,16 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A window of `window_ms` in buckets of `granularity_ms`, fed `delta`
+    /// requests at the start of each of its first `buckets` buckets.
+    fn steady(window_ms: u64, granularity_ms: u64, buckets: u64, delta: u64) -> RateWindow {
+        let mut w = RateWindow::new(ms(window_ms), ms(granularity_ms));
+        for b in 0..buckets {
+            w.record(ms(b * granularity_ms), delta);
+        }
+        w
+    }
+
     #[test]
     fn a_partial_window_divides_by_the_time_covered() {
         let mut w = RateWindow::new(ms(60_000), ms(1000));
@@ -147,10 +157,7 @@ mod tests {
 
     #[test]
     fn old_buckets_leave_the_window() {
-        let mut w = RateWindow::new(ms(10_000), ms(1000));
-        for t in 0..10 {
-            w.record(ms(t * 1000), 5);
-        }
+        let mut w = steady(10_000, 1000, 10, 5);
         assert_eq!(w.rate(ms(9000)), 5.0);
         // Nothing more: at t=14 s the first five buckets are gone.
         assert_eq!(w.rate(ms(14_000)), 2.5);
@@ -166,10 +173,7 @@ mod tests {
 
     #[test]
     fn granularity_other_than_a_second_is_per_second() {
-        let mut w = RateWindow::new(ms(10_000), ms(2000));
-        for t in 0..5 {
-            w.record(ms(t * 2000), 20);
-        }
+        let w = steady(10_000, 2000, 5, 20);
         assert_eq!(w.rate(ms(8000)), 10.0);
     }
 }

@@ -132,6 +132,26 @@ impl ScalerService {
         });
         Box::pin(ReceiverStream::new(rx))
     }
+
+    /// A push stream of `eval` for the ScaledObject `r`, woken by
+    /// `changed`. `eval` runs once first so that an unknown route fails
+    /// the call itself, not the stream.
+    fn stream<T, F, W>(
+        &self,
+        r: &ScaledObjectRef,
+        changed: watch::Receiver<W>,
+        eval: F,
+    ) -> Result<Response<BoxStream<T>>, Status>
+    where
+        T: PartialEq + Clone + Send + 'static,
+        F: Fn(&ScalerService, &Query) -> Result<T, Status> + Send + 'static,
+        W: Send + Sync + 'static,
+    {
+        let q = query(r)?;
+        eval(self, &q)?;
+        let this = self.clone();
+        Ok(Response::new(self.push(move || eval(&this, &q), changed)))
+    }
 }
 
 #[tonic::async_trait]
@@ -152,15 +172,9 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let q = query(request.get_ref())?;
-        // Fail the call itself, not the stream, when the route is unknown.
-        self.active(&q)?;
-        let this = self.clone();
-        let stream = self.push(
-            move || this.active(&q).map(|result| IsActiveResponse { result }),
-            self.counts.clone(),
-        );
-        Ok(Response::new(stream))
+        self.stream(request.get_ref(), self.counts.clone(), |s, q| {
+            s.active(q).map(|result| IsActiveResponse { result })
+        })
     }
 
     async fn get_metric_spec(
@@ -177,11 +191,7 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
-        let q = query(request.get_ref())?;
-        self.specs(&q)?;
-        let this = self.clone();
-        let stream = self.push(move || this.specs(&q), self.table.subscribe());
-        Ok(Response::new(stream))
+        self.stream(request.get_ref(), self.table.subscribe(), Self::specs)
     }
 
     async fn get_metrics(

@@ -144,29 +144,38 @@ fn admin_slice(pods: &[&Arc<FakePod>]) -> Value {
     })
 }
 
-fn httpso(name: &str, scaling: Value) -> Value {
+/// An object `name` in the `apps` namespace.
+fn in_apps(api_version: &str, kind: &str, name: &str, spec: Value) -> Value {
     json!({
-        "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+        "apiVersion": api_version, "kind": kind,
         "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "hosts": [format!("{name}.example.com")],
-            "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1",
-                               "service": name, "port": 8080},
-            "scalingMetric": scaling
-        }
+        "spec": spec
     })
 }
 
+fn httpso(name: &str, scaling: Value) -> Value {
+    let spec = json!({
+        "hosts": [format!("{name}.example.com")],
+        "scaleTargetRef": {"name": name, "kind": "Deployment", "apiVersion": "apps/v1",
+                           "service": name, "port": 8080},
+        "scalingMetric": scaling
+    });
+    in_apps("http.keda.sh/v1alpha1", "HTTPScaledObject", name, spec)
+}
+
 fn interceptor_route(name: &str, scaling: Value) -> Value {
-    json!({
-        "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "target": {"service": name, "port": 8080},
-            "rules": [{"hosts": [format!("{name}.example.com")]}],
-            "scalingMetric": scaling
-        }
-    })
+    let spec = json!({
+        "target": {"service": name, "port": 8080},
+        "rules": [{"hosts": [format!("{name}.example.com")]}],
+        "scalingMetric": scaling
+    });
+    in_apps("http.keda.sh/v1beta1", "InterceptorRoute", name, spec)
+}
+
+/// The route most tests use: HTTPScaledObject `web` on concurrency,
+/// target 10.
+fn web_on_concurrency() -> Value {
+    httpso("web", json!({"concurrency": {"targetValue": 10}}))
 }
 
 struct Setup {
@@ -213,22 +222,14 @@ impl Setup {
             "5s",
         ];
         argv.extend_from_slice(extra);
-        let args = ScalerArgs::try_parse_from(argv).unwrap();
-        let scaler = Scaler::start(&args, Ticking::Manual).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), scaler.sync.table.wait_ready())
-            .await
-            .expect("routing table ready");
-        let client = ExternalScalerClient::connect(format!("http://{}", scaler.grpc_addr))
-            .await
-            .unwrap();
-        let mut s = Setup {
+        let scaler = start_scaler(&argv, 3).await;
+        let client = scaler_client(scaler.grpc_addr).await;
+        Setup {
             api,
             pods,
             scaler,
             client,
-        };
-        s.wait_listed(3).await;
-        s
+        }
     }
 
     fn poller(&mut self) -> &mut scaler::Poller {
@@ -236,13 +237,7 @@ impl Setup {
     }
 
     async fn wait_listed(&mut self, n: usize) {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while self.poller().listed().len() != n {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{n} interceptor pods listed"));
+        wait_listed(self.poller(), n).await;
     }
 
     async fn tick(&mut self, now_ms: u64) -> scaler::fleet::RoundSummary {
@@ -277,6 +272,38 @@ impl Setup {
     async fn active(&mut self, r: ScaledObjectRef) -> bool {
         self.client.is_active(r).await.unwrap().into_inner().result
     }
+
+    async fn stream_active(&mut self, r: ScaledObjectRef) -> tonic::Streaming<IsActiveResponse> {
+        self.client.stream_is_active(r).await.unwrap().into_inner()
+    }
+}
+
+/// A scaler started from `argv`, ticking by hand, once its routing table
+/// is ready and it lists `pods` interceptor pods.
+async fn start_scaler(argv: &[&str], pods: usize) -> Scaler {
+    let args = ScalerArgs::try_parse_from(argv).unwrap();
+    let mut scaler = Scaler::start(&args, Ticking::Manual).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), scaler.sync.table.wait_ready())
+        .await
+        .expect("routing table ready");
+    wait_listed(scaler.poller.as_mut().unwrap(), pods).await;
+    scaler
+}
+
+async fn wait_listed(poller: &mut scaler::Poller, n: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while poller.listed().len() != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{n} interceptor pods listed"));
+}
+
+async fn scaler_client(addr: SocketAddr) -> ExternalScalerClient<Channel> {
+    ExternalScalerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
 }
 
 async fn health_client(addr: SocketAddr) -> HealthClient<Channel> {
@@ -339,11 +366,19 @@ fn value(name: &str, v: i64, float: f64) -> MetricValue {
     }
 }
 
+/// Asserts that a call failed with `code` and a message naming `what`.
+#[track_caller]
+fn assert_status<T: std::fmt::Debug>(got: Result<T, tonic::Status>, code: Code, what: &str) {
+    let err = got.unwrap_err();
+    assert_eq!(err.code(), code, "{err:?}");
+    assert!(err.message().contains(what), "{err:?}");
+}
+
 #[tokio::test]
 async fn each_metadata_kind_reports_its_names_targets_and_values() {
     let mut s = Setup::start(
         vec![
-            httpso("web", json!({"concurrency": {"targetValue": 10}})),
+            web_on_concurrency(),
             httpso("idle", json!({"concurrency": {"targetValue": 3}})),
             interceptor_route(
                 "api",
@@ -439,42 +474,26 @@ async fn each_metadata_kind_reports_its_names_targets_and_values() {
     );
 
     // Errors name the key or the object.
-    let err = s
-        .specs(so("x", &[("interceptorRoute", "nope")]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(
-        err.message().contains("InterceptorRoute apps/nope"),
-        "{err:?}"
+    assert_status(
+        s.specs(so("x", &[("interceptorRoute", "nope")])).await,
+        Code::NotFound,
+        "InterceptorRoute apps/nope",
     );
-    let err = s
-        .values(so("x", &[("httpScaledObject", "gone")]), "")
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(
-        err.message().contains("HTTPScaledObject apps/gone"),
-        "{err:?}"
+    assert_status(
+        s.values(so("x", &[("httpScaledObject", "gone")]), "").await,
+        Code::NotFound,
+        "HTTPScaledObject apps/gone",
     );
-    let err = s
-        .client
-        .is_active(so("x", &[("host", "a")]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("keys given: host, scalerAddress"),
-        "{err:?}"
+    assert_status(
+        s.client.is_active(so("x", &[("host", "a")])).await,
+        Code::InvalidArgument,
+        "keys given: host, scalerAddress",
     );
-    let err = s
-        .specs(so("x", &[("interceptorTargetPendingRequests", "many")]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("interceptorTargetPendingRequests"),
-        "{err:?}"
+    assert_status(
+        s.specs(so("x", &[("interceptorTargetPendingRequests", "many")]))
+            .await,
+        Code::InvalidArgument,
+        "interceptorTargetPendingRequests",
     );
 }
 
@@ -483,7 +502,7 @@ async fn is_active_flips_and_the_stream_pushes_the_change_at_once() {
     // An interval of an hour: the only way a second message can come is
     // the push on change.
     let mut s = Setup::start(
-        vec![httpso("web", json!({"concurrency": {"targetValue": 10}}))],
+        vec![web_on_concurrency()],
         &["--stream-interval-ms", "3600000"],
     )
     .await;
@@ -493,12 +512,7 @@ async fn is_active_flips_and_the_stream_pushes_the_change_at_once() {
     s.tick(0).await;
     let web = so("web-so", &[("httpScaledObject", "web")]);
     assert!(!s.active(web.clone()).await);
-    let mut stream = s
-        .client
-        .stream_is_active(web.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = s.stream_active(web.clone()).await;
     let first = next(&mut stream).await;
     assert!(!first.result, "sent when opened");
 
@@ -525,12 +539,7 @@ async fn streams_send_every_interval_and_end_cleanly_on_shutdown() {
     .await;
     s.tick(0).await;
     let api = so("api-so", &[("interceptorRoute", "api")]);
-    let mut active = s
-        .client
-        .stream_is_active(api.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut active = s.stream_active(api.clone()).await;
     let mut specs = s.client.stream_metric_spec(api).await.unwrap().into_inner();
     // Unchanged answers keep coming, every interval (as upstream).
     for _ in 0..3 {
@@ -639,11 +648,7 @@ async fn a_steady_600_requests_over_60_simulated_seconds_is_10_per_second() {
 
 #[tokio::test]
 async fn a_hung_pod_keeps_its_share_for_a_while_and_a_vanished_pod_leaves() {
-    let mut s = Setup::start(
-        vec![httpso("web", json!({"concurrency": {"targetValue": 10}}))],
-        &[],
-    )
-    .await;
+    let mut s = Setup::start(vec![web_on_concurrency()], &[]).await;
     for (i, p) in s.pods.iter().enumerate() {
         p.set("apps/web", i as i64 + 1, 0); // 1 + 2 + 3
     }
@@ -722,11 +727,7 @@ async fn a_counter_reset_counts_the_new_requests_only() {
 
 #[tokio::test]
 async fn health_is_not_serving_until_a_round_succeeds_and_after_two_failed_rounds() {
-    let mut s = Setup::start(
-        vec![httpso("web", json!({"concurrency": {"targetValue": 10}}))],
-        &[],
-    )
-    .await;
+    let mut s = Setup::start(vec![web_on_concurrency()], &[]).await;
     let mut health = health_client(s.scaler.grpc_addr).await;
     let mut status = async |name: &str| {
         health
@@ -773,7 +774,7 @@ async fn runs_without_a_cluster_on_a_routes_directory() {
     let manifests: Vec<String> = [
         admin_service(),
         admin_slice(&pods.iter().collect::<Vec<_>>()),
-        httpso("web", json!({"concurrency": {"targetValue": 10}})),
+        web_on_concurrency(),
     ]
     .iter()
     .map(|v| serde_json::to_string(v).unwrap())
@@ -781,42 +782,36 @@ async fn runs_without_a_cluster_on_a_routes_directory() {
     // JSON is YAML: one document per manifest.
     std::fs::write(dir.path().join("all.yaml"), manifests.join("\n---\n")).unwrap();
     let dir_arg = dir.path().display().to_string();
-    let args = ScalerArgs::try_parse_from([
-        "scaler",
-        "--routes-dir",
-        &dir_arg,
-        "--bind-address",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--metrics-enabled",
-        "false",
-        "--target-admin-namespace",
-        ADMIN_NS,
-        "--target-admin-service",
-        ADMIN_SVC,
-        "--target-admin-deployment",
-        "interceptor",
-        "--target-admin-port",
-        "9090",
-    ])
-    .unwrap();
-    let mut scaler = Scaler::start(&args, Ticking::Manual).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), scaler.sync.table.wait_ready())
-        .await
-        .expect("table from the directory");
-    let poller = scaler.poller.as_mut().unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while poller.listed().len() != 3 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the three pods from the directory's EndpointSlice");
-    poller.poll_once(Duration::ZERO).await;
-    let mut client = ExternalScalerClient::connect(format!("http://{}", scaler.grpc_addr))
-        .await
-        .unwrap();
+    let mut scaler = start_scaler(
+        &[
+            "scaler",
+            "--routes-dir",
+            &dir_arg,
+            "--bind-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-enabled",
+            "false",
+            "--target-admin-namespace",
+            ADMIN_NS,
+            "--target-admin-service",
+            ADMIN_SVC,
+            "--target-admin-deployment",
+            "interceptor",
+            "--target-admin-port",
+            "9090",
+        ],
+        3,
+    )
+    .await;
+    scaler
+        .poller
+        .as_mut()
+        .unwrap()
+        .poll_once(Duration::ZERO)
+        .await;
+    let mut client = scaler_client(scaler.grpc_addr).await;
     let values = client
         .get_metrics(GetMetricsRequest {
             scaled_object_ref: Some(so("web-so", &[("httpScaledObject", "web")])),

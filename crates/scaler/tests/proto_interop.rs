@@ -35,9 +35,21 @@ const METHODS: &[(&str, &str, &str, bool)] = &[
     ),
 ];
 
-/// KEDA's messages: (message, [(field, number, type, repeated, message type)]).
-#[allow(clippy::type_complexity)]
-const MESSAGES: &[(&str, &[(&str, i32, Type, bool, &str)])] = &[
+/// A field: (name, number, type, repeated, message type).
+type Field = (&'static str, i32, Type, bool, &'static str);
+
+/// MetricSpec and MetricValue share one layout: the metric's name, then
+/// one number as an int64 and as a double.
+const fn metric_fields(int: &'static str, float: &'static str) -> [Field; 3] {
+    [
+        ("metricName", 1, Type::String, false, ""),
+        (int, 2, Type::Int64, false, ""),
+        (float, 3, Type::Double, false, ""),
+    ]
+}
+
+/// KEDA's messages: (message, fields).
+const MESSAGES: &[(&str, &[Field])] = &[
     (
         "ScaledObjectRef",
         &[
@@ -60,11 +72,7 @@ const MESSAGES: &[(&str, &[(&str, i32, Type, bool, &str)])] = &[
     ),
     (
         "MetricSpec",
-        &[
-            ("metricName", 1, Type::String, false, ""),
-            ("targetSize", 2, Type::Int64, false, ""),
-            ("targetSizeFloat", 3, Type::Double, false, ""),
-        ],
+        &metric_fields("targetSize", "targetSizeFloat"),
     ),
     (
         "GetMetricsRequest",
@@ -85,11 +93,7 @@ const MESSAGES: &[(&str, &[(&str, i32, Type, bool, &str)])] = &[
     ),
     (
         "MetricValue",
-        &[
-            ("metricName", 1, Type::String, false, ""),
-            ("metricValue", 2, Type::Int64, false, ""),
-            ("metricValueFloat", 3, Type::Double, false, ""),
-        ],
+        &metric_fields("metricValue", "metricValueFloat"),
     ),
 ];
 
