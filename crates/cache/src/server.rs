@@ -5,14 +5,11 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use listwatch::{Body, ListWatch, ListWatchQuery, Reason, Stores, json_response, parse_path};
 use tokio::net::TcpListener;
@@ -209,11 +206,11 @@ async fn route(
     served: Arc<Served>,
     session: Arc<Session>,
     req: Request<Incoming>,
-) -> Response<CountingBody> {
+) -> Response<Body> {
     let m = &served.metrics;
     let path = req.uri().path();
     if let Some(resp) = health(&served.readiness, path) {
-        return CountingBody::wrap(resp, m, false);
+        return counted(resp, m, false);
     }
     let has_token = req.headers().contains_key(header::AUTHORIZATION);
     let authorized = if has_token {
@@ -223,7 +220,7 @@ async fn route(
     };
     if !authorized {
         m.request("unauthorized");
-        return CountingBody::wrap(
+        return counted(
             listwatch::status_response(Reason::Unauthorized, "Unauthorized"),
             m,
             false,
@@ -240,12 +237,12 @@ async fn route(
     resp
 }
 
-async fn route_authorized(served: &Served, req: &Request<Incoming>) -> Response<CountingBody> {
+async fn route_authorized(served: &Served, req: &Request<Incoming>) -> Response<Body> {
     let m = &served.metrics;
     let path = req.uri().path();
     if req.method() != Method::GET {
         m.request("rejected");
-        return CountingBody::wrap(
+        return counted(
             listwatch::status_response(
                 Reason::MethodNotAllowed,
                 &format!("the cache is read-only: {} is not supported", req.method()),
@@ -266,11 +263,11 @@ async fn route_authorized(served: &Served, req: &Request<Incoming>) -> Response<
                 "the server could not find the requested resource",
             ),
         };
-        return CountingBody::wrap(resp, m, false);
+        return counted(resp, m, false);
     };
     if served.stores.get(&rp.gvr).is_none() {
         m.request("rejected");
-        return CountingBody::wrap(
+        return counted(
             listwatch::status_response(
                 Reason::NotFound,
                 "the server could not find the requested resource",
@@ -289,7 +286,7 @@ async fn route_authorized(served: &Served, req: &Request<Incoming>) -> Response<
         );
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return CountingBody::wrap(resp, m, false);
+        return counted(resp, m, false);
     }
     let is_watch =
         rp.name.is_none() && ListWatchQuery::parse(req.uri().query()).is_ok_and(|q| q.watch);
@@ -301,72 +298,79 @@ async fn route_authorized(served: &Served, req: &Request<Incoming>) -> Response<
         (false, _) => "list",
     };
     m.request(kind);
-    CountingBody::wrap(resp, m, is_watch)
-}
-
-/// A response body that counts what it sends (bytes; events and bookmarks
-/// for watches) and, for a watch, holds the subscriber gauge while open.
-pub(crate) struct CountingBody {
-    inner: Body,
-    metrics: CacheMetrics,
-    watch: bool,
-}
-
-impl CountingBody {
-    fn wrap(resp: Response<Body>, metrics: &CacheMetrics, watch: bool) -> Response<CountingBody> {
-        if watch {
-            metrics.subscribers.inc();
-        }
-        resp.map(|inner| CountingBody {
-            inner,
-            metrics: metrics.clone(),
-            watch,
-        })
-    }
-}
-
-impl Drop for CountingBody {
-    fn drop(&mut self) {
-        if self.watch {
-            self.metrics.subscribers.dec();
-        }
-    }
+    counted(resp, m, is_watch)
 }
 
 /// How a bookmark line ends (`listwatch` encodes keys in sorted order, so
 /// `type` comes last).
 const BOOKMARK_SUFFIX: &[u8] = b"\"type\":\"BOOKMARK\"}\n";
 
-impl http_body::Body for CountingBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r
-            && let Some(d) = f.data_ref()
-        {
-            this.metrics.bytes_sent.inc_by(d.len() as u64);
-            if this.watch {
+/// `resp` with a body that counts what it sends (bytes; events and
+/// bookmarks for watches) and, for a watch, holds the subscriber gauge
+/// while open.
+fn counted(resp: Response<Body>, metrics: &CacheMetrics, watch: bool) -> Response<Body> {
+    let m = metrics.clone();
+    let subscriber = watch.then(|| Subscriber::new(metrics));
+    resp.map(|body| {
+        body.observe(move |d| {
+            m.bytes_sent.inc_by(d.len() as u64);
+            if subscriber.is_some() {
                 if d.ends_with(BOOKMARK_SUFFIX) || d.starts_with(b"{\"type\":\"BOOKMARK\"") {
-                    this.metrics.bookmarks_sent.inc();
+                    m.bookmarks_sent.inc();
                 } else {
-                    this.metrics.events_fanned_out.inc();
+                    m.events_fanned_out.inc();
                 }
             }
+        })
+    })
+}
+
+/// One open watch in the subscriber gauge, for as long as it lives.
+struct Subscriber(CacheMetrics);
+
+impl Subscriber {
+    fn new(metrics: &CacheMetrics) -> Subscriber {
+        metrics.subscribers.inc();
+        Subscriber(metrics.clone())
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.subscribers.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_counted_watch_counts_events_bookmarks_and_bytes_and_leaves_the_gauge() {
+        let m = CacheMetrics::new(&mut prometheus_client::registry::Registry::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let event = Bytes::from_static(b"{\"object\":{},\"type\":\"ADDED\"}\n");
+        let bookmark = Bytes::from_static(b"{\"object\":{},\"type\":\"BOOKMARK\"}\n");
+        let resp = counted(Response::new(Body::channel(rx)), &m, true);
+        assert_eq!(m.subscribers.get(), 1);
+        for chunk in [&event, &bookmark, &event] {
+            tx.send(chunk.clone()).await.unwrap();
         }
-        r
-    }
+        drop(tx);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 2 * event.len() + bookmark.len());
+        assert_eq!(m.events_fanned_out.get(), 2);
+        assert_eq!(m.bookmarks_sent.get(), 1);
+        assert_eq!(m.bytes_sent.get(), body.len() as u64);
+        assert_eq!(m.subscribers.get(), 0, "the finished watch left the gauge");
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        // A list counts its bytes only.
+        let list = counted(Response::new(Body::full("[]")), &m, false);
+        assert_eq!(m.subscribers.get(), 0);
+        list.into_body().collect().await.unwrap();
+        assert_eq!(m.bytes_sent.get(), body.len() as u64 + 2);
+        assert_eq!(m.events_fanned_out.get(), 2);
     }
 }

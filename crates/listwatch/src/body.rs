@@ -13,9 +13,22 @@ use tokio::sync::mpsc;
 /// Streams end when the sending side is dropped (timeout, lag, close, or
 /// server shutdown). Dropping the body (client gone) makes the sender fail,
 /// which ends the watch task.
-#[derive(Debug)]
 pub struct Body {
     inner: Inner,
+    /// Sees every chunk as it is sent ([`Body::observe`]).
+    observer: Option<Observer>,
+}
+
+/// What [`Body::observe`] installs.
+type Observer = Box<dyn FnMut(&Bytes) + Send>;
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("inner", &self.inner)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -28,23 +41,33 @@ impl Body {
     /// A body holding `bytes` (sent with a `Content-Length`).
     pub fn full(bytes: impl Into<Bytes>) -> Body {
         let bytes = bytes.into();
-        Body {
-            inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
-        }
+        Body::of(Inner::Full((!bytes.is_empty()).then_some(bytes)))
     }
 
     /// An empty body.
     pub fn empty() -> Body {
-        Body {
-            inner: Inner::Full(None),
-        }
+        Body::of(Inner::Full(None))
     }
 
     /// A chunked body fed by `rx`; ends when every sender is dropped.
     pub fn channel(rx: mpsc::Receiver<Bytes>) -> Body {
+        Body::of(Inner::Stream(rx))
+    }
+
+    fn of(inner: Inner) -> Body {
         Body {
-            inner: Inner::Stream(rx),
+            inner,
+            observer: None,
         }
+    }
+
+    /// Calls `observer` with every chunk as it is handed to the connection
+    /// (the cache counts bytes, events and bookmarks with it). The observer
+    /// is dropped with the body, so what it owns can mark the end of a
+    /// response (a watch's subscriber gauge, say).
+    pub fn observe(mut self, observer: impl FnMut(&Bytes) + Send + 'static) -> Body {
+        self.observer = Some(Box::new(observer));
+        self
     }
 }
 
@@ -56,10 +79,15 @@ impl http_body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match &mut self.get_mut().inner {
-            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+        let this = self.get_mut();
+        let chunk = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take()),
+            Inner::Stream(rx) => rx.poll_recv(cx),
+        };
+        if let (Poll::Ready(Some(b)), Some(observe)) = (&chunk, &mut this.observer) {
+            observe(b);
         }
+        chunk.map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {
