@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 /// Streams end when the sending side is dropped (timeout, lag, close, or
 /// server shutdown). Dropping the body (client gone) makes the sender fail,
 /// which ends the watch task.
+#[derive(Debug)]
 pub struct Body {
     inner: Inner,
     /// Sees every chunk as it is sent ([`Body::observe`]).
@@ -20,14 +21,11 @@ pub struct Body {
 }
 
 /// What [`Body::observe`] installs.
-type Observer = Box<dyn FnMut(&Bytes) + Send>;
+struct Observer(Box<dyn FnMut(&Bytes) + Send>);
 
-impl std::fmt::Debug for Body {
+impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Body")
-            .field("inner", &self.inner)
-            .field("observed", &self.observer.is_some())
-            .finish()
+        f.write_str("Observer")
     }
 }
 
@@ -66,7 +64,7 @@ impl Body {
     /// is dropped with the body, so what it owns can mark the end of a
     /// response (a watch's subscriber gauge, say).
     pub fn observe(mut self, observer: impl FnMut(&Bytes) + Send + 'static) -> Body {
-        self.observer = Some(Box::new(observer));
+        self.observer = Some(Observer(Box::new(observer)));
         self
     }
 }
@@ -84,7 +82,7 @@ impl http_body::Body for Body {
             Inner::Full(b) => Poll::Ready(b.take()),
             Inner::Stream(rx) => rx.poll_recv(cx),
         };
-        if let (Poll::Ready(Some(b)), Some(observe)) = (&chunk, &mut this.observer) {
+        if let (Poll::Ready(Some(b)), Some(Observer(observe))) = (&chunk, &mut this.observer) {
             observe(b);
         }
         chunk.map(|o| o.map(|b| Ok(Frame::data(b))))
