@@ -35,16 +35,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::{InterceptorArgs, ProxyArgs, SourceArgs};
+use process::routing_source::StartError as Start;
 
 /// Why the interceptor could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The routing source could not be set up.
+    /// The routing source could not be set up, or a port not be bound.
     #[error(transparent)]
-    Source(#[from] process::routing_source::SourceError),
-    /// A port could not be bound.
-    #[error(transparent)]
-    Bind(#[from] process::http::BindError),
+    Start(#[from] process::routing_source::StartError),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -85,7 +83,7 @@ pub struct Interceptor {
 impl Interceptor {
     /// Starts the sync loop and the servers. Ports may be 0 (tests).
     pub async fn start(args: &InterceptorArgs) -> Result<Interceptor, StartError> {
-        let source = args.source.build().await?;
+        let source = args.source.build().await.map_err(Start::from)?;
         let routes_dir = matches!(source, sync::Source::Directory(_));
         if args.proxy.tls_skip_verify {
             warn!(
@@ -106,7 +104,9 @@ impl Interceptor {
         } else {
             None
         };
-        let bind = |port| process::http::bind(SocketAddr::new(args.bind_address, port));
+        let bind = |port| {
+            process::http::bind(SocketAddr::new(args.bind_address, port)).map_err(Start::from)
+        };
         let (proxy_listener, proxy_addr) = bind(args.proxy_port)?;
         let (tls_listener, tls_addr) = (tls_config.as_ref())
             .map(|_| bind(args.proxy.tls_port))

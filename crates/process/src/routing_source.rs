@@ -76,6 +76,18 @@ pub struct SourceArgs {
     pub watch_timeout: Duration,
 }
 
+/// Why a program that keeps a routing table (interceptor, scaler) could not
+/// start: its source, or one of its ports.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The routing source could not be set up.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A port could not be bound.
+    #[error(transparent)]
+    Bind(#[from] crate::http::BindError),
+}
+
 /// Why the routing source could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -73,16 +73,8 @@ impl Counts {
     }
 }
 
-/// Why the scaler could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The routing source could not be set up.
-    #[error(transparent)]
-    Source(#[from] process::routing_source::SourceError),
-    /// A port could not be bound.
-    #[error(transparent)]
-    Bind(#[from] process::http::BindError),
-}
+/// Why the scaler could not start: its routing source or a port.
+pub use process::routing_source::StartError;
 
 /// Whether the poller ticks on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
