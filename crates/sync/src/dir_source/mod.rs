@@ -559,38 +559,29 @@ fn removal(key: &DirKey) -> DirChange {
 /// warning, and any earlier version of it removed (a ConfigMap without the
 /// response-body label is not kept, as in a cluster).
 fn addition(key: &DirKey, obj: Value, path: &Path) -> DirChange {
-    match key.kind {
-        DirKind::Route(kind) => DirChange::Apply(kind, obj),
-        DirKind::Service => match serde_json::from_value::<Service>(obj) {
-            Ok(s) => match ServiceDef::from_service(&s) {
-                Some(def) => DirChange::Endpoints(EndpointsChange::PutService(def)),
-                None => removal(key),
-            },
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "invalid Service skipped");
-                removal(key)
-            }
-        },
-        DirKind::EndpointSlice => match serde_json::from_value::<EndpointSlice>(obj) {
-            Ok(s) => match SliceDef::from_slice(&s) {
-                Some(def) => DirChange::Endpoints(EndpointsChange::PutSlice(def)),
-                None => removal(key),
-            },
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "invalid EndpointSlice skipped");
-                removal(key)
-            }
-        },
-        DirKind::ConfigMap => match serde_json::from_value::<ConfigMap>(obj) {
-            Ok(mut cm) => {
-                // The namespace as the directory reads it (absent: `default`).
-                cm.metadata.namespace = Some(key.namespace.to_string());
-                DirChange::Endpoints(EndpointsChange::ApplyConfigMap(Box::new(cm)))
-            }
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "invalid ConfigMap skipped");
-                removal(key)
-            }
-        },
-    }
+    let change = match key.kind {
+        DirKind::Route(kind) => return DirChange::Apply(kind, obj),
+        DirKind::Service => decode::<Service>(obj, path)
+            .and_then(|s| ServiceDef::from_service(&s))
+            .map(EndpointsChange::PutService),
+        DirKind::EndpointSlice => decode::<EndpointSlice>(obj, path)
+            .and_then(|s| SliceDef::from_slice(&s))
+            .map(EndpointsChange::PutSlice),
+        DirKind::ConfigMap => decode::<ConfigMap>(obj, path).map(|mut cm| {
+            // The namespace as the directory reads it (absent: `default`).
+            cm.metadata.namespace = Some(key.namespace.to_string());
+            EndpointsChange::ApplyConfigMap(Box::new(cm))
+        }),
+    };
+    change.map_or_else(|| removal(key), DirChange::Endpoints)
+}
+
+/// `obj` as a `K`, or `None` with a warning naming the file.
+fn decode<K: k8s_openapi::Resource + serde::de::DeserializeOwned>(
+    obj: Value,
+    path: &Path,
+) -> Option<K> {
+    serde_json::from_value(obj)
+        .inspect_err(|e| warn!(path = %path.display(), error = %e, "invalid {} skipped", K::KIND))
+        .ok()
 }
