@@ -42,9 +42,10 @@ async fn wait_readyz(addr: SocketAddr) {
     .expect("/readyz answers 200");
 }
 
-fn httpso(name: &str, host: &str) -> Value {
+/// An HTTPScaledObject `apps/name` for the host `name.example.com`.
+fn httpso(name: &str) -> Value {
     Hso::new("apps", name)
-        .host(host)
+        .host(&format!("{name}.example.com"))
         .path_prefix("/api")
         .service(&format!("{name}-svc"), 8080)
         .json()
@@ -54,8 +55,7 @@ fn httpso(name: &str, host: &str) -> Value {
 async fn readyz_waits_for_the_complete_table_then_serves_it() {
     let api = TestApi::start().await;
     for i in 0..3 {
-        api.put_object(httpso(&format!("app{i}"), &format!("app{i}.example.com")))
-            .unwrap();
+        api.put_object(httpso(&format!("app{i}"))).unwrap();
     }
     api.faults().set_list_delay(Duration::from_millis(1000));
     let started = Instant::now();
@@ -104,7 +104,7 @@ async fn readyz_waits_for_the_complete_table_then_serves_it() {
 #[tokio::test]
 async fn stays_ready_on_the_last_table_while_the_api_is_down() {
     let api = TestApi::start().await;
-    api.put_object(httpso("a", "a.example.com")).unwrap();
+    api.put_object(httpso("a")).unwrap();
     let ic = Interceptor::start(&api_args(&api)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), ic.sync.table.wait_ready())
         .await
@@ -144,7 +144,7 @@ async fn start_cache(api: &TestApi, token: &str) -> cache::Cache {
 async fn an_interceptor_reads_its_table_from_a_cache_by_url_alone() {
     const TOKEN: &str = "subscriber-token";
     let api = TestApi::start().await;
-    api.put_object(httpso("a", "a.example.com")).unwrap();
+    api.put_object(httpso("a")).unwrap();
     let cache = start_cache(&api, TOKEN).await;
     tokio::time::timeout(Duration::from_secs(10), cache.wait_ready())
         .await
@@ -163,7 +163,7 @@ async fn an_interceptor_reads_its_table_from_a_cache_by_url_alone() {
     let (_, body) = get(ic.admin_addr, "/routing-table").await;
     assert!(body.contains("a.example.com"), "{body}");
     // A change upstream reaches the interceptor through the cache.
-    api.put_object(httpso("b", "b.example.com")).unwrap();
+    api.put_object(httpso("b")).unwrap();
     tokio::time::timeout(
         Duration::from_secs(5),
         ic.sync.table.wait_for(|t| t.get("apps", "b").is_some()),

@@ -110,36 +110,26 @@ async fn over_the_connection_cap_new_connections_are_closed_and_open_ones_work()
 #[tokio::test]
 async fn an_oversized_request_head_gets_431() {
     let (icp, _dir) = serve_app("app.test", &["--max-header-bytes", "16384"]).await;
-    let big = "a".repeat(20 * 1024);
-    let got = raw_request(
-        icp.proxy_addr,
-        &format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {big}\r\n\r\n"),
-    )
-    .await;
-    assert_eq!(got.status, 431, "{}", got.head);
-
-    // Below the limit it goes through.
-    let fits = "a".repeat(8 * 1024);
-    let got = raw_request(
-        icp.proxy_addr,
-        &format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {fits}\r\nConnection: close\r\n\r\n"),
-    )
-    .await;
-    assert_eq!(got.status, 200, "{}", got.head);
+    // A 20 KiB header is over the limit; below it the request goes through.
+    for (kib, more, want) in [(20, "", 431), (8, "Connection: close\r\n", 200)] {
+        let big = "a".repeat(kib * 1024);
+        let head = format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {big}\r\n{more}\r\n");
+        let got = raw_request(icp.proxy_addr, &head).await;
+        assert_eq!(got.status, want, "X-Big of {kib} KiB: {}", got.head);
+    }
     icp.stop().await;
 }
 
 #[tokio::test]
 async fn a_cold_route_flood_is_turned_away_past_the_caps_and_the_held_complete() {
+    let [a_backend, b_backend] = echoes(["cold-a", "cold-b"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let a_backend = echo("cold-a").await;
-    let b_backend = echo("cold-b").await;
     let app = |name: &str, host: &str, backend, ready| {
         write(
             dir.path(),
             &format!("{name}.yaml"),
             &[
-                service_yaml("ns", name, "http", None, backend, ready),
+                http_service(name, backend, ready),
                 httpso_yaml("ns", name, name, &[host], &[], &[]),
             ]
             .concat(),
@@ -147,18 +137,13 @@ async fn a_cold_route_flood_is_turned_away_past_the_caps_and_the_held_complete()
     };
     app("cold-a", "a.test", a_backend, false);
     app("cold-b", "b.test", b_backend, false);
-    let icp = start_dir(
-        dir.path(),
-        &[
-            "--cold-start-max-pending-requests",
-            "3",
-            "--cold-start-max-pending-requests-total",
-            "4",
-        ],
-    )
-    .await;
-    wait_route(&icp, "ns", "cold-a").await;
-    wait_route(&icp, "ns", "cold-b").await;
+    let caps = [
+        "--cold-start-max-pending-requests",
+        "3",
+        "--cold-start-max-pending-requests-total",
+        "4",
+    ];
+    let icp = start_waiting(dir.path(), &caps, &["ns/cold-a", "ns/cold-b"], &[]).await;
     let addr = icp.proxy_addr;
 
     // Three held for a (its cap), one for b (the total's last place).

@@ -13,14 +13,12 @@ use http::StatusCode;
 async fn forwards_keeping_host_and_appending_forwarded_for() {
     let (icp, _dir) = serve_app("app.test", &[]).await;
 
-    let got = send(
-        &client(),
+    let forwarded = [("x-forwarded-for", "10.1.2.3")];
+    let got = get_with(
         icp.proxy_addr,
-        "GET",
         "App.Test:8080",
         "/some/path?x=1",
-        &[("x-forwarded-for", "10.1.2.3")],
-        Bytes::new(),
+        &forwarded,
     )
     .await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.text());
@@ -56,44 +54,29 @@ async fn forwards_keeping_host_and_appending_forwarded_for() {
 
 #[tokio::test]
 async fn routing_precedence_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
+    // Each app `ns/<name>` (its echo backend named alike): hosts, path
+    // prefixes, headers.
+    type App<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+    );
+    let apps: [App<'_>; 5] = [
+        ("exact-api", &["prec.test"], &["/api"], &[]),
+        ("exact-root", &["prec.test"], &["/"], &[]),
+        ("canary", &["prec.test"], &["/api"], &[("x-canary", "1")]),
+        ("wild", &["*.test"], &[], &[]),
+        ("any", &[], &[], &[]),
+    ];
     let mut files = String::new();
-    for name in ["exact-api", "exact-root", "canary", "wild", "any"] {
-        let addr = echo(name).await;
-        files.push_str(&service_yaml("ns", name, "http", None, addr, true));
+    for (name, hosts, paths, headers) in apps {
+        files.push_str(&http_service(name, echo(name).await, true));
+        files.push_str(&httpso_yaml("ns", name, name, hosts, paths, headers));
     }
-    files.push_str(&httpso_yaml(
-        "ns",
-        "exact-api",
-        "exact-api",
-        &["prec.test"],
-        &["/api"],
-        &[],
-    ));
-    files.push_str(&httpso_yaml(
-        "ns",
-        "exact-root",
-        "exact-root",
-        &["prec.test"],
-        &["/"],
-        &[],
-    ));
-    files.push_str(&httpso_yaml(
-        "ns",
-        "canary",
-        "canary",
-        &["prec.test"],
-        &["/api"],
-        &[("x-canary", "1")],
-    ));
-    files.push_str(&httpso_yaml("ns", "wild", "wild", &["*.test"], &[], &[]));
-    files.push_str(&httpso_yaml("ns", "any", "any", &[], &[], &[]));
-    write(dir.path(), "all.yaml", &files);
-    let icp = start_dir(dir.path(), &[]).await;
-    for name in ["exact-api", "exact-root", "canary", "wild", "any"] {
-        wait_route(&icp, "ns", name).await;
-        wait_ready(&icp, "ns", name).await;
-    }
+    let keys = apps.map(|(name, ..)| format!("ns/{name}"));
+    let keys = keys.each_ref().map(String::as_str);
+    let (icp, _dir) = serve_files(&[("all.yaml", &files)], &[], &keys, &keys).await;
     let c = client();
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: [Case<'_>; 8] = [
@@ -131,19 +114,7 @@ async fn no_route_is_404_naming_host_and_path() {
 
 #[tokio::test]
 async fn unresolvable_port_is_500_and_broken_backend_is_502() {
-    let dir = tempfile::tempdir().unwrap();
     let backend = echo("app").await;
-    // The route asks for portName `http`; the Service only has `web`.
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "web", None, backend, true),
-    );
-    write(
-        dir.path(),
-        "route.yaml",
-        &httpso_yaml("ns", "app", "app", &["app.test"], &[], &[]),
-    );
     // A backend that accepts and hangs up at once.
     let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rude_addr = rude.local_addr().unwrap();
@@ -152,21 +123,16 @@ async fn unresolvable_port_is_500_and_broken_backend_is_502() {
             drop(s);
         }
     });
-    write(
-        dir.path(),
-        "rude.yaml",
-        &service_yaml("ns", "rude", "http", None, rude_addr, true),
-    );
-    write(
-        dir.path(),
-        "rude-route.yaml",
-        &httpso_yaml("ns", "rude", "rude", &["rude.test"], &[], &[]),
-    );
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "app").await;
-    wait_route(&icp, "ns", "rude").await;
-    wait_ready(&icp, "ns", "app").await;
-    wait_ready(&icp, "ns", "rude").await;
+    let routes = [
+        // The route asks for portName `http`; the Service only has `web`.
+        service_yaml("ns", "app", "web", None, backend, true),
+        httpso_yaml("ns", "app", "app", &["app.test"], &[], &[]),
+        http_service("rude", rude_addr, true),
+        httpso_yaml("ns", "rude", "rude", &["rude.test"], &[], &[]),
+    ]
+    .concat();
+    let keys = ["ns/app", "ns/rude"];
+    let (icp, _dir) = serve_files(&[("routes.yaml", &routes)], &[], &keys, &keys).await;
 
     let got = get(icp.proxy_addr, "app.test", "/").await;
     assert_eq!(
@@ -182,46 +148,23 @@ async fn unresolvable_port_is_500_and_broken_backend_is_502() {
     icp.stop().await;
 }
 
-fn ir_yaml(ns: &str, name: &str, svc: &str, host: &str, extra: &str) -> String {
-    ir(
-        ns,
-        name,
-        svc,
-        &format!("  rules:\n  - hosts: [\"{host}\"]\n{extra}"),
-    )
+/// An InterceptorRoute `ns/name` for the host `name.test` to `svc`, with
+/// `extra` appended to its spec.
+fn ir_yaml(name: &str, svc: &str, extra: &str) -> String {
+    ir_rule(name, svc, &format!("{name}.test"), extra)
 }
 
 #[tokio::test]
 async fn timeouts_are_504() {
-    let dir = tempfile::tempdir().unwrap();
     let backend = echo("slow").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "slow", "http", None, backend, true),
-    );
     let routes = [
-        ir_yaml(
-            "ns",
-            "rht",
-            "slow",
-            "rht.test",
-            "  timeouts: {responseHeader: 200ms}\n",
-        ),
-        ir_yaml(
-            "ns",
-            "req",
-            "slow",
-            "req.test",
-            "  timeouts: {request: 200ms}\n",
-        ),
+        http_service("slow", backend, true),
+        ir_yaml("rht", "slow", "  timeouts: {responseHeader: 200ms}\n"),
+        ir_yaml("req", "slow", "  timeouts: {request: 200ms}\n"),
     ]
     .concat();
-    write(dir.path(), "routes.yaml", &routes);
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "rht").await;
-    wait_route(&icp, "ns", "req").await;
-    wait_ready(&icp, "ns", "slow").await;
+    let keys = ["ns/rht", "ns/req"];
+    let (icp, _dir) = serve_files(&[("routes.yaml", &routes)], &[], &keys, &["ns/slow"]).await;
 
     let got = get(icp.proxy_addr, "rht.test", "/?delay=5s").await;
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.text());
@@ -266,34 +209,17 @@ async fn stalling_backend() -> std::net::SocketAddr {
 #[tokio::test]
 async fn request_timeout_covers_the_response_body() {
     use http_body_util::BodyExt;
-    let dir = tempfile::tempdir().unwrap();
     let stalling = stalling_backend().await;
     let fast = echo("fast").await;
     let routes = [
-        service_yaml("ns", "stall", "http", None, stalling, true),
-        service_yaml("ns", "fast", "http", None, fast, true),
-        ir_yaml(
-            "ns",
-            "stall",
-            "stall",
-            "stall.test",
-            "  timeouts: {request: 300ms}\n",
-        ),
-        ir_yaml(
-            "ns",
-            "fast",
-            "fast",
-            "fast.test",
-            "  timeouts: {request: 300ms}\n",
-        ),
+        http_service("stall", stalling, true),
+        http_service("fast", fast, true),
+        ir_yaml("stall", "stall", "  timeouts: {request: 300ms}\n"),
+        ir_yaml("fast", "fast", "  timeouts: {request: 300ms}\n"),
     ]
     .concat();
-    write(dir.path(), "routes.yaml", &routes);
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "stall").await;
-    wait_route(&icp, "ns", "fast").await;
-    wait_ready(&icp, "ns", "stall").await;
-    wait_ready(&icp, "ns", "fast").await;
+    let keys = ["ns/stall", "ns/fast"];
+    let (icp, _dir) = serve_files(&[("routes.yaml", &routes)], &[], &keys, &keys).await;
 
     // A body that ends in time arrives whole.
     let got = get(icp.proxy_addr, "fast.test", "/?size=100000").await;
@@ -331,17 +257,10 @@ async fn request_timeout_covers_the_response_body() {
 
 #[tokio::test]
 async fn backend_connections_are_reused() {
-    let dir = tempfile::tempdir().unwrap();
     let (backend, accepted) = counting_backend(false).await;
-    let routes = [
-        service_yaml("ns", "app", "http", None, backend, true),
-        ir_yaml("ns", "app", "app", "app.test", ""),
-    ]
-    .concat();
-    write(dir.path(), "routes.yaml", &routes);
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "app").await;
-    wait_ready(&icp, "ns", "app").await;
+    let routes = http_service("app", backend, true) + &ir_yaml("app", "app", "");
+    let keys = ["ns/app"];
+    let (icp, _dir) = serve_files(&[("routes.yaml", &routes)], &[], &keys, &keys).await;
     let client = client();
     for _ in 0..20 {
         let got = get_on(&client, icp.proxy_addr, "app.test", "/").await;
@@ -363,8 +282,7 @@ async fn cold_start_holds_until_the_slice_turns_ready() {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("cold").await;
     write_app(dir.path(), "cold", &["cold.test"], backend, false);
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "cold").await;
+    let icp = start_waiting(dir.path(), &[], &["ns/cold"], &[]).await;
 
     let addr = icp.proxy_addr;
     let held = tokio::spawn(async move { get(addr, "cold.test", "/held").await });
@@ -373,11 +291,7 @@ async fn cold_start_holds_until_the_slice_turns_ready() {
     assert!(!held.is_finished());
 
     // The Service turns ready: the held request goes through at once.
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "cold", "http", None, backend, true),
-    );
+    write(dir.path(), "svc.yaml", &http_service("cold", backend, true));
     let got = tokio::time::timeout(WAIT, held)
         .await
         .expect("released")
@@ -396,43 +310,25 @@ async fn cold_start_holds_until_the_slice_turns_ready() {
 
 #[tokio::test]
 async fn cold_start_readiness_timeout_fallback_and_placeholder() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = echo("target").await;
-    let fallback = echo("fallback").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "target", "http", None, backend, false),
-    );
-    write(
-        dir.path(),
-        "fb.yaml",
-        &service_yaml("ns", "fb", "http", None, fallback, true),
-    );
+    let [backend, fallback] = echoes(["target", "fallback"]).await;
     let routes = [
-        ir_yaml("ns", "timeout", "target", "timeout.test", "  timeouts: {readiness: 300ms}\n"),
+        http_service("target", backend, false),
+        http_service("fb", fallback, true),
+        ir_yaml("timeout", "target", "  timeouts: {readiness: 300ms}\n"),
         ir_yaml(
-            "ns",
             "fallback",
             "target",
-            "fallback.test",
             "  timeouts: {readiness: 200ms}\n  coldStart:\n    fallback:\n      service: {name: fb, portName: http}\n",
         ),
         ir_yaml(
-            "ns",
             "placeholder",
             "target",
-            "placeholder.test",
             "  coldStart:\n    placeholder:\n      response:\n        body: warming up\n        headers: {Retry-After: \"5\"}\n",
         ),
     ]
     .concat();
-    write(dir.path(), "routes.yaml", &routes);
-    let icp = start_dir(dir.path(), &[]).await;
-    for r in ["timeout", "fallback", "placeholder"] {
-        wait_route(&icp, "ns", r).await;
-    }
-    wait_ready(&icp, "ns", "fb").await;
+    let keys = ["ns/timeout", "ns/fallback", "ns/placeholder"];
+    let (icp, _dir) = serve_files(&[("routes.yaml", &routes)], &[], &keys, &["ns/fb"]).await;
 
     let got = get(icp.proxy_addr, "timeout.test", "/").await;
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.text());
@@ -460,21 +356,14 @@ async fn cold_start_readiness_timeout_fallback_and_placeholder() {
 
 #[tokio::test]
 async fn static_routes_and_max_pending() {
-    let dir = tempfile::tempdir().unwrap();
     let backend = echo("app").await;
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, backend, false),
-    );
     let statics = "  staticRoutes:\n  - rules: [{hosts: [app.test], paths: [{value: /healthz}]}]\n    response: {statusCode: 200, body: ok}\n    responseMode: Always\n  - rules: [{hosts: [app.test], paths: [{value: /maintenance}]}]\n    response: {statusCode: 503, body: down for maintenance}\n    responseMode: WhenUnavailable\n";
-    write(
-        dir.path(),
-        "routes.yaml",
-        &ir_yaml("ns", "app", "app", "app.test", statics),
-    );
-    let icp = start_dir(dir.path(), &["--cold-start-max-pending-requests", "1"]).await;
-    wait_route(&icp, "ns", "app").await;
+    let files: [(&str, &str); 2] = [
+        ("svc.yaml", &http_service("app", backend, false)),
+        ("routes.yaml", &ir_yaml("app", "app", statics)),
+    ];
+    let one_pending = ["--cold-start-max-pending-requests", "1"];
+    let (icp, dir) = serve_files(&files, &one_pending, &["ns/app"], &[]).await;
 
     let got = get(icp.proxy_addr, "app.test", "/healthz").await;
     assert_eq!((got.status, got.text().as_str()), (StatusCode::OK, "ok"));
@@ -495,11 +384,7 @@ async fn static_routes_and_max_pending() {
     );
     assert!(got.text().contains("too many requests"), "{}", got.text());
 
-    write(
-        dir.path(),
-        "svc.yaml",
-        &service_yaml("ns", "app", "http", None, backend, true),
-    );
+    write(dir.path(), "svc.yaml", &http_service("app", backend, true));
     let got = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
     assert_eq!(got.status, StatusCode::OK);
     // Ready now: Always still answers, WhenUnavailable forwards.
@@ -561,30 +446,21 @@ async fn metrics_have_upstream_names_and_labels() {
 
 #[tokio::test]
 async fn dials_are_retried_until_the_backend_listens() {
-    let dir = tempfile::tempdir().unwrap();
     // A ready endpoint whose port nobody listens on yet (a pod that is
     // Ready a moment before its server binds).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     write_app(dir.path(), "late", &["late.test"], port, true);
-    let icp = start_dir(dir.path(), &[]).await;
-    wait_route(&icp, "ns", "late").await;
-    wait_ready(&icp, "ns", "late").await;
+    let icp = start_waiting(dir.path(), &[], &["ns/late"], &["ns/late"]).await;
     let addr = icp.proxy_addr;
     let req = tokio::spawn(async move { get(addr, "late.test", "/late").await });
     wait_concurrency(&icp, "ns/late", 1).await;
     // Connection refused for a while, then the backend appears.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let listener = tokio::net::TcpListener::bind(port).await.unwrap();
-    tokio::spawn(
-        echo::Echo::new(echo::EchoArgs {
-            name: "late".into(),
-            ..echo::EchoArgs::default()
-        })
-        .serve(listener),
-    );
+    serve_echo("late", tokio::net::TcpListener::bind(port).await.unwrap());
     let got = tokio::time::timeout(WAIT, req).await.unwrap().unwrap();
     assert_eq!(got.status, StatusCode::OK, "{}", got.text());
     assert_eq!(got.server(), "late");

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Empty;
 use tokio_rustls::rustls;
 
 /// A routes directory with one catch-all route (`ns/app`, any host) to an
@@ -26,10 +25,7 @@ async fn catch_all() -> (tempfile::TempDir, SocketAddr) {
 }
 
 async fn start_catch_all(dir: &Path, extra: &[&str]) -> interceptor::Interceptor {
-    let icp = start_dir(dir, extra).await;
-    wait_route(&icp, "ns", "app").await;
-    wait_ready(&icp, "ns", "app").await;
-    icp
+    start_waiting(dir, extra, &["ns/app"], &["ns/app"]).await
 }
 
 /// Every value of header `name` the echo backend received.
@@ -48,24 +44,15 @@ fn received(j: &serde_json::Value, name: &str) -> Vec<String> {
 async fn forwarded_headers_are_set_unless_sent_and_forwarded_for_lines_are_joined() {
     let (dir, _backend) = catch_all().await;
     let icp = start_catch_all(dir.path(), &[]).await;
-    let c = client();
 
     // HTTP/1.1: X-Forwarded-Host is the Host as received (port included),
     // X-Forwarded-Proto the listener's scheme; every X-Forwarded-For line
     // is kept, in order, before the client's address.
-    let got = send(
-        &c,
-        icp.proxy_addr,
-        "GET",
-        "App.Test:8080",
-        "/fwd",
-        &[
-            ("x-forwarded-for", "10.0.0.1"),
-            ("x-forwarded-for", "10.0.0.2, 10.0.0.3"),
-        ],
-        Bytes::new(),
-    )
-    .await;
+    let forwarded = [
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-for", "10.0.0.2, 10.0.0.3"),
+    ];
+    let got = get_with(icp.proxy_addr, "App.Test:8080", "/fwd", &forwarded).await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.text());
     let j = got.json();
     assert_eq!(received(&j, "x-forwarded-host"), ["App.Test:8080"]);
@@ -76,33 +63,18 @@ async fn forwarded_headers_are_set_unless_sent_and_forwarded_for_lines_are_joine
     );
 
     // The client's own X-Forwarded-Host / -Proto are kept.
-    let got = send(
-        &c,
-        icp.proxy_addr,
-        "GET",
-        "inner.test",
-        "/fwd",
-        &[
-            ("x-forwarded-host", "outer.example"),
-            ("x-forwarded-proto", "https"),
-        ],
-        Bytes::new(),
-    )
-    .await;
+    let own = [
+        ("x-forwarded-host", "outer.example"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let got = get_with(icp.proxy_addr, "inner.test", "/fwd", &own).await;
     let j = got.json();
     assert_eq!(received(&j, "x-forwarded-host"), ["outer.example"]);
     assert_eq!(received(&j, "x-forwarded-proto"), ["https"]);
     assert_eq!(received(&j, "x-forwarded-for"), ["127.0.0.1"]);
 
     // HTTP/2 (h2c): the :authority.
-    let tcp = tokio::net::TcpStream::connect(icp.proxy_addr)
-        .await
-        .unwrap();
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut h2 = h2c(icp.proxy_addr).await;
     let req = Request::builder()
         .uri("http://h2.test:1234/over-h2")
         .body(Empty::<Bytes>::new())
@@ -111,9 +83,7 @@ async fn forwarded_headers_are_set_unless_sent_and_forwarded_for_lines_are_joine
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let j = ok_json(resp).await;
     assert_eq!(j["path"], "/over-h2");
     assert_eq!(received(&j, "x-forwarded-host"), ["h2.test:1234"]);
     assert_eq!(received(&j, "x-forwarded-proto"), ["http"]);
@@ -237,59 +207,67 @@ impl ClientTls {
             .await
             .expect("handshake ends in time")
             .map_err(|e| e.to_string())?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
         let req = Request::builder()
             .uri("/tls")
             .header("host", "tls.test")
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Ok(serde_json::from_slice(&body).unwrap())
+        let resp = h1_handshake(tls).await.send_request(req).await.unwrap();
+        Ok(ok_json(resp).await)
     }
 }
 
-/// An interceptor with TLS on, its default pair a leaf for `tls.test`.
-async fn start_tls(
-    dir: &Path,
-    certs: &Path,
-    pki: &Pki,
-    extra: &[&str],
-) -> interceptor::Interceptor {
-    let (pem, key, _) = pki.leaf(&["tls.test"]);
-    let (cert_path, key_path) = (certs.join("tls.crt"), certs.join("tls.key"));
-    std::fs::write(&cert_path, pem).unwrap();
-    std::fs::write(&key_path, key).unwrap();
-    let mut flags = vec![
-        "--tls-enabled",
-        "true",
-        "--tls-port",
-        "0",
-        "--tls-cert-path",
-        cert_path.to_str().unwrap(),
-        "--tls-key-path",
-        key_path.to_str().unwrap(),
-    ];
-    flags.extend_from_slice(extra);
-    start_catch_all(dir, &flags).await
+/// A catch-all routes directory, and a CA whose leaf for `tls.test` is the
+/// TLS listener's default pair.
+struct TlsSite {
+    pki: Pki,
+    dir: tempfile::TempDir,
+    _certs: tempfile::TempDir,
+    cert: String,
+    key: String,
+}
+
+impl TlsSite {
+    async fn new() -> TlsSite {
+        let pki = Pki::new();
+        let certs = tempfile::tempdir().unwrap();
+        pki.write_leaf(&["tls.test"], certs.path(), "tls.crt", "tls.key");
+        let path = |file: &str| certs.path().join(file).to_str().unwrap().to_string();
+        let (cert, key) = (path("tls.crt"), path("tls.key"));
+        let (dir, _backend) = catch_all().await;
+        TlsSite {
+            pki,
+            dir,
+            _certs: certs,
+            cert,
+            key,
+        }
+    }
+
+    /// Flags turning TLS on with the default pair, then `extra`.
+    fn flags<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut flags = tls_flags(&self.cert, &self.key);
+        flags.extend_from_slice(extra);
+        flags
+    }
+
+    /// An interceptor with TLS on (and `extra` flags), serving the site.
+    async fn start(&self, extra: &[&str]) -> interceptor::Interceptor {
+        start_catch_all(self.dir.path(), &self.flags(extra)).await
+    }
 }
 
 #[tokio::test]
 async fn tls_min_version_13_refuses_a_tls12_client() {
-    let pki = Pki::new();
-    let certs = tempfile::tempdir().unwrap();
-    let (dir, _backend) = catch_all().await;
+    let tls = TlsSite::new().await;
+    let pki = &tls.pki;
 
     // Defaults: a TLS 1.2 client gets through, and the backend is told the
     // request came over https.
-    let icp = start_tls(dir.path(), certs.path(), &pki, &[]).await;
+    let icp = tls.start(&[]).await;
     let tls_addr = icp.tls_addr.expect("TLS listener");
     let j = ClientTls::versions(TLS12_ONLY)
-        .get(tls_addr, &pki)
+        .get(tls_addr, pki)
         .await
         .expect("TLS 1.2 accepted by default");
     assert_eq!(j["path"], "/tls");
@@ -298,21 +276,15 @@ async fn tls_min_version_13_refuses_a_tls12_client() {
     icp.stop().await;
 
     // KEDA_HTTP_PROXY_TLS_MIN_VERSION=VersionTLS13: TLS 1.2 is refused.
-    let icp = start_tls(
-        dir.path(),
-        certs.path(),
-        &pki,
-        &["--tls-min-version", "VersionTLS13"],
-    )
-    .await;
+    let icp = tls.start(&["--tls-min-version", "VersionTLS13"]).await;
     let tls_addr = icp.tls_addr.expect("TLS listener");
     let err = ClientTls::versions(TLS12_ONLY)
-        .get(tls_addr, &pki)
+        .get(tls_addr, pki)
         .await
         .expect_err("TLS 1.2 refused");
     assert!(err.to_lowercase().contains("version"), "{err}");
     ClientTls::versions(TLS13_ONLY)
-        .get(tls_addr, &pki)
+        .get(tls_addr, pki)
         .await
         .expect("TLS 1.3 accepted");
     icp.stop().await;
@@ -321,74 +293,45 @@ async fn tls_min_version_13_refuses_a_tls12_client() {
 #[tokio::test]
 async fn tls_cipher_suites_and_curves_restrict_the_listener() {
     use rustls::crypto::ring::{cipher_suite, kx_group};
-    let pki = Pki::new();
-    let certs = tempfile::tempdir().unwrap();
-    let (dir, _backend) = catch_all().await;
-    let icp = start_tls(
-        dir.path(),
-        certs.path(),
-        &pki,
-        &[
+    let tls = TlsSite::new().await;
+    let icp = tls
+        .start(&[
             "--tls-cipher-suites",
             "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
             "--tls-curve-preferences",
             "CurveP384",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let tls_addr = icp.tls_addr.expect("TLS listener");
-    let tls12 = |suite, group| ClientTls {
-        versions: TLS12_ONLY,
-        suites: Some(vec![suite]),
-        groups: Some(vec![group]),
-    };
 
-    // TLS 1.2: only the listed suite and curve.
-    tls12(
-        cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        kx_group::SECP384R1,
-    )
-    .get(tls_addr, &pki)
-    .await
-    .expect("listed suite and curve");
-    tls12(
-        cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        kx_group::SECP384R1,
-    )
-    .get(tls_addr, &pki)
-    .await
-    .expect_err("unlisted suite refused");
-    tls12(
-        cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        kx_group::X25519,
-    )
-    .get(tls_addr, &pki)
-    .await
-    .expect_err("unlisted curve refused");
-
-    // TLS 1.3 suites are not configurable in Go, so a list of TLS 1.2
-    // suites leaves TLS 1.3 on its defaults; the curves still apply.
-    ClientTls {
-        versions: TLS13_ONLY,
-        suites: Some(vec![cipher_suite::TLS13_CHACHA20_POLY1305_SHA256]),
-        groups: Some(vec![kx_group::SECP384R1]),
+    let listed = cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384;
+    let unlisted = cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let tls13 = cipher_suite::TLS13_CHACHA20_POLY1305_SHA256;
+    let (p384, x25519) = (kx_group::SECP384R1, kx_group::X25519);
+    for (case, versions, suite, group, accepted) in [
+        // TLS 1.2: only the listed suite and curve.
+        ("listed suite and curve", TLS12_ONLY, listed, p384, true),
+        ("unlisted suite", TLS12_ONLY, unlisted, p384, false),
+        ("unlisted curve", TLS12_ONLY, listed, x25519, false),
+        // TLS 1.3 suites are not configurable in Go, so a list of TLS 1.2
+        // suites leaves TLS 1.3 on its defaults; the curves still apply.
+        ("TLS 1.3, default suites", TLS13_ONLY, tls13, p384, true),
+    ] {
+        let client = ClientTls {
+            versions,
+            suites: Some(vec![suite]),
+            groups: Some(vec![group]),
+        };
+        let got = client.get(tls_addr, &tls.pki).await;
+        assert_eq!(got.is_ok(), accepted, "{case}: {got:?}");
     }
-    .get(tls_addr, &pki)
-    .await
-    .expect("TLS 1.3 with its default suites");
     icp.stop().await;
 }
 
 #[tokio::test]
 async fn bad_tls_settings_stop_the_start_naming_the_variable() {
-    let pki = Pki::new();
-    let certs = tempfile::tempdir().unwrap();
-    let (pem, key, _) = pki.leaf(&["tls.test"]);
-    std::fs::write(certs.path().join("tls.crt"), pem).unwrap();
-    std::fs::write(certs.path().join("tls.key"), key).unwrap();
-    let (dir, _backend) = catch_all().await;
-    let cert = certs.path().join("tls.crt");
-    let key = certs.path().join("tls.key");
+    let tls = TlsSite::new().await;
+    let routes = ["--routes-dir", tls.dir.path().to_str().unwrap()];
     for (flag, value, var, named) in [
         (
             "--tls-min-version",
@@ -415,25 +358,11 @@ async fn bad_tls_settings_stop_the_start_naming_the_variable() {
             "CurveP521",
         ),
     ] {
-        let args = args(
-            &["--routes-dir", dir.path().to_str().unwrap()],
-            &[
-                "--tls-enabled",
-                "true",
-                "--tls-port",
-                "0",
-                "--tls-cert-path",
-                cert.to_str().unwrap(),
-                "--tls-key-path",
-                key.to_str().unwrap(),
-                flag,
-                value,
-            ],
-        );
+        let args = args(&routes, &tls.flags(&[flag, value]));
         let err = interceptor::Interceptor::start(&args)
             .await
             .expect_err("bad TLS setting refused")
             .to_string();
-        assert!(err.contains(var) && err.contains(named), "{err}");
+        assert!(err.contains(var) && err.contains(named), "{flag}: {err}");
     }
 }

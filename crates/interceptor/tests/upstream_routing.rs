@@ -32,13 +32,19 @@ fn write_services(dir: &std::path::Path, services: &[(&str, &str, std::net::Sock
     write(dir, "svc.yaml", &yaml);
 }
 
-/// An interceptor on `dir` once every `(namespace, name)` is in its table.
-async fn start_with(dir: &std::path::Path, routes: &[(&str, &str)]) -> interceptor::Interceptor {
-    let icp = start_dir(dir, &[]).await;
-    for (ns, name) in routes {
-        wait_route(&icp, ns, name).await;
-    }
-    icp
+/// An interceptor on a new routes directory holding `svc.yaml` (the
+/// `services`, as [`write_services`] writes them) and `routes.yaml`
+/// (`objects`), once every route of `routes` (`namespace/name`) is in its
+/// table.
+async fn serve_objects(
+    services: &[(&str, &str, std::net::SocketAddr, bool)],
+    objects: &str,
+    routes: &[&str],
+) -> (interceptor::Interceptor, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    write_services(dir.path(), services);
+    write(dir.path(), "routes.yaml", objects);
+    (start_waiting(dir.path(), &[], routes, &[]).await, dir)
 }
 
 /// `RequestCount` of a route in `/queue`.
@@ -51,35 +57,19 @@ async fn request_count(icp: &interceptor::Interceptor, key: &str) -> u64 {
 
 #[tokio::test]
 async fn static_routes_answer_only_their_own_route_and_are_not_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = echo("app").await;
-    let other = echo("other").await;
-    write_services(
-        dir.path(),
-        &[("ns", "app", app, true), ("ns", "other", other, true)],
-    );
-    let statics = r#"  rules:
-  - hosts: [app.test]
-  staticRoutes:
+    let [app, other] = echoes(["app", "other"]).await;
+    let statics = r#"  staticRoutes:
   - rules: [{paths: [{value: /healthz}]}]
     response: {statusCode: 200, body: static ok}
     responseMode: Always
   - rules: [{paths: [{value: /maintenance}]}]
     response: {statusCode: 503, body: maintenance}
 "#;
-    write(dir.path(), "app.yaml", &ir("ns", "app", "app", statics));
-    write(
-        dir.path(),
-        "other.yaml",
-        &hso_at(
-            "ns",
-            "other",
-            "other",
-            "[other.test]",
-            "2024-01-01T00:00:00Z",
-        ),
-    );
-    let icp = start_with(dir.path(), &[("ns", "app"), ("ns", "other")]).await;
+    let created = "2024-01-01T00:00:00Z";
+    let objects = ir_rule("app", "app", "app.test", statics)
+        + &hso_at("ns", "other", "other", "[other.test]", created);
+    let services = [("ns", "app", app, true), ("ns", "other", other, true)];
+    let (icp, dir) = serve_objects(&services, &objects, &["ns/app", "ns/other"]).await;
 
     // On the route's own host the static route answers (the forwarding rule
     // does not outrank it), without a cold-start header.
@@ -134,11 +124,7 @@ async fn wait_unready(icp: &interceptor::Interceptor, ns: &str, svc: &str) {
 
 #[tokio::test]
 async fn interceptor_route_without_rules_routes_nothing_but_has_a_queue_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = echo("app").await;
-    write_services(dir.path(), &[("ns", "app", app, true)]);
-    write(dir.path(), "ir.yaml", &ir("ns", "norules", "app", ""));
-    let icp = start_with(dir.path(), &[("ns", "norules")]).await;
+    let (icp, _dir) = serving(&ir("ns", "norules", "app", ""), &["ns/norules"]).await;
     let got = get(icp.proxy_addr, "anything.test", "/x").await;
     assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.text());
     let q = queue(&icp).await;
@@ -147,14 +133,11 @@ async fn interceptor_route_without_rules_routes_nothing_but_has_a_queue_key() {
     icp.stop().await;
 }
 
-/// An interceptor serving `objects` for the Service `ns/app` (echo "app").
-async fn serving(objects: &str, names: &[&str]) -> (interceptor::Interceptor, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+/// An interceptor serving `objects` for the Service `ns/app` (echo "app"),
+/// once every route of `routes` is in its table.
+async fn serving(objects: &str, routes: &[&str]) -> (interceptor::Interceptor, tempfile::TempDir) {
     let app = echo("app").await;
-    write_services(dir.path(), &[("ns", "app", app, true)]);
-    write(dir.path(), "routes.yaml", objects);
-    let routes: Vec<(&str, &str)> = names.iter().map(|n| ("ns", *n)).collect();
-    (start_with(dir.path(), &routes).await, dir)
+    serve_objects(&[("ns", "app", app, true)], objects, routes).await
 }
 
 async fn assert_app(icp: &interceptor::Interceptor, host: &str, path: &str) -> Got {
@@ -178,7 +161,7 @@ async fn rule_host_with_a_port_matches_the_host_on_any_port() {
             r#"["port.test:8080"]"#,
             "2024-01-01T00:00:00Z",
         ),
-        &["port"],
+        &["ns/port"],
     )
     .await;
     for host in ["port.test", "port.test:8080", "port.test:9999"] {
@@ -191,88 +174,52 @@ async fn rule_host_with_a_port_matches_the_host_on_any_port() {
 async fn ipv6_hosts_route() {
     let objects = [
         hso_at("ns", "v6", "app", r#"["::1"]"#, "2024-01-01T00:00:00Z"),
-        ir(
-            "ns",
-            "v6b",
-            "app",
-            "  rules:\n  - hosts: [\"[::2]:8080\"]\n",
-        ),
+        ir_rule("v6b", "app", "[::2]:8080", ""),
     ]
     .join("");
-    let (icp, _dir) = serving(&objects, &["v6", "v6b"]).await;
+    let (icp, _dir) = serving(&objects, &["ns/v6", "ns/v6b"]).await;
     for host in ["[::1]:8080", "[::1]", "[::2]", "[::2]:1"] {
         assert_app(&icp, host, "/").await;
     }
     icp.stop().await;
 }
 
+/// Serves the route `ns/<name>` for `path.test` with the path rule `value`
+/// (YAML): each of `matching` reaches the app, its request target
+/// forwarded exactly as sent, and `other` matches nothing.
+async fn assert_path_rule(name: &str, value: &str, matching: &[&str], other: &str) {
+    let paths = format!("    paths: [{{value: {value}}}]\n");
+    let route = ir_rule(name, "app", "path.test", &paths);
+    let (icp, _dir) = serving(&route, &[&format!("ns/{name}")]).await;
+    for path in matching {
+        let got = assert_app(&icp, "path.test", path).await;
+        let sent = path.split('?').next().unwrap();
+        assert_eq!(got.json()["path"], sent, "{path}");
+    }
+    let got = get(icp.proxy_addr, "path.test", other).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND, "{other}");
+    icp.stop().await;
+}
+
 #[tokio::test]
 async fn rule_path_without_a_leading_slash() {
-    let (icp, _dir) = serving(
-        &ir(
-            "ns",
-            "noslash",
-            "app",
-            "  rules:\n  - hosts: [path.test]\n    paths: [{value: api}]\n",
-        ),
-        &["noslash"],
-    )
-    .await;
-    for path in ["/api", "/api/x"] {
-        assert_app(&icp, "path.test", path).await;
-    }
-    assert_eq!(
-        get(icp.proxy_addr, "path.test", "/apix").await.status,
-        StatusCode::NOT_FOUND
-    );
-    icp.stop().await;
+    assert_path_rule("noslash", "api", &["/api", "/api/x"], "/apix").await;
 }
 
 #[tokio::test]
 async fn leading_and_trailing_slashes_are_trimmed_before_matching() {
-    let (icp, _dir) = serving(
-        &ir(
-            "ns",
-            "slashes",
-            "app",
-            "  rules:\n  - hosts: [path.test]\n    paths: [{value: \"//abc/def//\"}]\n",
-        ),
-        &["slashes"],
-    )
-    .await;
-    for path in ["/abc/def", "///abc/def", "/abc/def//x", "//abc/def/?q=1"] {
-        let got = assert_app(&icp, "path.test", path).await;
-        // The request target goes to the backend exactly as sent.
-        let sent = path.split('?').next().unwrap();
-        assert_eq!(got.json()["path"], sent);
-    }
-    assert_eq!(
-        get(icp.proxy_addr, "path.test", "/abc").await.status,
-        StatusCode::NOT_FOUND
-    );
-    icp.stop().await;
+    let matching = ["/abc/def", "///abc/def", "/abc/def//x", "//abc/def/?q=1"];
+    assert_path_rule("slashes", r#""//abc/def//""#, &matching, "/abc").await;
 }
 
 #[tokio::test]
 async fn ties_go_to_namespace_name_descending() {
-    let dir = tempfile::tempdir().unwrap();
-    let alpha = echo("alpha").await;
-    let beta = echo("beta").await;
-    write_services(
-        dir.path(),
-        &[("alpha", "app", alpha, true), ("beta", "app", beta, true)],
-    );
+    let [alpha, beta] = echoes(["alpha", "beta"]).await;
     let same = "2024-01-01T00:00:00Z";
-    write(
-        dir.path(),
-        "routes.yaml",
-        &format!(
-            "{}{}",
-            hso_at("alpha", "app", "app", "[tie.test]", same),
-            hso_at("beta", "app", "app", "[tie.test]", same)
-        ),
-    );
-    let icp = start_with(dir.path(), &[("alpha", "app"), ("beta", "app")]).await;
+    let objects = hso_at("alpha", "app", "app", "[tie.test]", same)
+        + &hso_at("beta", "app", "app", "[tie.test]", same);
+    let services = [("alpha", "app", alpha, true), ("beta", "app", beta, true)];
+    let (icp, _dir) = serve_objects(&services, &objects, &["alpha/app", "beta/app"]).await;
     let got = get(icp.proxy_addr, "tie.test", "/").await;
     assert_eq!((got.status, got.server()), (StatusCode::OK, "beta"));
     icp.stop().await;
@@ -280,26 +227,23 @@ async fn ties_go_to_namespace_name_descending() {
 
 #[tokio::test]
 async fn cold_start_with_placeholder_and_fallback_answers_with_the_placeholder() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = echo("app").await;
-    let fallback = echo("fallback").await;
-    write_services(
-        dir.path(),
-        &[
-            ("ns", "app", app, false),
-            ("ns", "fallback", fallback, true),
-        ],
-    );
-    let spec = r#"  rules:
-  - hosts: [cold.test]
-  coldStart:
+    let [app, fallback] = echoes(["app", "fallback"]).await;
+    let spec = r#"  coldStart:
     placeholder:
       response: {body: warming up}
     fallback:
       service: {name: fallback, portName: http}
 "#;
-    write(dir.path(), "ir.yaml", &ir("ns", "cold", "app", spec));
-    let icp = start_with(dir.path(), &[("ns", "cold")]).await;
+    let services = [
+        ("ns", "app", app, false),
+        ("ns", "fallback", fallback, true),
+    ];
+    let (icp, _dir) = serve_objects(
+        &services,
+        &ir_rule("cold", "app", "cold.test", spec),
+        &["ns/cold"],
+    )
+    .await;
     let got = get(icp.proxy_addr, "cold.test", "/").await;
     assert_eq!(
         (got.status, got.text().as_str()),

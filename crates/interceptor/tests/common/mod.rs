@@ -62,12 +62,17 @@ pub async fn start_dir(dir: &Path, extra: &[&str]) -> Interceptor {
 pub async fn echo(name: &str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    serve_echo(name, listener);
+    addr
+}
+
+/// Serves an echo backend named `name` on `listener`, in the background.
+pub fn serve_echo(name: &str, listener: tokio::net::TcpListener) {
     let e = echo::Echo::new(echo::EchoArgs {
         name: name.into(),
         ..echo::EchoArgs::default()
     });
     tokio::spawn(e.serve(listener));
-    addr
 }
 
 /// An InterceptorRoute `ns/name` targeting `svc` (port `http`), with
@@ -83,6 +88,17 @@ spec:
   scalingMetric:
     concurrency: {{targetValue: 10}}
 {spec}"#
+    )
+}
+
+/// An InterceptorRoute `ns/name` targeting `svc` with one rule, for `host`;
+/// `extra` (indented YAML) goes on after the rule's hosts.
+pub fn ir_rule(name: &str, svc: &str, host: &str, extra: &str) -> String {
+    ir(
+        "ns",
+        name,
+        svc,
+        &format!("  rules:\n  - hosts: [\"{host}\"]\n{extra}"),
     )
 }
 
@@ -193,13 +209,6 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-/// An h2c (prior knowledge) client.
-pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
-}
-
 /// A response, read whole.
 #[derive(Debug)]
 pub struct Got {
@@ -263,6 +272,11 @@ pub async fn send(
         headers: parts.headers,
         body,
     }
+}
+
+/// A GET of `path` with `Host: host` and `headers`, on a new client.
+pub async fn get_with(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    send(&client(), addr, "GET", host, path, headers, Bytes::new()).await
 }
 
 /// GET `host path` through the proxy.
@@ -380,6 +394,15 @@ impl Pki {
         let cert = params.signed_by(&key, &self.ca).unwrap();
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
+
+    /// Writes a leaf for `names` to `dir`, as the files `cert` and `key`
+    /// (PEM); returns the certificate (DER).
+    pub fn write_leaf(&self, names: &[&str], dir: &Path, cert: &str, key: &str) -> Vec<u8> {
+        let (cert_pem, key_pem, der) = self.leaf(names);
+        std::fs::write(dir.join(cert), cert_pem).unwrap();
+        std::fs::write(dir.join(key), key_pem).unwrap();
+        der
+    }
 }
 
 /// A raw HTTP/1.x response: status code, head (lower-cased) and body.
@@ -448,8 +471,115 @@ pub async fn serve_app(host: &str, extra: &[&str]) -> (Interceptor, tempfile::Te
     let dir = tempfile::tempdir().unwrap();
     let backend = echo("app").await;
     write_app(dir.path(), "app", &[host], backend, true);
-    let icp = start_dir(dir.path(), extra).await;
-    wait_route(&icp, "ns", "app").await;
-    wait_ready(&icp, "ns", "app").await;
+    let icp = start_waiting(dir.path(), extra, &["ns/app"], &["ns/app"]).await;
     (icp, dir)
+}
+
+/// Echo backends named `names`, in order.
+pub async fn echoes<const N: usize>(names: [&str; N]) -> [SocketAddr; N] {
+    let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
+    for (addr, name) in addrs.iter_mut().zip(names) {
+        *addr = echo(name).await;
+    }
+    addrs
+}
+
+/// A Service `ns/svc` (port `http`) with one endpoint at `backend`.
+pub fn http_service(svc: &str, backend: SocketAddr, ready: bool) -> String {
+    service_yaml("ns", svc, "http", None, backend, ready)
+}
+
+/// An interceptor (with `extra` flags) on `dir`, once its table holds every
+/// route of `routes` and every Service of `ready` has a ready endpoint (both
+/// given as `namespace/name`).
+pub async fn start_waiting(
+    dir: &Path,
+    extra: &[&str],
+    routes: &[&str],
+    ready: &[&str],
+) -> Interceptor {
+    let icp = start_dir(dir, extra).await;
+    for key in routes {
+        let (ns, name) = key.split_once('/').expect("a route as namespace/name");
+        wait_route(&icp, ns, name).await;
+    }
+    for key in ready {
+        let (ns, svc) = key.split_once('/').expect("a Service as namespace/name");
+        wait_ready(&icp, ns, svc).await;
+    }
+    icp
+}
+
+/// [`start_waiting`] on a new routes directory holding `files` (name,
+/// content).
+pub async fn serve_files(
+    files: &[(&str, &str)],
+    extra: &[&str],
+    routes: &[&str],
+    ready: &[&str],
+) -> (Interceptor, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        write(dir.path(), name, content);
+    }
+    let icp = start_waiting(dir.path(), extra, routes, ready).await;
+    (icp, dir)
+}
+
+/// Flags that turn the TLS listener on (ephemeral port) with the default
+/// pair `cert` and `key` (paths).
+pub fn tls_flags<'a>(cert: &'a str, key: &'a str) -> Vec<&'a str> {
+    let mut flags = vec!["--tls-enabled", "true", "--tls-port", "0"];
+    flags.extend(["--tls-cert-path", cert, "--tls-key-path", key]);
+    flags
+}
+
+/// An HTTP/2 (prior knowledge) client connection over `io`, driven in the
+/// background.
+pub async fn h2_handshake<S, B>(io: S) -> hyper::client::conn::http2::SendRequest<B>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = hyper_util::rt::TokioIo::new(io);
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// An h2c (prior knowledge) client connection to `addr`.
+pub async fn h2c<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    h2_handshake(tokio::net::TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// An HTTP/1.1 client connection over `io`, driven in the background.
+pub async fn h1_handshake<S, B>(io: S) -> hyper::client::conn::http1::SendRequest<B>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = hyper_util::rt::TokioIo::new(io);
+    let (send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// The JSON body of a 200 response (what the echo backend saw).
+pub async fn ok_json(resp: http::Response<hyper::body::Incoming>) -> serde_json::Value {
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
 }
