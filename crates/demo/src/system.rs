@@ -156,93 +156,89 @@ impl System {
         .await?;
 
         // The cache, then everything that reads through it.
-        let t = Instant::now();
         let metrics = free_port()?;
         sys.cache_metrics_port = metrics;
         let cache = format!("http://127.0.0.1:{}", sys.cache_port);
         let kubeconfig = sys.kubeconfig().display().to_string();
-        sys.spawn(
-            "cache",
-            &cache,
-            &[
+        let ms = sys
+            .spawn_ready(
                 "cache",
-                "--kubeconfig",
-                &kubeconfig,
-                "--bind-address",
-                "127.0.0.1",
-                "--port",
-                &sys.cache_port.to_string(),
-                "--metrics-port",
-                &metrics.to_string(),
-                "--allow-anonymous",
-            ],
-            &[],
-        )?;
-        sys.ready_http("cache", &format!("http://127.0.0.1:{metrics}/readyz"))
+                &cache,
+                &[
+                    "cache",
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--port",
+                    &sys.cache_port.to_string(),
+                    "--metrics-port",
+                    &metrics.to_string(),
+                    "--allow-anonymous",
+                ],
+                &[],
+                &format!("http://127.0.0.1:{metrics}/readyz"),
+            )
             .await?;
         step.detail(&format!(
-            "cache         {cache}   watches the API once for the fleet ({} ms)",
-            t.elapsed().as_millis()
+            "cache         {cache}   watches the API once for the fleet ({ms} ms)"
         ));
 
-        let t = Instant::now();
         let health = free_port()?;
         let grpc = sys.grpc_port.to_string();
-        sys.spawn(
-            "operator",
-            &format!("health http://127.0.0.1:{health}"),
-            &[
+        let ms = sys
+            .spawn_ready(
                 "operator",
-                "--kubeconfig",
-                &kubeconfig,
-                "--health-probe-bind-address",
-                &format!("127.0.0.1:{health}"),
-                "--metrics-bind-address",
-                "0",
-            ],
-            &[
-                ("KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_SERVICE", SCALER_SERVICE),
-                ("KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_PORT", &grpc),
-                ("KEDA_HTTP_OPERATOR_NAMESPACE", KEDA_NS),
-            ],
-        )?;
-        sys.ready_http("operator", &format!("http://127.0.0.1:{health}/readyz"))
+                &format!("health http://127.0.0.1:{health}"),
+                &[
+                    "operator",
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--health-probe-bind-address",
+                    &format!("127.0.0.1:{health}"),
+                    "--metrics-bind-address",
+                    "0",
+                ],
+                &[
+                    ("KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_SERVICE", SCALER_SERVICE),
+                    ("KEDA_HTTP_OPERATOR_EXTERNAL_SCALER_PORT", &grpc),
+                    ("KEDA_HTTP_OPERATOR_NAMESPACE", KEDA_NS),
+                ],
+                &format!("http://127.0.0.1:{health}/readyz"),
+            )
             .await?;
         step.detail(&format!(
-            "operator      reads the API, writes ScaledObjects ({} ms)",
-            t.elapsed().as_millis()
+            "operator      reads the API, writes ScaledObjects ({ms} ms)"
         ));
 
         for (i, ip) in INTERCEPTOR_IPS.iter().enumerate() {
-            let t = Instant::now();
             let name = format!("interceptor-{}", i + 1);
-            sys.spawn(
-                &name,
-                &format!("http://{ip}:{}", sys.proxy_port),
-                &[
-                    "interceptor",
-                    "--source-url",
-                    &cache,
-                    "--bind-address",
-                    ip,
-                    "--proxy-port",
-                    &sys.proxy_port.to_string(),
-                    "--admin-port",
-                    &sys.admin_port.to_string(),
-                    "--metrics-port",
-                    "0",
-                    "--direct-pod-routing",
-                    "true",
-                ],
-                &[],
-            )?;
-            sys.ready_http(&name, &format!("http://{ip}:{}/readyz", sys.admin_port))
+            let ms = sys
+                .spawn_ready(
+                    &name,
+                    &format!("http://{ip}:{}", sys.proxy_port),
+                    &[
+                        "interceptor",
+                        "--source-url",
+                        &cache,
+                        "--bind-address",
+                        ip,
+                        "--proxy-port",
+                        &sys.proxy_port.to_string(),
+                        "--admin-port",
+                        &sys.admin_port.to_string(),
+                        "--metrics-port",
+                        "0",
+                        "--direct-pod-routing",
+                        "true",
+                    ],
+                    &[],
+                    &format!("http://{ip}:{}/readyz", sys.admin_port),
+                )
                 .await?;
             step.detail(&format!(
-                "{name:<13} http://{ip}:{}   admin :{} (through the cache) ({} ms)",
-                sys.proxy_port,
-                sys.admin_port,
-                t.elapsed().as_millis()
+                "{name:<13} http://{ip}:{}   admin :{} (through the cache) ({ms} ms)",
+                sys.proxy_port, sys.admin_port,
             ));
         }
 
@@ -283,13 +279,9 @@ impl System {
 
         for name in BACKENDS {
             let port = free_port()?;
-            sys.spawn(
-                &format!("echo-{name}"),
-                &format!("http://127.0.0.1:{port}"),
-                &["echo", "--port", &port.to_string(), "--name", name],
-                &[],
-            )?;
-            sys.ready_http(name, &format!("http://127.0.0.1:{port}/"))
+            let url = format!("http://127.0.0.1:{port}");
+            let args = ["echo", "--port", &port.to_string(), "--name", name];
+            sys.spawn_ready(&format!("echo-{name}"), &url, &args, &[], &url)
                 .await?;
             sys.backends.insert(name.to_string(), port);
         }
@@ -349,6 +341,22 @@ impl System {
         let api = self.programs.pop().expect("just spawned");
         self.programs.insert(0, api);
         self.ready_http("api", &format!("{url}/readyz")).await
+    }
+
+    /// Spawns a program and waits until `ready_url` answers 200; returns
+    /// how long that took, in milliseconds.
+    async fn spawn_ready(
+        &mut self,
+        name: &str,
+        address: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready_url: &str,
+    ) -> anyhow::Result<u128> {
+        let t = Instant::now();
+        self.spawn(name, address, args, env)?;
+        self.ready_http(name, ready_url).await?;
+        Ok(t.elapsed().as_millis())
     }
 
     fn spawn(
