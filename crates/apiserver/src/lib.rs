@@ -316,16 +316,8 @@ impl ApiServer {
     /// an unknown kind is registered with plural `<lowercase kind>s`.
     /// Namespaced objects without a namespace go to `default`.
     pub fn put_object(&self, obj: Value) -> Result<Value, ApiError> {
-        let api_version = obj
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let kind = obj
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let text = |field: &str| obj.get(field).and_then(Value::as_str).unwrap_or_default();
+        let (api_version, kind) = (text("apiVersion").to_owned(), text("kind").to_owned());
         if api_version.is_empty() || kind.is_empty() {
             return Err(ApiError::new(
                 listwatch::Reason::Invalid,
@@ -351,17 +343,11 @@ impl ApiServer {
             self.register(d.clone());
             d
         });
-        let ns = if def.resource.namespaced {
-            obj.pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_owned()
-        } else {
-            String::new()
+        let ns = match objects::meta_str(&obj, "namespace") {
+            _ if !def.resource.namespaced => String::new(),
+            ns => ns.unwrap_or("default").to_owned(),
         };
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
+        let name = objects::meta_str(&obj, "name")
             .unwrap_or_default()
             .to_owned();
         let store = self.core.store_for(&def);
