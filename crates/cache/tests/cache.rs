@@ -463,12 +463,11 @@ async fn tls_with_alpn_h2() {
 // connections are closed while the open ones keep working, and an oversized
 // request head gets 431.
 
-/// A ready cache with `limits` on its subscriber port.
-async fn limited_cache(api: &TestApi, limits: process::http::Limits) -> Cache {
-    let config = CacheConfig {
-        limits,
-        ..CacheConfig::default()
-    };
+/// A ready cache whose subscriber port has the default limits, changed by
+/// `set`.
+async fn limited_cache(api: &TestApi, set: impl FnOnce(&mut process::http::Limits)) -> Cache {
+    let mut config = CacheConfig::default();
+    set(&mut config.limits);
     let cache = start_cache_with(api.client(), config).await;
     tokio::time::timeout(WAIT, cache.wait_ready())
         .await
@@ -507,14 +506,7 @@ async fn wait_open(cache: &Cache, want: i64) {
 #[tokio::test]
 async fn slowloris_is_closed_while_a_subscriber_is_served() {
     let api = TestApi::start().await;
-    let cache = limited_cache(
-        &api,
-        process::http::Limits {
-            header_read_timeout: Duration::from_secs(1),
-            ..process::http::Limits::default()
-        },
-    )
-    .await;
+    let cache = limited_cache(&api, |l| l.header_read_timeout = Duration::from_secs(1)).await;
     let slow = Slowloris::start(cache.addr(), "GET /apis HTTP/1.1\r\nHost: cache\r\n").await;
     let mut subscriber = open(cache.addr()).await;
     for _ in 0..5 {
@@ -531,14 +523,7 @@ async fn slowloris_is_closed_while_a_subscriber_is_served() {
 #[tokio::test]
 async fn past_the_cap_new_connections_are_closed_and_open_ones_work() {
     let api = TestApi::start().await;
-    let cache = limited_cache(
-        &api,
-        process::http::Limits {
-            max_connections: 2,
-            ..process::http::Limits::default()
-        },
-    )
-    .await;
+    let cache = limited_cache(&api, |l| l.max_connections = 2).await;
     let mut a = open(cache.addr()).await;
     let mut b = open(cache.addr()).await;
     wait_open(&cache, 2).await;
@@ -561,7 +546,7 @@ async fn past_the_cap_new_connections_are_closed_and_open_ones_work() {
 #[tokio::test]
 async fn an_oversized_request_head_gets_431() {
     let api = TestApi::start().await;
-    let cache = limited_cache(&api, process::http::Limits::default()).await;
+    let cache = limited_cache(&api, |_| {}).await;
     let mut s = TcpStream::connect(cache.addr()).await.unwrap();
     let big = "a".repeat(process::http::Limits::DEFAULT_MAX_HEADER_BYTES + 1024);
     // The server may answer and close before the whole head is written.

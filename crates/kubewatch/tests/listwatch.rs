@@ -31,6 +31,15 @@ fn from_cache() -> ListParams {
     }
 }
 
+/// Puts the HTTPScaledObjects `(name, team)` into `api`; a collection of
+/// every HTTPScaledObject there.
+fn holding(api: &TestApi, objects: &[(&str, &str)]) -> Collection {
+    for (name, team) in objects {
+        api.put_object(httpso(name, team)).unwrap();
+    }
+    Collection::new(api.client(), PATH)
+}
+
 async fn listed(c: &Collection, params: &ListParams) -> List {
     match c.list(params).await.expect("list") {
         ListOutcome::Listed(l) => l,
@@ -103,14 +112,7 @@ async fn paged_lists_collect_every_page_and_keep_items_raw() {
     );
     assert!(paged.etag.is_some());
     // Pages were requested: 5 objects at 2 a page.
-    let lists: u64 = api
-        .stats()
-        .requests
-        .iter()
-        .filter(|((v, _), _)| *v == testkit::Verb::List)
-        .map(|(_, n)| *n)
-        .sum();
-    assert_eq!(lists, 3);
+    assert_eq!(api.stats().total_requests(testkit::Verb::List), 3);
 
     let cached = listed(&c, &from_cache()).await;
     assert_eq!(names(&cached), names(&paged));
@@ -119,9 +121,7 @@ async fn paged_lists_collect_every_page_and_keep_items_raw() {
 #[tokio::test]
 async fn conditional_lists_answer_unchanged_for_an_etag_or_a_digest() {
     let api = TestApi::start().await;
-    api.put_object(httpso("a", "shop")).unwrap();
-    api.put_object(httpso("b", "shop")).unwrap();
-    let c = Collection::new(api.client(), PATH);
+    let c = holding(&api, &[("a", "shop"), ("b", "shop")]);
     let first = listed(&c, &from_cache()).await;
     let digest = digest_of(&first);
     for condition in [
@@ -150,11 +150,9 @@ async fn conditional_lists_answer_unchanged_for_an_etag_or_a_digest() {
 #[tokio::test]
 async fn label_selectors_and_missing_resources() {
     let api = TestApi::start().await;
-    api.put_object(httpso("a", "shop")).unwrap();
-    api.put_object(httpso("b", "blog")).unwrap();
+    let all = holding(&api, &[("a", "shop"), ("b", "blog")]).with_label_selector(Some(""));
     let shop = Collection::new(api.client(), PATH).with_label_selector(Some("team=shop"));
     assert_eq!(names(&listed(&shop, &ListParams::default()).await), ["a"]);
-    let all = Collection::new(api.client(), PATH).with_label_selector(Some(""));
     assert_eq!(
         names(&listed(&all, &ListParams::default()).await),
         ["a", "b"]
@@ -182,8 +180,7 @@ async fn a_watch_streams_events_and_bookmarks_with_digests() {
         .start_test()
         .await
         .unwrap();
-    api.put_object(httpso("a", "shop")).unwrap();
-    let c = Collection::new(api.client(), PATH);
+    let c = holding(&api, &[("a", "shop")]);
     let list = listed(&c, &ListParams::default()).await;
     let from = list.resource_version.clone().unwrap();
     let mut stream = c.watch(&from, Duration::from_secs(30)).await.unwrap();
@@ -239,8 +236,7 @@ async fn a_watch_streams_events_and_bookmarks_with_digests() {
 #[tokio::test]
 async fn gone_arrives_as_a_frame_and_ends_the_stream() {
     let api = TestApi::start().await;
-    api.put_object(httpso("a", "shop")).unwrap();
-    let c = Collection::new(api.client(), PATH);
+    let c = holding(&api, &[("a", "shop")]);
     // An ERROR line with a 410 Status (what kube-apiserver sends).
     api.faults().fail_next(FailOn::Watch, 410, 1);
     let mut stream = c.watch("1", Duration::from_secs(30)).await.unwrap();
@@ -271,8 +267,7 @@ async fn gone_arrives_as_a_frame_and_ends_the_stream() {
 #[tokio::test]
 async fn a_silent_watch_is_reported_stalled_after_its_bound() {
     let api = TestApi::start().await;
-    api.put_object(httpso("a", "shop")).unwrap();
-    let c = Collection::new(api.client(), PATH);
+    let c = holding(&api, &[("a", "shop")]);
     let timeout = Duration::from_secs(1);
     // A stalled watch stands for a black-holed connection: headers, then
     // nothing, not even its end at the timeout.
@@ -302,9 +297,7 @@ async fn a_silent_watch_is_reported_stalled_after_its_bound() {
 #[tokio::test]
 async fn a_metadata_list_holds_only_metadata_and_single_objects_are_fetched_by_name() {
     let api = TestApi::start().await;
-    api.put_object(httpso("a", "x")).unwrap();
-    api.put_object(httpso("b", "y")).unwrap();
-    let c = Collection::new(api.client(), PATH);
+    let c = holding(&api, &[("a", "x"), ("b", "y")]);
     let meta = listed(
         &c,
         &ListParams {

@@ -18,10 +18,10 @@ struct Server {
     store: Store,
 }
 
-async fn serve(config: HandlerConfig, store_config: StoreConfig) -> Server {
+async fn serve(config: HandlerConfig) -> Server {
     let store = Store::new(
         ResourceType::new("", "v1", "configmaps", "ConfigMap", true),
-        store_config,
+        StoreConfig::default(),
         1,
     );
     let addr = support::serve(store.clone(), config).await;
@@ -30,6 +30,26 @@ async fn serve(config: HandlerConfig, store_config: StoreConfig) -> Server {
 
 fn cm(name: &str, labels: Value, data: Value) -> Value {
     json!({"metadata": {"name": name, "namespace": "ns", "labels": labels}, "data": data})
+}
+
+/// The default handler, bookmarking every `interval`.
+fn bookmarks_every(interval: Duration) -> HandlerConfig {
+    HandlerConfig {
+        bookmark_interval: interval,
+        ..HandlerConfig::default()
+    }
+}
+
+impl Server {
+    /// Writes the ConfigMap `ns/name` at `rv`.
+    fn put(&self, name: &str, labels: Value, data: Value, rv: u64) {
+        self.store.apply(cm(name, labels, data), rv).unwrap();
+    }
+
+    /// Lists every ConfigMap with the query string `query` (`?...`).
+    async fn list(&self, query: &str) -> (u16, Value) {
+        get(self.addr, &format!("/api/v1/configmaps{query}"), "GET").await
+    }
 }
 
 async fn get(addr: SocketAddr, path: &str, method: &str) -> (u16, Value) {
@@ -146,11 +166,9 @@ fn summary(e: &Value) -> (String, String) {
 
 #[tokio::test]
 async fn replace_all_emits_the_difference() {
-    let srv = serve(HandlerConfig::default(), StoreConfig::default()).await;
-    srv.store
-        .apply(cm("a", json!({}), json!({"v": "1"})), 2)
-        .unwrap();
-    srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
+    let srv = serve(HandlerConfig::default()).await;
+    srv.put("a", json!({}), json!({"v": "1"}), 2);
+    srv.put("b", json!({}), json!({}), 3);
     let mut w = WatchConn::open(srv.addr, "/api/v1/configmaps?watch=1&resourceVersion=3").await;
     let relist = || {
         vec![
@@ -184,10 +202,8 @@ async fn replace_all_emits_the_difference() {
 
 #[tokio::test]
 async fn selectors_turn_transitions_into_added_and_deleted() {
-    let srv = serve(HandlerConfig::default(), StoreConfig::default()).await;
-    srv.store
-        .apply(cm("a", json!({"app": "x"}), json!({})), 2)
-        .unwrap();
+    let srv = serve(HandlerConfig::default()).await;
+    srv.put("a", json!({"app": "x"}), json!({}), 2);
     let mut w = WatchConn::open(
         srv.addr,
         "/api/v1/namespaces/ns/configmaps?watch=true&labelSelector=app%3Dx",
@@ -197,19 +213,13 @@ async fn selectors_turn_transitions_into_added_and_deleted() {
         summary(&w.next_change().await),
         ("ADDED".into(), "a".into())
     );
-    srv.store
-        .apply(cm("a", json!({"app": "y"}), json!({})), 3)
-        .unwrap();
+    srv.put("a", json!({"app": "y"}), json!({}), 3);
     assert_eq!(
         summary(&w.next_change().await),
         ("DELETED".into(), "a".into())
     );
-    srv.store
-        .apply(cm("other", json!({"app": "y"}), json!({})), 4)
-        .unwrap();
-    srv.store
-        .apply(cm("a", json!({"app": "x"}), json!({})), 5)
-        .unwrap();
+    srv.put("other", json!({"app": "y"}), json!({}), 4);
+    srv.put("a", json!({"app": "x"}), json!({}), 5);
     let e = w.next_change().await;
     assert_eq!(summary(&e), ("ADDED".into(), "a".into()));
     assert_eq!(e["object"]["metadata"]["resourceVersion"], "5");
@@ -222,12 +232,8 @@ async fn selectors_turn_transitions_into_added_and_deleted() {
 
 #[tokio::test]
 async fn bookmarks_carry_progress_and_streaming_lists_end_with_a_marker() {
-    let config = HandlerConfig {
-        bookmark_interval: Duration::from_millis(50),
-        ..HandlerConfig::default()
-    };
-    let srv = serve(config, StoreConfig::default()).await;
-    srv.store.apply(cm("a", json!({}), json!({})), 2).unwrap();
+    let srv = serve(bookmarks_every(Duration::from_millis(50))).await;
+    srv.put("a", json!({}), json!({}), 2);
     let mut w = WatchConn::open(
         srv.addr,
         "/api/v1/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion=0",
@@ -258,7 +264,7 @@ async fn bookmarks_carry_progress_and_streaming_lists_end_with_a_marker() {
 
 #[tokio::test]
 async fn timeout_seconds_ends_the_stream_cleanly() {
-    let srv = serve(HandlerConfig::default(), StoreConfig::default()).await;
+    let srv = serve(HandlerConfig::default()).await;
     let mut w = WatchConn::open(srv.addr, "/api/v1/configmaps?watch=1&timeoutSeconds=1").await;
     assert!(w.next().await.is_none());
     assert_eq!(srv.store.watcher_count(), 0);
@@ -270,36 +276,25 @@ async fn resource_version_semantics_of_lists() {
         too_large_wait: Duration::from_millis(100),
         ..HandlerConfig::default()
     };
-    let srv = serve(config, StoreConfig::default()).await;
-    srv.store.apply(cm("a", json!({}), json!({})), 5).unwrap();
-    let (code, v) = get(
-        srv.addr,
-        "/api/v1/configmaps?resourceVersion=99&resourceVersionMatch=NotOlderThan",
-        "GET",
-    )
-    .await;
+    let srv = serve(config).await;
+    srv.put("a", json!({}), json!({}), 5);
+    let exact_5 = "?resourceVersion=5&resourceVersionMatch=Exact";
+    let (code, v) = srv
+        .list("?resourceVersion=99&resourceVersionMatch=NotOlderThan")
+        .await;
     assert_eq!(code, 504, "{v}");
     assert_eq!(v["kind"], "Status");
-    let (code, v) = get(
-        srv.addr,
-        "/api/v1/configmaps?resourceVersion=5&resourceVersionMatch=Exact",
-        "GET",
-    )
-    .await;
+    let (code, v) = srv.list(exact_5).await;
     assert_eq!(
         (code, v["metadata"]["resourceVersion"].as_str()),
         (200, Some("5"))
     );
-    srv.store.apply(cm("b", json!({}), json!({})), 6).unwrap();
-    let (code, v) = get(
-        srv.addr,
-        "/api/v1/configmaps?resourceVersion=5&resourceVersionMatch=Exact",
-        "GET",
-    )
-    .await;
+    // Once the store is past it, an exact version is gone.
+    srv.put("b", json!({}), json!({}), 6);
+    let (code, v) = srv.list(exact_5).await;
     assert_eq!(code, 410, "{v}");
     assert_eq!(v["reason"], "Expired");
-    let (code, v) = get(srv.addr, "/api/v1/configmaps?resourceVersion=0", "GET").await;
+    let (code, v) = srv.list("?resourceVersion=0").await;
     assert_eq!((code, v["items"].as_array().unwrap().len()), (200, 2));
 
     // A list for a version just ahead waits for it.
@@ -308,20 +303,16 @@ async fn resource_version_semantics_of_lists() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         store.apply(cm("c", json!({}), json!({})), 7).unwrap();
     });
-    let config_wait = get(srv.addr, "/api/v1/configmaps?resourceVersion=7", "GET").await;
+    let config_wait = srv.list("?resourceVersion=7").await;
     writer.await.unwrap();
     assert_eq!(config_wait.0, 200, "{}", config_wait.1);
 }
 
 #[tokio::test]
 async fn filters_and_errors() {
-    let srv = serve(HandlerConfig::default(), StoreConfig::default()).await;
-    srv.store
-        .apply(cm("a", json!({"app": "x"}), json!({})), 2)
-        .unwrap();
-    srv.store
-        .apply(cm("b", json!({"app": "y"}), json!({})), 3)
-        .unwrap();
+    let srv = serve(HandlerConfig::default()).await;
+    srv.put("a", json!({"app": "x"}), json!({}), 2);
+    srv.put("b", json!({"app": "y"}), json!({}), 3);
     let names = |v: &Value| -> Vec<String> {
         v["items"]
             .as_array()
@@ -330,40 +321,30 @@ async fn filters_and_errors() {
             .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
             .collect()
     };
-    let (_, v) = get(
-        srv.addr,
-        "/api/v1/configmaps?fieldSelector=metadata.name%3Db",
-        "GET",
-    )
-    .await;
-    assert_eq!(names(&v), ["b"]);
-    let (_, v) = get(
-        srv.addr,
-        "/api/v1/configmaps?labelSelector=app%20notin%20(y)",
-        "GET",
-    )
-    .await;
-    assert_eq!(names(&v), ["a"]);
-    let (_, v) = get(srv.addr, "/api/v1/namespaces/other/configmaps", "GET").await;
-    assert!(names(&v).is_empty());
+    // Paths under /api/v1/.
+    for (path, want) in [
+        ("configmaps?fieldSelector=metadata.name%3Db", vec!["b"]),
+        ("configmaps?labelSelector=app%20notin%20(y)", vec!["a"]),
+        ("namespaces/other/configmaps", vec![]),
+    ] {
+        let (_, v) = get(srv.addr, &format!("/api/v1/{path}"), "GET").await;
+        assert_eq!(names(&v), want, "{path}");
+    }
     let (code, v) = get(srv.addr, "/api/v1/namespaces/ns/configmaps/a", "GET").await;
     assert_eq!((code, v["metadata"]["name"].as_str()), (200, Some("a")));
-    let (code, v) = get(srv.addr, "/api/v1/namespaces/ns/configmaps/zz", "GET").await;
-    assert_eq!((code, v["reason"].as_str()), (404, Some("NotFound")));
-    let (code, v) = get(srv.addr, "/api/v1/pods", "GET").await;
-    assert_eq!((code, v["reason"].as_str()), (404, Some("NotFound")));
+    for (path, code, reason) in [
+        ("namespaces/ns/configmaps/zz", 404, "NotFound"),
+        ("pods", 404, "NotFound"),
+        ("configmaps?fieldSelector=spec.x%3D1", 400, "BadRequest"),
+    ] {
+        let (got, v) = get(srv.addr, &format!("/api/v1/{path}"), "GET").await;
+        assert_eq!((got, v["reason"].as_str()), (code, Some(reason)), "{path}");
+    }
     let (code, v) = get(srv.addr, "/api/v1/configmaps", "DELETE").await;
     assert_eq!(
         (code, v["reason"].as_str()),
         (405, Some("MethodNotAllowed"))
     );
-    let (code, v) = get(
-        srv.addr,
-        "/api/v1/configmaps?fieldSelector=spec.x%3D1",
-        "GET",
-    )
-    .await;
-    assert_eq!((code, v["reason"].as_str()), (400, Some("BadRequest")));
 }
 
 fn digest_of(e: &Value) -> u64 {
@@ -391,9 +372,8 @@ async fn bookmark_at(w: &mut WatchConn, rv: u64) -> Value {
 /// Bookmarks every `interval`, pulled in to 20 ms after a write.
 fn pulled_in_20ms(interval: Duration) -> HandlerConfig {
     HandlerConfig {
-        bookmark_interval: interval,
         burst_bookmark_delay: Some(Duration::from_millis(20)),
-        ..HandlerConfig::default()
+        ..bookmarks_every(interval)
     }
 }
 
@@ -427,14 +407,8 @@ async fn expect_change(conn: &mut WatchConn, kind: &str, name: &str, store: &[(&
 #[tokio::test]
 async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
     // A long interval: the bookmark after the write is the burst one.
-    let srv = serve(
-        pulled_in_20ms(Duration::from_secs(3600)),
-        StoreConfig::default(),
-    )
-    .await;
-    srv.store
-        .apply(cm("a", json!({"team": "x"}), json!({})), 2)
-        .unwrap();
+    let srv = serve(pulled_in_20ms(Duration::from_secs(3600))).await;
+    srv.put("a", json!({"team": "x"}), json!({}), 2);
     let mut all = WatchConn::open(srv.addr, WATCH_ALL_FROM_2).await;
     let mut team_x = WatchConn::open(
         srv.addr,
@@ -443,12 +417,8 @@ async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
     .await;
     // Both watches are registered once the store counts them.
     watchers_registered(&srv, 2).await;
-    srv.store
-        .apply(cm("b", json!({"team": "y"}), json!({})), 3)
-        .unwrap();
-    srv.store
-        .apply(cm("a", json!({"team": "x"}), json!({"k": "v"})), 4)
-        .unwrap();
+    srv.put("b", json!({"team": "y"}), json!({}), 3);
+    srv.put("a", json!({"team": "x"}), json!({"k": "v"}), 4);
 
     // A watch of the whole store: each event carries the digest after it.
     let (a2, a4, b3) = (("ns", "a", "2"), ("ns", "a", "4"), ("ns", "b", "3"));
@@ -473,16 +443,12 @@ async fn bookmarks_and_events_carry_the_content_digest_of_the_watched_view() {
 #[tokio::test]
 async fn an_event_with_its_digest_stands_for_the_bookmark_right_after_it() {
     // Ticks every 400 ms; a write pulls the next one in to 20 ms after it.
-    let srv = serve(
-        pulled_in_20ms(Duration::from_millis(400)),
-        StoreConfig::default(),
-    )
-    .await;
-    srv.store.apply(cm("a", json!({}), json!({})), 2).unwrap();
+    let srv = serve(pulled_in_20ms(Duration::from_millis(400))).await;
+    srv.put("a", json!({}), json!({}), 2);
     let mut all = WatchConn::open(srv.addr, WATCH_ALL_FROM_2).await;
     // Wait for a first bookmark: the watch is live and the clock running.
     bookmark_at(&mut all, 2).await;
-    srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
+    srv.put("b", json!({}), json!({}), 3);
     let e = all.next().await.expect("the event");
     let after_event = tokio::time::Instant::now();
     assert_eq!(summary(&e), ("ADDED".into(), "b".into()));
@@ -515,11 +481,11 @@ async fn a_watcher_that_lost_an_event_still_gets_the_bookmark_after_it() {
         policy: Some(std::sync::Arc::new(DropAll)),
         ..pulled_in_20ms(Duration::from_secs(3600))
     };
-    let srv = serve(config, StoreConfig::default()).await;
-    srv.store.apply(cm("a", json!({}), json!({})), 2).unwrap();
+    let srv = serve(config).await;
+    srv.put("a", json!({}), json!({}), 2);
     let mut all = WatchConn::open(srv.addr, WATCH_ALL_FROM_2).await;
     watchers_registered(&srv, 1).await;
-    srv.store.apply(cm("b", json!({}), json!({})), 3).unwrap();
+    srv.put("b", json!({}), json!({}), 3);
     // The event is dropped; the pulled-in bookmark tells the client what
     // it should hold, so it can see what it lost.
     let e = all.next().await.expect("a bookmark");

@@ -25,6 +25,27 @@ fn interceptor_route(name: &str, host: &str, service: &str) -> Value {
     Ir::new("apps", name).host(host).service(service, 80).json()
 }
 
+/// Puts the HTTPScaledObjects `app<i>` for each `i` in `apps`, routing
+/// `app<i>.<domain>` to `service`.
+fn put_apps(api: &TestApi, apps: std::ops::Range<usize>, domain: &str, service: &str) {
+    for i in apps {
+        let name = format!("app{i}");
+        api.put_object(httpso(&name, &format!("{name}.{domain}"), service))
+            .unwrap();
+    }
+}
+
+/// A test API server bookmarking every 100 ms; with `digests` its
+/// bookmarks carry the content digest, else they look like kube-apiserver's.
+async fn bookmarking_api(digests: bool) -> TestApi {
+    TestApi::builder()
+        .digest_bookmarks(digests)
+        .bookmark_interval(Duration::from_millis(100))
+        .start_test()
+        .await
+        .unwrap()
+}
+
 fn start(api: &TestApi, resync: Duration) -> SyncHandle {
     let mut registry = prometheus_client::registry::Registry::default();
     let config = SyncConfig {
@@ -81,10 +102,7 @@ fn assert_repaired(handle: &SyncHandle, n: u64) {
 #[tokio::test]
 async fn not_ready_until_the_delayed_initial_list_completes() {
     let api = TestApi::start().await;
-    for i in 0..5 {
-        api.put_object(httpso(&format!("app{i}"), &format!("app{i}.com"), "svc"))
-            .unwrap();
-    }
+    put_apps(&api, 0..5, "com", "svc");
     api.faults().set_list_delay(Duration::from_millis(800));
     let started = Instant::now();
     let handle = start(&api, Duration::from_secs(1));
@@ -242,14 +260,7 @@ async fn an_invalid_object_is_skipped_and_reported() {
 #[tokio::test]
 async fn a_thousand_objects_sync_completely() {
     let api = TestApi::start().await;
-    for i in 0..1000 {
-        api.put_object(httpso(
-            &format!("app{i}"),
-            &format!("app{i}.example.com"),
-            "svc",
-        ))
-        .unwrap();
-    }
+    put_apps(&api, 0..1000, "example.com", "svc");
     let handle = start_ready(&api, Duration::from_secs(1)).await;
     let table = handle.table.load();
     assert_eq!(table.len(), 1000);
@@ -316,11 +327,7 @@ async fn a_digest_bookmark_mismatch_repairs_without_waiting_for_the_resync() {
 
 #[tokio::test]
 async fn matching_digest_bookmarks_stand_for_the_resync_lists() {
-    let api = TestApi::builder()
-        .bookmark_interval(Duration::from_millis(100))
-        .start_test()
-        .await
-        .unwrap();
+    let api = bookmarking_api(true).await;
     api.put_object(httpso("a", "a.com", "svc-a")).unwrap();
     let handle = start_ready(&api, Duration::from_millis(100)).await;
     let lists_before = lists(&api);
@@ -350,12 +357,7 @@ async fn matching_digest_bookmarks_stand_for_the_resync_lists() {
 #[tokio::test]
 async fn without_digest_bookmarks_the_resync_lists_every_interval() {
     // kube-apiserver's bookmarks carry no digest.
-    let api = TestApi::builder()
-        .digest_bookmarks(false)
-        .bookmark_interval(Duration::from_millis(100))
-        .start_test()
-        .await
-        .unwrap();
+    let api = bookmarking_api(false).await;
     let handle = start_ready(&api, Duration::from_millis(100)).await;
     let before = lists(&api);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -388,11 +390,7 @@ async fn plain_api(objects: usize) -> (TestApi, SyncHandle) {
         .start_test()
         .await
         .unwrap();
-    for i in 0..objects {
-        let name = format!("app{i}");
-        api.put_object(httpso(&name, &format!("{name}.com"), "svc-1"))
-            .unwrap();
-    }
+    put_apps(&api, 0..objects, "com", "svc-1");
     let handle = start(&api, PLAIN_RESYNC);
     ready(&handle).await;
     (api, handle)
@@ -445,11 +443,7 @@ async fn against_a_plain_api_server_many_differences_take_one_full_list() {
     let resync = PLAIN_RESYNC;
     api.faults().set_drop_watch_events(1.0);
     // More than the resync fetches one by one.
-    for i in 0..40 {
-        let name = format!("app{i}");
-        api.put_object(httpso(&name, &format!("{name}.com"), "svc-2"))
-            .unwrap();
-    }
+    put_apps(&api, 0..40, "com", "svc-2");
     for i in 0..40 {
         routes_to(&handle, &format!("app{i}.com"), Some("svc-2"), 4 * resync).await;
     }

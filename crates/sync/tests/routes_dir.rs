@@ -10,7 +10,8 @@ use common::{count, service_of};
 use sync::dir_source::{DirChange, RoutesDir};
 use sync::{Source, SyncConfig};
 
-fn httpso_yaml(name: &str, host: &str, service: &str) -> String {
+/// The HTTPScaledObject `apps/name` for `name.example.com`, as YAML.
+fn httpso_yaml(name: &str, service: &str) -> String {
     format!(
         "apiVersion: http.keda.sh/v1alpha1
 kind: HTTPScaledObject
@@ -18,7 +19,7 @@ metadata:
   name: {name}
   namespace: apps
 spec:
-  hosts: [\"{host}\"]
+  hosts: [\"{name}.example.com\"]
   scaleTargetRef:
     name: {name}
     kind: Deployment
@@ -65,11 +66,7 @@ async fn start(dir: &Path, resync_interval: Duration) -> sync::SyncHandle {
 
 /// Writes the HTTPScaledObject `apps/name` for `name.example.com` to `file`.
 fn write_httpso(dir: &Path, file: &str, name: &str, service: &str) {
-    write(
-        dir,
-        file,
-        &httpso_yaml(name, &format!("{name}.example.com"), service),
-    );
+    write(dir, file, &httpso_yaml(name, service));
 }
 
 /// Asserts where `host` routes now.
@@ -92,11 +89,7 @@ async fn table_follows_file_edits_adds_deletes_and_renames() {
     write_httpso(dir.path(), "a.yaml", "a", "svc-a2");
     wait_for_service(&handle, "a.example.com", Some("svc-a2")).await;
     // Add (a multi-document file).
-    let two = format!(
-        "{}---\n{}",
-        httpso_yaml("b", "b.example.com", "svc-b"),
-        httpso_yaml("c", "c.example.com", "svc-c")
-    );
+    let two = [httpso_yaml("b", "svc-b"), httpso_yaml("c", "svc-c")].join("---\n");
     write(dir.path(), "bc.yml", &two);
     wait_for_service(&handle, "b.example.com", Some("svc-b")).await;
     wait_for_service(&handle, "c.example.com", Some("svc-c")).await;
@@ -139,8 +132,8 @@ async fn broken_file_keeps_its_last_good_routes() {
 async fn a_file_rewritten_in_pieces_never_loses_its_other_routes() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let a = httpso_yaml("a", "a.example.com", "svc-a");
-    let b = httpso_yaml("b", "b.example.com", "svc-b");
+    let a = httpso_yaml("a", "svc-a");
+    let b = httpso_yaml("b", "svc-b");
     write(dir.path(), "routes.yaml", &format!("{a}---\n{b}"));
     let handle = start(dir.path(), Duration::from_millis(10)).await;
     wait_for_service(&handle, "b.example.com", Some("svc-b")).await;
@@ -165,7 +158,7 @@ async fn a_file_rewritten_in_pieces_never_loses_its_other_routes() {
     // rescans happen meanwhile), then writes the rest: b's route changes
     // target in the end, but is never gone in between.
     let path = dir.path().join("routes.yaml");
-    let b2 = httpso_yaml("b", "b.example.com", "svc-b2");
+    let b2 = httpso_yaml("b", "svc-b2");
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(format!("{a}---\n").as_bytes()).unwrap();
@@ -301,15 +294,11 @@ fn scan_changes(routes: &mut RoutesDir) -> Vec<String> {
 fn an_edited_document_is_the_only_change_handed_over() {
     let dir = tempfile::tempdir().unwrap();
     let file = |b_service: &str, with_c: bool| {
-        let mut text = format!(
-            "{}---\n{}",
-            httpso_yaml("a", "a.example.com", "svc-a"),
-            httpso_yaml("b", "b.example.com", b_service)
-        );
+        let mut docs = vec![httpso_yaml("a", "svc-a"), httpso_yaml("b", b_service)];
         if with_c {
-            text = format!("{text}---\n{}", httpso_yaml("c", "c.example.com", "svc-c"));
+            docs.push(httpso_yaml("c", "svc-c"));
         }
-        text
+        docs.join("---\n")
     };
     write(dir.path(), "all.yaml", &file("svc-b", true));
     let mut routes = RoutesDir::new(dir.path());
@@ -335,13 +324,8 @@ fn an_edited_document_is_the_only_change_handed_over() {
 #[test]
 fn a_broken_file_keeps_its_objects_and_a_fix_applies_only_the_difference() {
     let dir = tempfile::tempdir().unwrap();
-    let two = |a_service: &str| {
-        format!(
-            "{}---\n{}",
-            httpso_yaml("a", "a.example.com", a_service),
-            httpso_yaml("b", "b.example.com", "svc-b")
-        )
-    };
+    let two =
+        |a_service: &str| [httpso_yaml("a", a_service), httpso_yaml("b", "svc-b")].join("---\n");
     write(dir.path(), "ab.yaml", &two("svc-a"));
     let mut routes = RoutesDir::new(dir.path());
     assert_eq!(scan_changes(&mut routes).len(), 2);
@@ -353,7 +337,7 @@ fn a_broken_file_keeps_its_objects_and_a_fix_applies_only_the_difference() {
         "ab.yaml",
         &format!(
             "{}---\nkind: HTTPScaledObject\nmetadata:\n  name: b\n   bad: [\n",
-            httpso_yaml("a", "a.example.com", "svc-a2")
+            httpso_yaml("a", "svc-a2")
         ),
     );
     assert!(scan_changes(&mut routes).is_empty());
@@ -438,11 +422,13 @@ endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: {ready}}}}}]
 fn objects_of_other_kinds_do_not_disturb_which_document_is_handed_over() {
     let dir = tempfile::tempdir().unwrap();
     let file = |b_service: &str| {
-        format!(
-            "kind: Deployment\nmetadata: {{name: x}}\n---\n{}---\nkind: Secret\nmetadata: {{name: y}}\n---\n{}",
-            httpso_yaml("a", "a.example.com", "svc-a"),
-            httpso_yaml("b", "b.example.com", b_service)
-        )
+        [
+            "kind: Deployment\nmetadata: {name: x}\n".to_string(),
+            httpso_yaml("a", "svc-a"),
+            "kind: Secret\nmetadata: {name: y}\n".to_string(),
+            httpso_yaml("b", b_service),
+        ]
+        .join("---\n")
     };
     write(dir.path(), "mixed.yaml", &file("svc-b"));
     let mut routes = RoutesDir::new(dir.path());

@@ -74,37 +74,40 @@ pub struct Stats {
 impl Stats {
     /// Requests for `verb` on `resource` (plural name, e.g. `httpscaledobjects`).
     pub fn requests(&self, verb: Verb, resource: &str) -> u64 {
-        self.requests
-            .get(&(verb, resource.to_owned()))
-            .copied()
-            .unwrap_or(0)
+        count(&self.requests, verb, resource)
     }
 
     /// Requests for `verb` on any resource.
     pub fn total_requests(&self, verb: Verb) -> u64 {
-        self.requests
-            .iter()
-            .filter(|((v, _), _)| *v == verb)
-            .map(|(_, n)| n)
-            .sum()
+        total(&self.requests, verb)
     }
 
     /// Response bytes for `verb` on `resource`.
     pub fn response_bytes(&self, verb: Verb, resource: &str) -> u64 {
-        self.response_bytes
-            .get(&(verb, resource.to_owned()))
-            .copied()
-            .unwrap_or(0)
+        count(&self.response_bytes, verb, resource)
     }
 
     /// Response bytes for `verb` on any resource.
     pub fn total_response_bytes(&self, verb: Verb) -> u64 {
-        self.response_bytes
-            .iter()
-            .filter(|((v, _), _)| *v == verb)
-            .map(|(_, n)| n)
-            .sum()
+        total(&self.response_bytes, verb)
     }
+}
+
+/// The count for `verb` on `resource` in one of [`Stats`]' maps (0 if none).
+fn count(counts: &BTreeMap<(Verb, String), u64>, verb: Verb, resource: &str) -> u64 {
+    counts
+        .get(&(verb, resource.to_owned()))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The sum for `verb` over every resource in one of [`Stats`]' maps.
+fn total(counts: &BTreeMap<(Verb, String), u64>, verb: Verb) -> u64 {
+    counts
+        .iter()
+        .filter(|((v, _), _)| *v == verb)
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// A response body that adds what it sends to a counter.

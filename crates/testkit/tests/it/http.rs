@@ -187,24 +187,12 @@ async fn auth_requires_the_token() {
         .start_test()
         .await
         .unwrap();
-    let (code, _, body) = raw_get(&api, "/api/v1/configmaps", &[]).await;
-    assert_eq!(code, 401);
-    let s: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(s["reason"], "Unauthorized");
-    let (code, _, _) = raw_get(
-        &api,
-        "/api/v1/configmaps",
-        &[("Authorization", "Bearer nope")],
-    )
-    .await;
-    assert_eq!(code, 401);
-    let (code, _, _) = raw_get(
-        &api,
-        "/api/v1/configmaps",
-        &[("Authorization", "Bearer s3cret")],
-    )
-    .await;
-    assert_eq!(code, 200);
+    let path = "/api/v1/configmaps";
+    expect_status(&api, ("GET", path, &[], b"", 401, Some("Unauthorized"))).await;
+    for (token, want) in [("Bearer nope", 401), ("Bearer s3cret", 200)] {
+        let (code, _, _) = raw_get(&api, path, &[("Authorization", token)]).await;
+        assert_eq!(code, want, "{token}");
+    }
 
     // A kube client built from the kubeconfig carries the token.
     let kc = kube::config::Kubeconfig::read_from(api.kubeconfig_path()).unwrap();
@@ -260,29 +248,24 @@ async fn writes_are_validated() {
     let api = TestApi::start().await;
     let base = "/apis/http.keda.sh/v1alpha1/namespaces/default/httpscaledobjects";
     let json_ct = [("Content-Type", "application/json")];
-    let reason = |b: &[u8]| -> String {
-        serde_json::from_slice::<Value>(b).unwrap()["reason"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
 
-    let (code, _, b) = raw(&api, "POST", base, &json_ct, b"[1,2]").await;
-    assert_eq!((code, reason(&b).as_str()), (422, "Invalid"));
-    let (code, _, b) = raw(&api, "POST", base, &json_ct, b"{not json").await;
-    assert_eq!((code, reason(&b).as_str()), (400, "BadRequest"));
+    // Rejected creates: the status code and, where given, the reason.
     let wrong_kind =
         br#"{"apiVersion":"http.keda.sh/v1alpha1","kind":"Pod","metadata":{"name":"x"}}"#;
-    let (code, _, b) = raw(&api, "POST", base, &json_ct, wrong_kind).await;
-    assert_eq!((code, reason(&b).as_str()), (422, "Invalid"));
     let wrong_version =
         br#"{"apiVersion":"http.keda.sh/v9","kind":"HTTPScaledObject","metadata":{"name":"x"}}"#;
-    let (code, _, _) = raw(&api, "POST", base, &json_ct, wrong_version).await;
-    assert_eq!(code, 422);
     let no_name =
         br#"{"apiVersion":"http.keda.sh/v1alpha1","kind":"HTTPScaledObject","metadata":{}}"#;
-    let (code, _, _) = raw(&api, "POST", base, &json_ct, no_name).await;
-    assert_eq!(code, 422);
+    let rejected: [(&[u8], u16, Option<&str>); 5] = [
+        (b"[1,2]", 422, Some("Invalid")),
+        (b"{not json", 400, Some("BadRequest")),
+        (wrong_kind, 422, Some("Invalid")),
+        (wrong_version, 422, None),
+        (no_name, 422, None),
+    ];
+    for (body, code, reason) in rejected {
+        expect_status(&api, ("POST", base, &json_ct, body, code, reason)).await;
+    }
 
     // generateName, and a YAML body.
     let yaml = b"apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  generateName: gen-\nspec: {hosts: [a]}\n";
@@ -299,37 +282,22 @@ async fn writes_are_validated() {
     let name = created["metadata"]["name"].as_str().unwrap();
     assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
 
-    let (code, _, b) = raw(
-        &api,
-        "PATCH",
-        &format!("{base}/missing"),
-        &[("Content-Type", "application/merge-patch+json")],
-        b"{}",
-    )
-    .await;
-    assert_eq!((code, reason(&b).as_str()), (404, "NotFound"));
-    let (code, _, _) = raw(
-        &api,
-        "PATCH",
-        &format!("{base}/{name}"),
-        &[("Content-Type", "application/json-patch+json")],
-        b"[]",
-    )
-    .await;
-    assert_eq!(code, 415);
+    // Refused changes to a missing object and to the created one.
+    let missing = format!("{base}/missing");
+    let named = format!("{base}/{name}");
+    let merge = [("Content-Type", "application/merge-patch+json")];
+    let json_patch = [("Content-Type", "application/json-patch+json")];
     let stale = br#"{"metadata":{"resourceVersion":"1"}}"#;
-    let (code, _, b) = raw(
-        &api,
-        "PATCH",
-        &format!("{base}/{name}"),
-        &[("Content-Type", "application/merge-patch+json")],
-        stale,
-    )
-    .await;
-    assert_eq!((code, reason(&b).as_str()), (409, "Conflict"));
-    let (code, _, b) = raw(&api, "DELETE", &format!("{base}/missing"), &[], b"").await;
-    assert_eq!((code, reason(&b).as_str()), (404, "NotFound"));
-    let (code, _, b) = raw(&api, "DELETE", &format!("{base}/{name}"), &[], b"").await;
+    let refused: [Write<'_>; 4] = [
+        ("PATCH", &missing, &merge, b"{}", 404, Some("NotFound")),
+        ("PATCH", &named, &json_patch, b"[]", 415, None),
+        ("PATCH", &named, &merge, stale, 409, Some("Conflict")),
+        ("DELETE", &missing, &[], b"", 404, Some("NotFound")),
+    ];
+    for write in refused {
+        expect_status(&api, write).await;
+    }
+    let (code, _, b) = raw(&api, "DELETE", &named, &[], b"").await;
     assert_eq!(code, 200);
     let gone: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(gone["metadata"]["name"], name);
@@ -376,6 +344,32 @@ async fn manifests_load_from_a_directory() {
     assert_eq!(v["resources"][0]["kind"], "Widget");
     let (code, _, _) = raw_get(&api, "/api/v1/namespaces/ns", &[]).await;
     assert_eq!(code, 200);
+}
+
+/// A request and its answer: method, path, headers, body, the status code
+/// and, where given, the reason of the Status.
+type Write<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a [u8],
+    u16,
+    Option<&'a str>,
+);
+
+/// Sends the request of `write` and asserts the answer it expects.
+async fn expect_status(api: &TestApi, write: Write<'_>) {
+    let (method, path, headers, body, code, reason) = write;
+    let (got, _, b) = raw(api, method, path, headers, body).await;
+    let got_reason = serde_json::from_slice::<Value>(&b)
+        .ok()
+        .and_then(|s| s["reason"].as_str().map(str::to_string));
+    assert_eq!(
+        (got, reason.and(got_reason.as_deref())),
+        (code, reason),
+        "{method} {path} {}",
+        String::from_utf8_lossy(body)
+    );
 }
 
 /// A server-side apply of the HTTPScaledObject `ssa` with one host, as YAML.
