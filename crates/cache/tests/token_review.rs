@@ -35,11 +35,7 @@ async fn get(cache: &Cache, token: Option<&str>) -> http::StatusCode {
 
 #[tokio::test]
 async fn token_review_authenticates_and_is_cached() {
-    let api = TestApi::builder()
-        .token("cache-own-token")
-        .start_test()
-        .await
-        .expect("testkit starts");
+    let api = TestApi::builder().token("cache-own-token").started().await;
     api.serve_token_reviews(["replica-token"]);
     let mut registry = prometheus_client::registry::Registry::default();
     let auth = Authenticator::tokens(["static-token".to_string()])

@@ -177,9 +177,8 @@ async fn label_selectors_and_missing_resources() {
 async fn a_watch_streams_events_and_bookmarks_with_digests() {
     let api = TestApi::builder()
         .bookmark_interval(Duration::from_millis(100))
-        .start_test()
-        .await
-        .unwrap();
+        .started()
+        .await;
     let c = holding(&api, &[("a", "shop")]);
     let list = listed(&c, &ListParams::default()).await;
     let from = list.resource_version.clone().unwrap();

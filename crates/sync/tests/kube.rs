@@ -41,9 +41,8 @@ async fn bookmarking_api(digests: bool) -> TestApi {
     TestApi::builder()
         .digest_bookmarks(digests)
         .bookmark_interval(Duration::from_millis(100))
-        .start_test()
+        .started()
         .await
-        .unwrap()
 }
 
 fn start(api: &TestApi, resync: Duration) -> SyncHandle {
@@ -167,7 +166,7 @@ async fn a_stalled_watch_is_covered_by_the_resync() {
 #[tokio::test]
 async fn after_410_gone_a_relist_removes_what_was_deleted_meanwhile() {
     // A short history, so a watch that was away for a few writes must relist.
-    let api = TestApi::builder().history(2).start_test().await.unwrap();
+    let api = TestApi::builder().history(2).started().await;
     api.put_object(httpso("keep", "keep.com", "svc-k")).unwrap();
     api.put_object(httpso("gone", "gone.com", "svc-g")).unwrap();
     // A resync far away, so only the watcher's relist can notice the delete.
@@ -387,9 +386,8 @@ async fn plain_api(objects: usize) -> (TestApi, SyncHandle) {
     let api = TestApi::builder()
         .digest_bookmarks(false)
         .conditional_lists(false)
-        .start_test()
-        .await
-        .unwrap();
+        .started()
+        .await;
     put_apps(&api, 0..objects, "com", "svc-1");
     let handle = start(&api, PLAIN_RESYNC);
     ready(&handle).await;

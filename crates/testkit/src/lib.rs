@@ -47,6 +47,10 @@ use stats::StatsState;
 pub trait StartTestApi {
     /// Starts serving, with fault injection and counters in front.
     fn start_test(self) -> impl std::future::Future<Output = std::io::Result<TestApi>> + Send;
+
+    /// [`start_test`](StartTestApi::start_test) for a test: panics if the
+    /// server cannot start.
+    fn started(self) -> impl std::future::Future<Output = TestApi> + Send;
 }
 
 impl StartTestApi for ApiServerBuilder {
@@ -69,6 +73,12 @@ impl StartTestApi for ApiServerBuilder {
             kubeconfig,
             _dir: dir,
         })
+    }
+
+    async fn started(self) -> TestApi {
+        self.start_test()
+            .await
+            .expect("testkit: cannot start the test API server")
     }
 }
 
@@ -104,14 +114,12 @@ impl TestApi {
     /// # Panics
     /// If no loopback port can be bound.
     pub async fn start() -> TestApi {
-        TestApi::builder()
-            .start_test()
-            .await
-            .expect("testkit: cannot start the test API server")
+        TestApi::builder().started().await
     }
 
     /// Options: the product server's builder; start it with
-    /// [`start_test`](StartTestApi::start_test).
+    /// [`start_test`](StartTestApi::start_test) or, in a test,
+    /// [`started`](StartTestApi::started).
     pub fn builder() -> ApiServerBuilder {
         ApiServerBuilder::default()
     }

@@ -71,9 +71,8 @@ fn rv_of(o: &kube::api::DynamicObject) -> u64 {
 async fn bookmarking_api() -> (TestApi, kube::Api<kube::api::DynamicObject>) {
     let api = TestApi::builder()
         .bookmark_interval(Duration::from_millis(50))
-        .start_test()
-        .await
-        .unwrap();
+        .started()
+        .await;
     let hsos = hso_api(&api);
     (api, hsos)
 }

@@ -117,9 +117,8 @@ async fn slow_watcher_is_closed_and_does_not_delay_others() {
     let api = TestApi::builder()
         .fanout_capacity(16)
         .watch_buffer(4)
-        .start_test()
-        .await
-        .unwrap();
+        .started()
+        .await;
     api.put_object(configmap("seed", json!({}))).unwrap();
     let rv = api.resource_version();
     let path = format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}");
@@ -182,11 +181,7 @@ async fn slow_watcher_is_closed_and_does_not_delay_others() {
 
 #[tokio::test]
 async fn auth_requires_the_token() {
-    let api = TestApi::builder()
-        .token("s3cret")
-        .start_test()
-        .await
-        .unwrap();
+    let api = TestApi::builder().token("s3cret").started().await;
     let path = "/api/v1/configmaps";
     expect_status(&api, ("GET", path, &[], b"", 401, Some("Unauthorized"))).await;
     for (token, want) in [("Bearer nope", 401), ("Bearer s3cret", 200)] {
@@ -216,7 +211,7 @@ async fn auth_requires_the_token() {
 
 #[tokio::test]
 async fn watch_from_a_compacted_version_is_an_error_event() {
-    let api = TestApi::builder().history(2).start_test().await.unwrap();
+    let api = TestApi::builder().history(2).started().await;
     api.put_object(configmap("a", json!({}))).unwrap();
     let old = api.resource_version();
     for i in 0..5 {

@@ -174,7 +174,7 @@ async fn watcher_relists_after_injected_410() {
 /// gets a real (not injected) 410 and relists.
 #[tokio::test]
 async fn watcher_relists_when_history_is_compacted() {
-    let api = TestApi::builder().history(2).start_test().await.unwrap();
+    let api = TestApi::builder().history(2).started().await;
     let hsos = hso_api(&api);
     hsos.create(&PostParams::default(), &hso("gone", "g.example.com"))
         .await
