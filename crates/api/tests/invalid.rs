@@ -50,6 +50,30 @@ fn route(spec: Value) -> InterceptorRoute {
     object("storefront", spec)
 }
 
+/// The InterceptorRoute `shop/storefront`, valid (target `storefront:8080`,
+/// concurrency 10) but for the spec fields in `fields`, which add to or
+/// replace those.
+fn storefront(fields: Value) -> InterceptorRoute {
+    let mut spec = json!({
+        "target": {"service": "storefront", "port": 8080},
+        "scalingMetric": {"concurrency": {"targetValue": 10}},
+    });
+    spec.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    route(spec)
+}
+
+/// A YAML manifest of kind `K` named `name` in `shop`; `spec` is YAML text.
+fn manifest<K: kube::Resource<DynamicType = ()>>(name: &str, spec: &str) -> Value {
+    let spec: String = spec.trim().lines().map(|l| format!("  {l}\n")).collect();
+    yaml(&format!(
+        "apiVersion: {}\nkind: {}\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n{spec}",
+        K::api_version(&()),
+        K::kind(&()),
+    ))
+}
+
 #[test]
 fn bad_host_patterns_are_reported_by_index() {
     let obj = httpso(json!({
@@ -85,14 +109,12 @@ fn bad_host_patterns_are_reported_by_index() {
 
 #[test]
 fn interceptor_route_rule_paths_are_exact() {
-    let obj = route(json!({
-        "target": {"service": "storefront", "port": 8080},
+    let obj = storefront(json!({
         "rules": [
             {"hosts": ["shop.example.com"]},
             {"hosts": ["ok.example.com", "bad_host.com"], "paths": [{"value": "/"}, {"value": "/a?b"}, {"value": "api"}],
              "headers": [{"name": "X Bad"}, {"name": "X-Ok", "value": "line\nbreak"}, {"name": ""}]},
         ],
-        "scalingMetric": {"concurrency": {"targetValue": 10}},
         "staticRoutes": [
             {"rules": [{"hosts": ["*."]}], "response": {"statusCode": 600}},
         ],
@@ -193,15 +215,11 @@ fn concurrency_and_request_rate_together_on_an_httpscaledobject() {
     );
 
     // On an InterceptorRoute both are fine, and neither is the error.
-    let both = route(json!({
-        "target": {"service": "storefront", "port": 8080},
+    let both = storefront(json!({
         "scalingMetric": {"concurrency": {"targetValue": 10}, "requestRate": {"targetValue": 5}},
     }));
     assert_eq!(validate_interceptor_route(&both), []);
-    let neither = route(json!({
-        "target": {"service": "storefront", "port": 8080},
-        "scalingMetric": {},
-    }));
+    let neither = storefront(json!({"scalingMetric": {}}));
     assert_eq!(
         field_paths("shop/storefront", &validate_interceptor_route(&neither)),
         ["spec.scalingMetric"]
@@ -264,8 +282,7 @@ fn every_numeric_and_duration_rule() {
         ]
     );
 
-    let obj = route(json!({
-        "target": {"service": "storefront", "port": 8080},
+    let obj = storefront(json!({
         "scalingMetric": {"concurrency": {"targetValue": 0}},
         "timeouts": {"readiness": "soon", "request": "0s", "responseHeader": "1h"},
     }));
@@ -280,13 +297,7 @@ fn every_numeric_and_duration_rule() {
 
 #[test]
 fn cold_start_needs_at_least_one_of_fallback_and_placeholder() {
-    let base = |cold_start: Value| {
-        route(json!({
-            "target": {"service": "storefront", "port": 8080},
-            "scalingMetric": {"concurrency": {"targetValue": 1}},
-            "coldStart": cold_start,
-        }))
-    };
+    let base = |cold_start: Value| storefront(json!({"coldStart": cold_start}));
     let neither = base(json!({}));
     assert_eq!(
         field_paths("shop/storefront", &validate_interceptor_route(&neither)),
@@ -360,14 +371,9 @@ fn non_object_json_is_an_error_naming_the_field() {
 
 #[test]
 fn type_errors_name_object_and_field_path() {
-    let err = parse_http_scaled_object(yaml(
-        r#"
-apiVersion: http.keda.sh/v1alpha1
-kind: HTTPScaledObject
-metadata: {name: web, namespace: shop}
-spec:
-  scaleTargetRef: {service: web, port: "x"}
-"#,
+    let err = parse_http_scaled_object(manifest::<HTTPScaledObject>(
+        "web",
+        r#"scaleTargetRef: {service: web, port: "x"}"#,
     ))
     .unwrap_err();
     assert_eq!(
@@ -375,18 +381,15 @@ spec:
         r#"shop/web: spec.scaleTargetRef.port: invalid type: string "x", expected i32"#
     );
 
-    let err = parse_interceptor_route(yaml(
-        r#"
-apiVersion: http.keda.sh/v1beta1
-kind: InterceptorRoute
-metadata: {name: storefront, namespace: shop}
-spec:
-  target: {service: storefront, port: 80}
-  scalingMetric: {concurrency: {targetValue: 1}}
-  rules:
-    - hosts: [a.example.com]
-    - hosts: a.example.com
-"#,
+    let err = parse_interceptor_route(manifest::<InterceptorRoute>(
+        "storefront",
+        "
+target: {service: storefront, port: 80}
+scalingMetric: {concurrency: {targetValue: 1}}
+rules:
+  - hosts: [a.example.com]
+  - hosts: a.example.com
+",
     ))
     .unwrap_err();
     assert_eq!(err.object, "shop/storefront");
@@ -466,8 +469,7 @@ fn text_that_is_not_yaml() {
 
 #[test]
 fn target_values_are_required_on_an_interceptor_route_only() {
-    let obj = route(json!({
-        "target": {"service": "storefront", "port": 8080},
+    let obj = storefront(json!({
         "scalingMetric": {"concurrency": {}, "requestRate": {"window": "2m"}},
     }));
     let errors = validate_interceptor_route(&obj);
@@ -488,9 +490,7 @@ fn target_values_are_required_on_an_interceptor_route_only() {
 
 #[test]
 fn a_static_route_needs_at_least_one_rule() {
-    let obj = route(json!({
-        "target": {"service": "storefront", "port": 8080},
-        "scalingMetric": {"concurrency": {"targetValue": 10}},
+    let obj = storefront(json!({
         "staticRoutes": [
             {"rules": [{"paths": [{"value": "/healthz"}]}], "response": {"statusCode": 200}},
             {"response": {"statusCode": 200}},
@@ -523,11 +523,7 @@ fn header_names_must_not_be_empty() {
 #[test]
 fn static_response_body_length_and_source() {
     let base = |response: Value| {
-        route(json!({
-            "target": {"service": "storefront", "port": 8080},
-            "scalingMetric": {"concurrency": {"targetValue": 10}},
-            "staticRoutes": [{"rules": [{}], "response": response}],
-        }))
+        storefront(json!({"staticRoutes": [{"rules": [{}], "response": response}]}))
     };
     // The limit counts characters, as the API server's maxLength does.
     let at_limit = base(json!({"body": "\u{e9}".repeat(32768)}));
@@ -550,9 +546,7 @@ fn static_response_body_length_and_source() {
 #[test]
 fn config_map_key_is_optional_and_the_name_is_not() {
     let base = |config_map: Value| {
-        route(json!({
-            "target": {"service": "storefront", "port": 8080},
-            "scalingMetric": {"concurrency": {"targetValue": 10}},
+        storefront(json!({
             "coldStart": {"placeholder": {"response": {"bodyFromConfigMap": config_map}}},
         }))
     };

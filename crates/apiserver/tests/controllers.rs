@@ -9,6 +9,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+/// Applies a JSON merge patch to the ConfigMap `name`, as `kubectl patch --type merge`.
+async fn merge(cms: &Api<ConfigMap>, name: &str, patch: serde_json::Value) {
+    cms.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
 fn cm(name: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}})).unwrap()
 }
@@ -25,13 +32,7 @@ async fn a_finalizer_holds_a_deleted_object_until_it_is_removed() {
     assert!(marked.metadata.deletion_timestamp.is_some());
     // A second delete changes nothing.
     cms.delete("held", &DeleteParams::default()).await.unwrap();
-    cms.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
+    merge(&cms, "held", json!({"metadata": {"finalizers": null}})).await;
     assert!(
         cms.get_opt("held").await.unwrap().is_none(),
         "gone once finalized"
@@ -56,13 +57,12 @@ async fn dependents_go_with_their_owner_unless_orphaned() {
         cms.create(&PostParams::default(), &d).await.unwrap();
     }
     // The orphan loses its owner reference before the owner goes.
-    cms.patch(
+    merge(
+        &cms,
         "orphan",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"ownerReferences": null}})),
+        json!({"metadata": {"ownerReferences": null}}),
     )
-    .await
-    .unwrap();
+    .await;
     cms.delete("owner", &DeleteParams::default()).await.unwrap();
     assert!(cms.get_opt("dependent").await.unwrap().is_none());
     assert!(cms.get_opt("orphan").await.unwrap().is_some());
@@ -80,13 +80,12 @@ async fn server_side_apply_owns_what_it_applied_and_leaves_the_rest() {
         .await
         .unwrap();
     // Someone else adds a field and edits one of ours.
-    cms.patch(
+    merge(
+        &cms,
         "cfg",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"theirs": "t", "ours": "hand-edited"}})),
+        json!({"data": {"theirs": "t", "ours": "hand-edited"}}),
     )
-    .await
-    .unwrap();
+    .await;
     let second = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "cfg", "namespace": "default"},
         "data": {"ours": "1"}});

@@ -34,6 +34,12 @@ fn step<'a>(doc: &'a Value, id: &str) -> &'a Value {
     &step["facts"]
 }
 
+/// The string `v`, or a failure that shows what it is instead.
+fn text(v: &Value) -> &str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string, found {v}"))
+}
+
 fn ms(v: &Value) -> Vec<u64> {
     v.as_array()
         .unwrap()
@@ -60,10 +66,7 @@ fn check(doc: &Value) {
 
     // Every program ran, and none outlives the demo.
     let programs = doc["run"]["programs"].as_array().unwrap();
-    let names: Vec<&str> = programs
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = programs.iter().map(|p| text(&p["name"])).collect();
     for want in [
         "api",
         "cache",
@@ -85,7 +88,7 @@ fn check(doc: &Value) {
             );
         }
     }
-    let dir = doc["run"]["dir"].as_str().unwrap();
+    let dir = text(&doc["run"]["dir"]);
     assert!(!Path::new(dir).exists(), "{dir} left behind");
 
     // The operator's ScaledObject: KEDA pointed at the scaler for this app.
@@ -94,11 +97,10 @@ fn check(doc: &Value) {
     let trigger = &so["triggers"][0];
     assert_eq!(trigger["type"], "external-push", "{so:#}");
     assert_eq!(trigger["metadata"]["httpScaledObject"], "shop");
+    let scaler = text(&trigger["metadata"]["scalerAddress"]);
     assert!(
-        trigger["metadata"]["scalerAddress"]
-            .as_str()
-            .unwrap()
-            .starts_with("keda-add-ons-http-external-scaler.keda:")
+        scaler.starts_with("keda-add-ons-http-external-scaler.keda:"),
+        "{scaler}"
     );
     assert_eq!(so["scaleTargetRef"]["name"], "shop");
     assert_eq!(so["minReplicaCount"], 0);
@@ -148,12 +150,8 @@ fn check(doc: &Value) {
     // A bad manifest: the condition names the field.
     let bad = step(doc, "bad-manifest");
     assert_eq!(bad["condition"]["reason"], "InvalidSpec");
-    assert!(
-        bad["condition"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("spec.timeouts.conditionWait")
-    );
+    let message = text(&bad["condition"]["message"]);
+    assert!(message.contains("spec.timeouts.conditionWait"), "{message}");
 
     // A placeholder page from a ConfigMap, through the cache, then edited.
     let page = step(doc, "placeholder-page");

@@ -14,7 +14,9 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::serde::Serialize;
@@ -627,34 +629,48 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 /// What a service account may do, through every binding of the overlay.
 fn permissions(objs: &[Value], sa: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let cluster_roles = by_kind::<ClusterRole>(objs, "ClusterRole");
-    let roles = by_kind::<Role>(objs, "Role");
-    let binds_sa = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
-        subjects.iter().flatten().any(|s| {
+    let cluster_roles = by_kind::<ClusterRole>(objs, "ClusterRole")
+        .into_iter()
+        .map(|(name, r)| (name, r.rules.unwrap_or_default()))
+        .collect();
+    let roles = by_kind::<Role>(objs, "Role")
+        .into_iter()
+        .map(|(name, r)| (name, r.rules.unwrap_or_default()))
+        .collect();
+    let cluster_bindings = by_kind::<ClusterRoleBinding>(objs, "ClusterRoleBinding")
+        .into_iter()
+        .map(|(name, b)| (name, b.subjects, b.role_ref));
+    let bindings = by_kind::<RoleBinding>(objs, "RoleBinding")
+        .into_iter()
+        .map(|(name, b)| (name, b.subjects, b.role_ref));
+    (
+        granted(sa, cluster_bindings, "ClusterRole", &cluster_roles),
+        granted(sa, bindings, "Role", &roles),
+    )
+}
+
+/// What the `bindings` (name, subjects, role) that bind `sa` grant, each to
+/// one of `roles` (name to rules) of kind `role_kind`.
+fn granted(
+    sa: &str,
+    bindings: impl IntoIterator<Item = (String, Option<Vec<Subject>>, RoleRef)>,
+    role_kind: &str,
+    roles: &BTreeMap<String, Vec<PolicyRule>>,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (name, subjects, role_ref) in bindings {
+        let binds_sa = subjects.iter().flatten().any(|s| {
             s.kind == "ServiceAccount" && s.name == sa && s.namespace.as_deref() == Some(NAMESPACE)
-        })
-    };
-    let mut cluster = BTreeSet::new();
-    for (name, b) in by_kind::<ClusterRoleBinding>(objs, "ClusterRoleBinding") {
-        if binds_sa(&b.subjects) {
-            assert_eq!(b.role_ref.kind, "ClusterRole", "{name}");
-            let role = cluster_roles
-                .get(&b.role_ref.name)
-                .unwrap_or_else(|| panic!("{name} binds a missing ClusterRole"));
-            cluster.extend(grants(role.rules.as_deref().unwrap_or_default()));
+        });
+        if binds_sa {
+            assert_eq!(role_ref.kind, role_kind, "{name}");
+            let rules = roles
+                .get(&role_ref.name)
+                .unwrap_or_else(|| panic!("{name} binds a missing {role_kind}"));
+            out.extend(grants(rules));
         }
     }
-    let mut namespaced = BTreeSet::new();
-    for (name, b) in by_kind::<RoleBinding>(objs, "RoleBinding") {
-        if binds_sa(&b.subjects) {
-            assert_eq!(b.role_ref.kind, "Role", "{name}");
-            let role = roles
-                .get(&b.role_ref.name)
-                .unwrap_or_else(|| panic!("{name} binds a missing Role"));
-            namespaced.extend(grants(role.rules.as_deref().unwrap_or_default()));
-        }
-    }
-    (cluster, namespaced)
+    out
 }
 
 #[test]

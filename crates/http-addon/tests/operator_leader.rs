@@ -80,6 +80,19 @@ async fn wait_for<T>(what: &str, within: Duration, mut f: impl AsyncFnMut() -> O
     }
 }
 
+/// Creates the HTTPScaledObject `shop/name` and waits for the ScaledObject
+/// that `who` (the leader) makes of it.
+async fn reconciled(api: &testkit::TestApi, name: &str, who: &str) {
+    api.put_object(hso(name)).unwrap();
+    let scaled_objects = listwatch::Gvr::new("keda.sh", "v1alpha1", "scaledobjects");
+    wait_for(
+        &format!("{who}'s ScaledObject"),
+        Duration::from_secs(10),
+        async || api.store(&scaled_objects)?.get("shop", name),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn one_leader_writes_and_a_standby_takes_over() {
     let api = testkit::TestApi::start().await;
@@ -104,16 +117,7 @@ async fn one_leader_writes_and_a_standby_takes_over() {
     let lease = leases.get("http-add-on.keda.sh").await.unwrap();
     let holder = lease.spec.unwrap().holder_identity.unwrap();
 
-    api.put_object(hso("one")).unwrap();
-    wait_for(
-        "the leader's ScaledObject",
-        Duration::from_secs(10),
-        async || {
-            api.store(&listwatch::Gvr::new("keda.sh", "v1alpha1", "scaledobjects"))?
-                .get("shop", "one")
-        },
-    )
-    .await;
+    reconciled(&api, "one", "the leader").await;
     let standby_metrics = metrics(&client, &standby).await.unwrap();
     assert!(
         !standby_metrics.contains("controller_runtime_reconcile_total{"),
@@ -140,16 +144,7 @@ async fn one_leader_writes_and_a_standby_takes_over() {
     let spec = lease.spec.unwrap();
     assert_ne!(spec.holder_identity.as_deref(), Some(holder.as_str()));
     assert!(spec.lease_transitions.unwrap() >= 1);
-    api.put_object(hso("two")).unwrap();
-    wait_for(
-        "the new leader's ScaledObject",
-        Duration::from_secs(10),
-        async || {
-            api.store(&listwatch::Gvr::new("keda.sh", "v1alpha1", "scaledobjects"))?
-                .get("shop", "two")
-        },
-    )
-    .await;
+    reconciled(&api, "two", "the new leader").await;
 
     // SIGTERM: the leader releases the lease as it exits.
     let status = Command::new("kill")

@@ -138,6 +138,21 @@ async fn ready_status(api: &Api<DynamicObject>, name: &str, status: &str) -> Val
     .await
 }
 
+/// Waits for `name`'s Ready condition to turn False with a message that
+/// mentions `text`, and returns the condition.
+async fn not_ready(api: &Api<DynamicObject>, name: &str, text: &str) -> Value {
+    let c = ready_status(api, name, "False").await;
+    assert!(c["message"].as_str().unwrap().contains(text), "{c}");
+    c
+}
+
+/// Applies a JSON merge patch to `name`, as `kubectl patch --type merge`.
+async fn merge(api: &Api<DynamicObject>, name: &str, patch: Value) {
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn an_httpscaledobject_becomes_a_scaled_object_and_follows_its_changes() {
     let op = Running::start().await;
@@ -197,13 +212,7 @@ async fn an_httpscaledobject_becomes_a_scaled_object_and_follows_its_changes() {
         .put_object(hso("web", json!({"scaledownPeriod": 60})))
         .unwrap();
     let hsos = op.hsos();
-    hsos.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"replicas": null}})),
-    )
-    .await
-    .unwrap();
+    merge(&hsos, "web", json!({"spec": {"replicas": null}})).await;
     eventually("the ScaledObject to follow", || async {
         let so = get(&op.sos(), "web").await?;
         let spec = &so.data["spec"];
@@ -231,14 +240,12 @@ async fn a_hand_edit_of_our_fields_is_put_back_and_other_fields_stay() {
         .put_object(hso("web", json!({"replicas": {"max": 5}})))
         .unwrap();
     eventually("the ScaledObject", || async { get(&op.sos(), "web").await }).await;
-    op.sos()
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"maxReplicaCount": 99, "fallback": {"failureThreshold": 3, "replicas": 2}}})),
-        )
-        .await
-        .unwrap();
+    merge(
+        &op.sos(),
+        "web",
+        json!({"spec": {"maxReplicaCount": 99, "fallback": {"failureThreshold": 3, "replicas": 2}}}),
+    )
+    .await;
     let so = eventually("the edit reverted", || async {
         let so = get(&op.sos(), "web").await?;
         (so.data["spec"]["maxReplicaCount"] == 5).then_some(so)
@@ -271,15 +278,12 @@ async fn the_skip_and_orphan_annotations() {
     })
     .await;
     let annotate = |key: &'static str| json!({"metadata": {"annotations": {key: "true"}}});
-    hsos.patch(
+    merge(
+        &hsos,
         "skip",
-        &PatchParams::default(),
-        &Patch::Merge(annotate(
-            "httpscaledobject.keda.sh/skip-scaledobject-creation",
-        )),
+        annotate("httpscaledobject.keda.sh/skip-scaledobject-creation"),
     )
-    .await
-    .unwrap();
+    .await;
     eventually("the ScaledObject deleted", || async {
         get(&op.sos(), "skip").await.is_none().then_some(())
     })
@@ -290,13 +294,12 @@ async fn the_skip_and_orphan_annotations() {
         get(&op.sos(), "keep").await
     })
     .await;
-    hsos.patch(
+    merge(
+        &hsos,
         "keep",
-        &PatchParams::default(),
-        &Patch::Merge(annotate("httpscaledobject.keda.sh/orphan-scaledobject")),
+        annotate("httpscaledobject.keda.sh/orphan-scaledobject"),
     )
-    .await
-    .unwrap();
+    .await;
     eventually("the owner reference removed", || async {
         let so = get(&op.sos(), "keep").await?;
         so.metadata
@@ -327,15 +330,8 @@ async fn invalid_objects_get_ready_false_naming_the_field_and_an_event() {
             json!({"scalingMetric": {"concurrency": {"targetValue": 1}, "requestRate": {"targetValue": 1}}}),
         ))
         .unwrap();
-    let c = ready_status(&op.hsos(), "both", "False").await;
+    let c = not_ready(&op.hsos(), "both", "spec.scalingMetric").await;
     assert_eq!(c["reason"], "InvalidSpec");
-    assert!(
-        c["message"]
-            .as_str()
-            .unwrap()
-            .contains("spec.scalingMetric"),
-        "{c}"
-    );
     assert!(
         get(&op.sos(), "both").await.is_none(),
         "no ScaledObject for an invalid object"
@@ -344,14 +340,7 @@ async fn invalid_objects_get_ready_false_naming_the_field_and_an_event() {
     let mut bad_port = hso("badport", json!({}));
     bad_port["spec"]["scaleTargetRef"]["port"] = json!("http");
     op.api.put_object(bad_port).unwrap();
-    let c = ready_status(&op.hsos(), "badport", "False").await;
-    assert!(
-        c["message"]
-            .as_str()
-            .unwrap()
-            .contains("spec.scaleTargetRef.port"),
-        "{c}"
-    );
+    not_ready(&op.hsos(), "badport", "spec.scaleTargetRef.port").await;
     let events: Api<EventsEvent> = Api::namespaced(op.api.client(), "shop");
     eventually("a warning event on the object", || async {
         let list = events.list(&ListParams::default()).await.ok()?;
@@ -385,11 +374,7 @@ async fn invalid_objects_get_ready_false_naming_the_field_and_an_event() {
             "spec": {"target": {"service": "bad"}, "scalingMetric": {"concurrency": {"targetValue": 5}}}
         }))
         .unwrap();
-    let c = ready_status(&op.irs(), "bad", "False").await;
-    assert!(
-        c["message"].as_str().unwrap().contains("spec.target"),
-        "{c}"
-    );
+    not_ready(&op.irs(), "bad", "spec.target").await;
     op.stop().await;
 }
 
@@ -400,15 +385,8 @@ async fn without_keda_the_object_says_so_and_the_operator_retries_until_it_is_in
     let def = api.uninstall(&so_gvr).expect("registered out of the box");
     let op = Running::with(api);
     op.api.put_object(hso("web", json!({}))).unwrap();
-    let c = ready_status(&op.hsos(), "web", "False").await;
+    let c = not_ready(&op.hsos(), "web", "scaledobjects.keda.sh").await;
     assert_eq!(c["reason"], "CreateError");
-    assert!(
-        c["message"]
-            .as_str()
-            .unwrap()
-            .contains("scaledobjects.keda.sh"),
-        "{c}"
-    );
     // KEDA installed: the retry (with backoff) creates the ScaledObject.
     op.api.register(def);
     eventually("the ScaledObject after KEDA is installed", || async {

@@ -14,168 +14,243 @@ fn route_of(t: &RoutingTable, host: &str, path: &str, headers: &[(&str, &str)]) 
         .map(|m| m.route.key().to_string())
 }
 
+/// A request (host, path, headers) and the key of the route it must reach,
+/// `None` for a 404.
+type Want<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+
+/// Checks where each request goes; a failure names the case and the request.
+fn assert_routes(case: &str, t: &RoutingTable, wants: &[Want<'_>]) {
+    for &(host, path, headers, want) in wants {
+        assert_eq!(
+            route_of(t, host, path, headers).as_deref(),
+            want,
+            "case {case}: {host} {path} {headers:?}"
+        );
+    }
+}
+
 fn table(routes: Vec<routing::Route>) -> RoutingTable {
     RoutingTable::from_routes(routes)
 }
 
-#[test]
-fn exact_beats_wildcard_beats_catch_all() {
-    let t = table(vec![
-        hso("ns", "exact", &["a.example.com"], &[], &[]),
-        hso("ns", "wild", &["*.example.com"], &[], &[]),
-        hso("ns", "any", &[], &[], &[]),
-    ]);
-    assert_eq!(
-        route_of(&t, "a.example.com", "/", &[]).as_deref(),
-        Some("ns/exact")
-    );
-    assert_eq!(
-        route_of(&t, "b.example.com", "/", &[]).as_deref(),
-        Some("ns/wild")
-    );
-    assert_eq!(
-        route_of(&t, "other.org", "/", &[]).as_deref(),
-        Some("ns/any")
-    );
-}
+/// One case of a precedence rule: the routes of a table, and where requests go.
+type Rule = (&'static str, Vec<routing::Route>, &'static [Want<'static>]);
 
 #[test]
-fn star_host_is_catch_all() {
-    let t = table(vec![hso("ns", "star", &["*"], &[], &[])]);
-    assert_eq!(
-        route_of(&t, "anything.org", "/x", &[]).as_deref(),
-        Some("ns/star")
-    );
-    assert_eq!(route_of(&t, "", "/", &[]).as_deref(), Some("ns/star"));
-}
-
-#[test]
-fn exact_host_wins_even_with_shorter_path() {
-    let t = table(vec![
-        hso("ns", "exact", &["a.example.com"], &["/"], &[]),
-        hso("ns", "wild", &["*.example.com"], &["/deep/path"], &[]),
-    ]);
-    assert_eq!(
-        route_of(&t, "a.example.com", "/deep/path", &[]).as_deref(),
-        Some("ns/exact")
-    );
-}
-
-#[test]
-fn most_specific_wildcard_wins() {
-    let t = table(vec![
-        hso("ns", "short", &["*.example.com"], &[], &[]),
-        hso("ns", "long", &["*.b.example.com"], &[], &[]),
-    ]);
-    assert_eq!(
-        route_of(&t, "a.b.example.com", "/", &[]).as_deref(),
-        Some("ns/long")
-    );
-    assert_eq!(
-        route_of(&t, "x.y.b.example.com", "/", &[]).as_deref(),
-        Some("ns/long")
-    );
-    assert_eq!(
-        route_of(&t, "a.c.example.com", "/", &[]).as_deref(),
-        Some("ns/short")
-    );
-    // `b.example.com` is the apex of the long wildcard, a subdomain of the short one.
-    assert_eq!(
-        route_of(&t, "b.example.com", "/", &[]).as_deref(),
-        Some("ns/short")
-    );
-}
-
-#[test]
-fn wildcard_matches_any_depth_but_not_the_apex() {
-    let t = table(vec![hso("ns", "wild", &["*.example.com"], &[], &[])]);
-    assert_eq!(
-        route_of(&t, "a.example.com", "/", &[]).as_deref(),
-        Some("ns/wild")
-    );
-    assert_eq!(
-        route_of(&t, "a.b.c.example.com", "/", &[]).as_deref(),
-        Some("ns/wild")
-    );
-    assert_eq!(route_of(&t, "example.com", "/", &[]), None);
-    assert_eq!(route_of(&t, "badexample.com", "/", &[]), None);
-    assert_eq!(route_of(&t, ".example.com", "/", &[]), None);
-}
-
-#[test]
-fn longest_path_prefix_wins() {
-    let t = table(vec![
-        hso("ns", "root", &["h"], &["/"], &[]),
-        hso("ns", "api", &["h"], &["/api"], &[]),
-        hso("ns", "v1", &["h"], &["/api/v1"], &[]),
-    ]);
-    assert_eq!(
-        route_of(&t, "h", "/api/v1/users", &[]).as_deref(),
-        Some("ns/v1")
-    );
-    assert_eq!(route_of(&t, "h", "/api/v2", &[]).as_deref(), Some("ns/api"));
-    assert_eq!(route_of(&t, "h", "/other", &[]).as_deref(), Some("ns/root"));
-}
-
-#[test]
-fn path_prefixes_match_whole_segments() {
-    let t = table(vec![hso("ns", "api", &["h"], &["/api"], &[])]);
-    assert_eq!(route_of(&t, "h", "/api", &[]).as_deref(), Some("ns/api"));
-    assert_eq!(route_of(&t, "h", "/api/", &[]).as_deref(), Some("ns/api"));
-    assert_eq!(
-        route_of(&t, "h", "/api/x/y", &[]).as_deref(),
-        Some("ns/api")
-    );
-    assert_eq!(route_of(&t, "h", "/apiv2", &[]), None);
-    assert_eq!(route_of(&t, "h", "/ap", &[]), None);
-    assert_eq!(route_of(&t, "h", "/", &[]), None);
-}
-
-#[test]
-fn trailing_slash_prefix_behaves_like_without() {
-    let t = table(vec![hso("ns", "api", &["h"], &["/api/"], &[])]);
-    assert_eq!(route_of(&t, "h", "/api", &[]).as_deref(), Some("ns/api"));
-    assert_eq!(route_of(&t, "h", "/api/x", &[]).as_deref(), Some("ns/api"));
-    assert_eq!(route_of(&t, "h", "/apix", &[]), None);
-}
-
-#[test]
-fn query_string_is_ignored() {
-    let t = table(vec![hso("ns", "api", &["h"], &["/api"], &[])]);
-    assert_eq!(
-        route_of(&t, "h", "/api?x=/y", &[]).as_deref(),
-        Some("ns/api")
-    );
-    assert_eq!(route_of(&t, "h", "/apiv2?x=/api", &[]), None);
-}
-
-#[test]
-fn more_headers_win_then_valued_headers() {
-    let t = table(vec![
-        hso("ns", "none", &["h"], &[], &[]),
-        hso("ns", "one", &["h"], &[], &[("x-a", None)]),
-        hso("ns", "two", &["h"], &[], &[("x-a", None), ("x-b", None)]),
-        hso(
-            "ns",
-            "two-valued",
-            &["h"],
-            &[],
-            &[("x-a", Some("1")), ("x-b", None)],
+fn precedence_rules() {
+    let rules: Vec<Rule> = vec![
+        (
+            "exact beats wildcard beats catch-all",
+            vec![
+                hso("ns", "exact", &["a.example.com"], &[], &[]),
+                hso("ns", "wild", &["*.example.com"], &[], &[]),
+                hso("ns", "any", &[], &[], &[]),
+            ],
+            &[
+                ("a.example.com", "/", &[], Some("ns/exact")),
+                ("b.example.com", "/", &[], Some("ns/wild")),
+                ("other.org", "/", &[], Some("ns/any")),
+            ],
         ),
-    ]);
-    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("ns/none"));
-    assert_eq!(
-        route_of(&t, "h", "/", &[("x-a", "2")]).as_deref(),
-        Some("ns/one")
-    );
-    assert_eq!(
-        route_of(&t, "h", "/", &[("x-a", "2"), ("x-b", "")]).as_deref(),
-        Some("ns/two")
-    );
-    assert_eq!(
-        route_of(&t, "h", "/", &[("x-a", "1"), ("x-b", "")]).as_deref(),
-        Some("ns/two-valued")
-    );
+        (
+            "star host is a catch-all",
+            vec![hso("ns", "star", &["*"], &[], &[])],
+            &[
+                ("anything.org", "/x", &[], Some("ns/star")),
+                ("", "/", &[], Some("ns/star")),
+            ],
+        ),
+        (
+            "exact host wins even with a shorter path",
+            vec![
+                hso("ns", "exact", &["a.example.com"], &["/"], &[]),
+                hso("ns", "wild", &["*.example.com"], &["/deep/path"], &[]),
+            ],
+            &[("a.example.com", "/deep/path", &[], Some("ns/exact"))],
+        ),
+        (
+            "most specific wildcard wins",
+            vec![
+                hso("ns", "short", &["*.example.com"], &[], &[]),
+                hso("ns", "long", &["*.b.example.com"], &[], &[]),
+            ],
+            &[
+                ("a.b.example.com", "/", &[], Some("ns/long")),
+                ("x.y.b.example.com", "/", &[], Some("ns/long")),
+                ("a.c.example.com", "/", &[], Some("ns/short")),
+                // `b.example.com` is the apex of the long wildcard, a subdomain of the short one.
+                ("b.example.com", "/", &[], Some("ns/short")),
+            ],
+        ),
+        (
+            "wildcard matches any depth but not the apex",
+            vec![hso("ns", "wild", &["*.example.com"], &[], &[])],
+            &[
+                ("a.example.com", "/", &[], Some("ns/wild")),
+                ("a.b.c.example.com", "/", &[], Some("ns/wild")),
+                ("example.com", "/", &[], None),
+                ("badexample.com", "/", &[], None),
+                (".example.com", "/", &[], None),
+            ],
+        ),
+        (
+            "host is case-insensitive, port and trailing dot stripped",
+            vec![
+                hso("ns", "app", &["App.Example.COM"], &[], &[]),
+                hso("ns", "wild", &["*.Wild.Example.com"], &[], &[]),
+                hso("ns", "v4", &["10.0.0.1"], &[], &[]),
+            ],
+            &[
+                ("app.example.com", "/", &[], Some("ns/app")),
+                ("APP.EXAMPLE.COM:8080", "/", &[], Some("ns/app")),
+                ("app.example.com.", "/", &[], Some("ns/app")),
+                ("App.Example.Com.:443", "/", &[], Some("ns/app")),
+                ("X.WILD.example.com:80", "/", &[], Some("ns/wild")),
+                // IPv6 literals cannot be configured (validation), so they never match
+                // an exact host; the port is still stripped for catch-all routes.
+                ("[::1]:8080", "/", &[], None),
+                ("10.0.0.1:80", "/", &[], Some("ns/v4")),
+            ],
+        ),
+        (
+            "longest path prefix wins",
+            vec![
+                hso("ns", "root", &["h"], &["/"], &[]),
+                hso("ns", "api", &["h"], &["/api"], &[]),
+                hso("ns", "v1", &["h"], &["/api/v1"], &[]),
+            ],
+            &[
+                ("h", "/api/v1/users", &[], Some("ns/v1")),
+                ("h", "/api/v2", &[], Some("ns/api")),
+                ("h", "/other", &[], Some("ns/root")),
+            ],
+        ),
+        (
+            "path prefixes match whole segments",
+            vec![hso("ns", "api", &["h"], &["/api"], &[])],
+            &[
+                ("h", "/api", &[], Some("ns/api")),
+                ("h", "/api/", &[], Some("ns/api")),
+                ("h", "/api/x/y", &[], Some("ns/api")),
+                ("h", "/apiv2", &[], None),
+                ("h", "/ap", &[], None),
+                ("h", "/", &[], None),
+            ],
+        ),
+        (
+            "a trailing slash prefix behaves like one without",
+            vec![hso("ns", "api", &["h"], &["/api/"], &[])],
+            &[
+                ("h", "/api", &[], Some("ns/api")),
+                ("h", "/api/x", &[], Some("ns/api")),
+                ("h", "/apix", &[], None),
+            ],
+        ),
+        (
+            "the query string is ignored",
+            vec![hso("ns", "api", &["h"], &["/api"], &[])],
+            &[
+                ("h", "/api?x=/y", &[], Some("ns/api")),
+                ("h", "/apiv2?x=/api", &[], None),
+            ],
+        ),
+        (
+            "more headers win, then valued headers",
+            vec![
+                hso("ns", "none", &["h"], &[], &[]),
+                hso("ns", "one", &["h"], &[], &[("x-a", None)]),
+                hso("ns", "two", &["h"], &[], &[("x-a", None), ("x-b", None)]),
+                hso(
+                    "ns",
+                    "two-valued",
+                    &["h"],
+                    &[],
+                    &[("x-a", Some("1")), ("x-b", None)],
+                ),
+            ],
+            &[
+                ("h", "/", &[], Some("ns/none")),
+                ("h", "/", &[("x-a", "2")], Some("ns/one")),
+                ("h", "/", &[("x-a", "2"), ("x-b", "")], Some("ns/two")),
+                (
+                    "h",
+                    "/",
+                    &[("x-a", "1"), ("x-b", "")],
+                    Some("ns/two-valued"),
+                ),
+            ],
+        ),
+        (
+            "a header mismatch falls back to a shorter path on the same host",
+            vec![
+                hso(
+                    "ns",
+                    "api-beta",
+                    &["h.example.com"],
+                    &["/api"],
+                    &[("x-beta", Some("1"))],
+                ),
+                hso("ns", "root", &["h.example.com"], &["/"], &[]),
+                hso("ns", "wild", &["*.example.com"], &["/api"], &[]),
+                hso("ns", "any", &[], &["/api"], &[]),
+            ],
+            &[
+                (
+                    "h.example.com",
+                    "/api/x",
+                    &[("x-beta", "1")],
+                    Some("ns/api-beta"),
+                ),
+                // Upstream would jump to the wildcard here; we stay on the host.
+                ("h.example.com", "/api/x", &[], Some("ns/root")),
+            ],
+        ),
+        (
+            "a header mismatch on every path falls back to the wildcard, then the catch-all",
+            vec![
+                hso(
+                    "ns",
+                    "exact",
+                    &["h.example.com"],
+                    &["/api"],
+                    &[("x-beta", None)],
+                ),
+                hso(
+                    "ns",
+                    "wild",
+                    &["*.example.com"],
+                    &["/api"],
+                    &[("x-wild", None)],
+                ),
+                hso("ns", "any", &[], &["/"], &[]),
+            ],
+            &[
+                ("h.example.com", "/api", &[("x-wild", "")], Some("ns/wild")),
+                ("h.example.com", "/api", &[], Some("ns/any")),
+            ],
+        ),
+        (
+            "the rules of an InterceptorRoute are ORed",
+            vec![ir(
+                "ns",
+                "ir",
+                None,
+                json!({"rules": [
+                    {"hosts": ["a.example.com"], "paths": [{"value": "/a"}]},
+                    {"hosts": ["b.example.com"], "headers": [{"name": "x-b"}]},
+                ]}),
+            )],
+            &[
+                ("a.example.com", "/a", &[], Some("ns/ir")),
+                ("a.example.com", "/b", &[], None),
+                ("b.example.com", "/zzz", &[("x-b", "1")], Some("ns/ir")),
+                ("b.example.com", "/zzz", &[], None),
+            ],
+        ),
+    ];
+    for (case, routes, wants) in rules {
+        assert_routes(case, &table(routes), wants);
+    }
 }
 
 #[test]
@@ -187,18 +262,20 @@ fn header_names_case_insensitive_values_exact_any_value() {
         &[],
         &[("X-Tenant", Some("Blue"))],
     )]);
-    assert_eq!(
-        route_of(&t, "h", "/", &[("x-tenant", "Blue")]).as_deref(),
-        Some("ns/h")
-    );
-    assert_eq!(
-        route_of(&t, "h", "/", &[("X-TENANT", "Blue")]).as_deref(),
-        Some("ns/h")
-    );
-    assert_eq!(route_of(&t, "h", "/", &[("x-tenant", "blue")]), None);
-    assert_eq!(
-        route_of(&t, "h", "/", &[("x-tenant", "red"), ("x-tenant", "Blue")]).as_deref(),
-        Some("ns/h")
+    assert_routes(
+        "header lists",
+        &t,
+        &[
+            ("h", "/", &[("x-tenant", "Blue")], Some("ns/h")),
+            ("h", "/", &[("X-TENANT", "Blue")], Some("ns/h")),
+            ("h", "/", &[("x-tenant", "blue")], None),
+            (
+                "h",
+                "/",
+                &[("x-tenant", "red"), ("x-tenant", "Blue")],
+                Some("ns/h"),
+            ),
+        ],
     );
     // The same through an http::HeaderMap.
     let mut map = http::HeaderMap::new();
@@ -212,138 +289,67 @@ fn header_names_case_insensitive_values_exact_any_value() {
     );
 }
 
+/// The key of the route a request for `h/` reaches among `routes`.
+fn winner(routes: Vec<routing::Route>) -> Option<String> {
+    route_of(&table(routes), "h", "/", &[])
+}
+
 #[test]
 fn older_creation_timestamp_wins() {
-    let t = table(vec![
+    let won = winner(vec![
         hso_at("ns", "a-young", Some(100), &["h"], &[], &[]),
         hso_at("ns", "z-old", Some(10), &["h"], &[], &[]),
         hso_at("ns", "b-unknown", None, &["h"], &[], &[]),
     ]);
-    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("ns/z-old"));
+    assert_eq!(won.as_deref(), Some("ns/z-old"));
 }
 
 #[test]
 fn object_without_timestamp_is_youngest() {
-    let t = table(vec![
+    let won = winner(vec![
         hso_at("a", "x", None, &["h"], &[], &[]),
         hso_at("b", "x", Some(100), &["h"], &[], &[]),
     ]);
-    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("b/x"));
+    assert_eq!(won.as_deref(), Some("b/x"));
 }
 
 #[test]
 fn namespace_name_descending_breaks_ties() {
     // Upstream: ties after headers and creationTimestamp go to namespace/name
     // in descending order (the key's byte order, as the API lists objects).
-    let t = table(vec![
-        hso_at("alpha", "app", Some(5), &["h"], &[], &[]),
-        hso_at("beta", "app", Some(5), &["h"], &[], &[]),
-    ]);
-    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("beta/app"));
-    let t = table(vec![
-        hso_at("default", "aaa", Some(5), &["h"], &[], &[]),
-        hso_at("default", "zzz", Some(5), &["h"], &[], &[]),
-        hso_at("default", "mmm", Some(5), &["h"], &[], &[]),
-    ]);
-    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("default/zzz"));
-    // The joined key decides: "a/x" > "a-b/x" ('/' sorts after '-').
-    let t = table(vec![
-        hso_at("a", "x", Some(5), &["h"], &[], &[]),
-        hso_at("a-b", "x", Some(5), &["h"], &[], &[]),
-    ]);
-    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("a/x"));
-    // The timestamp still comes first.
-    let t = table(vec![
-        hso_at("alpha", "app", Some(4), &["h"], &[], &[]),
-        hso_at("beta", "app", Some(5), &["h"], &[], &[]),
-    ]);
-    assert_eq!(route_of(&t, "h", "/", &[]).as_deref(), Some("alpha/app"));
-}
-
-#[test]
-fn host_is_case_insensitive_port_and_trailing_dot_stripped() {
-    let t = table(vec![
-        hso("ns", "app", &["App.Example.COM"], &[], &[]),
-        hso("ns", "wild", &["*.Wild.Example.com"], &[], &[]),
-        hso("ns", "v4", &["10.0.0.1"], &[], &[]),
-    ]);
-    for host in [
-        "app.example.com",
-        "APP.EXAMPLE.COM:8080",
-        "app.example.com.",
-        "App.Example.Com.:443",
-    ] {
-        assert_eq!(
-            route_of(&t, host, "/", &[]).as_deref(),
-            Some("ns/app"),
-            "{host}"
-        );
+    // Each case: the (namespace, name, created) of the routes, and the winner.
+    type Tie<'a> = (&'a str, &'a [(&'a str, &'a str, u32)], &'a str);
+    let cases: [Tie<'_>; 4] = [
+        (
+            "namespaces",
+            &[("alpha", "app", 5), ("beta", "app", 5)],
+            "beta/app",
+        ),
+        (
+            "names",
+            &[
+                ("default", "aaa", 5),
+                ("default", "zzz", 5),
+                ("default", "mmm", 5),
+            ],
+            "default/zzz",
+        ),
+        // The joined key decides: "a/x" > "a-b/x" ('/' sorts after '-').
+        ("joined key", &[("a", "x", 5), ("a-b", "x", 5)], "a/x"),
+        // The timestamp still comes first.
+        (
+            "timestamp first",
+            &[("alpha", "app", 4), ("beta", "app", 5)],
+            "alpha/app",
+        ),
+    ];
+    for (name, routes, want) in cases {
+        let routes = routes
+            .iter()
+            .map(|&(ns, n, created)| hso_at(ns, n, Some(created), &["h"], &[], &[]))
+            .collect();
+        assert_eq!(winner(routes).as_deref(), Some(want), "case {name}");
     }
-    assert_eq!(
-        route_of(&t, "X.WILD.example.com:80", "/", &[]).as_deref(),
-        Some("ns/wild")
-    );
-    // IPv6 literals cannot be configured (validation), so they never match
-    // an exact host; the port is still stripped for catch-all routes.
-    assert_eq!(route_of(&t, "[::1]:8080", "/", &[]), None);
-    assert_eq!(
-        route_of(&t, "10.0.0.1:80", "/", &[]).as_deref(),
-        Some("ns/v4")
-    );
-}
-
-#[test]
-fn header_mismatch_falls_back_to_shorter_path_on_same_host() {
-    let t = table(vec![
-        hso(
-            "ns",
-            "api-beta",
-            &["h.example.com"],
-            &["/api"],
-            &[("x-beta", Some("1"))],
-        ),
-        hso("ns", "root", &["h.example.com"], &["/"], &[]),
-        hso("ns", "wild", &["*.example.com"], &["/api"], &[]),
-        hso("ns", "any", &[], &["/api"], &[]),
-    ]);
-    assert_eq!(
-        route_of(&t, "h.example.com", "/api/x", &[("x-beta", "1")]).as_deref(),
-        Some("ns/api-beta")
-    );
-    // Upstream would jump to the wildcard here; we stay on the host.
-    assert_eq!(
-        route_of(&t, "h.example.com", "/api/x", &[]).as_deref(),
-        Some("ns/root")
-    );
-}
-
-#[test]
-fn header_mismatch_on_every_path_falls_back_to_wildcard_then_catch_all() {
-    let t = table(vec![
-        hso(
-            "ns",
-            "exact",
-            &["h.example.com"],
-            &["/api"],
-            &[("x-beta", None)],
-        ),
-        hso(
-            "ns",
-            "wild",
-            &["*.example.com"],
-            &["/api"],
-            &[("x-wild", None)],
-        ),
-        hso("ns", "any", &[], &["/"], &[]),
-    ]);
-    assert_eq!(
-        route_of(&t, "h.example.com", "/api", &[("x-wild", "")]).as_deref(),
-        Some("ns/wild")
-    );
-    assert_eq!(
-        route_of(&t, "h.example.com", "/api", &[]).as_deref(),
-        Some("ns/any")
-    );
 }
 
 #[test]
@@ -367,8 +373,11 @@ fn interceptor_route_without_rules_routes_nothing() {
             {"rules": [{}], "response": {"body": "x"}, "responseMode": "Always"}]}),
         ),
     ]);
-    assert_eq!(route_of(&t, "whatever.org", "/a/b", &[]), None);
-    assert_eq!(route_of(&t, "", "/", &[]), None);
+    assert_routes(
+        "no rules",
+        &t,
+        &[("whatever.org", "/a/b", &[], None), ("", "/", &[], None)],
+    );
     // The keys stay in the table, so /queue lists them with zero counts.
     assert_eq!(t.len(), 2);
     assert!(t.get("ns", "ir").is_some());
@@ -377,10 +386,22 @@ fn interceptor_route_without_rules_routes_nothing() {
         ir("ns", "ir", None, json!({})),
         hso("ns", "any", &[], &[], &[]),
     ]);
-    assert_eq!(
-        route_of(&t, "whatever.org", "/a/b", &[]).as_deref(),
-        Some("ns/any")
+    assert_routes(
+        "no hosts",
+        &t,
+        &[("whatever.org", "/a/b", &[], Some("ns/any"))],
     );
+}
+
+/// Checks that every one of `requests` (host, path) reaches the route `want`.
+fn assert_all_reach(t: &RoutingTable, want: &str, requests: &[(&str, &str)]) {
+    for &(host, path) in requests {
+        assert_eq!(
+            route_of(t, host, path, &[]).as_deref(),
+            Some(want),
+            "{host} {path}"
+        );
+    }
 }
 
 #[test]
@@ -394,24 +415,22 @@ fn rule_host_port_is_stripped() {
             json!({"rules": [{"hosts": ["api.example.com:443", "*.w.example.com:80"]}]}),
         ),
     ]);
-    for host in ["example.com", "example.com:8080", "example.com:9999"] {
-        assert_eq!(
-            route_of(&t, host, "/", &[]).as_deref(),
-            Some("ns/hso"),
-            "{host}"
-        );
-    }
-    for host in [
-        "api.example.com",
-        "api.example.com:8443",
-        "a.w.example.com:1",
-    ] {
-        assert_eq!(
-            route_of(&t, host, "/", &[]).as_deref(),
-            Some("ns/ir"),
-            "{host}"
-        );
-    }
+    let on = |host| (host, "/");
+    assert_all_reach(
+        &t,
+        "ns/hso",
+        &["example.com", "example.com:8080", "example.com:9999"].map(on),
+    );
+    assert_all_reach(
+        &t,
+        "ns/ir",
+        &[
+            "api.example.com",
+            "api.example.com:8443",
+            "a.w.example.com:1",
+        ]
+        .map(on),
+    );
     assert_eq!(route_of(&t, "other.example.com", "/", &[]), None);
 }
 
@@ -422,20 +441,10 @@ fn ipv6_hosts() {
         hso("ns", "bracketed", &["[fe80::2]:8080"], &[], &[]),
         ir("ns", "ir", None, json!({"rules": [{"hosts": ["[::3]"]}]})),
     ]);
-    for (host, want) in [
-        ("[::1]:8080", "ns/bare"),
-        ("[::1]", "ns/bare"),
-        ("::1", "ns/bare"),
-        ("[FE80::2]", "ns/bracketed"),
-        ("[fe80::2]:80", "ns/bracketed"),
-        ("[::3]:1", "ns/ir"),
-    ] {
-        assert_eq!(
-            route_of(&t, host, "/", &[]).as_deref(),
-            Some(want),
-            "{host}"
-        );
-    }
+    let on = |host| (host, "/");
+    assert_all_reach(&t, "ns/bare", &["[::1]:8080", "[::1]", "::1"].map(on));
+    assert_all_reach(&t, "ns/bracketed", &["[FE80::2]", "[fe80::2]:80"].map(on));
+    assert_all_reach(&t, "ns/ir", &[("[::3]:1", "/")]);
     assert_eq!(route_of(&t, "[::4]:8080", "/", &[]), None);
 }
 
@@ -451,37 +460,39 @@ fn leading_and_trailing_slashes_are_trimmed() {
             json!({"rules": [{"hosts": ["i"], "paths": [{"value": "x"}, {"value": "///y/"}]}]}),
         ),
     ]);
-    for path in [
-        "/abc/def",
-        "/abc/def/",
-        "//abc/def",
-        "///abc/def//g",
-        "/abc/def?q=1",
-    ] {
-        assert_eq!(
-            route_of(&t, "h", path, &[]).as_deref(),
-            Some("ns/abc"),
-            "{path}"
-        );
-    }
+    let on = |host| move |path| (host, path);
+    assert_all_reach(
+        &t,
+        "ns/abc",
+        &[
+            "/abc/def",
+            "/abc/def/",
+            "//abc/def",
+            "///abc/def//g",
+            "/abc/def?q=1",
+        ]
+        .map(on("h")),
+    );
     // (A request path always starts with '/': hyper gives origin-form paths.)
-    for path in ["/api", "//api", "/api/v1", "///api//v1"] {
-        assert_eq!(
-            route_of(&t, "h", path, &[]).as_deref(),
-            Some("ns/noslash"),
-            "{path}"
-        );
-    }
-    for path in ["/x", "///x", "/x/1", "/y", "//y//"] {
-        assert_eq!(
-            route_of(&t, "i", path, &[]).as_deref(),
-            Some("ns/ir"),
-            "{path}"
-        );
-    }
-    assert_eq!(route_of(&t, "h", "/abc", &[]), None);
-    assert_eq!(route_of(&t, "h", "/apiv2", &[]), None);
-    assert_eq!(route_of(&t, "i", "/xy", &[]), None);
+    assert_all_reach(
+        &t,
+        "ns/noslash",
+        &["/api", "//api", "/api/v1", "///api//v1"].map(on("h")),
+    );
+    assert_all_reach(
+        &t,
+        "ns/ir",
+        &["/x", "///x", "/x/1", "/y", "//y//"].map(on("i")),
+    );
+    assert_routes(
+        "not the prefixes",
+        &t,
+        &[
+            ("h", "/abc", &[], None),
+            ("h", "/apiv2", &[], None),
+            ("i", "/xy", &[], None),
+        ],
+    );
     // The prefix reported is the normalised one.
     let m = t.lookup("h", "///abc/def/x", &NoHeaders).unwrap();
     assert_eq!(m.path_prefix, "/abc/def");
@@ -492,37 +503,14 @@ fn leading_and_trailing_slashes_are_trimmed() {
         .collect();
     routes.push(hso("ns", "deep", &["big"], &["//q/r//"], &[]));
     let t = table(routes);
-    assert_eq!(
-        route_of(&t, "big", "////p7//x", &[]).as_deref(),
-        Some("ns/p7")
+    assert_routes(
+        "the large index",
+        &t,
+        &[
+            ("big", "////p7//x", &[], Some("ns/p7")),
+            ("big", "//q/r/", &[], Some("ns/deep")),
+        ],
     );
-    assert_eq!(
-        route_of(&t, "big", "//q/r/", &[]).as_deref(),
-        Some("ns/deep")
-    );
-}
-
-#[test]
-fn interceptor_route_rules_are_ored() {
-    let t = table(vec![ir(
-        "ns",
-        "ir",
-        None,
-        json!({"rules": [
-            {"hosts": ["a.example.com"], "paths": [{"value": "/a"}]},
-            {"hosts": ["b.example.com"], "headers": [{"name": "x-b"}]},
-        ]}),
-    )]);
-    assert_eq!(
-        route_of(&t, "a.example.com", "/a", &[]).as_deref(),
-        Some("ns/ir")
-    );
-    assert_eq!(route_of(&t, "a.example.com", "/b", &[]), None);
-    assert_eq!(
-        route_of(&t, "b.example.com", "/zzz", &[("x-b", "1")]).as_deref(),
-        Some("ns/ir")
-    );
-    assert_eq!(route_of(&t, "b.example.com", "/zzz", &[]), None);
 }
 
 #[test]
@@ -533,6 +521,21 @@ fn interceptor_route_wins_clash_and_removal_restores_http_scaled_object() {
         Some("ns/app")
     );
     let counters = t.get("ns", "app").unwrap().counters.clone();
+    // `ns/app` is the object of `kind`, reached at `host` and not at `gone`,
+    // and it keeps its counters across the switch.
+    let served_by = |t: &RoutingTable, kind: SourceKind, host: &str, gone: &str| {
+        assert_eq!(t.get("ns", "app").unwrap().kind(), kind);
+        assert_eq!(route_of(t, gone, "/", &[]), None, "{gone}");
+        assert_eq!(
+            route_of(t, host, "/", &[]).as_deref(),
+            Some("ns/app"),
+            "{host}"
+        );
+        assert!(std::sync::Arc::ptr_eq(
+            &t.get("ns", "app").unwrap().counters,
+            &counters
+        ));
+    };
 
     assert!(t.apply(ir(
         "ns",
@@ -541,19 +544,12 @@ fn interceptor_route_wins_clash_and_removal_restores_http_scaled_object() {
         json!({"rules": [{"hosts": ["new.example.com"]}]})
     )));
     assert_eq!(t.len(), 1);
-    assert_eq!(
-        t.get("ns", "app").unwrap().kind(),
-        SourceKind::InterceptorRoute
+    served_by(
+        &t,
+        SourceKind::InterceptorRoute,
+        "new.example.com",
+        "old.example.com",
     );
-    assert_eq!(route_of(&t, "old.example.com", "/", &[]), None);
-    assert_eq!(
-        route_of(&t, "new.example.com", "/", &[]).as_deref(),
-        Some("ns/app")
-    );
-    assert!(std::sync::Arc::ptr_eq(
-        &t.get("ns", "app").unwrap().counters,
-        &counters
-    ));
     assert!(
         t.get_kind(SourceKind::HttpScaledObject, "ns", "app")
             .is_some()
@@ -565,19 +561,12 @@ fn interceptor_route_wins_clash_and_removal_restores_http_scaled_object() {
     assert_eq!(route_of(&t, "old2.example.com", "/", &[]), None);
 
     assert!(t.remove(SourceKind::InterceptorRoute, "ns", "app"));
-    assert_eq!(
-        t.get("ns", "app").unwrap().kind(),
-        SourceKind::HttpScaledObject
+    served_by(
+        &t,
+        SourceKind::HttpScaledObject,
+        "old2.example.com",
+        "new.example.com",
     );
-    assert_eq!(route_of(&t, "new.example.com", "/", &[]), None);
-    assert_eq!(
-        route_of(&t, "old2.example.com", "/", &[]).as_deref(),
-        Some("ns/app")
-    );
-    assert!(std::sync::Arc::ptr_eq(
-        &t.get("ns", "app").unwrap().counters,
-        &counters
-    ));
 
     assert!(t.remove(SourceKind::HttpScaledObject, "ns", "app"));
     assert!(t.is_empty());
