@@ -12,6 +12,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use listwatch::{Body, ListWatch, ListWatchQuery, Reason, Stores, json_response, parse_path};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wire::SESSION_HEADER;
@@ -309,35 +311,49 @@ const BOOKMARK_SUFFIX: &[u8] = b"\"type\":\"BOOKMARK\"}\n";
 /// bookmarks for watches) and, for a watch, holds the subscriber gauge
 /// while open.
 fn counted(resp: Response<Body>, metrics: &CacheMetrics, watch: bool) -> Response<Body> {
-    let m = metrics.clone();
-    let subscriber = watch.then(|| Subscriber::new(metrics));
+    // Only the counters it needs: a watch holds this for as long as it is
+    // open, and a cache serves thousands of them.
+    let bytes = metrics.bytes_sent.clone();
+    let mut watch = watch.then(|| Watch {
+        events: metrics.events_fanned_out.clone(),
+        bookmarks: metrics.bookmarks_sent.clone(),
+        _subscriber: Subscriber::new(&metrics.subscribers),
+    });
     resp.map(|body| {
         body.observe(move |d| {
-            m.bytes_sent.inc_by(d.len() as u64);
-            if subscriber.is_some() {
+            bytes.inc_by(d.len() as u64);
+            if let Some(w) = &mut watch {
                 if d.ends_with(BOOKMARK_SUFFIX) || d.starts_with(b"{\"type\":\"BOOKMARK\"") {
-                    m.bookmarks_sent.inc();
+                    w.bookmarks.inc();
                 } else {
-                    m.events_fanned_out.inc();
+                    w.events.inc();
                 }
             }
         })
     })
 }
 
+/// What a watch's body counts.
+struct Watch {
+    events: Counter,
+    bookmarks: Counter,
+    /// Held (never read) so that the gauge drops with the body.
+    _subscriber: Subscriber,
+}
+
 /// One open watch in the subscriber gauge, for as long as it lives.
-struct Subscriber(CacheMetrics);
+struct Subscriber(Gauge);
 
 impl Subscriber {
-    fn new(metrics: &CacheMetrics) -> Subscriber {
-        metrics.subscribers.inc();
-        Subscriber(metrics.clone())
+    fn new(gauge: &Gauge) -> Subscriber {
+        gauge.inc();
+        Subscriber(gauge.clone())
     }
 }
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.0.subscribers.dec();
+        self.0.dec();
     }
 }
 
