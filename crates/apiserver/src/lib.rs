@@ -181,11 +181,7 @@ impl ApiServerBuilder {
             None => None,
         };
         let (resource_version, stores) = match restored {
-            Some(saved) => {
-                let rv = saved.resource_version;
-                let stores = state::restore(saved, &mut registry, &self.store)?;
-                (rv, stores)
-            }
+            Some(saved) => state::restore(saved, &mut registry, &self.store)?,
             None => (1, Vec::new()),
         };
         let listener = process::http::listen(self.addr)?;

@@ -2,9 +2,14 @@
 //! resourceVersion, as one JSON document, so `http-addon api --state-file`
 //! keeps what was applied across a restart.
 //!
-//! A restored store starts its history at the saved resourceVersion, so a
-//! client of the previous run that resumes a watch gets `410 Gone` and
-//! relists: it cannot miss a deletion made before the restart. Objects keep
+//! A write's event reaches watchers before the file is rewritten, so a
+//! server killed in between leaves clients that saw resourceVersions the
+//! file never got (the write, and what garbage collection deleted after
+//! it). A restored server therefore starts past every resourceVersion the
+//! previous run could have shown anyone ([`first_unused`]), and its history
+//! starts there: every client of the previous run that resumes a watch gets
+//! `410 Gone` and relists. None can take a reused resourceVersion for one
+//! it has seen, and none misses a deletion made before the restart. Objects keep
 //! their uid, creationTimestamp and resourceVersion (owner references, and
 //! so garbage collection, keep working). The file is rewritten before a
 //! write is answered (as etcd persists before it acknowledges), so a
@@ -59,12 +64,13 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<Saved>> {
 }
 
 /// Stores holding the saved objects, their resources registered.
+/// Returns the resourceVersion the restored server starts at.
 pub(crate) fn restore(
     saved: Saved,
     registry: &mut Discovery,
     config: &StoreConfig,
-) -> std::io::Result<Vec<Store>> {
-    let rv = saved.resource_version;
+) -> std::io::Result<(u64, Vec<Store>)> {
+    let rv = first_unused(&saved);
     let mut stores = Vec::new();
     for r in saved.resources {
         let def = ResourceDef::new(&r.group, &r.version, &r.resource, &r.kind, r.namespaced);
@@ -84,7 +90,18 @@ pub(crate) fn restore(
         })?;
         stores.push(store);
     }
-    Ok(stores)
+    Ok((rv, stores))
+}
+
+/// A resourceVersion past any the run that saved `saved` could have
+/// published: each write is saved before the next one starts (unless the
+/// file cannot be written, which is logged as an error), so at most
+/// one write was not saved, plus the garbage collection it started, which
+/// deletes at most every object there was (those saved, and one the write
+/// created): saved + 1 + (objects + 1), and one more to be past it.
+fn first_unused(saved: &Saved) -> u64 {
+    let objects: usize = saved.resources.iter().map(|r| r.objects.len()).sum();
+    saved.resource_version + objects as u64 + 3
 }
 
 /// Writes the state file; the caller holds the write lock (the global
@@ -153,7 +170,9 @@ mod tests {
             .start()
             .await
             .unwrap();
-        assert_eq!(second.resource_version(), rv, "the counter continues");
+        // Two objects: what the previous run could have shown a watcher
+        // goes up to rv + 1 (a write) + 3 (the deletions it could cause).
+        assert_eq!(second.resource_version(), rv + 2 + 3, "past rv + 4");
         let cms = second
             .store(&listwatch::Gvr::new("", "v1", "configmaps"))
             .expect("configmaps restored");
@@ -185,6 +204,58 @@ mod tests {
             .parse()
             .unwrap();
         assert!(next_rv > rv);
+    }
+
+    /// A write's event reaches watchers before the file is rewritten: a
+    /// client can have seen a resourceVersion the file never got (here the
+    /// rewrite fails; a kill -9 between the two does the same). After a
+    /// restart that resourceVersion must not name another change, and a
+    /// watch resumed from it must get 410 (found by the demo: the operator
+    /// missed the first HTTPScaledObject created after the API's restart,
+    /// which got the resourceVersion of a finalizer removal it had seen).
+    #[tokio::test]
+    async fn a_resource_version_seen_but_not_saved_is_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns"}});
+        let first = ApiServer::builder()
+            .state_file(&path)
+            .start()
+            .await
+            .unwrap();
+        first.put_object(cm("saved")).unwrap();
+        // The rewrite goes through `<file>.tmp`: a directory there fails it.
+        std::fs::create_dir(dir.path().join("state.json.tmp")).unwrap();
+        let lost = first.put_object(cm("lost")).unwrap();
+        let seen: u64 = lost["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        drop(first);
+        std::fs::remove_dir(dir.path().join("state.json.tmp")).unwrap();
+
+        let second = ApiServer::builder()
+            .state_file(&path)
+            .start()
+            .await
+            .unwrap();
+        let cms = second
+            .store(&listwatch::Gvr::new("", "v1", "configmaps"))
+            .unwrap();
+        assert!(cms.get("ns", "lost").is_none(), "the file never had it");
+        assert!(
+            cms.oldest_resource_version() > seen,
+            "a watch resumed from {seen} gets 410 (history starts at {})",
+            cms.oldest_resource_version()
+        );
+        let next = second.put_object(cm("next")).unwrap();
+        let next_rv: u64 = next["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(next_rv > seen, "{next_rv} reuses {seen}");
     }
 
     #[tokio::test]
