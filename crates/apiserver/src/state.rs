@@ -140,15 +140,25 @@ mod tests {
 
     use crate::ApiServer;
 
+    /// A server on the state file `path`.
+    async fn serving(path: &std::path::Path) -> ApiServer {
+        ApiServer::builder().state_file(path).start().await.unwrap()
+    }
+
+    /// An object's resourceVersion.
+    fn rv_of(obj: &serde_json::Value) -> u64 {
+        obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_restart_keeps_objects_uids_and_makes_old_watchers_relist() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        let first = ApiServer::builder()
-            .state_file(&path)
-            .start()
-            .await
-            .unwrap();
+        let first = serving(&path).await;
         let created = first
             .put_object(json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
@@ -165,11 +175,7 @@ mod tests {
         // No explicit save: every write is in the file before it is answered.
         drop(first);
 
-        let second = ApiServer::builder()
-            .state_file(&path)
-            .start()
-            .await
-            .unwrap();
+        let second = serving(&path).await;
         // Two objects: what the previous run could have shown a watcher
         // goes up to rv + 1 (a write) + 3 (the deletions it could cause).
         assert_eq!(second.resource_version(), rv + 2 + 3, "past rv + 4");
@@ -198,11 +204,7 @@ mod tests {
                 "metadata": {"name": "b", "namespace": "ns"}
             }))
             .unwrap();
-        let next_rv: u64 = next["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let next_rv = rv_of(&next);
         assert!(next_rv > rv);
     }
 
@@ -218,28 +220,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns"}});
-        let first = ApiServer::builder()
-            .state_file(&path)
-            .start()
-            .await
-            .unwrap();
+        let first = serving(&path).await;
         first.put_object(cm("saved")).unwrap();
         // The rewrite goes through `<file>.tmp`: a directory there fails it.
         std::fs::create_dir(dir.path().join("state.json.tmp")).unwrap();
         let lost = first.put_object(cm("lost")).unwrap();
-        let seen: u64 = lost["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seen = rv_of(&lost);
         drop(first);
         std::fs::remove_dir(dir.path().join("state.json.tmp")).unwrap();
 
-        let second = ApiServer::builder()
-            .state_file(&path)
-            .start()
-            .await
-            .unwrap();
+        let second = serving(&path).await;
         let cms = second
             .store(&listwatch::Gvr::new("", "v1", "configmaps"))
             .unwrap();
@@ -250,11 +240,7 @@ mod tests {
             cms.oldest_resource_version()
         );
         let next = second.put_object(cm("next")).unwrap();
-        let next_rv: u64 = next["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let next_rv = rv_of(&next);
         assert!(next_rv > seen, "{next_rv} reuses {seen}");
     }
 
