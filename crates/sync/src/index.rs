@@ -572,18 +572,7 @@ impl JsonObject {
             .get_or_init(|| {
                 let Ok(h) = ObjectHead::parse(&self.json) else {
                     let value: Value = serde_json::from_slice(&self.json).ok()?;
-                    let meta = value.as_object()?.get("metadata");
-                    let field = |f: &str| {
-                        meta.and_then(|m| m.get(f))
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    };
-                    return Some(Head {
-                        namespace: field("namespace"),
-                        name: field("name"),
-                        resource_version: field("resourceVersion"),
-                        fits: [false; 2],
-                    });
+                    return Head::of_value(&value);
                 };
                 let meta = h.metadata.as_ref();
                 let owned = |f: Option<&std::borrow::Cow<'_, str>>| f.map(|s| s.to_string());
@@ -618,14 +607,39 @@ impl JsonObject {
             field: ".".to_string(),
             message: "not a JSON object".to_string(),
         })?;
-        Ok((
+        Ok(head.key(kind))
+    }
+}
+
+impl Head {
+    /// The head as a `Value` reading gives it (the API server's reading);
+    /// `None` when `object` is not a JSON object.
+    fn of_value(object: &Value) -> Option<Head> {
+        let meta = object.as_object()?.get("metadata");
+        let field = |f: &str| {
+            meta.and_then(|m| m.get(f))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Some(Head {
+            namespace: field("namespace"),
+            name: field("name"),
+            resource_version: field("resourceVersion"),
+            fits: [false; 2],
+        })
+    }
+
+    /// The object's key (namespace `default` when it has none, the name
+    /// possibly empty) and resourceVersion.
+    fn key(&self, kind: ObjectKind) -> (ObjectKey, Option<ResourceVersion>) {
+        (
             ObjectKey {
                 kind,
-                namespace: head.namespace.as_deref().unwrap_or("default").to_string(),
-                name: head.name.clone().unwrap_or_default(),
+                namespace: self.namespace.as_deref().unwrap_or("default").to_string(),
+                name: self.name.clone().unwrap_or_default(),
             },
-            head.resource_version.as_deref().map(ResourceVersion::new),
-        ))
+            self.resource_version.as_deref().map(ResourceVersion::new),
+        )
     }
 }
 
@@ -693,19 +707,10 @@ fn identify(kind: ObjectKind, object: &Value) -> Result<(ObjectKey, ResourceVers
     }
 }
 
-/// The key and resourceVersion of a JSON object (namespace `default` when
-/// it has none, the name possibly empty); `None` when it is not an object.
+/// The key and resourceVersion of a JSON object (see [`Head::key`]); `None`
+/// when it is not an object.
 fn value_key(kind: ObjectKind, object: &Value) -> Option<(ObjectKey, Option<ResourceVersion>)> {
-    let meta = object.as_object()?.get("metadata");
-    let field = |f: &str| meta.and_then(|m| m.get(f)).and_then(Value::as_str);
-    Some((
-        ObjectKey {
-            kind,
-            namespace: field("namespace").unwrap_or("default").to_string(),
-            name: field("name").unwrap_or_default().to_string(),
-        },
-        field("resourceVersion").map(ResourceVersion::new),
-    ))
+    Head::of_value(object).map(|h| h.key(kind))
 }
 
 fn compile(kind: ObjectKind, object: Value) -> Result<routing::Route, Vec<FieldError>> {
