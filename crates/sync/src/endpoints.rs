@@ -794,11 +794,19 @@ impl ReadyEndpoints {
                     }
                     full = true;
                 }
-                EndpointsChange::ApplySlice(slice) => {
-                    if let Some(def) = slice_def(&slice) {
-                        writer.put_slice(def, &mut touched);
+                EndpointsChange::ApplySlice(slice) => match slice_def(&slice) {
+                    Some(def) => writer.put_slice(def, &mut touched),
+                    // No longer a slice of any Service (its label is gone):
+                    // its addresses leave the Service it had, as a routes
+                    // directory drops such a file.
+                    None => {
+                        let m = &slice.metadata;
+                        if let Some(name) = &m.name {
+                            let namespace = m.namespace.as_deref().unwrap_or("default");
+                            writer.remove_slice(namespace, name, &mut touched);
+                        }
                     }
-                }
+                },
                 EndpointsChange::PutSlice(def) => writer.put_slice(def, &mut touched),
                 EndpointsChange::DeleteSlice { namespace, name } => {
                     writer.remove_slice(&namespace, &name, &mut touched);
@@ -1009,6 +1017,9 @@ fn slice_def(slice: &EndpointSlice) -> Option<SliceDef> {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
     use super::*;
 
     fn slice(name: &str, service: &str, ready: &[&str]) -> EndpointsChange {
@@ -1196,5 +1207,38 @@ mod tests {
         assert!(!e.load().has_ready("ns", "api"));
         assert!(e.load().get("ns", "api").unwrap().has_service);
         assert_eq!(e.load().len(), 1);
+    }
+
+    /// A watched slice whose `kubernetes.io/service-name` label is removed
+    /// belongs to no Service any more: its addresses must not stay ready for
+    /// the one it had (they could belong to another app's pods next).
+    #[test]
+    fn a_slice_that_loses_its_service_label_leaves_its_service() {
+        let k8s_slice = |labels: Option<(&str, &str)>| {
+            let labels = labels.map(|(k, v)| [(k.to_string(), v.to_string())].into());
+            EndpointsChange::ApplySlice(Box::new(EndpointSlice {
+                metadata: ObjectMeta {
+                    name: Some("web-1".into()),
+                    namespace: Some("ns".into()),
+                    labels,
+                    ..Default::default()
+                },
+                address_type: "IPv4".into(),
+                endpoints: vec![Endpoint {
+                    addresses: vec!["10.0.0.1".into()],
+                    ..Default::default()
+                }],
+                ports: Some(vec![EndpointPort {
+                    name: Some("http".into()),
+                    port: Some(9000),
+                    ..Default::default()
+                }]),
+            }))
+        };
+        let e = ReadyEndpoints::default();
+        e.apply([service("web"), k8s_slice(Some((SERVICE_NAME_LABEL, "web")))]);
+        assert_eq!(ready(&e, "web"), ["10.0.0.1:9000"]);
+        e.apply([k8s_slice(None)]);
+        assert_eq!(ready(&e, "web"), Vec::<String>::new());
     }
 }
